@@ -1,0 +1,68 @@
+"""The error hierarchy shared by every pipeline stage, and the CLI's exit codes.
+
+Library code raises these; only the CLI turns them into a one-line message and an exit code.
+"""
+from __future__ import annotations
+
+import enum
+
+
+class ExitCode(enum.IntEnum):
+    """Process exit codes, documented in ``--help`` and the README."""
+
+    OK = 0
+    USAGE = 2
+    INPUT = 3
+    RULES = 4
+    FINDINGS = 10
+    INTERNAL = 70
+    INTERRUPTED = 130
+
+
+class AnalyserError(Exception):
+    """Base of every expected failure; ``hint`` tells the user what to do about it."""
+
+    exit_code = ExitCode.INTERNAL
+
+    def __init__(self, message: str, *, hint: str | None = None, path: str | None = None,
+                 line: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+        self.path = path
+        self.line = line
+
+    def __str__(self) -> str:
+        where = ""
+        if self.path:
+            where = f"{self.path}:{self.line}: " if self.line else f"{self.path}: "
+        text = f"{where}{self.message}"
+        return f"{text} ({self.hint})" if self.hint else text
+
+
+class ConfigError(AnalyserError):
+    """Invalid settings, flags or configuration files."""
+
+    exit_code = ExitCode.USAGE
+
+
+class InputError(AnalyserError):
+    """An input that cannot be read or parsed: missing, unreadable, empty, corrupt, wrong format."""
+
+    exit_code = ExitCode.INPUT
+
+
+class RulesError(AnalyserError):
+    """A detection rule file that does not load or validate."""
+
+    exit_code = ExitCode.RULES
+
+
+class MissingExtraError(AnalyserError):
+    """An optional dependency is not installed; the hint names the ``pip install`` that fixes it."""
+
+    exit_code = ExitCode.USAGE
+
+    def __init__(self, feature: str, extra: str, module: str) -> None:
+        super().__init__(f"{feature} needs the '{module}' package, which is not installed",
+                         hint=f"pip install 'log_analyser[{extra}]'")

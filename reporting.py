@@ -1,0 +1,160 @@
+"""Report writers: a registry of small renderers over one immutable AnalysisResult.
+
+Every string that came from a log was written by an attacker: the terminal gets no control
+characters, CSV cells cannot start a formula, JSON is escaped by the encoder.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import re
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+
+from beautifultable import BeautifulTable
+
+import ip_features
+from analyser_errors import ConfigError
+from analysis import SCHEMA_VERSION, AnalysisResult, Finding
+
+# C0/C1 controls, DEL, and bidirectional overrides that can make text read differently than it is.
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+SEVERITY_COLOURS = {"critical": "\x1b[1;31m", "high": "\x1b[31m", "medium": "\x1b[33m",
+                    "low": "\x1b[36m", "info": "\x1b[2m"}
+RESET = "\x1b[0m"
+REASON_WIDTH = 60
+
+
+def terminal_safe(text: str) -> str:
+    """Control and bidi characters shown as visible escapes (``\\x1b``, ``\\u202e``)."""
+    def escape(match: re.Match[str]) -> str:
+        code = ord(match.group(0))
+        return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+    return _UNSAFE.sub(escape, text)
+
+
+def csv_safe(value: object) -> object:
+    """Neutralise spreadsheet formulas: text cells starting with = + - @ TAB CR get a leading quote."""
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
+
+
+def _time(value: datetime | None) -> str | None:
+    return value.isoformat().replace("+00:00", "Z") if value else None
+
+
+def summary_line(result: AnalysisResult) -> str:
+    """One line: lines parsed, clients, flagged by severity, time span."""
+    s = result.summary
+    parts = [f"parsed {s.parsed_lines:,} of {s.total_lines:,} lines"]
+    if s.unparsed_lines:
+        parts[0] += f" ({s.unparsed_lines:,} unparsed)"
+    parts.append(f"{s.clients:,} clients")
+    worst = ", ".join(f"{n} {label}" for label, n in s.by_severity.items() if n)
+    parts.append(f"{s.flagged:,} flagged" + (f" ({worst})" if worst else ""))
+    if s.time_start and s.time_end:
+        parts.append(f"{s.time_start:%Y-%m-%d %H:%M} to {s.time_end:%Y-%m-%d %H:%M} UTC")
+    return " | ".join(parts)
+
+
+def _clip(text: str, width: int) -> str:
+    return text if len(text) <= width else text[:width - 1] + "…"
+
+
+def render_table(result: AnalysisResult, top: int = 20, colour: bool = False) -> str:
+    """A ranked table of the ``top`` highest-scoring clients."""
+    table = BeautifulTable(maxwidth=160)
+    table.set_style(BeautifulTable.STYLE_COMPACT)
+    table.columns.header = ["rank", "client ip", "requests", "errors", "score", "severity", "top reason"]
+    for finding in result.findings[:top]:
+        severity = finding.severity.label if finding.flagged else "-"
+        if colour and finding.flagged:
+            severity = f"{SEVERITY_COLOURS[severity]}{severity}{RESET}"
+        reason = _clip(terminal_safe(finding.reasons[0]), REASON_WIDTH) if finding.reasons and finding.flagged else ""
+        table.rows.append([finding.rank, terminal_safe(finding.ip), finding.requests, finding.errors,
+                           f"{finding.score:.1f}", severity, reason])
+    for column in ("client ip", "top reason"):
+        table.columns.alignment[column] = BeautifulTable.ALIGN_LEFT
+    return str(table) + "\n" if result.findings else "no clients\n"
+
+
+def csv_row(finding: Finding) -> dict[str, object]:
+    row: dict[str, object] = {
+        "rank": finding.rank, "ip": finding.ip, "flagged": finding.flagged, "score": finding.score,
+        "severity": finding.severity.label, "attack_types": ";".join(finding.attack_types),
+        "requests": finding.requests, "errors": finding.errors,
+        "first_seen": _time(finding.first_seen), "last_seen": _time(finding.last_seen),
+        "reasons": " | ".join(finding.reasons),
+    }
+    row.update({name: finding.features.get(name) for name in ip_features.FEATURE_NAMES if name not in row})
+    return {key: csv_safe(value) for key, value in row.items()}
+
+
+def render_csv(result: AnalysisResult) -> str:
+    """One row per client with every feature, score, severity and flag."""
+    buffer = io.StringIO()
+    rows = [csv_row(f) for f in result.findings]
+    header = list(csv_row(result.findings[0])) if rows else ["rank", "ip", "flagged", "score", "severity"]
+    writer = csv.DictWriter(buffer, fieldnames=header, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def _number(value: float | None) -> float | None:
+    return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
+
+
+def finding_json(finding: Finding) -> dict[str, object]:
+    return {
+        "ip": finding.ip, "rank": finding.rank, "flagged": finding.flagged, "score": finding.score,
+        "severity": finding.severity.label, "attack_types": list(finding.attack_types),
+        "reasons": list(finding.reasons), "requests": finding.requests, "errors": finding.errors,
+        "first_seen": _time(finding.first_seen), "last_seen": _time(finding.last_seen),
+        "detector_scores": finding.detector_scores,
+        "deviations": [{"feature": d.feature, "value": d.value, "typical": d.typical, "z": round(d.z, 2)}
+                       for d in finding.deviations],
+        "features": {name: _number(value) for name, value in finding.features.items()},
+    }
+
+
+def result_json(result: AnalysisResult, version: str = "") -> dict[str, object]:
+    s = result.summary
+    summary = {
+        "sources": list(s.sources), "formats": s.formats, "total_lines": s.total_lines,
+        "parsed_lines": s.parsed_lines, "unparsed_lines": s.unparsed_lines,
+        "unparsed_by_reason": s.unparsed_by_reason, "clients": s.clients, "flagged": s.flagged,
+        "by_severity": s.by_severity, "time_start": _time(s.time_start), "time_end": _time(s.time_end),
+        "detectors": list(s.detectors), "features_used": list(s.features_used), "notes": list(s.notes),
+    }
+    return {"schema_version": SCHEMA_VERSION, "generator": {"name": "log_analyser", "version": version},
+            "summary": summary, "findings": [finding_json(f) for f in result.findings]}
+
+
+def render_json(result: AnalysisResult, version: str = "") -> str:
+    """The versioned JSON report (schema: schemas/report.schema.json)."""
+    return json.dumps(result_json(result, version), indent=2, ensure_ascii=False) + "\n"
+
+
+Renderer = Callable[..., str]
+WRITERS: dict[str, Renderer] = {"table": render_table, "csv": render_csv, "json": render_json}
+EXTENSIONS = {".csv": "csv", ".json": "json", ".txt": "table"}
+
+
+def format_for(path: str, override: str | None = None) -> str:
+    """The writer for an output path: ``override`` if given, else from the extension."""
+    if override:
+        if override not in WRITERS:
+            raise ConfigError(f"unknown output format {override!r}", hint=f"one of {', '.join(WRITERS)}")
+        return override
+    suffix = Path(path).suffix.lower()
+    if suffix not in EXTENSIONS:
+        known = ", ".join(EXTENSIONS)
+        raise ConfigError(f"cannot tell the report format from {path!r}",
+                          hint=f"use one of {known} or --output-format")
+    return EXTENSIONS[suffix]

@@ -1,0 +1,185 @@
+"""The CLI, in process: exit codes, one-line errors, outputs."""
+from __future__ import annotations
+
+import builtins
+import csv
+import gzip
+import io
+import json
+import sys
+
+import pytest
+
+import analysis
+import log_analyser
+from analyser_errors import ExitCode
+from conftest import DATA, ROOT
+
+SMALL = str(DATA / "small.log")
+
+
+def run(capsys, *argv):
+    code = log_analyser.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def one_line_error(err: str) -> str:
+    lines = [line for line in err.splitlines() if line]
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+def test_table_to_stdout_summary_to_stderr(capsys):
+    code, out, err = run(capsys, "-f", SMALL)
+    assert code == ExitCode.OK
+    assert "198.51.100.99" in out.splitlines()[2] and "medium" in out
+    assert "parsed 22 of 23 lines (1 unparsed)" in err and "1 flagged" in err
+
+
+def test_csv_and_json_outputs_follow_the_extension(capsys, tmp_path):
+    csv_path, json_path = tmp_path / "r.csv", tmp_path / "r.json"
+    code, out, _ = run(capsys, "-f", SMALL, "-o", str(csv_path), "-o", str(json_path))
+    assert code == ExitCode.OK and out == ""
+    assert len(list(csv.DictReader(csv_path.open()))) == 7
+    assert json.loads(json_path.read_text())["summary"]["clients"] == 7
+
+
+def test_output_format_override_to_stdout(capsys):
+    code, out, _ = run(capsys, "-f", SMALL, "-o", "-", "--output-format", "json")
+    assert code == ExitCode.OK and json.loads(out)["schema_version"] == analysis.SCHEMA_VERSION
+
+
+def test_stdin(capsys, monkeypatch):
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO((DATA / "small.log").read_bytes())))
+    code, out, _ = run(capsys, "-f", "-")
+    assert code == ExitCode.OK and "198.51.100.99" in out
+
+
+@pytest.mark.parametrize(("severity", "expected"), [("medium", ExitCode.FINDINGS), ("high", ExitCode.OK)])
+def test_fail_on_gates_ci(capsys, severity, expected):
+    assert run(capsys, "-f", SMALL, "--fail-on", severity)[0] == expected
+
+
+def test_missing_file(capsys, tmp_path):
+    code, _, err = run(capsys, "-f", str(tmp_path / "nope.log"))
+    assert code == ExitCode.INPUT and "no such file" in one_line_error(err)
+
+
+def test_directory(capsys, tmp_path):
+    code, _, err = run(capsys, "-f", str(tmp_path))
+    assert code == ExitCode.INPUT and "is a directory" in one_line_error(err)
+
+
+def test_permission_denied(capsys, tmp_path, monkeypatch):
+    # CI runs as root, which the OS lets read anything: make open() refuse this one file instead.
+    secret = tmp_path / "secret.log"
+    secret.write_text("x\n")
+    real_open = builtins.open
+
+    def refusing_open(file, *args, **kwargs):
+        if str(file) == str(secret):
+            raise PermissionError(13, "Permission denied", str(file))
+        return real_open(file, *args, **kwargs)
+    monkeypatch.setattr(builtins, "open", refusing_open)
+    code, _, err = run(capsys, "-f", str(secret))
+    assert code == ExitCode.INPUT and "permission denied" in one_line_error(err)
+
+
+def test_empty_file(capsys, tmp_path):
+    empty = tmp_path / "empty.log"
+    empty.write_text("")
+    code, _, err = run(capsys, "-f", str(empty))
+    assert code == ExitCode.INPUT and "empty" in one_line_error(err)
+
+
+def test_truncated_gzip(capsys, tmp_path):
+    data = gzip.compress((DATA / "small.log").read_bytes() * 200)
+    cut = tmp_path / "cut.log.gz"
+    cut.write_bytes(data[:-40])
+    code, _, err = run(capsys, "-f", str(cut))
+    assert code == ExitCode.INPUT and "truncated" in one_line_error(err)
+
+
+def test_wrong_format_suggests_format_flag(capsys, tmp_path):
+    other = tmp_path / "other.log"
+    other.write_text("2025-11-02 192.168.0.1 GET /index.html\n" * 5)
+    code, _, err = run(capsys, "-f", str(other))
+    assert code == ExitCode.INPUT and "--format" in one_line_error(err)
+
+
+@pytest.mark.parametrize("argv", [
+    ["-f", SMALL, "--fail-on", "urgent"], ["-f", SMALL, "--top", "x"], ["--bogus"], [],
+])
+def test_usage_errors_exit_2(capsys, argv):
+    code, _, err = run(capsys, *argv)
+    assert code == ExitCode.USAGE and "usage:" in err
+
+
+@pytest.mark.parametrize("argv", [
+    ["--threshold", "120"], ["--contamination", "0.9"], ["--tz", "Mars/Olympus"], ["--format", "apache2"],
+    ["--log-format", "%h %Q"], ["-o", "report.xlsx"],
+])
+def test_bad_settings_are_one_line_usage_errors(capsys, argv):
+    code, _, err = run(capsys, "-f", SMALL, *argv)
+    assert code == ExitCode.USAGE
+    one_line_error(err)
+
+
+def test_unwritable_output(capsys, tmp_path):
+    code, _, err = run(capsys, "-f", SMALL, "-o", str(tmp_path / "no" / "such" / "dir.csv"))
+    assert code == ExitCode.USAGE and "cannot write report" in one_line_error(err)
+
+
+def test_internal_error_prints_traceback_and_exits_70(capsys, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("boom")
+    monkeypatch.setattr(analysis, "analyse", broken)
+    code, _, err = run(capsys, "-f", SMALL)
+    assert code == ExitCode.INTERNAL and "Traceback" in err and "RuntimeError: boom" in err
+
+
+def test_interrupted_exits_130(capsys, monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(analysis, "analyse", interrupted)
+    code, _, err = run(capsys, "-f", SMALL)
+    assert code == ExitCode.INTERRUPTED and one_line_error(err) == "error: interrupted"
+
+
+def test_debug_shows_the_traceback_of_expected_errors(capsys, tmp_path):
+    code, _, err = run(capsys, "-f", str(tmp_path / "nope.log"), "--debug")
+    assert code == ExitCode.INPUT and "Traceback" in err and err.rstrip().endswith("no such file")
+
+
+def test_verbose_shows_unparsed_lines(capsys):
+    code, _, err = run(capsys, "-f", SMALL, "--verbose")
+    assert code == ExitCode.OK and "unparsed small.log:21" in err.replace(str(DATA) + "/", "")
+
+
+def test_help_documents_every_option_and_exit_code(capsys):
+    code, out, _ = run(capsys, "--help")
+    assert code == ExitCode.OK
+    for option in ("--file", "--output", "--output-format", "--format", "--log-format", "--tz", "--top",
+                   "--threshold", "--contamination", "--fail-on", "--seed", "--verbose", "--debug", "--version"):
+        assert option in out
+    for code_ in ExitCode:
+        assert f"\n  {int(code_):<4} " in out, code_
+
+
+def test_version(capsys):
+    code, out, _ = run(capsys, "--version")
+    assert code == ExitCode.OK and out.startswith("log_analyser ")
+
+
+def test_no_colour_when_not_a_tty_or_no_color(capsys, monkeypatch):
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True, raising=False)
+    monkeypatch.setenv("NO_COLOR", "1")
+    _, out, _ = run(capsys, "-f", SMALL)
+    assert "\x1b[" not in out
+
+
+def test_sample_log_in_the_repo_runs(capsys):
+    code, out, err = run(capsys, "-f", str(ROOT / "examples" / "access.log"))
+    assert code == ExitCode.OK and "critical" in out and "parsed 10,000 of 10,000 lines" in err

@@ -1,0 +1,86 @@
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+
+import anomaly_detector as detect
+from analysis import Settings, analyse
+from anomaly_detector import Severity
+from analyser_errors import InputError
+
+COMBINED = '{ip} - - [10/Mar/2026:09:{m:02d}:{s:02d} +0000] "GET /page HTTP/1.1" 200 512 "-" "Mozilla/5.0"'
+
+
+def test_planted_attackers_rank_above_every_benign_client(planted_log):
+    path, labels = planted_log
+    result = analyse([str(path)])
+    attackers = set(labels.filter(pl.col("label") == "attack")["ip"])
+    ranks = {f.ip: f.rank for f in result.findings}
+    assert max(ranks[ip] for ip in attackers) == len(attackers)
+    flagged = {f.ip for f in result.findings if f.flagged}
+    assert attackers <= flagged
+
+
+def test_planted_anomalies_are_explained_by_the_planted_feature(planted_log):
+    path, labels = planted_log
+    by_type = dict(zip(labels["attack_type"], labels["ip"]))
+    findings = {f.ip: f for f in analyse([str(path)]).findings}
+    features = {kind: {d.feature for d in findings[ip].deviations} for kind, ip in by_type.items() if kind}
+    assert features["dos"] & {"request_rate", "peak_rpm"}
+    assert features["scanner"] & {"error_4xx_ratio", "status_404", "distinct_404_paths"}
+    assert features["brute_force"] & {"post_ratio", "sensitive_ratio", "status_401"}
+    assert any("requests per minute" in r for r in findings[by_type["dos"]].reasons)
+
+
+def test_output_is_deterministic(planted_log):
+    path, _ = planted_log
+    first = [(f.ip, f.score) for f in analyse([str(path)]).findings]
+    second = [(f.ip, f.score) for f in analyse([str(path)]).findings]
+    assert first == second
+
+
+def test_detector_follows_the_estimator_conventions():
+    rng = np.random.default_rng(0)
+    X = np.vstack([rng.normal(0, 1, (300, 4)), [[12.0, 12.0, 12.0, 12.0]]])
+    detector = detect.IsolationForestDetector(random_state=0).fit(X)
+    scores = detector.score_samples(X)
+    assert hasattr(detector, "forest_") and hasattr(detector, "scaler_")
+    assert scores.argmax() == 300 and 0.0 < scores.min() and scores.max() <= 1.0
+
+
+@pytest.mark.parametrize(("score", "severity"), [(0, Severity.INFO), (19.9, Severity.INFO), (20, Severity.LOW),
+                                                 (40, Severity.MEDIUM), (60, Severity.HIGH), (80, Severity.CRITICAL),
+                                                 (100, Severity.CRITICAL)])
+def test_severity_bands(score, severity):
+    assert detect.severity_for(score) is severity
+
+
+def test_one_client_is_scored_zero_with_a_note(tmp_path):
+    path = tmp_path / "one.log"
+    path.write_text("\n".join(COMBINED.format(ip="192.0.2.1", m=i // 60, s=i % 60) for i in range(50)) + "\n")
+    result = analyse([str(path)])
+    assert [f.score for f in result.findings] == [0.0]
+    assert not result.summary.detectors and "too few" in result.summary.notes[0]
+
+
+def test_identical_clients_are_not_flagged(tmp_path):
+    lines = [COMBINED.format(ip=f"192.0.2.{ip}", m=m, s=0) for ip in range(1, 60) for m in range(5)]
+    path = tmp_path / "same.log"
+    path.write_text("\n".join(lines) + "\n")
+    result = analyse([str(path)])
+    assert result.summary.flagged == 0 and max(f.score for f in result.findings) == 0.0
+
+
+def test_all_malformed_input_is_an_input_error(tmp_path):
+    path = tmp_path / "junk.log"
+    path.write_text("not a log line\n" * 20)
+    with pytest.raises(InputError, match="only 0 of 20 lines parse"):
+        analyse([str(path)])
+
+
+def test_contamination_flags_that_fraction(planted_log):
+    path, _ = planted_log
+    result = analyse([str(path)], Settings(contamination=0.05))
+    assert result.summary.flagged == int(np.ceil(0.05 * result.summary.clients))
+    assert [f.flagged for f in result.findings] == sorted([f.flagged for f in result.findings], reverse=True)
