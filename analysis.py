@@ -18,7 +18,8 @@ import polars as pl
 import anomaly_detector as detect
 import file_parser
 import ip_features
-from anomaly_detector import Deviation, Severity
+from anomaly_detector import Deviation
+from evidence import Evidence, Severity
 
 log = logging.getLogger(__name__)
 SCHEMA_VERSION = "1.0"
@@ -54,7 +55,8 @@ class Finding:
     last_seen: datetime
     reasons: tuple[str, ...]
     deviations: tuple[Deviation, ...]
-    attack_types: tuple[str, ...] = ()
+    attack_types: tuple[str, ...] = ()          # evidence.AttackType values
+    evidence: tuple[Evidence, ...] = ()         # what the rule and signature stages found
     detector_scores: dict[str, float] = field(default_factory=dict)
     features: dict[str, float | None] = field(default_factory=dict)
 

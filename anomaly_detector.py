@@ -5,13 +5,13 @@ in ``_``, ``random_state`` everywhere). One score direction across the code: hig
 """
 from __future__ import annotations
 
-import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
 
+from evidence import Severity
 from ip_features import BY_NAME
 
 # Score bands (0-100 score, lower bound inclusive) and the severity each one means.
@@ -22,28 +22,6 @@ REASON_MIN_Z = 3.0        # a feature is a reason when it is this many robust sp
 # 0.7-0.85 (measured on the shared public logs), so that range spans the 0-100 score.
 ORDINARY_S, EXTREME_S = 0.5, 0.85
 MIN_CLIENTS = 3           # fewer clients than this cannot be compared with each other
-
-
-class Severity(enum.IntEnum):
-    """Finding severities, ordered so that comparisons mean 'at least as severe'."""
-
-    INFO = 0
-    LOW = 1
-    MEDIUM = 2
-    HIGH = 3
-    CRITICAL = 4
-
-    @property
-    def label(self) -> str:
-        return self.name.lower()
-
-    @classmethod
-    def parse(cls, text: str) -> Severity:
-        try:
-            return cls[text.strip().upper()]
-        except KeyError:
-            names = ", ".join(s.label for s in cls)
-            raise ValueError(f"unknown severity {text!r} (one of {names})") from None
 
 
 def severity_for(score: float) -> Severity:

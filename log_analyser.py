@@ -9,11 +9,11 @@ import logging
 import os
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib import metadata
 
 from analyser_errors import AnalyserError, ConfigError, ExitCode
-from anomaly_detector import Severity
+from evidence import Severity
 
 log = logging.getLogger("log_analyser")
 
@@ -144,8 +144,22 @@ def _show_unparsed(result, limit: int = 5) -> None:
               f"{terminal_safe(row['raw'][:200])}", file=sys.stderr)
 
 
+# Subcommands beside the default analysis (`log_analyser NAME ...`): name -> runner(argv).
+# Each runner parses its own arguments, raises AnalyserError on expected failures and returns
+# an ExitCode. A log file with one of these names is read with `-f ./NAME`.
+COMMANDS: dict[str, Callable[[list[str]], ExitCode]] = {}
+
+
 def run(argv: Sequence[str] | None = None) -> ExitCode:
-    """Parse ``argv``, analyse, write reports; raises AnalyserError on expected failures."""
+    """Dispatch a subcommand, or analyse logs and write reports; raises AnalyserError on expected failures."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in COMMANDS:
+        return COMMANDS[argv[0]](argv[1:])
+    return analyse_command(argv)
+
+
+def analyse_command(argv: list[str]) -> ExitCode:
+    """The default command: `log_analyser -f LOG [options]`."""
     args = build_parser().parse_args(argv)
     _configure_logging(args)
     settings = build_settings(args)

@@ -6,7 +6,7 @@ import pytest
 
 import anomaly_detector as detect
 from analysis import Settings, analyse
-from anomaly_detector import Severity
+from evidence import Severity
 from analyser_errors import InputError
 
 COMBINED = '{ip} - - [10/Mar/2026:09:{m:02d}:{s:02d} +0000] "GET /page HTTP/1.1" 200 512 "-" "Mozilla/5.0"'

@@ -1,0 +1,73 @@
+"""The vocabulary every detection stage shares: severities, the attack-type taxonomy, and the
+evidence a stage attaches to a client (which rule, how often, and example log lines).
+"""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class Severity(enum.IntEnum):
+    """Finding severities, ordered so that comparisons mean 'at least as severe'."""
+
+    INFO = 0
+    LOW = 1
+    MEDIUM = 2
+    HIGH = 3
+    CRITICAL = 4
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+    @classmethod
+    def parse(cls, text: str) -> Severity:
+        try:
+            return cls[text.strip().upper()]
+        except KeyError:
+            names = ", ".join(s.label for s in cls)
+            raise ValueError(f"unknown severity {text!r} (one of {names})") from None
+
+
+class AttackType(enum.StrEnum):
+    """One taxonomy, used in JSON ``attack_types``, CSV, reports and evaluation."""
+
+    SQLI = "sqli"
+    XSS = "xss"
+    PATH_TRAVERSAL = "path_traversal"
+    RCE = "rce"                          # command injection, RCE/CVE exploit probes, log4shell
+    SCANNER = "scanner"                  # vulnerability scanners
+    DIR_BRUTEFORCE = "dir_bruteforce"    # content discovery
+    BRUTE_FORCE = "brute_force"          # many login attempts from one client
+    CREDENTIAL_STUFFING = "credential_stuffing"
+    DOS = "dos"                          # request floods
+    BAD_BOT = "bad_bot"                  # scrapers, secret-file probes, fake crawlers
+    DATA_EXFILTRATION = "data_exfiltration"
+    CRAWLER = "crawler"                  # well-behaved known crawlers: not attackers
+
+
+@dataclass(frozen=True)
+class ExampleLine:
+    """A log line that supports a piece of evidence, with where it came from."""
+
+    source: str
+    line_number: int
+    raw: str
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """One detection stage's finding about one client.
+
+    ``kind`` names the stage ("rule", "signature", "sigma", "reputation", ...); ``rule_id`` and
+    ``title`` identify what matched; ``count`` is how many requests matched.
+    """
+
+    kind: str
+    rule_id: str
+    title: str
+    severity: Severity
+    attack_type: AttackType | None
+    count: int
+    examples: tuple[ExampleLine, ...] = ()
+    tags: tuple[str, ...] = ()
