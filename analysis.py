@@ -19,7 +19,7 @@ import anomaly_detector as detect
 import file_parser
 import ip_features
 from anomaly_detector import Deviation
-from evidence import Evidence, Severity
+from evidence import Evidence, Geo, LLMNote, Reputation, Severity
 
 log = logging.getLogger(__name__)
 SCHEMA_VERSION = "1.0"
@@ -57,6 +57,9 @@ class Finding:
     deviations: tuple[Deviation, ...]
     attack_types: tuple[str, ...] = ()          # evidence.AttackType values
     evidence: tuple[Evidence, ...] = ()         # what the rule and signature stages found
+    reputation: Reputation | None = None        # filled by enrichment (--enrich)
+    geo: Geo | None = None                      # filled by enrichment
+    llm_note: LLMNote | None = None             # filled by the explanation stage (--explain)
     detector_scores: dict[str, float] = field(default_factory=dict)
     features: dict[str, float | None] = field(default_factory=dict)
 
@@ -103,22 +106,13 @@ def analyse(sources: Sequence[str], settings: Settings = Settings(),
                                progress=progress)
     table = ip_features.compute(parsed.events)
     used = ip_features.logged_features(table)
-    scores, notes = _score(table, used, settings)
+    scores, detector_scores, notes = detect.score_clients(table, used, n_estimators=settings.n_estimators,
+                                                          random_state=settings.random_state)
     flagged = _flags(scores, settings)
-    findings = _findings(table, used, scores, flagged, settings)
-    summary = _summary(parsed, findings, used, notes)
+    findings = _findings(table, used, scores, detector_scores, flagged, settings)
+    summary = _summary(parsed, findings, used, tuple(detector_scores), notes)
     return AnalysisResult(summary=summary, findings=tuple(findings), features=table,
                           unparsed=parsed.unparsed, events=parsed.events)
-
-
-def _score(table: pl.DataFrame, used: list[str], settings: Settings) -> tuple[np.ndarray, list[str]]:
-    if table.height < detect.MIN_CLIENTS:
-        note = f"only {table.height} client(s): too few to compare, no anomaly scores"
-        return np.zeros(table.height), [note]
-    X = detect.feature_matrix(table, used)
-    detector = detect.IsolationForestDetector(n_estimators=settings.n_estimators,
-                                              random_state=settings.random_state).fit(X)
-    return detect.calibrate(detector.score_samples(X)), []
 
 
 def _flags(scores: np.ndarray, settings: Settings) -> np.ndarray:
@@ -131,8 +125,8 @@ def _flags(scores: np.ndarray, settings: Settings) -> np.ndarray:
     return flags & (scores > 0)
 
 
-def _findings(table: pl.DataFrame, used: list[str], scores: np.ndarray, flagged: np.ndarray,
-              settings: Settings) -> list[Finding]:
+def _findings(table: pl.DataFrame, used: list[str], scores: np.ndarray, detector_scores: dict[str, np.ndarray],
+              flagged: np.ndarray, settings: Settings) -> list[Finding]:
     z, typical = detect.robust_z(table, used)
     rows = table.to_dicts()
     order = sorted(range(len(rows)), key=lambda i: (-round(float(scores[i]), 6), rows[i]["client_ip"]))
@@ -150,13 +144,14 @@ def _findings(table: pl.DataFrame, used: list[str], scores: np.ndarray, flagged:
             severity=detect.severity_for(score), requests=int(row["requests"]), errors=int(row["errors"]),
             first_seen=row["first_seen"], last_seen=row["last_seen"],
             reasons=tuple(reasons), deviations=tuple(deviations),
-            detector_scores={"iforest": score}, features={name: row[name] for name in ip_features.FEATURE_NAMES},
+            detector_scores={name: round(float(values[i]), 1) for name, values in detector_scores.items()},
+            features={name: row[name] for name in ip_features.FEATURE_NAMES},
         ))
     return findings
 
 
 def _summary(parsed: file_parser.ParsedLog, findings: list[Finding], used: list[str],
-             notes: list[str]) -> Summary:
+             detectors: tuple[str, ...], notes: list[str]) -> Summary:
     events = parsed.events
     severities = Counter(f.severity.label for f in findings if f.flagged)
     return Summary(
@@ -167,5 +162,5 @@ def _summary(parsed: file_parser.ParsedLog, findings: list[Finding], used: list[
         by_severity={s.label: severities.get(s.label, 0) for s in reversed(Severity)},
         time_start=events["timestamp"].min() if events.height else None,  # type: ignore[arg-type]
         time_end=events["timestamp"].max() if events.height else None,    # type: ignore[arg-type]
-        detectors=("iforest",) if not notes else (), features_used=tuple(used), notes=tuple(notes),
+        detectors=detectors, features_used=tuple(used), notes=tuple(notes),
     )

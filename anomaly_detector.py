@@ -70,6 +70,21 @@ class IsolationForestDetector:
         return -self.forest_.score_samples(self.scaler_.transform(X))
 
 
+def score_clients(table: pl.DataFrame, used: Sequence[str], *, n_estimators: int = 200,
+                  random_state: int = 0) -> tuple[np.ndarray, dict[str, np.ndarray], list[str]]:
+    """Score every client of a feature table on 0-100 (higher = more anomalous).
+
+    Returns (fused score per row, each detector's own 0-100 score by name, notes for the user).
+    """
+    if table.height < MIN_CLIENTS:
+        note = f"only {table.height} client(s): too few to compare, no anomaly scores"
+        return np.zeros(table.height), {}, [note]
+    X = feature_matrix(table, used)
+    forest = IsolationForestDetector(n_estimators=n_estimators, random_state=random_state).fit(X)
+    scores = calibrate(forest.score_samples(X))
+    return scores, {forest.name: scores}, []
+
+
 def calibrate(raw: np.ndarray) -> np.ndarray:
     """Map Isolation Forest scores s(x) to 0-100, linear between ORDINARY_S (0) and EXTREME_S (100)."""
     return np.clip((raw - ORDINARY_S) / (EXTREME_S - ORDINARY_S) * 100.0, 0.0, 100.0)

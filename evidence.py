@@ -71,3 +71,42 @@ class Evidence:
     count: int
     examples: tuple[ExampleLine, ...] = ()
     tags: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Reputation:
+    """What a reputation service says of an address. ``status`` is "ok" when the lookup
+    answered; "unknown" (failed lookup: never a score of 0) or "skipped" (not looked up)."""
+
+    status: str
+    abuse_score: int | None = None       # 0-100 abuse confidence
+    total_reports: int | None = None
+    last_reported: str | None = None     # ISO 8601
+    usage_type: str | None = None
+    isp: str | None = None
+    domain: str | None = None
+    is_tor: bool | None = None
+    detail: str | None = None            # why it is unknown or skipped
+
+
+@dataclass(frozen=True)
+class Geo:
+    """Offline country and network owner of an address; fields are None when unknown."""
+
+    country: str | None = None           # ISO 3166-1 alpha-2
+    asn: int | None = None
+    as_org: str | None = None
+
+
+@dataclass(frozen=True)
+class LLMNote:
+    """A language model's advisory note on a finding. It never changes a score, flag or
+    severity; ``status`` says whether the answer was valid ("ok") or why it was set aside."""
+
+    status: str
+    model: str
+    summary: str | None = None
+    attack_type: str | None = None
+    severity: str | None = None
+    confidence: float | None = None
+    recommended_actions: tuple[str, ...] = ()

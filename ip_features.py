@@ -118,7 +118,8 @@ FEATURES: tuple[Feature, ...] = (
     Feature("query_length_mean", "chars", "Mean query-string length",
             lambda: pl.col("query").str.len_chars().fill_null(0).mean(),
             "query strings {v:.0f} characters long on average (typical {t:.0f})", floor=10.0, heavy_tailed=True),
-    Feature("special_char_density", "chars/char", "Quotes, brackets, ';', '|', '../' and their encodings per URL character",
+    Feature("special_char_density", "chars/char",
+            "Quotes, brackets, ';', '|', '../' and their encodings per URL character",
             lambda: (pl.col("_target").str.count_matches(SPECIAL_CHARS, literal=False).sum()
                      / pl.col("_target").str.len_chars().sum().clip(lower_bound=1)),
             "{v:.1%} of URL characters are injection-style specials (typical {t:.1%})", floor=0.01),

@@ -9,11 +9,11 @@ import json
 import sys
 
 import pytest
+from conftest import DATA, ROOT
 
 import analysis
 import log_analyser
 from analyser_errors import ExitCode
-from conftest import DATA, ROOT
 
 SMALL = str(DATA / "small.log")
 

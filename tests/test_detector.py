@@ -5,9 +5,9 @@ import polars as pl
 import pytest
 
 import anomaly_detector as detect
+from analyser_errors import InputError
 from analysis import Settings, analyse
 from evidence import Severity
-from analyser_errors import InputError
 
 COMBINED = '{ip} - - [10/Mar/2026:09:{m:02d}:{s:02d} +0000] "GET /page HTTP/1.1" 200 512 "-" "Mozilla/5.0"'
 
@@ -24,7 +24,7 @@ def test_planted_attackers_rank_above_every_benign_client(planted_log):
 
 def test_planted_anomalies_are_explained_by_the_planted_feature(planted_log):
     path, labels = planted_log
-    by_type = dict(zip(labels["attack_type"], labels["ip"]))
+    by_type = dict(zip(labels["attack_type"], labels["ip"], strict=True))
     findings = {f.ip: f for f in analyse([str(path)]).findings}
     features = {kind: {d.feature for d in findings[ip].deviations} for kind, ip in by_type.items() if kind}
     assert features["dos"] & {"request_rate", "peak_rpm"}

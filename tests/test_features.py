@@ -1,15 +1,15 @@
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import polars as pl
 import pytest
+from conftest import DATA
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import file_parser as fp
 import ip_features
-from conftest import DATA
 
 RATIOS = [f.name for f in ip_features.FEATURES if f.unit == "ratio"]
 
@@ -45,12 +45,12 @@ def test_small_log_values():
 
 
 def test_burstiness_periodic_vs_bursty():
-    start = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    start = datetime(2026, 1, 1, tzinfo=UTC)
     periodic = [{"client_ip": "a", "timestamp": start + timedelta(seconds=10 * i), "path": "/"} for i in range(30)]
     bursty = [{"client_ip": "b", "timestamp": start + timedelta(seconds=s), "path": "/"}
               for s in [0, 1, 2, 3, 600, 601, 602, 1800, 1801, 3600]]
     table = ip_features.compute(events(periodic + bursty))
-    values = dict(zip(table["client_ip"], table["burstiness"]))
+    values = dict(zip(table["client_ip"], table["burstiness"], strict=True))
     assert values["a"] == pytest.approx(-1.0) and values["b"] > 0.2
 
 
@@ -63,7 +63,7 @@ def test_request_time_features_absent_when_not_logged():
 _row = st.fixed_dictionaries({
     "client_ip": st.sampled_from(["10.0.0.1", "10.0.0.2", "2001:db8::1"]),
     "timestamp": st.datetimes(min_value=datetime(2020, 1, 1), max_value=datetime(2020, 1, 3),
-                              timezones=st.just(timezone.utc)),
+                              timezones=st.just(UTC)),
     "tz_offset_min": st.sampled_from([0, 60, -300]),
     "method": st.sampled_from(["GET", "POST", "DELETE", None]),
     "path": st.sampled_from(["/", "/a.css", "/wp-login.php", "/x?y", None]),

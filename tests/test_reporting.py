@@ -7,11 +7,11 @@ import os
 
 import jsonschema
 import pytest
+from conftest import DATA, GOLDEN, ROOT
 
 import reporting
-from analysis import analyse
 from analyser_errors import ConfigError
-from conftest import DATA, GOLDEN, ROOT
+from analysis import analyse
 
 
 @pytest.fixture(scope="module")
