@@ -9,8 +9,9 @@ import logging
 import math
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
@@ -20,6 +21,9 @@ import file_parser
 import ip_features
 from anomaly_detector import Deviation
 from evidence import Evidence, Geo, LLMNote, Reputation, Severity
+
+if TYPE_CHECKING:
+    from enrichment import EnrichmentSettings, EnrichmentSummary
 
 log = logging.getLogger(__name__)
 SCHEMA_VERSION = "1.0"
@@ -38,6 +42,7 @@ class Settings:
     random_state: int = 0
     max_unparsed_ratio: float = 0.5    # more unparsed lines than this is an input error
     reasons: int = 3                   # reasons listed per client
+    enrichment: EnrichmentSettings | None = None   # --enrich: reputation and geography
 
 
 @dataclass(frozen=True)
@@ -79,6 +84,7 @@ class Summary:
     detectors: tuple[str, ...]
     features_used: tuple[str, ...]
     notes: tuple[str, ...] = ()
+    enrichment: EnrichmentSummary | None = None    # only when enrichment ran
 
     @property
     def unparsed_lines(self) -> int:
@@ -111,8 +117,22 @@ def analyse(sources: Sequence[str], settings: Settings = Settings(),
     flagged = _flags(scores, settings)
     findings = _findings(table, used, scores, detector_scores, flagged, settings)
     summary = _summary(parsed, findings, used, tuple(detector_scores), notes)
+    if settings.enrichment is not None:
+        findings, summary = _enrich(findings, summary, settings.enrichment)
     return AnalysisResult(summary=summary, findings=tuple(findings), features=table,
                           unparsed=parsed.unparsed, events=parsed.events)
+
+
+def _enrich(findings: list[Finding], summary: Summary,
+            settings: EnrichmentSettings) -> tuple[list[Finding], Summary]:
+    """Reputation, geography and reputation evidence on every finding (scores are not changed)."""
+    import enrichment
+
+    found = enrichment.enrich(findings, settings)
+    enriched = [replace(f, reputation=found.reputation.get(f.ip), geo=found.geo.get(f.ip),
+                        evidence=f.evidence + found.evidence.get(f.ip, ())) for f in findings]
+    rollup = enrichment.summarise(enriched, found, has_key=settings.api_key is not None)
+    return enriched, replace(summary, notes=summary.notes + found.notes, enrichment=rollup)
 
 
 def _flags(scores: np.ndarray, settings: Settings) -> np.ndarray:
