@@ -160,10 +160,11 @@ class AbuseIPDBClient:
         return self._answer(response)
 
     def _failed(self, reason: Exception | None) -> Reputation:
-        if isinstance(reason, urllib3.exceptions.TimeoutError):
-            raise ConnectionFailed("AbuseIPDB timed out")
+        # NewConnectionError is a subclass of ConnectTimeoutError: test it first
         if isinstance(reason, urllib3.exceptions.NewConnectionError | urllib3.exceptions.NameResolutionError):
             raise ConnectionFailed(f"AbuseIPDB could not be reached ({type(reason).__name__})")
+        if isinstance(reason, urllib3.exceptions.TimeoutError):
+            raise ConnectionFailed("AbuseIPDB timed out")
         return _unknown(f"AbuseIPDB request failed ({type(reason).__name__})")
 
     def _answer(self, response: urllib3.BaseHTTPResponse) -> Reputation:

@@ -296,6 +296,8 @@ def analyse_command(argv: list[str]) -> ExitCode:
 def _configure_logging(args: argparse.Namespace) -> None:
     level = logging.DEBUG if args.debug else logging.INFO if args.verbose else logging.WARNING
     logging.basicConfig(level=level, format="%(name)s: %(message)s", stream=sys.stderr, force=True)
+    # urllib3 logs every retry; failed lookups are summed up in one note instead
+    logging.getLogger("urllib3").setLevel(logging.DEBUG if args.debug else logging.ERROR)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
