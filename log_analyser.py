@@ -92,7 +92,8 @@ class _VersionAction(argparse.Action):
     def __call__(self, parser, namespace, values, option_string=None):
         from geolocation import packaged_data_version
 
-        parser.exit(message=f"{parser.prog} {version()}\ngeography: {packaged_data_version()}\n")
+        sys.stdout.write(f"{parser.prog} {version()}\ngeography: {packaged_data_version()}\n")
+        parser.exit()
 
 
 def _add_enrichment_options(parser: argparse.ArgumentParser) -> None:

@@ -45,6 +45,7 @@ class FakeAbuseIPDB:
         self.limit = limit
         self.script: dict[str, list[str]] = {}
         self.scores: dict[str, int] = {}
+        self.fields: dict[str, dict[str, object]] = {}   # ip -> fields replacing those of the 200 body
         self.requests: list[dict[str, object]] = []
         self.in_flight = 0
         self.max_in_flight = 0
@@ -109,8 +110,9 @@ class FakeAbuseIPDB:
                 getattr(self, f"_step_{step}")(ip, query)
 
             def _step_ok(self, ip: str, query: dict[str, str]) -> None:
-                score = fake.scores.get(ip, 0)
-                self._json(200, check_body(ip, score), {"X-RateLimit-Remaining": str(fake.limit - len(fake.requests))})
+                body = check_body(ip, fake.scores.get(ip, 0))
+                body["data"].update(fake.fields.get(ip, {}))   # type: ignore[union-attr]
+                self._json(200, body, {"X-RateLimit-Remaining": str(fake.limit - len(fake.requests))})
 
             def _step_401(self, ip: str, query: dict[str, str]) -> None:
                 self._json(401, {"errors": [{"detail": AUTH_ERROR, "status": 401}]})
