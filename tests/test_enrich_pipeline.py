@@ -13,8 +13,8 @@ from conftest import ROOT
 
 import log_analyser
 import reporting
-from analysis import Settings, analyse
 from analyser_errors import ExitCode
+from analysis import Settings, analyse
 from cache_store import CacheStore
 from enrichment import EnrichmentSettings
 from evidence import Severity
