@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,14 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
+
+
+class KeyValueCache(Protocol):
+    """What a stage needs of a cache; CacheStore is the SQLite one, tests may pass a dict-backed one."""
+
+    def get(self, namespace: str, key: str) -> object | None: ...
+
+    def put(self, namespace: str, key: str, value: object, ttl_seconds: float) -> None: ...
 
 
 def default_cache_path() -> Path:

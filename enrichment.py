@@ -29,7 +29,7 @@ import urllib3
 from urllib3.util import Retry, Timeout
 
 from analyser_errors import ConfigError
-from cache_store import CacheStore
+from cache_store import CacheStore, KeyValueCache
 from evidence import Evidence, Geo, Reputation, Severity
 from geolocation import build_locator, is_public, locate_all
 
@@ -176,8 +176,8 @@ class AbuseIPDBClient:
             raise LookupStopped(f"AbuseIPDB rejected the API key (HTTP {status})", _unknown(f"HTTP {status}"))
         if status == 429:
             reset = _reset_time(response.headers, self._clock())
-            when = f"; quota resets at {reset:%Y-%m-%d %H:%M} UTC" if reset else ""
-            raise LookupStopped(f"AbuseIPDB daily quota exhausted (HTTP 429){when}", _unknown("HTTP 429"), reset)
+            when = f"; resets at {reset:%Y-%m-%d %H:%M} UTC" if reset else ""
+            raise LookupStopped(f"AbuseIPDB daily quota exhausted (HTTP 429{when})", _unknown("HTTP 429"), reset)
         return _unknown(f"HTTP {status}" + (f": {detail}" if detail else ""))
 
 
@@ -255,7 +255,7 @@ class _Batch:
         return _unknown(str(exc))
 
 
-def lookup_reputations(ips: Sequence[str], settings: EnrichmentSettings, cache: CacheStore | None = None,
+def lookup_reputations(ips: Sequence[str], settings: EnrichmentSettings, cache: KeyValueCache | None = None,
                        service: ReputationService | None = None) -> ReputationReport:
     """Reputation for ``ips`` (in priority order: flagged first, then by rank).
 
@@ -329,7 +329,7 @@ class Client(Protocol):
     requests: int
 
 
-def enrich(findings: Sequence[Client], settings: EnrichmentSettings, cache: CacheStore | None = None,
+def enrich(findings: Sequence[Client], settings: EnrichmentSettings, cache: KeyValueCache | None = None,
            service: ReputationService | None = None) -> Enrichment:
     """Geography for every client and reputation in priority order (flagged first, then by rank)."""
     locator = build_locator(settings.geoip_dbs)
@@ -355,8 +355,7 @@ def _notes(report: ReputationReport, settings: EnrichmentSettings) -> tuple[str,
                 "or use --api-key-file)",)
     notes = []
     if report.stopped:
-        notes.append(f"{report.stopped}: reputation unknown or not looked up for "
-                     f"{counts['unknown'] + _not_asked(report)} clients")
+        notes.append(f"{report.stopped}: no reputation for {counts['unknown'] + _not_asked(report)} clients")
     elif counts["unknown"]:
         notes.append(f"AbuseIPDB lookups failed for {counts['unknown']} clients: their reputation is unknown")
     return tuple(notes)

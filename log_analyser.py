@@ -138,7 +138,10 @@ def enrichment_settings(args: argparse.Namespace):
     from pathlib import Path
 
     from enrichment import EnrichmentSettings, resolve_api_key, resolve_base_url
+    from geolocation import MaxMindGeo
 
+    for path in args.geoip_db:
+        MaxMindGeo(path)   # a bad file fails now, not after the log has been read
     if not 1 <= args.max_age_days <= 365:
         raise ConfigError(f"--max-age-days must be between 1 and 365, not {args.max_age_days}")
     if args.max_lookups < 0:

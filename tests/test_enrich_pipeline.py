@@ -250,3 +250,15 @@ def test_help_documents_the_enrichment_options(capsys):
     for option in ("--enrich", "--api-key-file", "--abuseipdb-url", "--max-age-days", "--max-lookups", "--cache",
                    "--cache-ttl", "--refresh", "--geoip-db", "ABUSEIPDB_API_KEY", "cache stats"):
         assert option in out, option
+
+
+def test_cli_quota_exhausted_says_when_it_resets(capsys, keyed, tmp_path):
+    keyed.script[FLAGGED[1]] = ["429"]
+    code, out, err = run(capsys, "-f", SAMPLE, "--enrich", "--cache", str(tmp_path / "c"), "-o",
+                         str(tmp_path / "r.json"))
+    notes = [line for line in err.splitlines() if line.startswith("note:")]
+    assert code == ExitCode.OK and len(notes) == 1
+    assert "quota exhausted (HTTP 429; resets at 2027-01-15 08:00 UTC): no reputation for" in notes[0]
+    enrichment_ = json.loads((tmp_path / "r.json").read_text())["summary"]["enrichment"]
+    assert enrichment_["quota_reset"] == "2027-01-15T08:00:00Z" and enrichment_["status"] == "partial"
+    assert len(keyed.requests) < 10                            # stopped asking

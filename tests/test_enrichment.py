@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import pytest
@@ -80,7 +81,7 @@ def test_429_stops_asking_and_reports_when_the_quota_resets(abuseipdb):
     assert report.reputations["1.1.1.1"].status == "unknown" and report.reputations["1.1.1.1"].abuse_score is None
     assert {report.reputations[ip].status for ip in PUBLIC[2:]} == {"skipped"}
     assert report.quota_reset == datetime.fromtimestamp(RESET_EPOCH, UTC)
-    assert "quota resets at 2027-01-15 08:00 UTC" in report.stopped
+    assert report.stopped == "AbuseIPDB daily quota exhausted (HTTP 429; resets at 2027-01-15 08:00 UTC)"
 
 
 def test_429_with_only_retry_after(abuseipdb, monkeypatch):
@@ -249,3 +250,56 @@ def test_base_url_from_flag_environment_or_default():
         "http://localhost:1/v2"
     with pytest.raises(ConfigError, match="not an http"):
         enrichment.resolve_base_url("ftp://example.org", {})
+
+
+# -- the stage as a whole, with an in-memory service ----------------------------------------------
+
+class RecordingService:
+    """A ReputationService without HTTP: scores by address, and the order it was asked in."""
+
+    def __init__(self, scores: dict[str, int]) -> None:
+        self.scores = scores
+        self.asked: list[str] = []
+
+    def check(self, ip: str) -> Reputation:
+        self.asked.append(ip)
+        return Reputation(status="ok", abuse_score=self.scores.get(ip, 0), total_reports=1)
+
+
+@dataclass(frozen=True)
+class Client:
+    ip: str
+    rank: int
+    flagged: bool
+    requests: int = 10
+
+
+def test_enrich_asks_flagged_clients_first_then_by_rank():
+    clients = [Client("8.8.8.8", 1, False), Client("1.1.1.1", 2, True), Client("9.9.9.9", 3, False),
+               Client("10.0.0.1", 4, True), Client("185.220.101.1", 5, True)]
+    service = RecordingService({"185.220.101.1": 90})
+    found = enrichment.enrich(clients, EnrichmentSettings(api_key="k", concurrency=1, max_lookups=3),
+                              cache=None, service=service)
+    assert service.asked == ["1.1.1.1", "185.220.101.1", "8.8.8.8"]
+    assert found.reputation["9.9.9.9"].detail == "beyond --max-lookups 3"
+    assert found.reputation["10.0.0.1"].status == "skipped"
+    assert list(found.evidence) == ["185.220.101.1"] and found.geo["1.1.1.1"].country == "AU"
+    assert found.notes == ()
+
+
+def test_enrich_works_with_an_in_memory_cache():
+    class MemoryCache:
+        def __init__(self) -> None:
+            self.data: dict[tuple[str, str], object] = {}
+
+        def get(self, namespace, key):
+            return self.data.get((namespace, key))
+
+        def put(self, namespace, key, value, ttl_seconds):
+            self.data[(namespace, key)] = value
+
+    cache, service = MemoryCache(), RecordingService({})
+    settings_ = EnrichmentSettings(api_key="k", concurrency=1)
+    lookup_reputations(["8.8.8.8"], settings_, cache, service)
+    lookup_reputations(["8.8.8.8"], settings_, cache, service)
+    assert service.asked == ["8.8.8.8"] and len(cache.data) == 1
