@@ -15,6 +15,7 @@ import logging
 import os
 import threading
 import time
+import urllib.request
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -127,6 +128,16 @@ def parse_check(body: bytes) -> Reputation:
                       domain=text("domain"), is_tor=tor if isinstance(tor, bool) else None)
 
 
+def _proxy_for(url: str) -> str | None:
+    """The proxy from ``https_proxy`` / ``http_proxy`` for ``url``, unless ``no_proxy`` or loopback exempts it."""
+    parts = urlsplit(url)
+    proxy = urllib.request.getproxies().get(parts.scheme)
+    host = parts.hostname or ""
+    if not proxy or host == "localhost" or host.startswith("127.") or host == "::1":
+        return None
+    return None if urllib.request.proxy_bypass(host) else proxy
+
+
 class AbuseIPDBClient:
     """AbuseIPDB API v2 over urllib3: retries with exponential backoff on 5xx, timeouts and dropped
     connections; a connection pool of ``concurrency`` sockets shared by the worker threads."""
@@ -143,9 +154,10 @@ class AbuseIPDBClient:
         retry = Retry(total=settings.retries, connect=min(1, settings.retries), other=0, allowed_methods={"GET"},
                       status_forcelist=RETRY_STATUSES, backoff_factor=settings.backoff, backoff_max=30,
                       respect_retry_after_header=False, raise_on_status=False)
-        self._http = urllib3.PoolManager(num_pools=2, maxsize=max(1, settings.concurrency), block=True,
-                                         retries=retry, timeout=Timeout(connect=settings.timeout,
-                                                                        read=settings.timeout))
+        pool = {"num_pools": 2, "maxsize": max(1, settings.concurrency), "block": True, "retries": retry,
+                "timeout": Timeout(connect=settings.timeout, read=settings.timeout)}
+        proxy = _proxy_for(self._url)
+        self._http = urllib3.ProxyManager(proxy, **pool) if proxy else urllib3.PoolManager(**pool)
 
     def check(self, ip: str) -> Reputation:
         """AbuseIPDB's view of one public address; raises LookupStopped on 401/403, 429 and when

@@ -303,3 +303,15 @@ def test_enrich_works_with_an_in_memory_cache():
     lookup_reputations(["8.8.8.8"], settings_, cache, service)
     lookup_reputations(["8.8.8.8"], settings_, cache, service)
     assert service.asked == ["8.8.8.8"] and len(cache.data) == 1
+
+
+def test_a_proxy_from_the_environment_is_used(abuseipdb, monkeypatch):
+    # the stand-in accepts absolute-form requests, as a forwarding proxy receives them
+    monkeypatch.setenv("http_proxy", abuseipdb.url.rsplit("/api/", 1)[0])
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    report = lookup_reputations(["8.8.8.8"], settings("http://abuseipdb.invalid/api/v2"))
+    assert report.reputations["8.8.8.8"].status == "ok" and abuseipdb.asked() == ["8.8.8.8"]
+    monkeypatch.setenv("no_proxy", "abuseipdb.invalid")
+    assert enrichment._proxy_for("http://abuseipdb.invalid/api/v2") is None
+    assert enrichment._proxy_for("http://127.0.0.1:9/api/v2") is None
