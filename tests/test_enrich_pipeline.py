@@ -25,7 +25,7 @@ BENIGN_BUT_REPORTED = "109.151.116.167"
 
 
 def enrich_settings(url: str, cache, **overrides) -> EnrichmentSettings:
-    base = {"api_key": TEST_KEY, "base_url": url, "cache_path": cache, "timeout": 0.5, "retries": 1,
+    base = {"api_key": TEST_KEY, "base_url": url, "cache_path": cache, "timeout": 3.0, "retries": 1,
             "backoff": 0.01}
     return EnrichmentSettings(**{**base, **overrides})
 
