@@ -99,7 +99,11 @@ class CacheStore:
         if self._conn is None and self.enabled:
             try:
                 self._conn = self._open()
-            except sqlite3.DatabaseError as exc:
+            except sqlite3.OperationalError:
+                raise   # locked, or cannot be opened at all: not the file's fault, never move it
+            except sqlite3.DatabaseError as exc:   # not a database, or malformed
+                if not self.path.is_file():
+                    raise
                 self._move_aside(exc)
                 self._conn = self._open()
             if not self.enabled:
@@ -109,10 +113,10 @@ class CacheStore:
 
     def _open(self) -> sqlite3.Connection:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
-                               check_same_thread=False)
+        busy_ms = BUSY_TIMEOUT_MS
+        conn = sqlite3.connect(self.path, timeout=busy_ms / 1000, isolation_level=None, check_same_thread=False)
         try:
-            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            conn.execute(f"PRAGMA busy_timeout = {busy_ms}")
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = NORMAL")
             if conn.execute("PRAGMA quick_check").fetchone()[0] != "ok":

@@ -178,3 +178,31 @@ def test_two_processes_share_one_cache(tmp_path):
     with CacheStore(path) as store:
         assert store.stats().entries == 600
         assert store.get("ns", "a-299") == {"i": 299} and store.get("ns", "b-0") == {"i": 0}
+
+
+def test_a_directory_in_the_way_is_never_moved(tmp_path, caplog):
+    folder = tmp_path / "cache.sqlite3"
+    folder.mkdir()
+    with caplog.at_level(logging.WARNING), CacheStore(folder) as store:
+        assert store.get("ns", "k") is None
+    assert folder.is_dir() and "continuing without it" in caplog.text and "moved" not in caplog.text
+
+
+def test_a_locked_cache_is_waited_for_then_skipped_but_never_moved(tmp_path, caplog, monkeypatch):
+    path = tmp_path / "c.sqlite3"
+    with CacheStore(path) as store:
+        store.put("ns", "k", 1, 60)
+    monkeypatch.setattr(cache_store, "BUSY_TIMEOUT_MS", 200)
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("PRAGMA journal_mode = DELETE")
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        with caplog.at_level(logging.WARNING), CacheStore(path) as store:
+            store.put("ns", "other", 2, 60)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert "locked" in caplog.text and "moved" not in caplog.text
+    assert not list(tmp_path.glob("*.corrupt-*"))
+    with CacheStore(path) as store:
+        assert store.get("ns", "k") == 1
