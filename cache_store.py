@@ -158,7 +158,7 @@ class CacheStore:
             try:
                 conn = self._connection()
                 return default if conn is None else work(conn)
-            except (sqlite3.Error, OSError) as exc:
+            except (sqlite3.Error, OSError, ValueError) as exc:   # ValueError: a stored value that is not JSON
                 log.warning("cache %s: %s failed (%s); continuing without it", self.path, action, exc)
                 return default
 

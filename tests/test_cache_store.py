@@ -206,3 +206,10 @@ def test_a_locked_cache_is_waited_for_then_skipped_but_never_moved(tmp_path, cap
     assert not list(tmp_path.glob("*.corrupt-*"))
     with CacheStore(path) as store:
         assert store.get("ns", "k") == 1
+
+
+def test_a_tampered_value_is_a_miss(store, tmp_path):
+    store.put("ns", "k", {"a": 1}, 60)
+    with sqlite3.connect(tmp_path / "cache.sqlite3") as raw:
+        raw.execute("UPDATE entries SET value = '{broken'")
+    assert store.get("ns", "k") is None
