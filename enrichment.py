@@ -54,7 +54,7 @@ class EnrichmentSettings:
     concurrency: int = 4             # requests in flight at once
     timeout: float = 10.0            # connect and read timeout of one request
     retries: int = 3                 # on 5xx answers, timeouts and dropped connections
-    backoff: float = 0.5             # urllib3 backoff factor: waits 0.5, 1, 2 s between retries
+    backoff: float = 0.5             # urllib3 backoff factor: retries at once, then after 1 s, 2 s, ...
     cache_path: Path | None = None   # None: the user cache directory
     cache_ttl: float = 86_400.0
     refresh: bool = False            # ignore cached answers (fresh ones are still stored)
