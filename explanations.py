@@ -130,7 +130,7 @@ def client_lines(events: pl.DataFrame, ip: str, limit: int) -> list[str]:
         return []
     rows = (events.lazy().filter(pl.col("client_ip") == ip)
             .with_columns(pl.col("status").fill_null(0).ge(400).alias("_failed"))
-            .unique(subset=["method", "path", "query"], keep="first", maintain_order=True)
+            .unique(subset=["request"], keep="first", maintain_order=True)
             .sort(["_failed", "source", "line_number"], descending=[True, False, False])
             .head(limit).select("raw").collect())
     return rows["raw"].to_list()
