@@ -38,6 +38,7 @@ _REMOTE_USER = re.compile(r"^(\S+ \S+ )(?!-\s)(\S+)( \[)")
 
 _IPV4 = re.compile(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?![\w])")
 _IPV6 = re.compile(r"(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}(?:(?:\d{1,3}\.){3}\d{1,3}|[0-9A-Fa-f]{1,4})?(?![\w:]|\.\w)")
+_IP = re.compile(f"{_IPV6.pattern}|{_IPV4.pattern}")
 _PSEUDONYM = re.compile(r"\bip-(\d+)\b")
 
 
@@ -87,7 +88,7 @@ class IPPseudonyms:
         """``text`` with every valid IPv4 and IPv6 address replaced by its pseudonym."""
         def swap(match: re.Match[str]) -> str:
             return self.name(match.group(0)) if _canonical(match.group(0)) else match.group(0)
-        return _IPV4.sub(swap, _IPV6.sub(swap, text))
+        return _IP.sub(swap, text)
 
     def restore(self, text: str) -> str:
         """Pseudonyms in ``text`` (e.g. a model's answer) replaced by the real addresses."""

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from contextlib import closing
 import threading
 import time
 from collections.abc import Callable
+from contextlib import closing
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -75,7 +75,7 @@ class ChatServer:
         self.lock = threading.Lock()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 
     @property
     def url(self) -> str:
@@ -117,7 +117,8 @@ class ChatServer:
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
             problem = _structured_output_problem(body)
-            reply = Scripted(status=400, payload={"error": {"message": problem}}) if problem else self.script(body, index)
+            reply = self.script(body, index) if not problem else Scripted(
+                status=400, payload={"error": {"message": problem}})
             time.sleep(reply.delay)
         finally:
             with self.lock:
