@@ -75,7 +75,7 @@ class ExplainSettings:
     example_lines: int = 5          # log lines sent per finding (evidence examples first)
     line_chars: int = 400           # each line clipped to this length
     token_budget: int = 2000        # prompt size per finding; example lines are dropped to fit
-    answer_tokens: int = 1200       # max_completion_tokens
+    answer_tokens: int = 3000       # max_completion_tokens (reasoning models spend some before answering)
     timeout: float = 60.0           # per HTTP attempt
     max_retries: int = 2            # on 429, 5xx and timeouts, with the SDK's backoff
     concurrency: int = 3            # requests in flight at once
@@ -114,7 +114,7 @@ def response_schema() -> dict[str, Any]:
         "properties": {
             "summary": {"type": "string", "description": "2-4 sentences: what the client was doing and why it "
                         "matters, citing the evidence"},
-            "attack_type": {"type": ["string", "null"], "enum": [t.value for t in AttackType] + [None],
+            "attack_type": {"anyOf": [{"type": "string", "enum": [t.value for t in AttackType]}, {"type": "null"}],
                             "description": "the most likely attack type, or null if none fits"},
             "severity": {"type": "string", "enum": [s.label for s in Severity]},
             "confidence": {"type": "number", "minimum": 0, "maximum": 1},
