@@ -304,26 +304,28 @@ def _cached(requests: Sequence[LLMRequest], cache: AnswerCache | None) -> tuple[
 def _ask_all(requests: Sequence[LLMRequest], backend: ChatBackend, settings: ExplainSettings,
              cache: AnswerCache | None) -> tuple[dict[str, LLMNote], str | None]:
     """Send ``requests`` a few at a time. A fatal failure (unreachable server, rejected key) stops
-    the requests not yet sent and is returned as the reason they were skipped."""
+    the requests not yet sent and is returned as the reason they were skipped. Only the HTTP runs
+    in worker threads; answers are judged and cached here, in the caller's thread."""
     stop = Event()
-    fatal: list[str] = []
 
-    def ask(request: LLMRequest) -> LLMNote | None:
+    def ask(request: LLMRequest) -> Reply | None:
         if stop.is_set():
             return None
         reply = backend.complete(request.body)
         if reply.fatal:
             stop.set()
-            fatal.append(reply.failure or "the server failed")
-            return None
-        note = _note_for(request, reply)
-        if cache is not None and note.status in (NoteStatus.OK, NoteStatus.CONTRADICTS_EVIDENCE):
-            cache.put(CACHE_NAMESPACE, request.cache_key, reply.content or "", settings.cache_ttl)
-        return note
+        return reply
 
     with ThreadPoolExecutor(max_workers=max(1, settings.concurrency), thread_name_prefix="llm") as pool:
-        answers = list(pool.map(ask, requests))
-    notes = {r.ip: note for r, note in zip(requests, answers, strict=True) if note is not None}
+        replies = list(pool.map(ask, requests))
+    notes: dict[str, LLMNote] = {}
+    fatal = [reply.failure or "the server failed" for reply in replies if reply is not None and reply.fatal]
+    for request, reply in zip(requests, replies, strict=True):
+        if reply is None or reply.fatal:
+            continue
+        notes[request.ip] = note = _note_for(request, reply)
+        if cache is not None and note.status in (NoteStatus.OK, NoteStatus.CONTRADICTS_EVIDENCE):
+            cache.put(CACHE_NAMESPACE, request.cache_key, reply.content or "", settings.cache_ttl)
     return notes, fatal[0] if fatal else None
 
 

@@ -29,6 +29,8 @@ SECRET_NAME_ENDINGS = ("token", "key", "secret", "password", "passwd", "sessid",
 _PAIR = re.compile(r"""(?<=[?&;\s"'])([^=&;#\s"'?]{1,100})=([^&;#\s"']*)""")
 _HEADER = re.compile(r"""(?i)\b((?:proxy-)?authorization|set-cookie|cookie|x-api-key|x-auth-token|api-key|"""
                      r"""x-csrf-token|x-amz-security-token)(\s*[:=]\s*)[^"\r\n]*""")
+_HEADER_WORDS = ("authorization", "cookie", "api-key", "auth-token", "csrf-token", "security-token")
+_SCHEME_WORDS = ("bearer", "basic", "digest", "negotiate", "ntlm")
 _SCHEME_CREDENTIAL = re.compile(r"(?i)\b(bearer|basic|digest|negotiate|ntlm)(\s+)[A-Za-z0-9\-._~+/]{8,}=*")
 _JWT = re.compile(r"\beyJ[\w-]{5,}\.[\w-]{5,}\.[\w-]*")
 _URL_PASSWORD = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^/\s:@\"']+):[^/\s@\"']+@")
@@ -58,13 +60,19 @@ def _pair(match: re.Match[str]) -> str:
 
 def redact(text: str) -> str:
     """``text`` with secrets and personal data replaced by ``[REDACTED]``, ``[EMAIL]`` or ``[USER]``."""
+    # Cheap substring checks first: most lines need none of the (slower) patterns.
+    lowered = text.lower()
     text = _REMOTE_USER.sub(lambda m: f"{m.group(1)}{USER}{m.group(3)}", text, count=1)
-    text = _HEADER.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", text)
-    text = _SCHEME_CREDENTIAL.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", text)
-    text = _JWT.sub(REDACTED, text)
-    text = _URL_PASSWORD.sub(lambda m: f"{m.group(1)}:{REDACTED}@", text)
-    text = _EMAIL.sub(EMAIL, text)
-    return _PAIR.sub(_pair, text)
+    if any(word in lowered for word in _HEADER_WORDS):
+        text = _HEADER.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", text)
+    if any(word in lowered for word in _SCHEME_WORDS):
+        text = _SCHEME_CREDENTIAL.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", text)
+    if "eyJ" in text:
+        text = _JWT.sub(REDACTED, text)
+    if "@" in text or "%40" in text:
+        text = _URL_PASSWORD.sub(lambda m: f"{m.group(1)}:{REDACTED}@", text)
+        text = _EMAIL.sub(EMAIL, text)
+    return _PAIR.sub(_pair, text) if "=" in text else text
 
 
 class IPPseudonyms:

@@ -424,3 +424,28 @@ def test_llm_stage_off_by_default_sends_nothing(attack_log):
         result = analyse([str(attack_log)], Settings(explain=dataclasses.replace(settings_for(server),
                                                                                  enabled=False)))
     assert server.bodies == [] and all(f.llm_note is None for f in result.findings)
+
+
+class OneConnectionCache:
+    """An in-memory SQLite cache on a single connection, which SQLite binds to the creating thread."""
+
+    def __init__(self) -> None:
+        import sqlite3
+
+        self.db = sqlite3.connect(":memory:")     # check_same_thread: other threads raise
+        self.db.execute("CREATE TABLE cache (namespace TEXT, key TEXT, value TEXT, PRIMARY KEY (namespace, key))")
+
+    def get(self, namespace, key):
+        row = self.db.execute("SELECT value FROM cache WHERE namespace = ? AND key = ?", (namespace, key)).fetchone()
+        return row[0] if row else None
+
+    def put(self, namespace, key, value, ttl_seconds):
+        self.db.execute("INSERT OR REPLACE INTO cache VALUES (?, ?, ?)", (namespace, key, value))
+
+
+def test_the_cache_is_used_only_from_the_callers_thread(baseline):
+    cache = OneConnectionCache()
+    with ChatServer() as server:
+        explanations.explain(baseline, settings_for(server, concurrency=3), cache=cache)
+        second = explanations.explain(baseline, settings_for(server, concurrency=3), cache=cache)
+    assert len(server.bodies) == 3 and second.summary.notes[0].endswith("3 from cache")
