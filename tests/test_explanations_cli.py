@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import re
 
 import jsonschema
@@ -141,3 +142,25 @@ def test_help_documents_the_llm_options(capsys):
     for option in ("--explain", "--explain-top", "--llm-model", "--llm-base-url", "--llm-redact", "--dry-run-llm",
                    "OPENAI_API_KEY", "OPENAI_BASE_URL"):
         assert option in out
+
+
+@pytest.fixture
+def restore_logging():
+    """--debug points the root logger at pytest's captured stderr; put it back afterwards."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+def test_the_api_key_never_reaches_logs_or_reports(capsys, attack_log, tmp_path, monkeypatch, restore_logging):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-very-secret-key-42")
+    report = tmp_path / "r.json"
+    with ChatServer() as server:
+        code, out, err = run(capsys, "-f", attack_log, "--explain", "--llm-base-url", server.url, "--debug",
+                             "-o", str(report))
+    assert code == ExitCode.OK and "openai" in err                    # the SDK's debug log is on
+    assert server.headers[0]["authorization"] == "Bearer sk-very-secret-key-42"
+    for text in (out, err, report.read_text()):
+        assert "sk-very-secret-key-42" not in text
