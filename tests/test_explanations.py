@@ -306,8 +306,10 @@ def test_missing_key_skips_once_and_sends_nothing(baseline, monkeypatch):
                                     "value works, e.g. OPENAI_API_KEY=local); the deterministic explanations stand",)
 
 
-def test_missing_extra_skips_once_and_names_the_install(baseline, monkeypatch):
-    monkeypatch.setitem(sys.modules, "llm_client", None)    # import llm_client now raises ImportError
+@pytest.mark.parametrize("missing", ["openai", "pydantic"])
+def test_missing_extra_skips_once_and_names_the_install(baseline, monkeypatch, missing):
+    monkeypatch.setitem(sys.modules, missing, None)         # importing it now raises ImportError
+    monkeypatch.delitem(sys.modules, "llm_client", raising=False)
     with ChatServer() as server:
         result = explanations.explain(baseline, settings_for(server))
     assert server.bodies == [] and all(f.llm_note is None for f in result.findings)
