@@ -261,6 +261,9 @@ def explain(result: AnalysisResult, settings: ExplainSettings, *, cache: AnswerC
     requests = plan(result, settings)
     if not requests:
         return _with(result, {}, ["LLM explanations: no flagged finding to explain"])
+    missing = missing_extra()
+    if missing:
+        return _with(result, {}, [_outcome(settings, {}, 0, len(requests), missing)])
     notes, from_cache = _cached(requests, cache)
     pending = [r for r in requests if r.ip not in notes]
     skipped: str | None = None
@@ -273,12 +276,22 @@ def explain(result: AnalysisResult, settings: ExplainSettings, *, cache: AnswerC
     return _with(result, notes, [_outcome(settings, notes, from_cache, len(requests), skipped)])
 
 
+def missing_extra() -> str | None:
+    """Why the ``llm`` extra cannot be used (a message naming the install), or None."""
+    try:
+        import llm_client  # noqa: F401
+    except ImportError as exc:
+        return f"the '{exc.name or 'openai'}' package is not installed (pip install 'log_analyser[llm]')"
+    return None
+
+
 def open_backend(settings: ExplainSettings) -> tuple[ChatBackend | None, str | None]:
     """The OpenAI SDK backend, or None and the reason it cannot run (no extra, no key)."""
-    try:
-        import llm_client
-    except ImportError:
-        return None, "the 'openai' package is not installed (pip install 'log_analyser[llm]')"
+    missing = missing_extra()
+    if missing:
+        return None, missing
+    import llm_client
+
     api_key = os.environ.get("OPENAI_API_KEY", "").strip()
     if not api_key:
         return None, "OPENAI_API_KEY is not set (for a local server any value works, e.g. OPENAI_API_KEY=local)"

@@ -349,13 +349,25 @@ def test_failed_and_invalid_answers_are_not_cached(baseline, tmp_path):
     assert cache.keys() == []
 
 
-def test_a_cached_answer_is_judged_again_on_reading(baseline, tmp_path):
+def test_a_cached_answer_is_judged_again_on_reading(baseline, tmp_path, monkeypatch):
     cache = SQLiteCache(str(tmp_path / "cache.sqlite"))
     with ChatServer(lambda body, i: answer(body, severity="info")) as server:
         first = explanations.explain(baseline, settings_for(server), cache=cache)
-    second = explanations.explain(baseline, settings_for(server), cache=cache)    # the server is gone
+    monkeypatch.delenv("OPENAI_API_KEY")
+    second = explanations.explain(baseline, settings_for(server), cache=cache)    # no server, no key
     assert [f.llm_note for f in second.findings] == [f.llm_note for f in first.findings]
     assert all(f.llm_note.status == NoteStatus.CONTRADICTS_EVIDENCE for f in second.findings[:3])
+
+
+def test_a_cache_without_the_extra_is_skipped_not_a_crash(baseline, tmp_path, monkeypatch):
+    cache = SQLiteCache(str(tmp_path / "cache.sqlite"))
+    with ChatServer() as server:
+        explanations.explain(baseline, settings_for(server), cache=cache)
+    monkeypatch.setitem(sys.modules, "openai", None)
+    monkeypatch.delitem(sys.modules, "llm_client")
+    result = explanations.explain(baseline, settings_for(server), cache=cache)
+    assert all(f.llm_note is None for f in result.findings)
+    assert result.summary.notes[0].startswith("LLM explanations skipped: the 'openai' package is not installed")
 
 
 def with_rule_evidence(finding, attack_type=AttackType.SQLI):
