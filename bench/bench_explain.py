@@ -40,9 +40,9 @@ def main() -> None:
     import redaction
     from analysis import Settings, analyse
 
-    folder = Path(tempfile.mkdtemp(prefix="bench_explain_"))
-    path = bench_pipeline.ensure_log(args.lines, 0, folder)
-    result = analyse([str(path)], Settings(contamination=0.05))
+    with tempfile.TemporaryDirectory(prefix="bench_explain_") as folder:
+        path = bench_pipeline.ensure_log(args.lines, 0, Path(folder))
+        result = analyse([str(path)], Settings(contamination=0.05))
     settings = explanations.ExplainSettings(top=args.top, redact_ips=True)
     requests = explanations.plan(result, settings)
     plan_s = median_seconds(lambda: explanations.plan(result, settings), args.runs)
