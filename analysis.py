@@ -17,6 +17,7 @@ import numpy as np
 import polars as pl
 
 import anomaly_detector as detect
+import explanations
 import file_parser
 import ip_features
 from anomaly_detector import Deviation
@@ -43,6 +44,7 @@ class Settings:
     max_unparsed_ratio: float = 0.5    # more unparsed lines than this is an input error
     reasons: int = 3                   # reasons listed per client
     enrichment: EnrichmentSettings | None = None   # --enrich: reputation and geography
+    explain: explanations.ExplainSettings = explanations.ExplainSettings()  # the LLM stage (--explain)
 
 
 @dataclass(frozen=True)
@@ -105,8 +107,10 @@ class AnalysisResult:
 
 
 def analyse(sources: Sequence[str], settings: Settings = Settings(),
-            progress: file_parser.Progress | None = None) -> AnalysisResult:
-    """Run the whole pipeline over ``sources`` (paths, globs or '-' for stdin)."""
+            progress: file_parser.Progress | None = None, *,
+            llm_cache: explanations.AnswerCache | None = None) -> AnalysisResult:
+    """Run the whole pipeline over ``sources`` (paths, globs or '-' for stdin). ``llm_cache`` keeps
+    the LLM stage's answers between runs."""
     parsed = file_parser.parse(sources, format_name=settings.format_name, log_format=settings.log_format,
                                tz=settings.tz, max_unparsed_ratio=settings.max_unparsed_ratio,
                                progress=progress)
@@ -119,8 +123,11 @@ def analyse(sources: Sequence[str], settings: Settings = Settings(),
     summary = _summary(parsed, findings, used, tuple(detector_scores), notes)
     if settings.enrichment is not None:
         findings, summary = _enrich(findings, summary, settings.enrichment)
-    return AnalysisResult(summary=summary, findings=tuple(findings), features=table,
-                          unparsed=parsed.unparsed, events=parsed.events)
+    result = AnalysisResult(summary=summary, findings=tuple(findings), features=table,
+                            unparsed=parsed.unparsed, events=parsed.events)
+    if settings.explain.enabled:
+        result = explanations.explain(result, settings.explain, cache=llm_cache)
+    return result
 
 
 def _enrich(findings: list[Finding], summary: Summary,
