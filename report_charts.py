@@ -117,12 +117,12 @@ def bar_chart(items: Sequence[tuple[str, float]], title: str, colour: str, theme
     return fig
 
 
-def standard_charts(result: AnalysisResult, theme: Theme = LIGHT) -> dict[str, object]:
+def standard_charts(result: AnalysisResult, theme: Theme = LIGHT, timeline_size=(8.0, 2.8)) -> dict[str, object]:
     """The report's charts by name: timeline, top_ips, attack_types, status_codes, and countries
-    (only when enrichment gave any client a country)."""
+    (only when enrichment gave any client a country). Sizes are in inches."""
     top = [(f.ip, f.score) for f in result.findings if f.flagged][:12]
     charts = {
-        "timeline": timeline_chart(result, theme),
+        "timeline": timeline_chart(result, theme, timeline_size),
         "top_ips": bar_chart(top, "Top flagged clients", theme.alert, theme, xlabel="score (0-100)"),
         "attack_types": bar_chart(attack_type_counts(result), "Attack types (flagged clients)", theme.alert,
                                   theme, xlabel="clients"),

@@ -55,7 +55,7 @@ def _cards(result: AnalysisResult) -> str:
 
 
 def _charts(result: AnalysisResult) -> str:
-    figures = charts.standard_charts(result, charts.DARK)
+    figures = charts.standard_charts(result, charts.DARK, timeline_size=(13.0, 2.6))
     titles = {"timeline": "Requests over time", "top_ips": "Top flagged clients", "attack_types": "Attack types",
               "status_codes": "Status codes", "countries": "Countries"}
     return "".join(_svg_image(fig, titles[name], wide=name == "timeline") for name, fig in figures.items())

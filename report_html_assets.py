@@ -37,7 +37,7 @@ th,td{padding:5px 8px;border-bottom:1px solid var(--line);text-align:left;vertic
 th{position:sticky;top:0;background:var(--panel);cursor:pointer;user-select:none;white-space:nowrap}
 th[aria-sort=ascending]::after{content:" \\25B2"}th[aria-sort=descending]::after{content:" \\25BC"}
 td.num{text-align:right;font-variant-numeric:tabular-nums}
-td.ip{font-family:ui-monospace,"DejaVu Sans Mono",monospace;overflow-wrap:anywhere}
+td.ip{font-family:ui-monospace,"DejaVu Sans Mono",monospace;overflow-wrap:break-word;max-width:220px}
 td.reason{color:var(--dim);max-width:380px;overflow-wrap:anywhere}
 tbody tr{cursor:pointer}
 tbody tr:hover,tbody tr.selected{background:#1f2a37}

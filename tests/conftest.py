@@ -28,3 +28,12 @@ def planted_log(tmp_path_factory):
     path = tmp_path_factory.mktemp("planted") / "access.log"
     path.write_text("\n".join(generated.lines.to_list()) + "\n", encoding="utf-8")
     return path, generated.labels
+
+
+@pytest.fixture(scope="session")
+def hostile_result(tmp_path_factory):
+    """The pipeline's result on a log with an XSS corpus, a Cyrillic user agent and a markup 'address',
+    with the later stages' fields filled in (see tests/reportdata.py)."""
+    import reportdata
+
+    return reportdata.hostile_result(tmp_path_factory.mktemp("hostile"))

@@ -22,6 +22,7 @@ CYRILLIC_UA = "Мозилла/5.0 (Тестовый агент; ещё длин�
 # Each payload, if it ever ran, would set window.__xss; the CSP and escaping must both stop it.
 XSS_CORPUS = (
     "<script>window.__xss=1</script>",
+    "\u202eexe.txt\x1b[31m",
     '\\"><img src=x onerror=\\"window.__xss=2\\">',
     "<svg onload=window.__xss=3>",
     "</script><script>window.__xss=4</script>",
@@ -29,7 +30,6 @@ XSS_CORPUS = (
     "<iframe srcdoc=\\\"<script>parent.__xss=6</script>\\\"></iframe>",
     "javascript:window.__xss=8",
     "<style>body{display:none}</style><b onmouseover=window.__xss=9>x</b>",
-    "\u202eexe.txt\x1b[31m",
 )
 LONG_PATH = "/" + "a" * 700 + "?q=" + "b" * 300
 
