@@ -106,7 +106,7 @@ def bar_chart(items: Sequence[tuple[str, float]], title: str, colour: str, theme
             labels = [_clip(str(label)) for label, _ in items][::-1]
             ax.barh(range(len(items)), [value for _, value in items][::-1], color=colour)
             ax.set_yticks(range(len(items)), labels)
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.xaxis.set_major_locator(MaxNLocator(nbins=5, integer=True))
             ax.grid(axis="y", visible=False)
         else:
             ax.text(0.5, 0.5, "none", ha="center", va="center", transform=ax.transAxes)

@@ -26,7 +26,7 @@ main{padding:0 24px 24px}
 .charts figure.wide{grid-column:1/-1}
 .charts img{width:100%;height:auto;display:block}
 .notes{color:var(--medium)}
-.layout{display:grid;grid-template-columns:minmax(0,3fr) minmax(280px,2fr);gap:14px;align-items:start}
+.layout{display:grid;grid-template-columns:minmax(0,1.7fr) minmax(300px,1fr);gap:14px;align-items:start}
 .filters{display:flex;flex-wrap:wrap;gap:8px;margin-bottom:8px;align-items:center}
 select,input{background:var(--panel);color:var(--text);border:1px solid var(--line);border-radius:4px;padding:5px 8px}
 input[type=search]{min-width:220px}
@@ -38,7 +38,7 @@ th{position:sticky;top:0;background:var(--panel);cursor:pointer;user-select:none
 th[aria-sort=ascending]::after{content:" \\25B2"}th[aria-sort=descending]::after{content:" \\25BC"}
 td.num{text-align:right;font-variant-numeric:tabular-nums}
 td.ip{font-family:ui-monospace,"DejaVu Sans Mono",monospace;overflow-wrap:break-word;max-width:220px}
-td.reason{color:var(--dim);max-width:380px;overflow-wrap:anywhere}
+td.reason{color:var(--dim);min-width:260px;overflow-wrap:break-word}
 tbody tr{cursor:pointer}
 tbody tr:hover,tbody tr.selected{background:#1f2a37}
 .sev{display:inline-block;border-radius:3px;padding:0 6px;font-size:12px;font-weight:600;color:#0d1117}
@@ -50,7 +50,7 @@ position:sticky;top:10px;max-height:90vh;overflow:auto}
 .detail dl{display:grid;grid-template-columns:auto 1fr;gap:2px 10px;margin:0}
 .detail dt{color:var(--dim)}.detail dd{margin:0;overflow-wrap:anywhere}
 .detail ul{margin:0;padding-left:18px}
-.bars td{border:0;padding:2px 6px}
+.bars td{border:0;padding:2px 6px}.bars td:last-child{width:30%}
 svg.bar{width:100%;height:14px}
 svg.bar rect.client{fill:var(--critical)}svg.bar rect.typical{fill:var(--accent)}
 pre{white-space:pre-wrap;overflow-wrap:anywhere;background:var(--bg);border:1px solid var(--line);
