@@ -38,6 +38,8 @@ def blocked(result: AnalysisResult, severity: Severity) -> tuple[list[Finding], 
         except ValueError:
             rejected.append(finding.ip)
             continue
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+            address = address.ipv4_mapped   # ::ffff:192.0.2.9 is blocked as 192.0.2.9
         kept.append(finding if str(address) == finding.ip else _with_ip(finding, str(address)))
     if rejected:
         log.warning("left %d client(s) out of the blocklist: not an IP address", len(rejected))

@@ -217,7 +217,7 @@ def analyse_command(argv: list[str]) -> ExitCode:
         _show_unparsed(result)
     _write_reports(result, args)
     sys.stdout.flush()
-    print(summary_line(result), file=sys.stderr)
+    print(summary_line(result, colour=_colour(sys.stderr)), file=sys.stderr)
     for note in result.summary.notes:
         print(f"note: {note}", file=sys.stderr)
     if args.fail_on is not None and result.at_least(args.fail_on):

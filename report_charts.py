@@ -30,7 +30,7 @@ LIGHT = Theme(background="#ffffff", text="#222222", grid="#dddddd", accent="#4a7
 DARK = Theme(background="#161b22", text="#c9d1d9", grid="#30363d", accent="#3b82c4", alert="#ff5c5c")
 
 
-def _matplotlib():
+def matplotlib_module():
     try:
         import matplotlib
     except ImportError:
@@ -40,7 +40,7 @@ def _matplotlib():
 
 @contextmanager
 def _style(theme: Theme):
-    matplotlib = _matplotlib()
+    matplotlib = matplotlib_module()
     rc = {"text.parse_math": False, "svg.fonttype": "path", "svg.hashsalt": "log_analyser",
           "font.family": "DejaVu Sans", "font.size": 9, "axes.facecolor": theme.background,
           "figure.facecolor": theme.background, "axes.edgecolor": theme.grid, "axes.labelcolor": theme.text,

@@ -35,9 +35,8 @@ def _fpdf():
 
 
 def _font_dir() -> Path:
-    import matplotlib
-
-    return Path(matplotlib.get_data_path()) / "fonts" / "ttf"
+    """matplotlib's bundled DejaVu fonts: Unicode TrueType fonts without copying one into the repo."""
+    return Path(charts.matplotlib_module().get_data_path()) / "fonts" / "ttf"
 
 
 def _safe(text: object) -> str:

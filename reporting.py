@@ -47,14 +47,15 @@ def _time(value: datetime | None) -> str | None:
     return value.isoformat().replace("+00:00", "Z") if value else None
 
 
-def summary_line(result: AnalysisResult) -> str:
-    """One line: lines parsed, clients, flagged by severity, time span."""
+def summary_line(result: AnalysisResult, colour: bool = False) -> str:
+    """One line: lines parsed, clients, flagged by severity (in severity colours if ``colour``), time span."""
     s = result.summary
     parts = [f"parsed {s.parsed_lines:,} of {s.total_lines:,} lines"]
     if s.unparsed_lines:
         parts[0] += f" ({s.unparsed_lines:,} unparsed)"
     parts.append(f"{s.clients:,} clients")
-    worst = ", ".join(f"{n} {label}" for label, n in s.by_severity.items() if n)
+    worst = ", ".join(f"{SEVERITY_COLOURS[label]}{n} {label}{RESET}" if colour else f"{n} {label}"
+                      for label, n in s.by_severity.items() if n)
     parts.append(f"{s.flagged:,} flagged" + (f" ({worst})" if worst else ""))
     if s.time_start and s.time_end:
         parts.append(f"{s.time_start:%Y-%m-%d %H:%M} to {s.time_end:%Y-%m-%d %H:%M} UTC")

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -37,3 +38,17 @@ def hostile_result(tmp_path_factory):
     import reportdata
 
     return reportdata.hostile_result(tmp_path_factory.mktemp("hostile"))
+
+
+@pytest.fixture(scope="session")
+def small_result():
+    """The pipeline's result on tests/data/small.log, read by a relative path so that golden
+    files do not depend on where the checkout lives."""
+    from analysis import analyse
+
+    here = os.getcwd()
+    os.chdir(DATA)
+    try:
+        return analyse(["small.log"])
+    finally:
+        os.chdir(here)
