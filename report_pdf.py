@@ -2,7 +2,7 @@
 
 fpdf2 lays the pages out; matplotlib draws the charts. Text uses the DejaVu TrueType fonts that
 matplotlib ships (core PDF fonts are Latin-1 only and fail on a Cyrillic user agent). Strings from
-the log have control characters escaped and are wrapped at any character, so none leaves the page.
+the log have control characters escaped and are wrapped (long words broken), so none leaves the page.
 """
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ FONT = "DejaVu"
 MONO = "DejaVuMono"
 TABLE_ROWS = 40          # rows in the findings table
 EXAMPLES_PER_EVIDENCE = 5
+SAMPLE_LINES = 3         # first log lines of each client on its page
 EXAMPLE_CHARS = 600      # an example log line is cut after this many characters
 RGB = {name: tuple(int(code[i:i + 2], 16) for i in (1, 3, 5)) for name, code in model.SEVERITY_HEX.items()}
 
@@ -68,14 +69,14 @@ def _document(title: str):
 def _heading(pdf, text: str, size: int = 14) -> None:
     pdf.set_font(FONT, "B", size)
     pdf.set_text_color(20, 20, 20)
-    pdf.multi_cell(0, size * 0.5, _safe(text), new_x="LMARGIN", new_y="NEXT", wrapmode="CHAR")
+    pdf.multi_cell(0, size * 0.5, _safe(text), new_x="LMARGIN", new_y="NEXT", wrapmode="WORD")
     pdf.ln(1.5)
 
 
 def _para(pdf, text: str, size: float = 9.5, font: str = FONT, colour=(30, 30, 30)) -> None:
     pdf.set_font(font, "", size)
     pdf.set_text_color(*colour)
-    pdf.multi_cell(0, size * 0.48, _safe(text), new_x="LMARGIN", new_y="NEXT", wrapmode="CHAR", align="L")
+    pdf.multi_cell(0, size * 0.48, _safe(text), new_x="LMARGIN", new_y="NEXT", wrapmode="WORD", align="L")
 
 
 def _plain(pdf, size: float) -> None:
@@ -89,7 +90,7 @@ def _pairs(pdf, rows: list[tuple[str, str]]) -> None:
     """A two-column 'label: value' block; values wrap inside their column."""
     _plain(pdf, 9.5)
     with pdf.table(col_widths=(45, 135), first_row_as_headings=False, borders_layout="NONE", v_align="TOP",
-                   text_align=("LEFT", "LEFT"), wrapmode="CHAR", line_height=5) as table:
+                   text_align=("LEFT", "LEFT"), wrapmode="WORD", line_height=5) as table:
         for label, value in rows:
             row = table.row()
             row.cell(label)
@@ -165,7 +166,7 @@ def _findings_table(pdf, result: AnalysisResult) -> None:
     _para(pdf, f"The {len(rows)} highest-ranked of {len(result.findings):,} clients; flagged clients first.", 9)
     pdf.ln(2)
     _plain(pdf, 7.5)
-    with pdf.table(col_widths=(8, 32, 11, 15, 17, 13, 28, 56), wrapmode="CHAR", line_height=4,
+    with pdf.table(col_widths=(8, 32, 11, 15, 17, 13, 28, 56), wrapmode="WORD", line_height=4,
                    text_align=("RIGHT", "LEFT", "RIGHT", "LEFT", "RIGHT", "RIGHT", "LEFT", "LEFT"),
                    headings_style=_fpdf().fonts.FontFace(emphasis="BOLD", fill_color=(230, 233, 238))) as table:
         table.row(["#", "client", "score", "severity", "requests", "errors", "attack types", "top reason"])
@@ -175,7 +176,7 @@ def _findings_table(pdf, result: AnalysisResult) -> None:
                        _safe(f.reasons[0]) if f.reasons and f.flagged else ""])
 
 
-def _finding_page(pdf, finding: Finding, typical: dict[str, float]) -> None:
+def _finding_page(pdf, finding: Finding, typical: dict[str, float], samples) -> None:
     pdf.add_page()
     _heading(pdf, f"#{finding.rank}  {finding.ip}")
     label = finding.severity.label if finding.flagged else "not flagged"
@@ -203,6 +204,11 @@ def _finding_page(pdf, finding: Finding, typical: dict[str, float]) -> None:
         _heading(pdf, "Language-model note", 11)
         for line in lines:
             _para(pdf, line)
+        pdf.ln(2)
+    if samples:
+        _heading(pdf, "First requests", 11)
+        for example in samples:
+            _example(pdf, example)
 
 
 def _bars_table(pdf, bars: list[model.FeatureBar]) -> None:
@@ -210,7 +216,7 @@ def _bars_table(pdf, bars: list[model.FeatureBar]) -> None:
         return
     _heading(pdf, "Client compared with the typical client", 11)
     _plain(pdf, 8)
-    with pdf.table(col_widths=(80, 30, 30, 20), wrapmode="CHAR", line_height=4.5,
+    with pdf.table(col_widths=(80, 30, 30, 20), wrapmode="WORD", line_height=4.5,
                    text_align=("LEFT", "RIGHT", "RIGHT", "RIGHT")) as table:
         table.row(["feature", "this client", "typical", "z"])
         for bar in bars:
@@ -228,9 +234,14 @@ def _evidence(pdf, finding: Finding) -> None:
         if item.tags:
             _para(pdf, "tags: " + ", ".join(item.tags), 8, colour=(100, 100, 100))
         for example in item.examples[:EXAMPLES_PER_EVIDENCE]:
-            raw = example.raw if len(example.raw) <= EXAMPLE_CHARS else example.raw[:EXAMPLE_CHARS] + "…"
-            _para(pdf, f"{example.source}:{example.line_number}: {raw}", 7.5, MONO, (60, 60, 60))
+            _example(pdf, example)
         pdf.ln(2)
+
+
+def _example(pdf, example) -> None:
+    """A log line in monospace, cut after EXAMPLE_CHARS and wrapped."""
+    raw = example.raw if len(example.raw) <= EXAMPLE_CHARS else example.raw[:EXAMPLE_CHARS] + "…"
+    _para(pdf, f"{example.source}:{example.line_number}: {raw}", 7.5, MONO, (60, 60, 60))
 
 
 def render_pdf(result: AnalysisResult, version: str = "", pages: int = 20) -> bytes:
@@ -242,6 +253,8 @@ def render_pdf(result: AnalysisResult, version: str = "", pages: int = 20) -> by
     _charts(pdf, result)
     _findings_table(pdf, result)
     typical = model.typical_values(result)
-    for finding in [f for f in result.findings if f.flagged][:pages]:
-        _finding_page(pdf, finding, typical)
+    flagged = [f for f in result.findings if f.flagged][:pages]
+    samples = model.sample_requests(result, [f.ip for f in flagged], SAMPLE_LINES)
+    for finding in flagged:
+        _finding_page(pdf, finding, typical, samples.get(finding.ip, []))
     return bytes(pdf.output())

@@ -124,3 +124,18 @@ def test_table_follows_the_terminal_width():
 def test_piped_output_has_no_colour_and_80_columns(capsys):
     code, out, _ = run(capsys, "-f", SMALL)
     assert code == ExitCode.OK and "\x1b[" not in out and max(len(line) for line in out.splitlines()) <= 80
+
+
+def test_every_format_renders_a_log_too_small_to_score(capsys, tmp_path):
+    log = tmp_path / "two.log"
+    log.write_text('192.0.2.1 - - [10/Mar/2026:09:00:01 +0000] "GET / HTTP/1.1" 200 5 "-" "a"\n'
+                   '192.0.2.2 - - [10/Mar/2026:09:00:02 +0000] "GET /x HTTP/1.1" 404 5 "-" "b"\n')
+    argv = ["-f", str(log)]
+    for kind in ("pdf", "html", "blocklist", "nginx", "apache", "iptables", "ip6tables", "nftables", "crowdsec",
+                 "ecs", "csv", "json", "table"):
+        argv += ["-o", f"{kind}:{tmp_path / kind}"]
+    code, _, err = run(capsys, *argv)
+    assert code == ExitCode.OK and "too few to compare" in err
+    assert (tmp_path / "pdf").read_bytes().startswith(b"%PDF-")
+    assert "192.0.2.2" in (tmp_path / "html").read_text()
+    assert (tmp_path / "ecs").read_text() == "" and json.loads((tmp_path / "crowdsec").read_text()) == []

@@ -43,12 +43,21 @@ def test_small_report_text_golden_and_page_count(small_result, tmp_path):
     check_golden("small.pdf.txt", text(path))
 
 
+def page_tops(path) -> list[str]:
+    """The first line of text on every page."""
+    return [text(path, "-f", str(n), "-l", str(n)).strip().splitlines()[0] for n in range(1, pages(path) + 1)]
+
+
 def test_page_per_flagged_finding_up_to_the_limit(hostile_result, hostile_pdf, tmp_path):
     flagged = [f for f in hostile_result.findings if f.flagged]
-    assert pages(hostile_pdf) == 3 + len(flagged)
+    tops = page_tops(hostile_pdf)
+    assert tops[:3] == ["Web access log analysis", "Overview", "Findings"]
+    starts = [top for top in tops if top.startswith("#")]
+    assert starts == [f"#{f.rank} {f.ip}" for f in flagged]    # each finding starts a page, in rank order
+    assert len(tops) >= 3 + len(flagged)
     limited = tmp_path / "limited.pdf"
     limited.write_bytes(reporting.render_pdf(hostile_result, pages=2))
-    assert pages(limited) == 5
+    assert [top for top in page_tops(limited) if top.startswith("#")] == starts[:2]
 
 
 def test_every_section_is_rendered(hostile_result, hostile_pdf):
@@ -62,7 +71,7 @@ def test_every_section_is_rendered(hostile_result, hostile_pdf):
         assert finding.evidence[0].rule_id in content
     for phrase in ("Why it stands out", "Client compared with the typical client", "Evidence",
                    "Language-model note", "abuse confidence 87/100", "ООО Ромашка", "test-model",
-                   "block at the edge"):
+                   "block at the edge", "First requests"):
         assert phrase in content, phrase
 
 
@@ -86,8 +95,10 @@ def test_pages_render_to_pictures(hostile_pdf, tmp_path):
     poppler("pdftoppm", "-png", "-r", "40", "-f", "1", "-l", "2", str(hostile_pdf), str(tmp_path / "page"))
     from PIL import Image
 
-    for name in ("page-1.png", "page-2.png"):
-        with Image.open(tmp_path / name) as image:
+    pictures = sorted(tmp_path.glob("page-*.png"))
+    assert len(pictures) == 2
+    for name in pictures:
+        with Image.open(name) as image:
             assert len(image.convert("RGB").getcolors(1 << 16) or []) > 10, name   # drawn, not blank
 
 
