@@ -24,6 +24,9 @@ examples:
   log_analyser -f 'logs/access.log*' -o out.json  globs, rotated and .gz/.bz2/.xz files
   zcat access.log.gz | log_analyser -f -          read standard input
   log_analyser -f access.log --fail-on high       exit 10 when a high or critical finding exists
+  log_analyser -f access.log -o r.pdf -o r.html   PDF report and self-contained HTML dashboard
+  log_analyser -f access.log -o deny.conf         nginx deny include of high and critical clients
+  log_analyser -f access.log --details 192.0.2.9  one client's full evidence
 
 exit codes:
   0    success (no finding at or above --fail-on)
@@ -84,16 +87,23 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_report_options(parser: argparse.ArgumentParser) -> None:
     from reporting import WRITERS
 
-    parser.add_argument("--output-format", choices=tuple(WRITERS),
-                        help="report format regardless of the -o extension (e.g. -o - --output-format json)")
+    parser.add_argument("--output-format", choices=tuple(WRITERS), metavar="FORMAT",
+                        help=f"report format regardless of the -o extension: {', '.join(WRITERS)} "
+                        "(e.g. -o - --output-format json)")
     parser.add_argument("--details", action="append", default=[], metavar="IP",
                         help="print one client's full evidence instead of the table (repeatable; "
                         "e.g. --details 203.0.113.9)")
     parser.add_argument("--block-severity", type=_severity, default=Severity.HIGH, metavar="SEVERITY",
                         help="blocklists (nginx, apache, iptables, nftables, crowdsec, plain) list flagged "
                         "clients at least this severe (default high; e.g. --block-severity medium)")
-    parser.add_argument("--pdf-pages", type=int, default=20, metavar="N",
+    parser.add_argument("--pdf-pages", type=_pages, default=20, metavar="N",
                         help="pages of per-client detail in the PDF report (default 20)")
+
+
+def _pages(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"expected a whole number of pages, not {text!r}")
+    return int(text)
 
 
 def _severity(text: str) -> Severity:

@@ -139,3 +139,13 @@ def test_every_format_renders_a_log_too_small_to_score(capsys, tmp_path):
     assert (tmp_path / "pdf").read_bytes().startswith(b"%PDF-")
     assert "192.0.2.2" in (tmp_path / "html").read_text()
     assert (tmp_path / "ecs").read_text() == "" and json.loads((tmp_path / "crowdsec").read_text()) == []
+
+
+def test_bad_pdf_pages_is_a_usage_error(capsys):
+    code, _, err = run(capsys, "-f", SMALL, "--pdf-pages", "-3")
+    assert code == ExitCode.USAGE and "whole number of pages" in err
+
+
+def test_help_lists_the_report_formats(capsys):
+    code, out, _ = run(capsys, "--help")
+    assert code == ExitCode.OK and "nftables, crowdsec, ecs" in out and "--details IP" in out
