@@ -5,6 +5,8 @@ shown as ``\\x1b`` and never reaches the terminal raw.
 """
 from __future__ import annotations
 
+import ipaddress
+
 import report_model as model
 from analyser_errors import ConfigError
 from analysis import AnalysisResult, Finding
@@ -14,10 +16,21 @@ SAMPLE_LINES = 10
 EXAMPLE_CHARS = 300
 
 
+def _normal(ip: str) -> str:
+    """An address in the parser's spelling: IPv6 compressed, IPv4-mapped IPv6 as IPv4."""
+    try:
+        address = ipaddress.ip_address(ip.strip())
+    except ValueError:
+        return ip
+    mapped = getattr(address, "ipv4_mapped", None)
+    return str(mapped or address)
+
+
 def find(result: AnalysisResult, ip: str) -> Finding:
     """The finding for ``ip``; a ConfigError naming the address when the log has no such client."""
+    wanted = _normal(ip)
     for finding in result.findings:
-        if finding.ip == ip:
+        if finding.ip in (ip, wanted):
             return finding
     raise ConfigError(f"no client {terminal_safe(ip)!r} in the log", hint="--details takes an address from the table")
 

@@ -12,7 +12,7 @@ import polars as pl
 
 import ip_features
 from analysis import AnalysisResult, Finding
-from evidence import Evidence, ExampleLine, Geo, LLMNote, Reputation, Severity
+from evidence import Evidence, ExampleLine, Geo, LLMNote, Reputation
 
 # Key features drawn as client-vs-typical bars, besides the client's own deviations.
 KEY_FEATURES = ("requests", "peak_rpm", "error_4xx_ratio", "distinct_paths", "status_404", "sensitive_ratio")
@@ -188,10 +188,6 @@ def country_counts(result: AnalysisResult, limit: int = 12) -> list[tuple[str, i
         if f.flagged and country(f):
             counts[country(f)] = counts.get(country(f), 0) + 1
     return sorted(counts.items(), key=lambda item: (-item[1], item[0]))[:limit]
-
-
-def severity_of(label: str) -> Severity:
-    return Severity.parse(label)
 
 
 def sample_requests(result: AnalysisResult, ips: list[str], per_client: int = 5) -> dict[str, list[ExampleLine]]:

@@ -149,3 +149,9 @@ def test_bad_pdf_pages_is_a_usage_error(capsys):
 def test_help_lists_the_report_formats(capsys):
     code, out, _ = run(capsys, "--help")
     assert code == ExitCode.OK and "nftables, crowdsec, ecs" in out and "--details IP" in out
+
+
+def test_details_accepts_other_spellings_of_an_address(capsys):
+    for spelling, ip in (("2001:0db8:0000::0042", "2001:db8::42"), ("::ffff:192.0.2.10", "192.0.2.10")):
+        code, out, _ = run(capsys, "-f", SMALL, "--details", spelling)
+        assert code == ExitCode.OK and out.startswith(f"client {ip}:")
