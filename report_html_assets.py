@@ -34,7 +34,8 @@ input[type=search]{min-width:220px}
 .tablewrap{overflow:auto;max-height:75vh;border:1px solid var(--line);border-radius:6px}
 table{border-collapse:collapse;width:100%}
 th,td{padding:5px 8px;border-bottom:1px solid var(--line);text-align:left;vertical-align:top}
-th{position:sticky;top:0;background:var(--panel);cursor:pointer;user-select:none;white-space:nowrap}
+th{background:var(--panel);white-space:nowrap}
+#findings th{position:sticky;top:0;cursor:pointer;user-select:none}
 th[aria-sort=ascending]::after{content:" \\25B2"}th[aria-sort=descending]::after{content:" \\25BC"}
 td.num{text-align:right;font-variant-numeric:tabular-nums}
 td.ip{font-family:ui-monospace,"DejaVu Sans Mono",monospace;overflow-wrap:break-word;max-width:220px}
