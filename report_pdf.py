@@ -40,8 +40,16 @@ def _font_dir() -> Path:
     return Path(charts.matplotlib_module().get_data_path()) / "fonts" / "ttf"
 
 
-def _safe(text: object) -> str:
-    return terminal_safe(str(text))
+def _safe(pdf, text: object) -> str:
+    """Control characters escaped, and characters the fonts cannot draw (CJK, most emoji) shown as
+    ``\\uXXXX`` instead of silently vanishing from the evidence."""
+    lines = (terminal_safe(line) for line in str(text).split("\n"))   # our own line breaks stay
+    return "\n".join("".join(c if ord(c) in pdf.glyphs else _escape(c) for c in line) for line in lines)
+
+
+def _escape(char: str) -> str:
+    code = ord(char)
+    return f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
 
 
 def _document(title: str):
@@ -59,6 +67,8 @@ def _document(title: str):
     pdf.add_font(FONT, "", str(fonts / "DejaVuSans.ttf"))
     pdf.add_font(FONT, "B", str(fonts / "DejaVuSans-Bold.ttf"))
     pdf.add_font(MONO, "", str(fonts / "DejaVuSansMono.ttf"))
+    # code points every font of the report can draw (the monospace font has the fewest)
+    pdf.glyphs = frozenset(pdf.fonts["dejavumono"].cmap) & frozenset(pdf.fonts["dejavu"].cmap)
     pdf.set_auto_page_break(True, margin=16)
     pdf.set_margins(15, 15, 15)
     pdf.set_title(title)
@@ -69,14 +79,15 @@ def _document(title: str):
 def _heading(pdf, text: str, size: int = 14) -> None:
     pdf.set_font(FONT, "B", size)
     pdf.set_text_color(20, 20, 20)
-    pdf.multi_cell(0, size * 0.5, _safe(text), new_x="LMARGIN", new_y="NEXT", wrapmode="WORD")
+    pdf.multi_cell(0, size * 0.5, _safe(pdf, text), new_x="LMARGIN", new_y="NEXT", wrapmode="WORD")
     pdf.ln(1.5)
 
 
 def _para(pdf, text: str, size: float = 9.5, font: str = FONT, colour=(30, 30, 30)) -> None:
     pdf.set_font(font, "", size)
     pdf.set_text_color(*colour)
-    pdf.multi_cell(0, size * 0.48, _safe(text), new_x="LMARGIN", new_y="NEXT", wrapmode="WORD", align="L")
+    pdf.multi_cell(0, size * 0.48, _safe(pdf, text), new_x="LMARGIN", new_y="NEXT", wrapmode="WORD",
+                   align="L")
 
 
 def _plain(pdf, size: float) -> None:
@@ -94,7 +105,7 @@ def _pairs(pdf, rows: list[tuple[str, str]]) -> None:
         for label, value in rows:
             row = table.row()
             row.cell(label)
-            row.cell(_safe(value))
+            row.cell(_safe(pdf, value))
     pdf.ln(2)
 
 
@@ -171,9 +182,9 @@ def _findings_table(pdf, result: AnalysisResult) -> None:
                    headings_style=_fpdf().fonts.FontFace(emphasis="BOLD", fill_color=(230, 233, 238))) as table:
         table.row(["#", "client", "score", "severity", "requests", "errors", "attack types", "top reason"])
         for f in rows:
-            table.row([str(f.rank), _safe(f.ip), f"{f.score:.1f}", f.severity.label if f.flagged else "-",
+            table.row([str(f.rank), _safe(pdf, f.ip), f"{f.score:.1f}", f.severity.label if f.flagged else "-",
                        f"{f.requests:,}", f"{f.errors:,}", ", ".join(f.attack_types) or "-",
-                       _safe(f.reasons[0]) if f.reasons and f.flagged else ""])
+                       _safe(pdf, f.reasons[0]) if f.reasons and f.flagged else ""])
 
 
 def _finding_page(pdf, finding: Finding, typical: dict[str, float], samples) -> None:

@@ -111,3 +111,22 @@ def test_missing_report_extra_names_the_fix(small_result, monkeypatch):
 def test_markup_in_the_log_is_text_in_the_pdf(hostile_pdf):
     content = text(hostile_pdf)
     assert reportdata.MARKUP_IP in content.replace("\n", "")
+
+
+def test_characters_without_a_glyph_are_escaped_not_dropped(tmp_path, caplog):
+    from analysis import Settings, analyse
+
+    files = []
+    for n, agent in enumerate(("Mozilla/5.0 中文爬虫 😀", "curl/8.5 ✓")):
+        path = tmp_path / f"part{n}.log"
+        path.write_text("".join(f'203.0.113.{i % 4 + 1} - - [02/Mar/2026:03:0{n}:{i:02d} +0100] "GET /{i} HTTP/1.1" '
+                                f'{404 if i % 4 == 0 else 200} 5 "-" "{agent}"\n' for i in range(40)), encoding="utf-8")
+        files.append(str(path))
+    result = analyse(files, Settings(threshold=0.0))
+    pdf = tmp_path / "u.pdf"
+    with caplog.at_level("WARNING"):
+        pdf.write_bytes(reporting.render_pdf(result))
+    assert not [r for r in caplog.records if "missing" in r.getMessage()]
+    content = text(pdf)
+    assert "\\u4e2d\\u6587" in content and "\\U0001f600" in content
+    assert re.search(r"part0\.log\s+\(combined\)\s+\S*part1\.log", content) and "\\x0a" not in content
