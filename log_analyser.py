@@ -24,6 +24,9 @@ examples:
   log_analyser -f 'logs/access.log*' -o out.json  globs, rotated and .gz/.bz2/.xz files
   zcat access.log.gz | log_analyser -f -          read standard input
   log_analyser -f access.log --fail-on high       exit 10 when a high or critical finding exists
+  log_analyser -f access.log --rules my-rules/    add a folder of Sigma rules to the built-in pack
+  log_analyser rules check my-rules/              validate Sigma rules, listing every problem
+  log_analyser rules list                         show the Sigma rules that run, and those skipped
 
 exit codes:
   0    success (no finding at or above --fail-on)
@@ -77,7 +80,16 @@ def build_parser() -> argparse.ArgumentParser:
                         help="say more: chosen formats and the first unparsed lines")
     parser.add_argument("--debug", action="store_true", help="debug logging and tracebacks on errors")
     parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
+    _add_rules_options(parser)
     return parser
+
+
+def _add_rules_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--rules", dest="rules_dirs", action="append", default=[], metavar="DIR",
+                        help="add a folder (or file) of Sigma rules to the built-in pack; repeatable "
+                        "(e.g. --rules ~/sigma/rules/web)")
+    parser.add_argument("--no-builtin-rules", action="store_true",
+                        help="run only the --rules folders, not the built-in Sigma rule pack")
 
 
 def _severity(text: str) -> Severity:
@@ -98,7 +110,8 @@ def build_settings(args: argparse.Namespace):
     if args.top < 1:
         raise ConfigError(f"--top must be at least 1, not {args.top}")
     return Settings(format_name=args.format_name, log_format=args.log_format, tz=validate_timezone(args.tz),
-                    threshold=args.threshold, contamination=args.contamination, random_state=args.seed)
+                    threshold=args.threshold, contamination=args.contamination, random_state=args.seed,
+                    rules_dirs=tuple(args.rules_dirs), builtin_rules=not args.no_builtin_rules)
 
 
 def _progress_bar(files: Sequence[str]):
@@ -144,10 +157,43 @@ def _show_unparsed(result, limit: int = 5) -> None:
               f"{terminal_safe(row['raw'][:200])}", file=sys.stderr)
 
 
+def rules_command(argv: list[str]) -> ExitCode:
+    """`log_analyser rules check DIR...` and `log_analyser rules list`: validate and show Sigma rules."""
+    parser = argparse.ArgumentParser(prog="log_analyser rules", description="Validate and list Sigma rules.")
+    actions = parser.add_subparsers(dest="action", required=True)
+    check = actions.add_parser("check", help="validate rule folders and list every problem at once (exit 4 on errors)")
+    check.add_argument("dirs", nargs="+", metavar="DIR", help="folders or files of Sigma rules")
+    check.add_argument("--strict", action="store_true", help="also exit 4 on validator warnings")
+    listing = actions.add_parser("list", help="show the rules a run would use, and those skipped")
+    _add_rules_options(listing)
+    args = parser.parse_args(argv)
+    import sigma_engine
+    from reporting import terminal_safe
+
+    if args.action == "check":
+        ruleset = sigma_engine.check(args.dirs)
+        for problem in ruleset.problems:
+            print(f"{problem.kind}: {terminal_safe(str(problem))}")
+        counts = {kind: len(ruleset.of_kind(kind)) for kind in ("error", "unsupported", "warning")}
+        print(f"{len(ruleset.rules)} rules run, {counts['unsupported']} unsupported, {counts['error']} errors, "
+              f"{counts['warning']} warnings, {ruleset.other_logsource} not webserver", file=sys.stderr)
+        failed = counts["error"] or (args.strict and counts["warning"])
+        return ExitCode.RULES if failed else ExitCode.OK
+    folders = ([sigma_engine.builtin_dir()] if not args.no_builtin_rules else []) + args.rules_dirs
+    ruleset = sigma_engine.load(folders)
+    for rule in ruleset.rules:
+        kind = rule.attack_type.value if rule.attack_type else "-"
+        print(f"{rule.id}  {rule.severity.label:<8}  {kind:<18}  {terminal_safe(rule.title)}")
+    for problem in ruleset.of_kind("unsupported"):
+        print(f"skipped {terminal_safe(str(problem))}")
+    print(f"{len(ruleset.rules)} rules from {len(folders)} folders", file=sys.stderr)
+    return ExitCode.OK
+
+
 # Subcommands beside the default analysis (`log_analyser NAME ...`): name -> runner(argv).
 # Each runner parses its own arguments, raises AnalyserError on expected failures and returns
 # an ExitCode. A log file with one of these names is read with `-f ./NAME`.
-COMMANDS: dict[str, Callable[[list[str]], ExitCode]] = {}
+COMMANDS: dict[str, Callable[[list[str]], ExitCode]] = {"rules": rules_command}
 
 
 def run(argv: Sequence[str] | None = None) -> ExitCode:

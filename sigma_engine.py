@@ -36,13 +36,15 @@ LEVELS = {"informational": Severity.INFO, "low": Severity.LOW, "medium": Severit
           "high": Severity.HIGH, "critical": Severity.CRITICAL}
 # Attack type of a rule: the first title pattern that matches, else the first matching tag.
 ATTACK_TYPE_BY_TITLE: tuple[tuple[str, AttackType], ...] = (
-    (r"sql injection|sqli\b", AttackType.SQLI),
-    (r"cross.site scripting|\bxss\b", AttackType.XSS),
-    (r"path traversal|directory traversal|local file inclusion|\blfi\b", AttackType.PATH_TRAVERSAL),
-    (r"user.agent|scanner|recon tool|shortname", AttackType.SCANNER),
-    (r"sensitive file|secret|credential file|backup file|source code enumeration", AttackType.BAD_BOT),
-    (r"admin.panel|probing|content discovery", AttackType.DIR_BRUTEFORCE),
-    (r"ssrf|metadata", AttackType.RCE),
+    (r"sql injection|\bsqli\b", AttackType.SQLI),
+    (r"cross.site scripting|\bxss\b|crlf|response splitting", AttackType.XSS),
+    (r"remote file inclusion|\brfi\b|log4shell|jndi|spring4shell|ognl|shellshock|web ?shell|command injection"
+     r"|code injection|template injection|\brce\b|remote code", AttackType.RCE),
+    (r"path traversal|directory traversal|local file inclusion|\blfi\b|encoding evasion", AttackType.PATH_TRAVERSAL),
+    (r"\bssrf\b|server.side request forgery", AttackType.DATA_EXFILTRATION),   # aimed at cloud credentials
+    (r"user.agent|scanner|recon tool|shortname|suspicious http method", AttackType.SCANNER),
+    (r"sensitive file|source code enumeration", AttackType.BAD_BOT),
+    (r"probing|enumeration|content discovery", AttackType.DIR_BRUTEFORCE),
 )
 ATTACK_TYPE_BY_TAG: tuple[tuple[str, AttackType], ...] = (
     ("attack.t1595.003", AttackType.DIR_BRUTEFORCE),   # wordlist scanning
