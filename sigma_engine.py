@@ -147,6 +147,8 @@ def check(folders: Sequence[str | Path], columns: Iterable[str] = EVENT_SCHEMA) 
     problems += _duplicates(rules) + _validate(rules)
     compiled = []
     for rule in rules:
+        if rule.errors:
+            continue
         if not _is_webserver(rule):
             other += 1
             continue
