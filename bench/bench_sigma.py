@@ -68,8 +68,8 @@ def main() -> None:
     load = statistics.median(r["load"] for r in runs)
     print(f"{first['lines']:,} lines, {first['rules']} rules, {first['clients_with_hits']} clients with hits, "
           f"{args.runs} runs")
-    print(f"evaluate: median {evaluate:.2f} s ({first['lines'] / evaluate:,.0f} lines/s); "
-          f"all runs {', '.join(f'{r['evaluate']:.2f}' for r in runs)}")
+    each = ", ".join(f"{r['evaluate']:.2f}" for r in runs)
+    print(f"evaluate: median {evaluate:.2f} s ({first['lines'] / evaluate:,.0f} lines/s); all runs {each}")
     print(f"load + compile rules: median {load:.2f} s")
 
 

@@ -58,7 +58,8 @@ def test_stdin(capsys, monkeypatch):
     assert code == ExitCode.OK and "198.51.100.99" in out
 
 
-@pytest.mark.parametrize(("severity", "expected"), [("medium", ExitCode.FINDINGS), ("high", ExitCode.FINDINGS), ("critical", ExitCode.OK)])
+@pytest.mark.parametrize(("severity", "expected"), [
+    ("medium", ExitCode.FINDINGS), ("high", ExitCode.FINDINGS), ("critical", ExitCode.OK)])
 def test_fail_on_gates_ci(capsys, severity, expected):
     assert run(capsys, "-f", SMALL, "--fail-on", severity)[0] == expected
 

@@ -48,7 +48,8 @@ def hit_lines(tmp_path: Path, rules: sigma_engine.RuleSet, lines: list[str], log
 
 def write_rule(folder: Path, name: str, detection: str, rule_id: str = "11111111-1111-4111-8111-111111111111",
                title: str = "Test Rule", level: str = "high") -> Path:
-    text = HEADER.format(title=title, id=rule_id) + "detection:\n" + textwrap.indent(detection.rstrip("\n") + "\n", "    ")
+    body = textwrap.indent(detection.rstrip("\n") + "\n", "    ")
+    text = HEADER.format(title=title, id=rule_id) + "detection:\n" + body
     path = folder / name
     path.write_text(text + f"falsepositives:\n    - none\nlevel: {level}\n", encoding="utf-8")
     return path
@@ -92,6 +93,14 @@ def test_pack_rule_against_its_case(path, tmp_path):
 
 def test_builtin_dir_is_the_pack():
     assert sigma_engine.builtin_dir() == PACK
+
+
+def test_the_pack_is_installed_with_the_package():
+    import tomllib
+
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert setuptools["data-files"]["share/log_analyser/sigma"] == ["sigma/*.yml"]
+    assert all(p.suffix == ".yml" for p in PACK.iterdir())   # the glob takes every file of the pack
 
 
 # --- the SigmaHQ webserver rules -----------------------------------------------------------------
