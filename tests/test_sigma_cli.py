@@ -7,8 +7,8 @@ from conftest import DATA, ROOT
 from test_sigma_engine import line, write_rule
 
 import log_analyser
-from analysis import Settings, analyse
 from analyser_errors import ExitCode
+from analysis import Settings, analyse
 from evidence import Severity
 
 SMALL = str(DATA / "small.log")

@@ -198,6 +198,12 @@ def one_rule(tmp_path: Path, detection: str) -> sigma_engine.RuleSet:
      [line("GET /?q=union+select"), line("GET /?q=union")], [1]),
     ("selection:\n    cs-uri-query|base64offset|contains: 'whoami'\ncondition: selection",
      [line("GET /?c=d2hvYW1p"), line("GET /?c=whoami")], [1]),
+    ("selection:\n    cs-referer|exists: true\ncondition: selection",
+     [line("GET /", referer="https://example.org/"), line("GET /")], [1]),
+    ("selection:\n    cs-uri-query|fieldref: cs-uri-stem\ncondition: selection",   # no query: URI == path
+     [line("GET /a"), line("GET /a?b=1")], [1]),
+    ("selection:\n    cs-uri-query|windash|contains: ' -exec '\ncondition: selection",
+     [line("GET /?c=run+/exec+x"), line("GET /?c=run+-exec+x"), line("GET /?c=execute")], [1, 2]),
     ("selection:\n    cs-user-agent|contains|all:\n        - 'curl'\n        - '8.'\ncondition: selection",
      [line("GET /", ua="curl/8.5.0"), line("GET /", ua="curl/7.1")], [1]),
 ])
