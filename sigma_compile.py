@@ -235,7 +235,11 @@ class Compiler:
         shape = _shape(value, keyword=name is None)
         if shape is None:
             pattern = _wildcard_regex(value, anchored=name is not None, lower=not cased)
-            return _any_of([c.str.contains(pattern) for c in self.forms(field, lower=not cased)])
+            if pattern.startswith("^") or pattern.endswith("$"):
+                return _any_of([c.str.contains(pattern) for c in self.forms(field, lower=not cased)])
+            # unanchored: one search of the as-sent + decoded view ('.' never crosses its newline)
+            target = self.view(field, "any" if field.encoded else "", lower=not cased)
+            return target.str.contains(pattern).fill_null(False)
         kind, text = shape
         if kind == "contains":
             return self._contains(name, [text], cased)
