@@ -115,7 +115,8 @@ def analyse(sources: Sequence[str], settings: Settings = Settings(),
     flagged = _flags(scores, settings)
     findings = _findings(table, used, scores, detector_scores, flagged, settings)
     findings = _attach_sigma(findings, sigma_engine.evaluate(parsed.events, rules))
-    summary = _summary(parsed, findings, used, tuple(detector_scores), notes + rules.notes())
+    notes = notes + rules.notes() + sigma_engine.unrecorded_fields(parsed.events, rules)
+    summary = _summary(parsed, findings, used, tuple(detector_scores), notes)
     return AnalysisResult(summary=summary, findings=tuple(findings), features=table,
                           unparsed=parsed.unparsed, events=parsed.events)
 

@@ -11,6 +11,7 @@ rule as skipped. Expressions read derived columns (``views``) that ``view_column
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import ipaddress
 import re
@@ -122,6 +123,7 @@ class Compiler:
 
     columns: frozenset[str]
     views: set[str]
+    fields: set[str] = dataclasses.field(default_factory=set)   # Sigma field names read
 
     def compile(self, node) -> pl.Expr:
         if isinstance(node, ConditionAND):
@@ -168,6 +170,7 @@ class Compiler:
         return field, isinstance(value, SigmaCasedString), shape[1]
 
     def field(self, name: str | None) -> Field:
+        self.fields.add(KEYWORDS if name is None else name)
         field = FIELDS.get(KEYWORDS if name is None else name)
         if field is None:
             raise Unsupported(f"field '{name}' (no column of the parsed log maps to it)")

@@ -90,6 +90,7 @@ class CompiledRule:
     path: str
     expression: pl.Expr = field(repr=False)
     views: frozenset[str] = frozenset()
+    fields: frozenset[str] = frozenset()   # Sigma field names it reads (KEYWORDS for the raw line)
 
 
 @dataclass(frozen=True)
@@ -259,7 +260,7 @@ def _compile(rule: SigmaRule, columns: frozenset[str]) -> CompiledRule | Problem
         id=str(rule.id) if rule.id else Path(path).stem, title=rule.title, severity=severity_of(rule),
         status=rule.status.name.lower() if rule.status else "unknown", tags=tags,
         attack_type=attack_type_of(rule.title, tags), path=path, expression=expression.fill_null(False),
-        views=frozenset(compiler.views))
+        views=frozenset(compiler.views), fields=frozenset(compiler.fields))
 
 
 def severity_of(rule: SigmaRule) -> Severity:
@@ -276,6 +277,22 @@ def attack_type_of(title: str, tags: Sequence[str]) -> AttackType | None:
         if any(tag.lower().startswith(prefix) for tag in tags):
             return kind
     return None
+
+
+def unrecorded_fields(events: pl.DataFrame, ruleset: RuleSet) -> list[str]:
+    """Notes on Sigma fields that rules read but that are empty on every line (e.g. cs-host in a
+    combined log, which does not record it): conditions on them cannot match."""
+    used: dict[str, int] = {}
+    for rule in ruleset.rules:
+        for name in rule.fields:
+            used[name] = used.get(name, 0) + 1
+    if not used or events.height == 0:
+        return []
+    columns = {name: sigma_compile.source_columns(sigma_compile.FIELDS[name].column) for name in used}
+    empty = events.select([pl.col(c).is_null().all() for c in {c for cs in columns.values() for c in cs}]).row(
+        0, named=True)
+    return [f"{count} Sigma rules read {name}, which is empty on every line of this log"
+            for name, count in sorted(used.items()) if all(empty[c] for c in columns[name])]
 
 
 def matches(events: pl.DataFrame, ruleset: RuleSet) -> pl.DataFrame:

@@ -1,13 +1,18 @@
 from __future__ import annotations
 
 import textwrap
+import urllib.parse
 from pathlib import Path
 
+import polars as pl
 import pytest
 import yaml
 from conftest import ROOT
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import file_parser
+import sigma_compile
 import sigma_engine
 from evidence import AttackType, Severity
 
@@ -160,6 +165,14 @@ def test_cs_host_reads_the_virtual_host_when_the_format_logs_it(sigmahq, tmp_pat
     assert hit_lines(tmp_path, ruleset, lines, log_format='%v %h %l %u %t "%r" %>s %b') == {rule_id: [1]}
 
 
+def test_fields_empty_on_every_line_are_noted(sigmahq, tmp_path):
+    path = tmp_path / "access.log"
+    path.write_text(line("GET /", referer="https://example.org/") + "\n")
+    events = file_parser.parse([str(path)]).events
+    notes = sigma_engine.unrecorded_fields(events, sigmahq)
+    assert notes == ["1 Sigma rules read cs-host, which is empty on every line of this log"]
+
+
 # --- engine semantics ----------------------------------------------------------------------------
 
 def one_rule(tmp_path: Path, detection: str) -> sigma_engine.RuleSet:
@@ -296,3 +309,22 @@ def test_evaluate_builds_evidence_per_client(tmp_path):
 ])
 def test_attack_type_from_title_or_tags(title, tags, expected):
     assert sigma_engine.attack_type_of(title, tags) == expected
+
+
+# --- URL decoding --------------------------------------------------------------------------------
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7e, exclude_characters="+"), max_size=40),
+       st.integers(min_value=1, max_value=2))
+def test_url_decode_undoes_single_and_double_percent_encoding(text, times):
+    encoded = text
+    for _ in range(times):
+        encoded = urllib.parse.quote(encoded, safe="")
+    decoded = pl.select(sigma_compile.url_decode(pl.lit(encoded))).item()
+    assert decoded == text
+
+
+def test_url_decode_plus_overlong_and_non_ascii():
+    values = ["a+b", "%c0%ae%c0%ae%c0%af", "%C3%A9t%C3%A9", "100%", "%zz"]
+    decoded = pl.select(sigma_compile.url_decode(pl.lit(pl.Series(values)))).to_series().to_list()
+    assert decoded == ["a b", "../", "%C3%A9t%C3%A9", "100%", "%zz"]
