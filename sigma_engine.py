@@ -207,8 +207,11 @@ def _read(path: Path) -> tuple[list[SigmaRule], list[Problem]]:
 
 
 def _message(error: Exception) -> str:
-    """A pySigma error without the location it appends (we print the file ourselves)."""
-    return re.sub(r"\s*in file .*$", "", str(error).strip().splitlines()[0])
+    """A pySigma error's first line without the location it appends (we print the file ourselves)."""
+    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    source = getattr(error, "source", None)
+    path = getattr(source, "path", None)
+    return text.removesuffix(f" in {path}") if path else text
 
 
 def _rule_id(rule, path: Path) -> str:
