@@ -78,6 +78,9 @@ DERIVED: dict[str, pl.Expr] = {
 _ESCAPES = {f"%{b:02x}": chr(b) for b in range(0x80)} | {"%c0%ae": ".", "%c0%af": "/", "%c1%9c": "\\"}
 
 
+ENCODING_MARKS = ["%", "+"]   # a value without these is the same URL-decoded
+
+
 class Unsupported(Exception):
     """A Sigma feature this engine does not evaluate; the message names it."""
 
@@ -96,16 +99,18 @@ def source_columns(column: str) -> list[str]:
     return source.meta.root_names() if source is not None else [column]
 
 
-def view_columns(names: set[str]) -> list[list[pl.Expr]]:
+def view_columns(names: set[str], plain: bool = False) -> list[list[pl.Expr]]:
     """The stages of derived columns that ``names`` need, to apply with ``with_columns`` in order.
 
     A view is ``column``, ``column:dec`` (URL-decoded), ``column:any`` (as logged, a newline and
-    decoded, for substring search), each optionally ``:low`` (lower-cased)."""
+    decoded, for substring search), each optionally ``:low`` (lower-cased). ``plain`` says that
+    no value holds '%' or '+' (see ``ENCODING_MARKS``), so decoding would change nothing."""
     bases = {name.split(":")[0] for name in names}
     stage1 = [DERIVED[b].alias(b) for b in sorted(bases) if b in DERIVED]
-    stage2 = [url_decode(pl.col(b)).alias(f"{b}:dec") for b in sorted(bases)
+    stage2 = [(pl.col(b) if plain else url_decode(pl.col(b))).alias(f"{b}:dec") for b in sorted(bases)
               if any(n.startswith(f"{b}:dec") or n.startswith(f"{b}:any") for n in names)]
-    stage3 = [_any(n.split(":")[0]).alias(n) for n in sorted(names) if n.endswith(":any")]
+    stage3 = [(pl.col(n.split(":")[0]) if plain else _any(n.split(":")[0])).alias(n)
+              for n in sorted(names) if n.endswith(":any")]
     stage4 = [pl.col(n.removesuffix(":low")).str.to_lowercase().alias(n) for n in sorted(names)
               if n.endswith(":low")]
     return [stage for stage in (stage1, stage2, stage3, stage4) if stage]

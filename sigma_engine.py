@@ -323,11 +323,19 @@ def _match(events: pl.DataFrame, rules: list[CompiledRule], distinct: bool) -> p
     if distinct:
         keys = sorted({c for v in views for c in sigma_compile.source_columns(v.split(":")[0])})
         frame = frame.group_by(keys).agg("_row") if keys else frame.select("_row")
-    for stage in sigma_compile.view_columns(views):
+        return _select(frame, rules, views, plain=False).explode("_row").collect()
+    # Per line: lines without '%' or '+' (most of them) skip URL-decoding, which changes nothing there.
+    encoded = pl.col("raw").str.contains_any(sigma_compile.ENCODING_MARKS)
+    parts = [_select(frame.filter(encoded), rules, views, plain=False),
+             _select(frame.filter(~encoded), rules, views, plain=True)]
+    return pl.concat(parts).sort("_row").collect()
+
+
+def _select(frame: pl.LazyFrame, rules: list[CompiledRule], views: set[str], plain: bool) -> pl.LazyFrame:
+    for stage in sigma_compile.view_columns(views, plain=plain):
         frame = frame.with_columns(stage)
     frame = frame.select("_row", *[r.expression.alias(r.id) for r in rules])
-    frame = frame.filter(pl.any_horizontal([r.id for r in rules]))
-    return (frame.explode("_row") if distinct else frame).collect()
+    return frame.filter(pl.any_horizontal([r.id for r in rules]))
 
 
 def evaluate(events: pl.DataFrame, ruleset: RuleSet, examples: int = 3) -> dict[str, tuple[Evidence, ...]]:

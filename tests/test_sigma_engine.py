@@ -314,9 +314,10 @@ def test_attack_type_from_title_or_tags(title, tags, expected):
 # --- URL decoding --------------------------------------------------------------------------------
 
 @settings(max_examples=200, deadline=None)
-@given(st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7e, exclude_characters="+"), max_size=40),
+@given(st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7e, exclude_characters="+%"), max_size=40),
        st.integers(min_value=1, max_value=2))
 def test_url_decode_undoes_single_and_double_percent_encoding(text, times):
+    # text without '%': decoding twice cannot tell a double-encoded '%' from a single-encoded one
     encoded = text
     for _ in range(times):
         encoded = urllib.parse.quote(encoded, safe="")
