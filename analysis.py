@@ -20,6 +20,7 @@ import anomaly_detector as detect
 import explanations
 import file_parser
 import ip_features
+import sigma_engine
 from anomaly_detector import Deviation
 from evidence import Evidence, Geo, LLMNote, Reputation, Severity
 
@@ -45,6 +46,8 @@ class Settings:
     reasons: int = 3                   # reasons listed per client
     enrichment: EnrichmentSettings | None = None   # --enrich: reputation and geography
     explain: explanations.ExplainSettings = explanations.ExplainSettings()  # the LLM stage (--explain)
+    rules_dirs: tuple[str, ...] = ()   # Sigma rule folders added to the built-in pack
+    builtin_rules: bool = True         # run the built-in Sigma pack (sigma/)
 
 
 @dataclass(frozen=True)
@@ -111,6 +114,7 @@ def analyse(sources: Sequence[str], settings: Settings = Settings(),
             llm_cache: explanations.AnswerCache | None = None) -> AnalysisResult:
     """Run the whole pipeline over ``sources`` (paths, globs or '-' for stdin). ``llm_cache`` keeps
     the LLM stage's answers between runs."""
+    rules = _sigma_rules(settings)  # before parsing: broken rules fail fast
     parsed = file_parser.parse(sources, format_name=settings.format_name, log_format=settings.log_format,
                                tz=settings.tz, max_unparsed_ratio=settings.max_unparsed_ratio,
                                progress=progress)
@@ -120,6 +124,8 @@ def analyse(sources: Sequence[str], settings: Settings = Settings(),
                                                           random_state=settings.random_state)
     flagged = _flags(scores, settings)
     findings = _findings(table, used, scores, detector_scores, flagged, settings)
+    findings = _attach_sigma(findings, sigma_engine.evaluate(parsed.events, rules))
+    notes = notes + rules.notes() + sigma_engine.unrecorded_fields(parsed.events, rules)
     summary = _summary(parsed, findings, used, tuple(detector_scores), notes)
     if settings.enrichment is not None:
         findings, summary = _enrich(findings, summary, settings.enrichment)
@@ -140,6 +146,33 @@ def _enrich(findings: list[Finding], summary: Summary,
                         evidence=f.evidence + found.evidence.get(f.ip, ())) for f in findings]
     rollup = enrichment.summarise(enriched, found, has_key=settings.api_key is not None)
     return enriched, replace(summary, notes=summary.notes + found.notes, enrichment=rollup)
+
+
+def _sigma_rules(settings: Settings) -> sigma_engine.RuleSet:
+    folders = ([sigma_engine.builtin_dir()] if settings.builtin_rules else []) + list(settings.rules_dirs)
+    return sigma_engine.load(folders)
+
+
+def _attach_sigma(findings: list[Finding], hits: dict[str, tuple[Evidence, ...]]) -> list[Finding]:
+    """Each client's Sigma evidence and the attack types it names, added to its finding."""
+    attached = []
+    for finding in findings:
+        evidence = hits.get(finding.ip, ())
+        if evidence:
+            kinds = [*finding.attack_types, *(e.attack_type.value for e in evidence if e.attack_type)]
+            finding = replace(finding, evidence=finding.evidence + evidence, attack_types=tuple(dict.fromkeys(kinds)))
+            finding = _sigma_verdict(finding)
+        attached.append(finding)
+    return attached
+
+
+def _sigma_verdict(finding: Finding) -> Finding:
+    """Interim fusion, kept apart so that verdict.py can take it over: a client that a Sigma rule of
+    level medium or above matched is flagged, at no less than the severest such rule's level."""
+    top = max(e.severity for e in finding.evidence if e.kind == "sigma")
+    if top < Severity.MEDIUM:
+        return finding
+    return replace(finding, flagged=True, severity=max(finding.severity, top))
 
 
 def _flags(scores: np.ndarray, settings: Settings) -> np.ndarray:

@@ -71,7 +71,7 @@ def test_table_truncates_long_reasons_and_colours_only_when_asked(small_result):
     assert "\x1b[" not in plain and "\x1b[" in coloured
     assert all(len(line) <= 80 for line in plain.splitlines())
     assert "…" in plain.splitlines()[2]
-    assert "\x1b[33mmedium" in coloured and coloured.count(reporting.RESET) == 1
+    assert "\x1b[31mhigh" in coloured and coloured.count(reporting.RESET) == 1
 
 
 def test_table_fits_80_columns_with_long_addresses(hostile_result):
