@@ -77,7 +77,19 @@ def build_parser() -> argparse.ArgumentParser:
                         help="say more: chosen formats and the first unparsed lines")
     parser.add_argument("--debug", action="store_true", help="debug logging and tracebacks on errors")
     parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
+    _add_config_options(parser)
     return parser
+
+
+def _add_config_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "configuration", "precedence: defaults < config file < environment (LOG_ANALYSER_<OPTION>, .env) < flags")
+    group.add_argument("--config", metavar="PATH",
+                       help="TOML file of defaults, keys named like the long options (e.g. threshold = 60); "
+                       "default: $LOG_ANALYSER_CONFIG, else ~/.config/log_analyser/config.toml if present")
+    group.add_argument("--env-file", metavar="PATH",
+                       help="KEY=value file read into the environment (default: ./.env if present); "
+                       "variables already set win")
 
 
 def _severity(text: str) -> Severity:
@@ -160,7 +172,9 @@ def run(argv: Sequence[str] | None = None) -> ExitCode:
 
 def analyse_command(argv: list[str]) -> ExitCode:
     """The default command: `log_analyser -f LOG [options]`."""
-    args = build_parser().parse_args(argv)
+    import config
+
+    args = config.parse_arguments(build_parser, argv)
     _configure_logging(args)
     settings = build_settings(args)
     from analysis import analyse

@@ -28,3 +28,13 @@ def planted_log(tmp_path_factory):
     path = tmp_path_factory.mktemp("planted") / "access.log"
     path.write_text("\n".join(generated.lines.to_list()) + "\n", encoding="utf-8")
     return path, generated.labels
+
+
+@pytest.fixture(autouse=True)
+def isolated_configuration(tmp_path_factory, monkeypatch):
+    """No user config file or LOG_ANALYSER_* variable of the machine leaks into a test."""
+    import os
+
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.mktemp("xdg-config")))
+    for name in [name for name in os.environ if name.startswith("LOG_ANALYSER_")]:
+        monkeypatch.delenv(name)
