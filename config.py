@@ -98,7 +98,8 @@ def _convert_one(action: argparse.Action, raw: object, where: str) -> object:
         raise ConfigError(f"{where}: expected {kind}, not {raw!r}")
     if callable(action.type):
         try:
-            value = action.type(raw if isinstance(raw, str) or action.type in (int, float) else str(raw))
+            argument: Any = raw if isinstance(raw, str) or action.type in (int, float) else str(raw)
+            value = action.type(argument)
         except (argparse.ArgumentTypeError, ValueError, TypeError) as exc:
             raise ConfigError(f"{where}: invalid value {raw!r} ({exc})") from None
     elif not isinstance(raw, str):
