@@ -87,6 +87,13 @@ def test_default_config_path_follows_xdg_config_home(tmp_path, monkeypatch):
     assert parse(cwd=tmp_path).threshold == 55.0
 
 
+def test_config_dev_null_ignores_the_user_config(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    (tmp_path / "log_analyser").mkdir()
+    write(tmp_path / "log_analyser" / "config.toml", "threshold = 55\n")
+    assert parse("--config", "/dev/null", cwd=tmp_path).threshold == 40.0
+
+
 def test_config_path_from_environment(tmp_path):
     path = write(tmp_path / "c.toml", "top = 4\n")
     assert parse(environ={"LOG_ANALYSER_CONFIG": str(path)}, cwd=tmp_path).top == 4
