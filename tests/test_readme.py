@@ -107,3 +107,11 @@ def test_env_example_file_documents_only_real_settings():
         key = name.removeprefix("LOG_ANALYSER_").lower()
         assert key in options or name == config.CONFIG_ENV, name
 
+
+
+def test_every_option_is_in_the_readme_option_table():
+    table = [line for line in README.splitlines() if line.startswith("| `-")]
+    for action in log_analyser.build_parser()._actions:
+        longs = [s for s in action.option_strings if s.startswith("--") and s != "--help"]
+        for option in longs:
+            assert any(f"`{option}" in row or f", {option}" in row for row in table), option
