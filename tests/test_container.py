@@ -184,10 +184,10 @@ def test_image_shape_base_pinned_non_root_entrypoint_volumes_labels():
 def test_build_context_keeps_sources_and_drops_secrets_and_tests():
     patterns = read_dockerignore()
     for kept in ["analysis.py", "pyproject.toml", "README.md", "requirements.txt", "requirements-extras.txt",
-                 "schemas/report.schema.json"]:
+                 "schemas/report.schema.json", "rules/web/case.log"]:
         assert not dockerignore_excludes(kept, patterns), kept
     for dropped in [".env", ".env.production", ".git/config", "tests/test_cli.py", "sub/__pycache__/x.pyc",
-                    "examples/access.log", "out/report.csv", "logs/access.log.1"]:
+                    "examples/access.log", "out/report.csv", "logs/access.log.1", "access.log", "access.log.2.gz"]:
         assert dockerignore_excludes(dropped, patterns), dropped
     assert fnmatch.fnmatch("a.log", "*.log")  # sanity of the shell-glob idea the rules follow
 
