@@ -110,8 +110,17 @@ def _convert_one(action: argparse.Action, raw: object, where: str) -> object:
     return value
 
 
+def _count_type(action: argparse.Action) -> argparse.Action:
+    """A stand-in action that reads a count option's value as a whole number."""
+    return argparse.Action(action.option_strings, action.dest, type=int)
+
+
 def convert(action: argparse.Action, raw: object, where: str) -> object:
     """``raw`` (a TOML value or an environment string) as the parser would have stored it."""
+    if isinstance(action, argparse.BooleanOptionalAction):  # --x / --no-x
+        return _parse_bool(raw, where)
+    if isinstance(action, argparse._CountAction):  # -v -v: a level
+        return _convert_one(_count_type(action), raw, where)
     if action.nargs == 0:  # store_true / store_false / store_const flags
         flag = _parse_bool(raw, where)
         return action.const if flag else action.default

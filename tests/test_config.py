@@ -152,3 +152,20 @@ def test_every_long_option_but_the_command_line_ones_is_configurable():
     options = config.configurable_options(log_analyser.build_parser())
     assert {"threshold", "fail_on", "output", "format", "log_format", "tz", "seed", "verbose"} <= set(options)
     assert not set(options) & {"help", "version", "file", "config", "env_file"}
+
+
+def test_boolean_optional_and_count_options_from_the_environment(tmp_path):
+    import argparse
+
+    def factory():
+        parser = argparse.ArgumentParser()
+        parser.add_argument("--colour", action=argparse.BooleanOptionalAction, default=True)
+        parser.add_argument("--loud", action="count", default=0)
+        parser.add_argument("--quiet", action="store_false", dest="talk")
+        return parser
+
+    environ = {"LOG_ANALYSER_COLOUR": "no", "LOG_ANALYSER_LOUD": "2", "LOG_ANALYSER_QUIET": "true"}
+    args = config.parse_arguments(factory, [], environ=environ, cwd=tmp_path)
+    assert (args.colour, args.loud, args.talk) == (False, 2, False)
+    args = config.parse_arguments(factory, ["--colour", "--loud"], environ=environ, cwd=tmp_path)
+    assert (args.colour, args.loud) == (True, 1)
