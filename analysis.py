@@ -20,6 +20,7 @@ import file_parser
 import ip_features
 from anomaly_detector import Deviation
 from evidence import Evidence, Geo, LLMNote, Reputation, Severity
+from log_input import InputOptions
 
 log = logging.getLogger(__name__)
 SCHEMA_VERSION = "1.0"
@@ -32,6 +33,11 @@ class Settings:
     format_name: str = "auto"
     log_format: str | None = None      # a custom Apache LogFormat / nginx log_format string
     tz: str = "UTC"                    # zone for timestamps that carry no offset
+    json_fields: str | None = None     # JSON lines: FIELD=key,... over the default mapping
+    real_ip_header: str | None = None  # x-forwarded-for, cf-connecting-ip or x-real-ip
+    trusted_proxies: tuple = ()        # ipaddress networks whose real-IP header is believed
+    since: datetime | None = None      # keep events at or after this (aware, UTC)
+    until: datetime | None = None      # keep events before this
     threshold: float = 40.0            # flag clients scoring at least this (0-100)
     contamination: float | None = None  # or: flag this fraction of clients, highest scores first
     n_estimators: int = 200
@@ -101,9 +107,7 @@ class AnalysisResult:
 def analyse(sources: Sequence[str], settings: Settings = Settings(),
             progress: file_parser.Progress | None = None) -> AnalysisResult:
     """Run the whole pipeline over ``sources`` (paths, globs or '-' for stdin)."""
-    parsed = file_parser.parse(sources, format_name=settings.format_name, log_format=settings.log_format,
-                               tz=settings.tz, max_unparsed_ratio=settings.max_unparsed_ratio,
-                               progress=progress)
+    parsed = _parse(sources, settings, progress)
     table = ip_features.compute(parsed.events)
     used = ip_features.logged_features(table)
     scores, detector_scores, notes = detect.score_clients(table, used, n_estimators=settings.n_estimators,
@@ -113,6 +117,14 @@ def analyse(sources: Sequence[str], settings: Settings = Settings(),
     summary = _summary(parsed, findings, used, tuple(detector_scores), notes)
     return AnalysisResult(summary=summary, findings=tuple(findings), features=table,
                           unparsed=parsed.unparsed, events=parsed.events)
+
+
+def _parse(sources: Sequence[str], settings: Settings, progress: file_parser.Progress | None):
+    options = InputOptions(tz=settings.tz, real_ip_header=settings.real_ip_header,
+                           trusted_proxies=settings.trusted_proxies, since=settings.since, until=settings.until)
+    return file_parser.parse(sources, format_name=settings.format_name, log_format=settings.log_format,
+                             json_fields=settings.json_fields, max_unparsed_ratio=settings.max_unparsed_ratio,
+                             progress=progress, options=options)
 
 
 def _flags(scores: np.ndarray, settings: Settings) -> np.ndarray:
@@ -162,5 +174,5 @@ def _summary(parsed: file_parser.ParsedLog, findings: list[Finding], used: list[
         by_severity={s.label: severities.get(s.label, 0) for s in reversed(Severity)},
         time_start=events["timestamp"].min() if events.height else None,  # type: ignore[arg-type]
         time_end=events["timestamp"].max() if events.height else None,    # type: ignore[arg-type]
-        detectors=detectors, features_used=tuple(used), notes=tuple(notes),
+        detectors=detectors, features_used=tuple(used), notes=(*parsed.stats.notes, *notes),
     )

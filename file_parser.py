@@ -246,7 +246,8 @@ def parse_lines(lines: pl.Series, fmt: LogFormat, *, source: str = "<lines>", fi
     )
     if fmt.regex is not None:
         frame = frame.unnest("_m")
-    events = (frame.select(*canonical(fmt, options.tz, source, real_ip_group), "raw")
+    first, second, final = canonical(fmt, options.tz, source, real_ip_group)
+    events = (frame.with_columns(first).with_columns(second).select(*final, "raw")
               .with_columns(_reason(fmt).alias("_reason"))
               .collect(engine="streaming"))  # morsel-parallel: uses every core on one column
     good = events.filter(pl.col("_reason").is_null()).drop("_reason", "raw")
