@@ -15,7 +15,7 @@ import os
 import sys
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import BinaryIO
 
 import polars as pl
@@ -36,6 +36,7 @@ UNCOUNTED_REASONS = ("blank line", "header line")   # not log lines: left out of
 CHUNK_BYTES = 32 * 1024 * 1024
 DETECTION_SAMPLE = 2000
 _SEPARATOR = b"\x1f"  # ASCII unit separator: never in a log line; a block containing it takes the slow path
+_SYSLOG_PREFIX = r"^<\d{1,3}>(?:\d )?[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d \S+ [^\s:]+: "
 _MAGIC = {b"\x1f\x8b": gzip.open, b"BZh": bz2.open, b"\xfd7zXZ\x00": lzma.open}
 Progress = Callable[[int], None]
 
@@ -156,6 +157,11 @@ def _is_utf8(block: bytes) -> bool:
     return True
 
 
+def _strip_syslog(raw: pl.Expr) -> pl.Expr:
+    """Access logs forwarded through syslog lose their '<PRI>Mmm dd hh:mm:ss host tag[pid]: ' prefix."""
+    return raw.str.replace(_SYSLOG_PREFIX, "")
+
+
 def _unwrap(raw: pl.Expr) -> pl.Expr:
     """Lines wrapped in an extra pair of double quotes (some exports do this) lose that pair."""
     wrapped = raw.str.starts_with('"') & raw.str.ends_with('"') & (raw.str.len_chars() > 1)
@@ -217,7 +223,8 @@ def _json_groups(fmt: LogFormat) -> list[pl.Expr]:
 def _captured(fmt: LogFormat) -> list[pl.Expr]:
     if fmt.regex is None:
         return [*_json_groups(fmt)]
-    unwrapped = pl.col("raw") if any(d == "csv" for _, d in fmt.decoders) else _unwrap(pl.col("raw"))
+    raw = _strip_syslog(pl.col("raw")) if fmt.syslog else pl.col("raw")
+    unwrapped = raw if any(d == "csv" for _, d in fmt.decoders) else _unwrap(raw)
     return [unwrapped.str.extract_groups(fmt.regex).alias("_m")]
 
 
@@ -271,7 +278,15 @@ def _format_for(name: str | None, custom: str | None, json_fields: str | None) -
 
 def _format_from_sample(fixed: LogFormat | None, chunk: pl.Series) -> tuple[LogFormat, float]:
     """The format for one source: detected, or the fixed one (header-driven presets read the
-    file's own header when it has one)."""
+    file's own header when it has one). A syslog prefix on most lines is stripped first."""
+    syslog = (chunk.head(DETECTION_SAMPLE).str.contains(_SYSLOG_PREFIX).mean() or 0.0) > 0.5
+    if syslog:
+        chunk = chunk.to_frame("raw").select(_strip_syslog(pl.col("raw"))).to_series()
+    fmt, rate = _unprefixed_format(fixed, chunk)
+    return (replace(fmt, syslog=True), rate) if syslog else (fmt, rate)
+
+
+def _unprefixed_format(fixed: LogFormat | None, chunk: pl.Series) -> tuple[LogFormat, float]:
     if fixed is None:
         return detect_format(chunk)
     if fixed.header_prefix and fixed.name in ("w3c", "cloudfront", "csv"):
@@ -353,7 +368,8 @@ class _Run:
         notes = [f"{source}: {count:,} timestamps carry no UTC offset; read in {options.tz} (--tz)"
                  for source, count in self.naive.items() if count]
         if self.outside:
-            notes.append(f"{self.outside:,} lines outside the --since/--until window were skipped")
+            lines = "line" if self.outside == 1 else "lines"
+            notes.append(f"{self.outside:,} {lines} outside the --since/--until window skipped")
         stats = ParseStats(total_lines=events.height + unparsed.height, parsed_lines=events.height,
                            unparsed_by_reason=dict(reasons.most_common()),
                            formats={s: f.name for s, f in self.formats.items()},

@@ -46,6 +46,7 @@ APACHE = {
     "{c}a": Directive("client_ip", ADDRESS),
     "l": Directive(None), "u": Directive(None), "p": Directive(None), "P": Directive(None),
     "k": Directive(None), "X": Directive(None), "I": Directive(None), "S": Directive(None),
+    "A": Directive(None), "R": Directive(None), "f": Directive(None), "L": Directive(None),
     "t": Directive("time_clf", r"\[[^\]]*\]"),
     "r": Directive("request", QUOTED),
     ">s": Directive("status", r"\d{3}|-"), "s": Directive("status", r"\d{3}|-"),
@@ -126,6 +127,7 @@ class LogFormat:
     decoders: tuple[tuple[str, str], ...] = ()
     absolute_targets: bool = False
     header_prefix: str | None = None   # lines starting with this are headers, not events
+    syslog: bool = False               # lines carry a syslog prefix ('<150>Jan 28 08:10:00 host tag: ')
 
     @property
     def groups(self) -> tuple[str, ...]:
@@ -159,7 +161,7 @@ def _apache_lookup(match: re.Match[str]) -> Directive:
     if text == "%%":
         return Directive(None, "%")
     key = text[1:].lstrip("<>") if text[1:] not in APACHE else text[1:]
-    if key not in APACHE and key.startswith("{") and key.endswith(("i", "o", "e", "n", "C")):
+    if key not in APACHE and key.startswith("{") and key.endswith(("i", "o", "e", "n", "C", "p", "P", "x", "c", "^ti", "^to")):
         return Directive(None)  # any other header, note, env var or cookie: read over it
     if key not in APACHE:
         raise ConfigError(f"unknown Apache LogFormat directive {text!r}",
