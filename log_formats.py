@@ -101,6 +101,8 @@ TEMPLATE = {
     "-": Directive(None), "...": Directive(None, r".*"),
 }
 
+# %{...}X forms that are read over: headers, notes, env, cookies, ports, pids, trailers.
+_SKIPPED_APACHE_KINDS = ("i", "o", "e", "n", "C", "p", "P", "x", "c", "^ti", "^to")
 _APACHE_TOKEN = re.compile(r"%[<>]?(?:\{[^}]*\})?[a-zA-Z%]")
 _NGINX_TOKEN = re.compile(r"\$(?:\{([a-z_][a-z0-9_]*)\}|([a-z_][a-z0-9_]*))")
 _TEMPLATE_TOKEN = re.compile(r"\{(-|\.\.\.|[a-z_]+)\}")
@@ -161,7 +163,7 @@ def _apache_lookup(match: re.Match[str]) -> Directive:
     if text == "%%":
         return Directive(None, "%")
     key = text[1:].lstrip("<>") if text[1:] not in APACHE else text[1:]
-    if key not in APACHE and key.startswith("{") and key.endswith(("i", "o", "e", "n", "C", "p", "P", "x", "c", "^ti", "^to")):
+    if key not in APACHE and key.startswith("{") and key.endswith(_SKIPPED_APACHE_KINDS):
         return Directive(None)  # any other header, note, env var or cookie: read over it
     if key not in APACHE:
         raise ConfigError(f"unknown Apache LogFormat directive {text!r}",

@@ -122,7 +122,8 @@ def test_time_bound_without_offset_is_read_in_tz_and_garbage_is_an_error():
 def test_since_until_window_and_its_note(tmp_path):
     path = tmp_path / "w.log"
     path.write_text("".join(line(s) for s in range(10)))
-    options = InputOptions(since=datetime(2026, 3, 10, 9, 0, 3, tzinfo=UTC), until=datetime(2026, 3, 10, 9, 0, 6, tzinfo=UTC))
+    options = InputOptions(since=datetime(2026, 3, 10, 9, 0, 3, tzinfo=UTC),
+                           until=datetime(2026, 3, 10, 9, 0, 6, tzinfo=UTC))
     result = fp.parse([str(path)], options=options)
     assert result.events["path"].to_list() == ["/s3", "/s4", "/s5"]
     assert result.stats.outside_window == 7 and "7 lines outside" in result.stats.notes[0]
