@@ -89,7 +89,8 @@ NGINX = {
 # Field-template names for presets without a config string: {name} captures, {-} skips a
 # field, {...} skips the rest of the line.
 TEMPLATE = {
-    "client_ip": Directive("client_ip", r"[^\s\"]+?"), "vhost": Directive("vhost", r"[^\s\"]+"),
+    "client_ip": Directive("client_ip", ADDRESS), "port": Directive(None, r"\d+"),
+    "vhost": Directive("vhost", r"[^\s\"]+"),
     "time_iso": Directive("time_iso", r"\d{4}-\d\d-\d\dT[^\s\"]+"),
     "time_clf": Directive("time_clf", r"\[[^\]]*\]"),
     "time_epoch": Directive("time_epoch", r"\d+(?:\.\d+)?"),

@@ -39,10 +39,10 @@ PRESETS: dict[str, Preset] = {
     "traefik": Preset("config", _COMBINED + ' %k "%{router}n" "%{backend}n" %{ms}Tms', "Traefik CLF access log"),
     "squid": Preset("template", "{time_epoch} {-} {client_ip} {-}/{status} {bytes} {method} {target} {-} {-} {-}",
                     "Squid native access.log", absolute_targets=True),
-    "awselb": Preset("template", "{time_iso} {-} {client_ip}:{-} {-} {-} {request_time_s} {-} {status} {-} {-} "
+    "awselb": Preset("template", "{time_iso} {-} {client_ip}:{port} {-} {-} {request_time_s} {-} {status} {-} {-} "
                      '{bytes} "{request}" "{user_agent}" {-} {-}', "AWS Classic Load Balancer",
                      absolute_targets=True),
-    "awsalb": Preset("template", "{-} {time_iso} {-} {client_ip}:{-} {-} {-} {request_time_s} {-} {status} {-} "
+    "awsalb": Preset("template", "{-} {time_iso} {-} {client_ip}:{port} {-} {-} {request_time_s} {-} {status} {-} "
                      '{-} {bytes} "{request}" "{user_agent}" {-} {-} {-} "{-}" "{vhost}"{...}',
                      "AWS Application Load Balancer", absolute_targets=True),
     "awss3": Preset("template", '{-} {vhost} {time_clf} {client_ip} {-} {-} {-} {-} "{request}" {status} {-} '
