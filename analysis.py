@@ -5,8 +5,10 @@ parse (file_parser) -> per-client features (ip_features) -> anomaly scores and r
 """
 from __future__ import annotations
 
+import importlib
 import logging
 import math
+import threading
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -107,7 +109,9 @@ class AnalysisResult:
 def analyse(sources: Sequence[str], settings: Settings = Settings(),
             progress: file_parser.Progress | None = None) -> AnalysisResult:
     """Run the whole pipeline over ``sources`` (paths, globs or '-' for stdin)."""
+    warm = _preload_detector()
     parsed = _parse(sources, settings, progress)
+    warm.join()
     table = ip_features.compute(parsed.events)
     used = ip_features.logged_features(table)
     scores, detector_scores, notes = detect.score_clients(table, used, n_estimators=settings.n_estimators,
@@ -117,6 +121,13 @@ def analyse(sources: Sequence[str], settings: Settings = Settings(),
     summary = _summary(parsed, findings, used, tuple(detector_scores), notes)
     return AnalysisResult(summary=summary, findings=tuple(findings), features=table,
                           unparsed=parsed.unparsed, events=parsed.events)
+
+
+def _preload_detector() -> threading.Thread:
+    """Import scikit-learn (about a second) on a thread while Polars parses (Polars releases the GIL)."""
+    thread = threading.Thread(target=importlib.import_module, args=("sklearn.ensemble",), daemon=True)
+    thread.start()
+    return thread
 
 
 def _parse(sources: Sequence[str], settings: Settings, progress: file_parser.Progress | None):

@@ -230,7 +230,7 @@ def _captured(fmt: LogFormat) -> list[pl.Expr]:
 
 def _reason(fmt: LogFormat) -> pl.Expr:
     header = pl.col("raw").str.starts_with(fmt.header_prefix) if fmt.header_prefix else pl.lit(False)
-    return (pl.when(pl.col("raw").str.strip_chars() == "").then(pl.lit("blank line"))
+    return (pl.when(pl.col("raw").str.contains(r"^\s*$")).then(pl.lit("blank line"))
             .when(header).then(pl.lit("header line"))
             .when(pl.col("client_ip").is_null()).then(pl.lit(f"does not match the {fmt.name} format"))
             .when(pl.col("timestamp").is_null()).then(pl.lit("unreadable timestamp"))

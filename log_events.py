@@ -48,12 +48,17 @@ def _unquote_csv(expr: pl.Expr) -> pl.Expr:
     return pl.when(quoted).then(inner).otherwise(expr)
 
 
-def per_distinct(transform: Callable[[pl.Series], pl.Series]) -> Callable[[pl.Series], pl.Series]:
-    """Apply a column transform once per distinct value (addresses, user agents and referers
-    repeat heavily, so this does a fraction of the work) and map the results back."""
+def per_distinct(transform: Callable[[pl.Series], pl.Series],
+                 dtype: pl.DataType = pl.String()) -> Callable[[pl.Series], pl.Series]:
+    """Apply a column transform once per distinct value (addresses, user agents, referers and
+    time-zone offsets repeat heavily, so this does a fraction of the work) and map the results
+    back; when the transform changes nothing, the column is returned as it is."""
     def apply(values: pl.Series) -> pl.Series:
         distinct = values.unique().drop_nulls()
-        return values.replace_strict(distinct, transform(distinct), default=None, return_dtype=pl.String)
+        mapped = transform(distinct)
+        if mapped.dtype == values.dtype and mapped.equals(distinct):
+            return values
+        return values.replace_strict(distinct, mapped, default=None, return_dtype=dtype)
     return apply
 
 
@@ -88,14 +93,23 @@ def _unescape_expr(text: pl.Expr) -> pl.Expr:
     return text.str.replace_all(r'\\(["\\])', "$1")
 
 
-def _offset_minutes(text: pl.Expr) -> pl.Expr:
-    """'+0100' or '-05:30' (the whole of ``text``) in minutes east of UTC; null when absent."""
+def _offset_series(text: pl.Series) -> pl.Series:
+    """'+0100' or '-05:30' in minutes east of UTC; null when absent."""
+    return text.to_frame("t").select(_offset_expr(pl.col("t"))).to_series()
+
+
+def _offset_expr(text: pl.Expr) -> pl.Expr:
     digits = text.str.replace(":", "", literal=True)
     sign = digits.str.slice(0, 1)
     minutes = digits.str.slice(1, 2).cast(pl.Int32, strict=False) * 60 + digits.str.slice(3, 2).cast(
         pl.Int32, strict=False)
     valid = sign.is_in(["+", "-"]) & (digits.str.len_bytes() == 5)
     return pl.when(valid).then(pl.when(sign == "-").then(-minutes).otherwise(minutes)).otherwise(None)
+
+
+def _offset_minutes(text: pl.Expr) -> pl.Expr:
+    """Offsets in minutes, computed once per distinct offset text (a log has a handful)."""
+    return text.map_batches(per_distinct(_offset_series, pl.Int32()), return_dtype=pl.Int32, is_elementwise=True)
 
 
 def _clf_time(column: str) -> tuple[pl.Expr, pl.Expr]:
