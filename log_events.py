@@ -49,7 +49,7 @@ def _unquote_csv(expr: pl.Expr) -> pl.Expr:
 
 
 def per_distinct(transform: Callable[[pl.Series], pl.Series],
-                 dtype: pl.DataType = pl.String()) -> Callable[[pl.Series], pl.Series]:
+                 dtype: type[pl.DataType] | pl.DataType = pl.String) -> Callable[[pl.Series], pl.Series]:
     """Apply a column transform once per distinct value (addresses, user agents, referers and
     time-zone offsets repeat heavily, so this does a fraction of the work) and map the results
     back; when the transform changes nothing, the column is returned as it is."""
@@ -109,7 +109,7 @@ def _offset_expr(text: pl.Expr) -> pl.Expr:
 
 def _offset_minutes(text: pl.Expr) -> pl.Expr:
     """Offsets in minutes, computed once per distinct offset text (a log has a handful)."""
-    return text.map_batches(per_distinct(_offset_series, pl.Int32()), return_dtype=pl.Int32, is_elementwise=True)
+    return text.map_batches(per_distinct(_offset_series, pl.Int32), return_dtype=pl.Int32, is_elementwise=True)
 
 
 def _clf_time(column: str) -> tuple[pl.Expr, pl.Expr]:
