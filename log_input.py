@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 
 import polars as pl
 
-from analyser_errors import ConfigError
+from analyser_errors import ConfigError, InputError
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 _COMPRESSED = re.compile(r"\.(?:gz|bz2|xz)$")
@@ -151,6 +151,8 @@ def read_lines(source: str, line_numbers: Iterable[int]) -> dict[int, str]:
     how evidence fetches example lines, since the events table does not keep raw text."""
     from file_parser import iter_chunks
 
+    if source == "-":
+        raise InputError("lines read from standard input cannot be read again", path=source)
     wanted = sorted(set(line_numbers))
     found: dict[int, str] = {}
     first = 1
