@@ -112,7 +112,7 @@ def analyse(sources: Sequence[str], settings: Settings = Settings(),
     warm = _preload_detector()
     parsed = _parse(sources, settings, progress)
     warm.join()
-    table = ip_features.compute(parsed.events)
+    table = ip_features.compute(_in_zone(parsed.events, settings.tz))
     used = ip_features.logged_features(table)
     scores, detector_scores, notes = detect.score_clients(table, used, n_estimators=settings.n_estimators,
                                                           random_state=settings.random_state)
@@ -128,6 +128,16 @@ def _preload_detector() -> threading.Thread:
     thread = threading.Thread(target=importlib.import_module, args=("sklearn.ensemble",), daemon=True)
     thread.start()
     return thread
+
+
+def _in_zone(events: pl.DataFrame, tz: str) -> pl.DataFrame:
+    """Events whose local offset is that of ``tz`` (for the night-time feature) when a zone other
+    than UTC is set; by default the offset each server logged is used. The result keeps its own."""
+    if tz == "UTC":
+        return events
+    local = pl.col("timestamp").dt.convert_time_zone(tz).dt.replace_time_zone(None)
+    offset = (local - pl.col("timestamp").dt.replace_time_zone(None)).dt.total_minutes().cast(pl.Int16)
+    return events.with_columns(offset.alias("tz_offset_min"))
 
 
 def _parse(sources: Sequence[str], settings: Settings, progress: file_parser.Progress | None):

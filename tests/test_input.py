@@ -175,3 +175,15 @@ def test_format_list(capsys):
     assert log_analyser.main(["--format", "list"]) == 0
     out = capsys.readouterr().out
     assert "cloudfront" in out and "awsalb" in out and out.count("\n") >= 16
+
+
+def test_tz_sets_the_zone_of_the_night_time_feature(tmp_path):
+    from analysis import Settings, analyse
+
+    path = tmp_path / "night.log"  # 02:00 UTC is night in UTC but 11:00 in Tokyo
+    path.write_text("".join(line(s).replace("09:00:", "02:00:", 1).replace("192.0.2.1", f"192.0.2.{s % 4}")
+                            for s in range(12)))
+    utc = analyse([str(path)], Settings()).features["night_ratio"].to_list()
+    tokyo = analyse([str(path)], Settings(tz="Asia/Tokyo"))
+    assert utc == [1.0] * 4 and tokyo.features["night_ratio"].to_list() == [0.0] * 4
+    assert tokyo.events["tz_offset_min"].to_list() == [0] * 12  # the logged offset is kept
