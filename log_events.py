@@ -26,7 +26,7 @@ EVENT_SCHEMA: dict[str, pl.DataType] = {
     "path": pl.String(),
     "query": pl.String(),                    # without the leading '?'; null when absent
     "protocol": pl.Categorical(),
-    "request": pl.String(),                  # the request line verbatim when it is not HTTP, else null
+    "request": pl.Categorical(),             # the request line verbatim when it is not HTTP, else null
     "status": pl.Int16(),
     "bytes": pl.Int64(),
     "referer": pl.Categorical(),
