@@ -230,11 +230,22 @@ def analyse_command(argv: list[str]) -> ExitCode:
     _write_reports(result, args)
     sys.stdout.flush()
     print(summary_line(result), file=sys.stderr)
+    if settings.format_name == "auto" and not settings.log_format and not settings.json_fields:
+        print(_detected_formats(result.summary.formats), file=sys.stderr)
     for note in result.summary.notes:
         print(f"note: {note}", file=sys.stderr)
     if args.fail_on is not None and result.at_least(args.fail_on):
         return ExitCode.FINDINGS
     return ExitCode.OK
+
+
+def _detected_formats(formats: dict[str, str]) -> str:
+    """'format: combined (detected)', or one entry per file when the files differ."""
+    from reporting import terminal_safe
+
+    if len(set(formats.values())) == 1:
+        return f"format: {next(iter(formats.values()))} (detected)"
+    return "formats (detected): " + ", ".join(f"{terminal_safe(s)}: {f}" for s, f in formats.items())
 
 
 def _configure_logging(args: argparse.Namespace) -> None:

@@ -157,6 +157,7 @@ def test_cli_input_options(tmp_path, capsys):
     out = capsys.readouterr()
     assert '"ip": "10.0.0.3"' in out.out and "198.51.100.23" not in out.out
     assert "1 line outside the --since/--until window skipped" in out.err
+    assert "format: main (detected)" in out.err
 
 
 @pytest.mark.parametrize(("argv", "message"), [
