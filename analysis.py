@@ -26,6 +26,7 @@ from log_input import InputOptions
 
 log = logging.getLogger(__name__)
 SCHEMA_VERSION = "1.0"
+PRELOAD_MAX_BYTES = 512 * 2**20
 
 
 @dataclass(frozen=True)
@@ -109,9 +110,10 @@ class AnalysisResult:
 def analyse(sources: Sequence[str], settings: Settings = Settings(),
             progress: file_parser.Progress | None = None) -> AnalysisResult:
     """Run the whole pipeline over ``sources`` (paths, globs or '-' for stdin)."""
-    warm = _preload_detector()
+    warm = _preload_detector(sources)
     parsed = _parse(sources, settings, progress)
-    warm.join()
+    if warm:
+        warm.join()
     table = ip_features.compute(_in_zone(parsed.events, settings.tz))
     used = ip_features.logged_features(table)
     scores, detector_scores, notes = detect.score_clients(table, used, n_estimators=settings.n_estimators,
@@ -123,8 +125,11 @@ def analyse(sources: Sequence[str], settings: Settings = Settings(),
                           unparsed=parsed.unparsed, events=parsed.events)
 
 
-def _preload_detector() -> threading.Thread:
-    """Import scikit-learn (about a second) on a thread while Polars parses (Polars releases the GIL)."""
+def _preload_detector(sources: Sequence[str]) -> threading.Thread | None:
+    """Import scikit-learn (about a second) on a thread while Polars parses (Polars releases the
+    GIL). Not on large inputs, where its ~90 MB would add to the peak of the feature stage."""
+    if file_parser.input_bytes(sources) >= PRELOAD_MAX_BYTES:
+        return None
     thread = threading.Thread(target=importlib.import_module, args=("sklearn.ensemble",), daemon=True)
     thread.start()
     return thread

@@ -78,6 +78,12 @@ def resolve_sources(patterns: Sequence[str]) -> list[str]:
     return sources
 
 
+def input_bytes(patterns: Sequence[str]) -> int:
+    """Bytes on disk of the sources (globs expanded; standard input counts as 0)."""
+    paths = [path for pattern in patterns if pattern != "-" for path in glob.glob(pattern)]
+    return sum(os.path.getsize(path) for path in paths if os.path.isfile(path))
+
+
 def _open(source: str) -> tuple[BinaryIO, BinaryIO]:
     """The decompressed stream and the raw one (for progress), decompressing by magic bytes."""
     try:
