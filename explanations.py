@@ -128,12 +128,14 @@ def client_lines(events: pl.DataFrame, ip: str, limit: int) -> list[str]:
     first, then in log order. The only place that reads the events table."""
     if limit <= 0 or events.is_empty():
         return []
-    rows = (events.lazy().filter(pl.col("client_ip") == ip)
+    import log_input
+
+    rows = (events.lazy().filter(pl.col("client_ip").cast(pl.String) == ip)
             .with_columns(pl.col("status").fill_null(0).ge(400).alias("_failed"))
-            .unique(subset=["request"], keep="first", maintain_order=True)
+            .unique(subset=["method", "path", "query", "request"], keep="first", maintain_order=True)
             .sort(["_failed", "source", "line_number"], descending=[True, False, False])
-            .head(limit).select("raw").collect())
-    return rows["raw"].to_list()
+            .head(limit).collect())
+    return log_input.with_raw(rows)["raw"].to_list()
 
 
 def plan(result: AnalysisResult, settings: ExplainSettings) -> list[LLMRequest]:

@@ -15,45 +15,28 @@ import os
 import sys
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
-from typing import Any, BinaryIO, cast
+from dataclasses import dataclass, field, replace
+from typing import Any, BinaryIO
 
 import polars as pl
 
+import log_formats
 from analyser_errors import ConfigError, InputError
+from log_events import EVENT_SCHEMA, canonical
 from log_formats import LogFormat, compile_format, detection_candidates, preset
+from log_input import InputOptions, order_rotated, resolve_real_ip
 
 log = logging.getLogger(__name__)
 
-# The one canonical events schema. Every format produces exactly these columns, in this order.
-EVENT_SCHEMA: dict[str, pl.DataType] = {
-    "timestamp": pl.Datetime("us", "UTC"),   # the request time, normalised to UTC
-    "tz_offset_min": pl.Int16(),             # the offset the server logged, minutes east of UTC
-    "client_ip": pl.String(),
-    "method": pl.String(),
-    "path": pl.String(),
-    "query": pl.String(),                    # without the leading '?'; null when absent
-    "protocol": pl.String(),
-    "request": pl.String(),                  # the request line as logged (garbage kept verbatim)
-    "status": pl.Int16(),
-    "bytes": pl.Int64(),
-    "referer": pl.String(),
-    "user_agent": pl.String(),
-    "vhost": pl.String(),
-    "request_time": pl.Float64(),            # seconds; null when the format does not log it
-    "raw": pl.String(),
-    "line_number": pl.Int64(),               # 1-based, per source file
-    "source": pl.String(),
-}
 UNPARSED_SCHEMA: dict[str, pl.DataType] = {
     "source": pl.String(), "line_number": pl.Int64(), "reason": pl.String(), "raw": pl.String(),
 }
+UNCOUNTED_REASONS = ("blank line", "header line")   # not log lines: left out of the unparsed ratio
 
 CHUNK_BYTES = 32 * 1024 * 1024
 DETECTION_SAMPLE = 2000
-_CLF_TIME = "%d/%b/%Y:%H:%M:%S"
-_REQUEST_LINE = r"^(?P<method>[A-Za-z][A-Za-z_-]{0,23}) (?P<target>\S+)(?: (?P<protocol>[A-Za-z]+/[0-9.]+))?$"
 _SEPARATOR = b"\x1f"  # ASCII unit separator: never in a log line; a block containing it takes the slow path
+_SYSLOG_PREFIX = r"^<\d{1,3}>(?:\d )?[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d \S+ [^\s:]+: "
 _MAGIC: dict[bytes, Callable[..., Any]] = {b"\x1f\x8b": gzip.open, b"BZh": bz2.open, b"\xfd7zXZ\x00": lzma.open}
 Progress = Callable[[int], None]
 
@@ -66,6 +49,8 @@ class ParseStats:
     parsed_lines: int
     unparsed_by_reason: dict[str, int]
     formats: dict[str, str] = field(default_factory=dict)  # source -> format name used
+    outside_window: int = 0          # parsed lines skipped by --since/--until (not in the counts above)
+    notes: tuple[str, ...] = ()      # what the reader assumed (e.g. a zone for offset-less times)
 
     @property
     def unparsed_lines(self) -> int:
@@ -91,6 +76,12 @@ def resolve_sources(patterns: Sequence[str]) -> list[str]:
             raise InputError(f"no file matches {pattern!r}")
         sources.extend(matches)
     return sources
+
+
+def input_bytes(patterns: Sequence[str]) -> int:
+    """Bytes on disk of the sources (globs expanded; standard input counts as 0)."""
+    paths = [path for pattern in patterns if pattern != "-" for path in glob.glob(pattern)]
+    return sum(os.path.getsize(path) for path in paths if os.path.isfile(path))
 
 
 def _open(source: str) -> tuple[BinaryIO, BinaryIO]:
@@ -172,6 +163,11 @@ def _is_utf8(block: bytes) -> bool:
     return True
 
 
+def _strip_syslog(raw: pl.Expr) -> pl.Expr:
+    """Access logs forwarded through syslog lose their '<PRI>Mmm dd hh:mm:ss host tag[pid]: ' prefix."""
+    return raw.str.replace(_SYSLOG_PREFIX, "")
+
+
 def _unwrap(raw: pl.Expr) -> pl.Expr:
     """Lines wrapped in an extra pair of double quotes (some exports do this) lose that pair."""
     wrapped = raw.str.starts_with('"') & raw.str.ends_with('"') & (raw.str.len_chars() > 1)
@@ -179,172 +175,227 @@ def _unwrap(raw: pl.Expr) -> pl.Expr:
 
 
 def detect_format(sample: pl.Series) -> tuple[LogFormat, float]:
-    """The preset that matches the most sample lines, and the fraction it matches."""
+    """The format that reads the most sample lines, and the fraction it reads.
+
+    JSON lines, W3C ``#Fields:`` headers and CSV header rows are recognised by their shape;
+    other lines are tried against every line preset (ties go to the earlier preset).
+    """
     lines = sample.filter(sample.str.strip_chars() != "").head(DETECTION_SAMPLE)
     if lines.len() == 0:
         return detection_candidates()[0], 0.0
     lines = lines.to_frame().select(_unwrap(pl.col("raw"))).to_series()
-    best, best_rate = None, -1.0
-    for candidate in detection_candidates():
-        rate = cast(float, lines.str.contains(candidate.regex).mean() or 0.0)
+    candidates = _shaped_candidates(lines) or detection_candidates()
+    best, best_rate = candidates[0], -1.0
+    for candidate in candidates:
+        rate = _match_rate(lines, candidate)
         if rate > best_rate:
             best, best_rate = candidate, rate
-    assert best is not None
     return best, best_rate
 
 
-def _quoted(name: str) -> pl.Expr:
-    """A quoted field with its backslash escapes undone; '-' (not sent) becomes null."""
-    text = pl.col(name).str.replace_all(r'\\(["\\])', "$1")
-    return pl.when(text == "-").then(None).otherwise(text)
+def _shaped_candidates(lines: pl.Series) -> list[LogFormat]:
+    """Candidates recognised by the file's shape (header lines, JSON objects), else none."""
+    first = lines[0]
+    fields = lines.filter(lines.str.starts_with("#Fields:"))
+    if fields.len():
+        data = lines.filter(~lines.str.starts_with("#"))
+        name = "cloudfront" if "x-edge-location" in fields[0] else "w3c"
+        return [log_formats.from_header(name, fields[0], data[0] if data.len() else " ")]
+    if (lines.str.starts_with("{").mean() or 0.0) > 0.5:
+        return [preset("caddy"), preset("json")]
+    if "," in first and not first[:1].isdigit() and first.count('"') == 0:
+        try:
+            return [log_formats.compile_csv(first)]
+        except ConfigError:
+            return []
+    return []
 
 
-def _timestamp(groups: set[str], tz: str) -> tuple[pl.Expr, pl.Expr]:
-    """(UTC timestamp, logged offset in minutes); times without an offset are taken in ``tz``."""
-    if "time_clf" in groups:
-        text = pl.col("time_clf").str.strip_chars("[] ")
-        aware = text.str.to_datetime(f"{_CLF_TIME} %z", strict=False, time_unit="us")
-        local = text.str.slice(0, 20).str.to_datetime(_CLF_TIME, strict=False, time_unit="us")
-    elif "time_iso" in groups:
-        text = pl.col("time_iso").str.replace(r"Z$", "+00:00")
-        aware = text.str.to_datetime("%Y-%m-%dT%H:%M:%S%.f%:z", strict=False, time_unit="us")
-        local = text.str.slice(0, 19).str.to_datetime("%Y-%m-%dT%H:%M:%S", strict=False, time_unit="us")
-    else:
-        none = pl.lit(None, dtype=pl.Datetime("us", "UTC"))
-        return none, pl.lit(None, dtype=pl.Int16)
-    assumed = local.dt.replace_time_zone(tz, ambiguous="earliest", non_existent="null")
-    utc = pl.coalesce(aware.dt.convert_time_zone("UTC"), assumed.dt.convert_time_zone("UTC"))
-    offset = (local - utc.dt.replace_time_zone(None)).dt.total_minutes()
-    return utc, offset
+def _match_rate(lines: pl.Series, fmt: LogFormat) -> float:
+    if fmt.regex is not None:
+        data = lines.filter(~lines.str.starts_with(fmt.header_prefix)) if fmt.header_prefix else lines
+        return (data.str.contains(fmt.regex).mean() or 0.0) if data.len() else 0.0
+    groups = lines.alias("raw").to_frame().select(_json_groups(fmt))
+    return float((groups["client_ip"].is_not_null() & groups["time_any"].is_not_null()).mean() or 0.0)
 
 
-def _request_time(groups: set[str]) -> pl.Expr:
-    def number(name: str) -> pl.Expr:
-        return pl.col(name).cast(pl.Float64, strict=False)
-    if "request_time_us" in groups:
-        return number("request_time_us") / 1e6
-    if "request_time_ms" in groups:
-        return number("request_time_ms") / 1e3
-    if "request_time_s" in groups:
-        return number("request_time_s")
-    if "request_time_tail" in groups:
-        tail = pl.col("request_time_tail")
-        return pl.when(tail.str.contains(r"\.")).then(number("request_time_tail")) \
-            .otherwise(number("request_time_tail") / 1e6)
-    return pl.lit(None, dtype=pl.Float64)
+def _json_groups(fmt: LogFormat) -> list[pl.Expr]:
+    """One column per mapped field, from the first JSON path that is present."""
+    raw = pl.col("raw")
+    return [pl.coalesce([raw.str.json_path_match(path) for path in paths]).alias(group)
+            for group, paths in fmt.json_fields]
 
 
-def _client_ip() -> pl.Expr:
-    ip = pl.col("client_ip").str.strip_chars("[]").str.to_lowercase()
-    return ip.str.replace(r"^::ffff:(\d+\.\d+\.\d+\.\d+)$", "$1")
+def _captured(fmt: LogFormat) -> list[pl.Expr]:
+    if fmt.regex is None:
+        return [*_json_groups(fmt)]
+    raw = _strip_syslog(pl.col("raw")) if fmt.syslog else pl.col("raw")
+    unwrapped = raw if any(d == "csv" for _, d in fmt.decoders) else _unwrap(raw)
+    return [unwrapped.str.extract_groups(fmt.regex).alias("_m")]
 
 
-def _canonical(fmt: LogFormat, tz: str, source: str) -> list[pl.Expr]:
-    """Expressions turning the format's regex groups into EVENT_SCHEMA columns."""
-    groups = set(fmt.groups)
-    request = _quoted("request") if "request" in groups else pl.lit(None, dtype=pl.String)
-    parts = request.str.extract_groups(_REQUEST_LINE)
-    target = pl.col("target") if "target" in groups else parts.struct.field("target")
-    halves = target.str.splitn("?", 2)
-    path = pl.col("path") if "path" in groups else halves.struct.field("field_0")
-    query = pl.col("query_raw").str.strip_prefix("?") if "query_raw" in groups else halves.struct.field("field_1")
-    query = pl.when(query == "").then(None).otherwise(query)
-
-    def opt(name: str, expr: pl.Expr | None = None) -> pl.Expr:
-        return (expr if expr is not None else pl.col(name)) if name in groups else pl.lit(None)
-    timestamp, offset = _timestamp(groups, tz)
-    columns = {
-        "timestamp": timestamp, "tz_offset_min": offset, "client_ip": _client_ip(),
-        "method": pl.col("method") if "method" in groups else parts.struct.field("method"),
-        "path": path, "query": query,
-        "protocol": pl.col("protocol") if "protocol" in groups else parts.struct.field("protocol"),
-        "request": request,
-        "status": opt("status", pl.col("status").cast(pl.Int16, strict=False)),
-        "bytes": opt("bytes", pl.col("bytes").cast(pl.Int64, strict=False).fill_null(0)),
-        "referer": opt("referer", _quoted("referer")), "user_agent": opt("user_agent", _quoted("user_agent")),
-        "vhost": opt("vhost"), "request_time": _request_time(groups),
-        "raw": pl.col("raw"), "line_number": pl.col("line_number"), "source": pl.lit(source),
-    }
-    return [expr.cast(EVENT_SCHEMA[name]).alias(name) for name, expr in columns.items()]
+def _reason(fmt: LogFormat) -> pl.Expr:
+    header = pl.col("raw").str.starts_with(fmt.header_prefix) if fmt.header_prefix else pl.lit(False)
+    return (pl.when(pl.col("raw").str.contains(r"^\s*$")).then(pl.lit("blank line"))
+            .when(header).then(pl.lit("header line"))
+            .when(pl.col("client_ip").is_null()).then(pl.lit(f"does not match the {fmt.name} format"))
+            .when(pl.col("timestamp").is_null()).then(pl.lit("unreadable timestamp"))
+            .otherwise(None))
 
 
 def parse_lines(lines: pl.Series, fmt: LogFormat, *, source: str = "<lines>", first_line: int = 1,
-                tz: str = "UTC") -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Parse a column of raw lines with one format: (events, unparsed) frames."""
-    reason = (pl.when(pl.col("raw").str.strip_chars() == "").then(pl.lit("blank line"))
-              .when(pl.col("client_ip").is_null()).then(pl.lit(f"does not match the {fmt.name} format"))
-              .when(pl.col("timestamp").is_null()).then(pl.lit("unreadable timestamp"))
-              .otherwise(None))
-    events = (
+                tz: str = "UTC", options: InputOptions | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Parse a column of raw lines with one format: (events, unparsed) frames.
+
+    ``events`` has EVENT_SCHEMA plus ``_naive`` (time logged without an offset); ``unparsed``
+    has UNPARSED_SCHEMA.
+    """
+    options = options or InputOptions(tz=tz)
+    real_ip_group = log_formats.REAL_IP_HEADERS.get(options.real_ip_header or "")
+    frame = (
         lines.alias("raw").to_frame().lazy()
         .with_row_index("line_number", offset=first_line)
-        .with_columns(pl.col("line_number").cast(pl.Int64),
-                      _unwrap(pl.col("raw")).str.extract_groups(fmt.regex).alias("_m"))
-        .unnest("_m")
-        .select(_canonical(fmt, tz, source))
-        .with_columns(reason.alias("_reason"))
-        .collect(engine="streaming")  # morsel-parallel: uses every core on one column
+        .with_columns(pl.col("line_number").cast(pl.Int64), *_captured(fmt))
     )
-    good = events.filter(pl.col("_reason").is_null()).drop("_reason")
+    if fmt.regex is not None:
+        frame = frame.unnest("_m")
+    first, second, final = canonical(fmt, options.tz, source, real_ip_group)
+    events = (frame.with_columns(first).with_columns(second).select(*final, "raw")
+              .with_columns(_reason(fmt).alias("_reason"))
+              .collect(engine="streaming"))  # morsel-parallel: uses every core on one column
+    good = events.filter(pl.col("_reason").is_null()).drop("_reason", "raw")
     bad = events.filter(pl.col("_reason").is_not_null()).select(
-        "source", "line_number", pl.col("_reason").alias("reason"), "raw")
+        pl.col("source").cast(pl.String), "line_number", pl.col("_reason").alias("reason"), "raw")
+    if real_ip_group:
+        good = good.with_columns(resolve_real_ip(good, "_real_ip_hdr", options.trusted_proxies)
+                                 .cast(pl.Categorical).alias("client_ip")).drop("_real_ip_hdr")
     return good, bad
 
 
-def _format_for(name: str | None, custom: str | None) -> LogFormat | None:
+def _format_for(name: str | None, custom: str | None, json_fields: str | None) -> LogFormat | None:
     if custom:
         return compile_format(custom)
+    if json_fields:
+        return log_formats.compile_json("json", log_formats.parse_json_mapping(json_fields))
     if name in (None, "auto"):
         return None
     return preset(name)
 
 
+def _format_from_sample(fixed: LogFormat | None, chunk: pl.Series) -> tuple[LogFormat, float]:
+    """The format for one source: detected, or the fixed one (header-driven presets read the
+    file's own header when it has one). A syslog prefix on most lines is stripped first."""
+    syslog = (chunk.head(DETECTION_SAMPLE).str.contains(_SYSLOG_PREFIX).mean() or 0.0) > 0.5
+    if syslog:
+        chunk = chunk.to_frame("raw").select(_strip_syslog(pl.col("raw"))).to_series()
+    fmt, rate = _unprefixed_format(fixed, chunk)
+    return (replace(fmt, syslog=True), rate) if syslog else (fmt, rate)
+
+
+def _unprefixed_format(fixed: LogFormat | None, chunk: pl.Series) -> tuple[LogFormat, float]:
+    if fixed is None:
+        return detect_format(chunk)
+    if fixed.header_prefix and fixed.name in ("w3c", "cloudfront", "csv"):
+        lines = chunk.filter(chunk.str.strip_chars() != "").head(DETECTION_SAMPLE)
+        if fixed.name == "csv":
+            header = lines[0] if lines.len() else None
+        else:
+            found = lines.filter(lines.str.starts_with("#Fields:"))
+            header = found[0] if found.len() else None
+        data = lines.filter(~lines.str.starts_with("#"))
+        return log_formats.from_header(fixed.name, header, data[0] if data.len() else " "), 1.0
+    return fixed, 1.0
+
+
 def parse(sources: Sequence[str], *, format_name: str | None = "auto", log_format: str | None = None,
-          tz: str = "UTC", max_unparsed_ratio: float = 0.5, progress: Progress | None = None) -> ParsedLog:
-    """Parse every source into one events table.
+          tz: str = "UTC", max_unparsed_ratio: float = 0.5, progress: Progress | None = None,
+          options: InputOptions | None = None, json_fields: str | None = None) -> ParsedLog:
+    """Parse every source into one events table, rotated sets in time order.
 
     ``format_name`` is a preset name or ``auto`` (detected per source from its first lines);
-    ``log_format`` is a custom Apache/nginx format string and wins over ``format_name``.
-    Raises InputError when nothing can be read, or when more than ``max_unparsed_ratio``
-    of the lines do not parse (the format is probably wrong).
+    ``log_format`` is a custom Apache/nginx format string and wins over ``format_name``;
+    ``json_fields`` a JSON field mapping (``client_ip=addr,timestamp=time``). ``options`` adds
+    the real-client header, trusted proxies and a time window. Raises InputError when nothing
+    can be read, or when more than ``max_unparsed_ratio`` of the lines do not parse.
     """
-    fixed = _format_for(format_name, log_format)
-    events, unparsed, formats = [], [], {}
-    for source in resolve_sources(sources):
+    options = options or InputOptions(tz=tz)
+    fixed = _format_for(format_name, log_format, json_fields)
+    run = _Run()
+    for source in order_rotated(resolve_sources(sources)):
         next_line = 1
         for chunk in iter_chunks(source, progress):
-            if source not in formats:
-                fmt, rate = (fixed, 1.0) if fixed else detect_format(chunk)
-                formats[source] = fmt
+            if source not in run.formats:
+                fmt, rate = _format_from_sample(fixed, chunk)
+                run.formats[source] = fmt
                 log.info("%s: format %s (%.0f%% of sampled lines match)", source, fmt.name, 100 * rate)
-            good, bad = parse_lines(chunk, formats[source], source=source, first_line=next_line, tz=tz)
-            events.append(good)
-            unparsed.append(bad)
+            good, bad = parse_lines(chunk, run.formats[source], source=source, first_line=next_line,
+                                    options=options)
+            run.add(source, _window(good, options), bad)
             next_line += chunk.len()
-    result = _assemble(events, unparsed, {s: f.name for s, f in formats.items()})
+    result = run.assemble(options)
     _check_quality(result, sources, max_unparsed_ratio)
     return result
 
 
-def _assemble(events: list[pl.DataFrame], unparsed: list[pl.DataFrame], formats: dict[str, str]) -> ParsedLog:
-    events_df = pl.concat(events) if events else pl.DataFrame(schema=EVENT_SCHEMA)
-    unparsed_df = pl.concat(unparsed) if unparsed else pl.DataFrame(schema=UNPARSED_SCHEMA)
-    reasons = Counter(dict(unparsed_df.group_by("reason").len().iter_rows()))
-    stats = ParseStats(total_lines=events_df.height + unparsed_df.height, parsed_lines=events_df.height,
-                       unparsed_by_reason=dict(reasons.most_common()), formats=formats)
-    return ParsedLog(events=events_df, unparsed=unparsed_df, stats=stats)
+def _window(events: pl.DataFrame, options: InputOptions) -> tuple[pl.DataFrame, int]:
+    """Events inside [since, until), and how many fell outside."""
+    if options.since is None and options.until is None:
+        return events, 0
+    keep = pl.lit(True)
+    if options.since is not None:
+        keep = keep & (pl.col("timestamp") >= options.since)
+    if options.until is not None:
+        keep = keep & (pl.col("timestamp") < options.until)
+    kept = events.filter(keep)
+    return kept, events.height - kept.height
+
+
+@dataclass
+class _Run:
+    """What one parse() call has gathered so far."""
+
+    formats: dict[str, LogFormat] = field(default_factory=dict)
+    events: list[pl.DataFrame] = field(default_factory=list)
+    unparsed: list[pl.DataFrame] = field(default_factory=list)
+    naive: Counter = field(default_factory=Counter)
+    outside: int = 0
+
+    def add(self, source: str, windowed: tuple[pl.DataFrame, int], bad: pl.DataFrame) -> None:
+        good, outside = windowed
+        self.naive[source] += int(good["_naive"].sum())
+        self.events.append(good.drop("_naive"))
+        self.unparsed.append(bad)
+        self.outside += outside
+
+    def assemble(self, options: InputOptions) -> ParsedLog:
+        events = pl.concat(self.events, rechunk=False) if self.events else pl.DataFrame(schema=EVENT_SCHEMA)
+        unparsed = pl.concat(self.unparsed) if self.unparsed else pl.DataFrame(schema=UNPARSED_SCHEMA)
+        reasons = Counter(dict(unparsed.group_by("reason").len().iter_rows()))
+        notes = [f"{source}: {count:,} timestamps carry no UTC offset; read in {options.tz} (--tz)"
+                 for source, count in self.naive.items() if count]
+        if self.outside:
+            lines = "line" if self.outside == 1 else "lines"
+            notes.append(f"{self.outside:,} {lines} outside the --since/--until window skipped")
+        stats = ParseStats(total_lines=events.height + unparsed.height, parsed_lines=events.height,
+                           unparsed_by_reason=dict(reasons.most_common()),
+                           formats={s: f.name for s, f in self.formats.items()},
+                           outside_window=self.outside, notes=tuple(notes))
+        return ParsedLog(events=events, unparsed=unparsed, stats=stats)
 
 
 def _check_quality(result: ParsedLog, sources: Sequence[str], max_unparsed_ratio: float) -> None:
     stats = result.stats
     named = ", ".join(sources)
-    blank = stats.unparsed_by_reason.get("blank line", 0)
-    if stats.total_lines - blank == 0:
+    uncounted = sum(stats.unparsed_by_reason.get(reason, 0) for reason in UNCOUNTED_REASONS)
+    lines = stats.total_lines - uncounted
+    if lines == 0 and stats.outside_window:
+        raise InputError("no log lines inside the --since/--until window", path=named)
+    if lines == 0:
         raise InputError("no log lines to analyse (the input is empty)", path=named)
-    ratio = stats.unparsed_lines / stats.total_lines
+    ratio = (stats.unparsed_lines - uncounted) / lines
     if ratio > max_unparsed_ratio:
         used = ", ".join(sorted(set(stats.formats.values())))
-        raise InputError(f"only {stats.parsed_lines} of {stats.total_lines} lines parse as {used}",
+        raise InputError(f"only {stats.parsed_lines} of {lines} lines parse as {used}",
                          path=named, hint="choose the format with --format NAME or --log-format '...'")
 
 

@@ -11,6 +11,7 @@ import os
 import sys
 import traceback
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from importlib import metadata
 
 from analyser_errors import AnalyserError, ConfigError, ExitCode
@@ -66,13 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
                         ".pdf .html .jsonl (ECS) .conf (nginx) .apache.conf .iptables .ip6tables .nft "
                         ".crowdsec.json, blocklist.txt; or FORMAT:PATH; '-' writes to stdout. "
                         "Without -o a table is printed")
-    parser.add_argument("--format", dest="format_name", default="auto", metavar="NAME",
-                        help="log format preset: auto (default, detected per file), combined, common, nginx")
-    parser.add_argument("--log-format", metavar="STRING",
-                        help="a custom format, as in your server config: Apache LogFormat "
-                        "('%%h %%l %%u %%t \"%%r\" %%>s %%b') or nginx log_format ('$remote_addr ...')")
-    parser.add_argument("--tz", default="UTC", metavar="ZONE",
-                        help="time zone for timestamps logged without an offset (default UTC; e.g. Europe/Berlin)")
+    _add_input_options(parser)
     parser.add_argument("--top", type=int, default=20, metavar="N",
                         help="rows in the terminal table (default 20; e.g. --top 50)")
     parser.add_argument("--threshold", type=float, default=40.0, metavar="SCORE",
@@ -226,6 +221,62 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--env-file", metavar="PATH",
                        help="KEY=value file read into the environment (default: ./.env if present); "
                        "variables already set win")
+class _FormatAction(argparse.Action):
+    """``--format NAME``; ``--format list`` prints the presets and exits, like --version."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if values == "list":
+            from log_presets import PRESETS
+
+            rows = [f"  {name:<11} {spec.description}" for name, spec in PRESETS.items()]
+            print("log formats (--format NAME; auto detects):", *rows, sep="\n")
+            parser.exit()
+        setattr(namespace, self.dest, values)
+
+
+def _add_input_options(parser: argparse.ArgumentParser) -> None:
+    """How the logs are read: format, proxies, time zone and time window."""
+    group = parser.add_argument_group("input")
+    group.add_argument("--format", dest="format_name", default="auto", metavar="NAME", action=_FormatAction,
+                       help="log format preset: auto (default, detected per file and reported), combined, common, "
+                       "vcombined, vcommon, nginx, main, traefik, squid, awselb, awsalb, awss3, w3c, cloudfront, "
+                       "caddy, json, csv; '--format list' describes them")
+    group.add_argument("--log-format", metavar="STRING",
+                       help="a custom format, as in your server config: Apache LogFormat "
+                       "('%%h %%l %%u %%t \"%%r\" %%>s %%b') or nginx log_format ('$remote_addr ...')")
+    group.add_argument("--json-fields", metavar="MAP",
+                       help="JSON lines: which keys hold the event fields, over the defaults "
+                       "(e.g. client_ip=remote,timestamp=time,user_agent=req.ua)")
+    group.add_argument("--real-ip-header", choices=("x-forwarded-for", "cf-connecting-ip", "x-real-ip"),
+                       help="take the client address from this header where the format logs it; "
+                       "the connecting address is kept as peer_ip")
+    group.add_argument("--trusted-proxies", metavar="CIDR,...",
+                       help="proxies whose --real-ip-header is believed; the client is the rightmost "
+                       "untrusted hop (default: trust every peer and take the leftmost address)")
+    group.add_argument("--tz", default="UTC", metavar="ZONE",
+                       help="zone for timestamps logged without an offset, and for --since/--until dates "
+                       "without one (default UTC; e.g. Europe/Berlin)")
+    group.add_argument("--since", metavar="TIME",
+                       help="only events at or after TIME: relative (24h, 30m, 7d) or ISO 8601 (2026-03-10T08:00)")
+    group.add_argument("--until", metavar="TIME", help="only events before TIME (same forms as --since)")
+
+
+def _input_settings(args: argparse.Namespace, now: datetime | None = None) -> dict:
+    """Settings fields for the input options; relative times count back from ``now``."""
+    from file_parser import validate_timezone
+    from log_input import parse_networks, parse_time_bound
+
+    tz = validate_timezone(args.tz)
+    now = now or datetime.now(UTC)
+    since = parse_time_bound(args.since, now, tz) if args.since else None
+    until = parse_time_bound(args.until, now, tz) if args.until else None
+    if since and until and since >= until:
+        raise ConfigError(f"--since ({since:%Y-%m-%dT%H:%M:%SZ}) is not before --until ({until:%Y-%m-%dT%H:%M:%SZ})")
+    if args.trusted_proxies and not args.real_ip_header:
+        raise ConfigError("--trusted-proxies needs --real-ip-header")
+    return {"format_name": args.format_name, "log_format": args.log_format, "json_fields": args.json_fields,
+            "tz": tz, "since": since, "until": until, "real_ip_header": args.real_ip_header,
+            "trusted_proxies": parse_networks(args.trusted_proxies or "")}
 
 
 def _severity(text: str) -> Severity:
@@ -235,9 +286,8 @@ def _severity(text: str) -> Severity:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def build_settings(args: argparse.Namespace):
+def build_settings(args: argparse.Namespace, now: datetime | None = None):
     from analysis import Settings
-    from file_parser import validate_timezone
 
     if not 0.0 <= args.threshold <= 100.0:
         raise ConfigError(f"--threshold must be between 0 and 100, not {args.threshold}")
@@ -245,9 +295,8 @@ def build_settings(args: argparse.Namespace):
         raise ConfigError(f"--contamination must be in (0, 0.5], not {args.contamination}")
     if args.top < 1:
         raise ConfigError(f"--top must be at least 1, not {args.top}")
-    return Settings(format_name=args.format_name, log_format=args.log_format, tz=validate_timezone(args.tz),
-                    threshold=args.threshold, contamination=args.contamination, random_state=args.seed,
-                    enrichment=enrichment_settings(args), explain=_explain_settings(args),
+    return Settings(**_input_settings(args, now), threshold=args.threshold, contamination=args.contamination,
+                    random_state=args.seed, enrichment=enrichment_settings(args), explain=_explain_settings(args),
                     rules_dirs=tuple(args.rules_dirs), builtin_rules=not args.no_builtin_rules)
 
 
@@ -436,6 +485,7 @@ def analyse_command(argv: list[str]) -> ExitCode:
 
     args = config.parse_arguments(build_parser, argv)
     _configure_logging(args)
+    _bound_memory(args.files)
     settings = build_settings(args)
     from analysis import analyse
     from file_parser import resolve_sources
@@ -456,6 +506,8 @@ def analyse_command(argv: list[str]) -> ExitCode:
     _write_reports(result, args)
     sys.stdout.flush()
     print(summary_line(result, colour=_colour(sys.stderr)), file=sys.stderr)
+    if settings.format_name == "auto" and not settings.log_format and not settings.json_fields:
+        print(_detected_formats(result.summary.formats), file=sys.stderr)
     for note in result.summary.notes:
         print(f"note: {note}", file=sys.stderr)
     if args.fail_on is not None and result.at_least(args.fail_on):
@@ -470,6 +522,28 @@ def _llm_cache(args: argparse.Namespace):
     from cache_store import CacheStore
 
     return CacheStore(Path(args.cache) if args.cache else None)
+LARGE_INPUT_BYTES = 512 * 2**20
+
+
+def _bound_memory(patterns: Sequence[str]) -> None:
+    """On large inputs, have Polars' allocator (jemalloc) return freed memory at once: about 10%
+    more CPU, about 20% less peak RSS. Only possible before Polars is first imported."""
+    import glob
+
+    if "polars" in sys.modules or "_RJEM_MALLOC_CONF" in os.environ:
+        return
+    paths = [path for pattern in patterns if pattern != "-" for path in glob.glob(pattern)]
+    if sum(os.path.getsize(path) for path in paths if os.path.isfile(path)) >= LARGE_INPUT_BYTES:
+        os.environ["_RJEM_MALLOC_CONF"] = "dirty_decay_ms:0,muzzy_decay_ms:0"
+
+
+def _detected_formats(formats: dict[str, str]) -> str:
+    """'format: combined (detected)', or one entry per file when the files differ."""
+    from reporting import terminal_safe
+
+    if len(set(formats.values())) == 1:
+        return f"format: {next(iter(formats.values()))} (detected)"
+    return "formats (detected): " + ", ".join(f"{terminal_safe(s)}: {f}" for s, f in formats.items())
 
 
 def _configure_logging(args: argparse.Namespace) -> None:

@@ -194,10 +194,13 @@ def sample_requests(result: AnalysisResult, ips: list[str], per_client: int = 5)
     """The first ``per_client`` log lines of each client in ``ips`` (one pass over the events)."""
     if not ips or not result.events.height:
         return {}
-    rows = (result.events.lazy().filter(pl.col("client_ip").is_in(ips))
+    import log_input
+
+    rows = (result.events.lazy().with_columns(pl.col("client_ip", "source").cast(pl.String))
+            .filter(pl.col("client_ip").is_in(ips))
             .sort(["source", "line_number"])
-            .group_by("client_ip", maintain_order=True).head(per_client)
-            .select("client_ip", "source", "line_number", "raw").collect())
+            .group_by("client_ip", maintain_order=True).head(per_client).collect())
+    rows = log_input.with_raw(rows).select("client_ip", "source", "line_number", "raw")
     samples: dict[str, list[ExampleLine]] = {}
     for ip, source, line_number, raw in rows.iter_rows():
         samples.setdefault(ip, []).append(ExampleLine(source, line_number, raw))

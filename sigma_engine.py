@@ -24,10 +24,14 @@ from sigma.rule import SigmaRule
 from sigma.validation import SigmaValidator
 from sigma.validators.core import validators as core_validators
 
+import log_input
 import sigma_compile
 from analyser_errors import RulesError
 from evidence import AttackType, Evidence, ExampleLine, Severity
 from file_parser import EVENT_SCHEMA
+
+# What rules can read: the event columns, and a line rebuilt from them (see searchable()).
+SEARCHABLE = (*EVENT_SCHEMA, "raw")
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +142,7 @@ def rule_files(folders: Iterable[str | Path]) -> list[Path]:
     return files
 
 
-def check(folders: Sequence[str | Path], columns: Iterable[str] = EVENT_SCHEMA) -> RuleSet:
+def check(folders: Sequence[str | Path], columns: Iterable[str] = SEARCHABLE) -> RuleSet:
     """Load, validate and compile every rule under ``folders``, collecting every problem."""
     rules, problems, other = [], [], 0
     for path in rule_files(folders):
@@ -163,7 +167,7 @@ def check(folders: Sequence[str | Path], columns: Iterable[str] = EVENT_SCHEMA) 
     return RuleSet(tuple(map(str, folders)), tuple(compiled), tuple(problems), other)
 
 
-def load(folders: Sequence[str | Path], columns: Iterable[str] = EVENT_SCHEMA) -> RuleSet:
+def load(folders: Sequence[str | Path], columns: Iterable[str] = SEARCHABLE) -> RuleSet:
     """``check`` that raises RulesError when any rule does not load; unsupported rules are logged."""
     ruleset = check(folders, columns)
     errors = ruleset.of_kind("error")
@@ -291,11 +295,22 @@ def unrecorded_fields(events: pl.DataFrame, ruleset: RuleSet) -> list[str]:
             used[name] = used.get(name, 0) + 1
     if not used or events.height == 0:
         return []
+    events = searchable(events, ruleset)
     columns = {name: sigma_compile.source_columns(sigma_compile.FIELDS[name].column) for name in used}
     empty = events.select([pl.col(c).is_null().all() for c in {c for cs in columns.values() for c in cs}]).row(
         0, named=True)
     return [f"{count} Sigma rules read {name}, which is empty on every line of this log"
             for name, count in sorted(used.items()) if all(empty[c] for c in columns[name])]
+
+
+def searchable(events: pl.DataFrame, ruleset: RuleSet) -> pl.DataFrame:
+    """The events as the rules read them: text columns as String (the table keeps them
+    categorical), plus a ``raw`` line rebuilt from the fields when a keyword rule needs one."""
+    events = events.with_columns(pl.col(pl.Categorical).cast(pl.String))
+    if "raw" not in events.columns and any(v.startswith(sigma_compile.KEYWORDS)
+                                           for r in ruleset.rules for v in r.views):
+        events = events.with_columns(log_input.rebuilt_line().alias("raw"))
+    return events
 
 
 def matches(events: pl.DataFrame, ruleset: RuleSet) -> pl.DataFrame:
@@ -304,6 +319,7 @@ def matches(events: pl.DataFrame, ruleset: RuleSet) -> pl.DataFrame:
     Rules that read only request fields run once per distinct request (method, URI, status,
     headers...), which web logs repeat many times over; keyword rules read the whole line, so
     they run on every row."""
+    events = searchable(events, ruleset)
     per_line = [r for r in ruleset.rules if any(v.startswith(sigma_compile.KEYWORDS) for v in r.views)]
     per_request = [r for r in ruleset.rules if r not in per_line]
     frames = [_match(events, per_line, distinct=False), _match(events, per_request, distinct=True)]
@@ -343,15 +359,21 @@ def evaluate(events: pl.DataFrame, ruleset: RuleSet, examples: int = 3) -> dict[
     match count and the first ``examples`` matching lines; severest first, then by rule title."""
     if not ruleset.rules or events.height == 0:
         return {}
+    events = searchable(events, ruleset)
     hits = matches(events, ruleset)
     if hits.height == 0:
         return {}
-    lines = events.select("client_ip", "source", "line_number", "raw")[hits["_row"]]
+    lines = events.select("client_ip", "source", "line_number")[hits["_row"]]
     long = pl.concat([lines, hits.select("rule")], how="horizontal").sort("client_ip", "rule", "source",
                                                                           "line_number")
     grouped = long.group_by("client_ip", "rule", maintain_order=True).agg(
-        pl.len().alias("count"), pl.col("source").head(examples), pl.col("line_number").head(examples),
-        pl.col("raw").head(examples))
+        pl.len().alias("count"), pl.col("source").head(examples), pl.col("line_number").head(examples))
+    wanted = grouped.select("source", "line_number").explode("source", "line_number").unique()
+    raw = log_input.with_raw(events.join(wanted, on=["source", "line_number"], how="semi"))
+    text = dict(zip(zip(raw["source"], raw["line_number"], strict=True), raw["raw"], strict=True))
+    grouped = grouped.with_columns(pl.struct("source", "line_number").map_elements(
+        lambda r: [text[(s, n)] for s, n in zip(r["source"], r["line_number"], strict=True)],
+        return_dtype=pl.List(pl.String)).alias("raw"))
     by_id = {r.id: r for r in ruleset.rules}
     found: dict[str, list[Evidence]] = {}
     for row in grouped.iter_rows(named=True):

@@ -1,18 +1,23 @@
-"""Throughput and peak memory of the pipeline on generated combined logs.
+"""Throughput, scaling and peak memory of the pipeline on generated combined logs, and the same
+file through GoAccess for comparison.
 
-Each measurement runs in a fresh process (so peak RSS is that run's own); the figures are
-medians over --runs runs.
+Each measurement runs in a fresh process (peak RSS is that process's own, read with wait4);
+the modes alternate within each run so that load on a shared machine hits them alike; the
+figures are medians over --runs runs. GoAccess is installed from Debian's packages if missing.
 
-    python bench/bench_pipeline.py --lines 1000000 --runs 5
+    python bench/bench_pipeline.py --lines 1000000 2000000 5000000 --runs 3
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -21,17 +26,13 @@ sys.path.insert(0, str(ROOT / "bench"))
 MODES = {
     "parse": "import file_parser; r = file_parser.parse([PATH]); n = r.stats.total_lines",
     "end-to-end": ("import log_analyser; code = log_analyser.main(['-f', PATH, '-o', OUT]); "
-                   "assert code == 0; n = sum(1 for _ in open(PATH, 'rb'))"),
+                   "assert code == 0"),
 }
 CHILD = """
-import json, resource, sys, time
+import sys, time
 sys.path.insert(0, {root!r})
 PATH, OUT = {path!r}, {out!r}
-start = time.perf_counter()
 {body}
-elapsed = time.perf_counter() - start
-rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-print(json.dumps({{"lines": n, "seconds": elapsed, "rss": rss}}))
 """
 
 
@@ -41,34 +42,84 @@ def ensure_log(lines: int, seed: int, folder: Path) -> Path:
     path = folder / f"access-{lines}-{seed}.log"
     if not path.exists():
         generated = loggen.generate(lines, seed)
-        path.write_text("\n".join(generated.lines.to_list()) + "\n", encoding="utf-8")
+        generated.lines.to_frame().write_csv(path, include_header=False, quote_style="never")
     return path
 
 
-def measure(mode: str, path: Path, out: Path) -> dict:
-    code = CHILD.format(root=str(ROOT), path=str(path), out=str(out), body=MODES[mode])
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    return json.loads(done.stdout.strip().splitlines()[-1])
+def ensure_goaccess() -> str | None:
+    found = shutil.which("goaccess")
+    if found:
+        return found
+    print("goaccess missing: installing it from Debian's packages (apt-get install goaccess)", file=sys.stderr)
+    try:
+        subprocess.run(["apt-get", "update", "-qq"], check=True, capture_output=True)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", "goaccess"], check=True,
+                       capture_output=True)
+    except (OSError, subprocess.CalledProcessError) as exc:
+        print(f"cannot install goaccess ({exc}); skipping the comparison", file=sys.stderr)
+        return None
+    return shutil.which("goaccess")
+
+
+def timed(command: list[str]) -> dict:
+    """Wall seconds and peak RSS (bytes) of one child process."""
+    start = time.perf_counter()
+    child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(child.pid, 0)
+    seconds = time.perf_counter() - start
+    error = child.stderr.read().decode(errors="replace") if child.stderr else ""
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"{command[:3]} failed: {error[-500:]}")
+    return {"seconds": seconds, "rss": usage.ru_maxrss * 1024}
+
+
+def commands(path: Path, folder: Path, goaccess: str | None) -> dict[str, list[str]]:
+    out = folder / "report.json"
+    runs = {mode: [sys.executable, "-c", CHILD.format(root=str(ROOT), path=str(path), out=str(out), body=body)]
+            for mode, body in MODES.items()}
+    if goaccess:
+        runs["goaccess"] = [goaccess, str(path), "--log-format=COMBINED", "--no-global-config",
+                            "-o", str(folder / "goaccess.json")]
+    return runs
+
+
+def bench_size(lines: int, args: argparse.Namespace, folder: Path, goaccess: str | None) -> None:
+    path = ensure_log(lines, args.seed, folder)
+    count = sum(1 for _ in open(path, "rb"))
+    print(f"\nlog: {path} ({count:,} lines, {path.stat().st_size / 1e6:.0f} MB)")
+    results: dict[str, list[dict]] = {}
+    compare = goaccess if count <= args.goaccess_max_lines else None
+    for _ in range(args.runs):
+        for mode, command in commands(path, folder, compare).items():  # alternate modes within a run
+            results.setdefault(mode, []).append(timed(command))
+    for mode, runs in results.items():
+        seconds = statistics.median(r["seconds"] for r in runs)
+        rss = statistics.median(r["rss"] for r in runs)
+        print(f"{mode:>11}: median {seconds:6.2f} s over {len(runs)} runs = {count / seconds:>9,.0f} lines/s, "
+              f"peak RSS {rss / 2**20:,.0f} MiB")
+    if "goaccess" in results:
+        ratios = [g["seconds"] / e["seconds"] for g, e in zip(results["goaccess"], results["end-to-end"], strict=True)]
+        print(f"  goaccess / end-to-end wall time: median {statistics.median(ratios):.1f}x "
+              f"({', '.join(f'{r:.1f}' for r in ratios)})")
+    print(json.dumps({"lines": count, **{m: [round(r["seconds"], 3) for r in rs] for m, rs in results.items()}}))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--lines", type=int, default=1_000_000)
-    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--lines", type=int, nargs="+", default=[1_000_000])
+    parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-goaccess", action="store_true", help="skip the GoAccess comparison")
+    parser.add_argument("--goaccess-max-lines", type=int, default=1_100_000,
+                        help="run GoAccess only on logs up to this many lines (it reads ~23k lines/s)")
     parser.add_argument("--workdir", default=str(Path(tempfile.gettempdir()) / "log_analyser_bench"))
     args = parser.parse_args()
     folder = Path(args.workdir)
     folder.mkdir(parents=True, exist_ok=True)
-    path = ensure_log(args.lines, args.seed, folder)
-    print(f"log: {path} ({path.stat().st_size / 1e6:.0f} MB)")
-    for mode in MODES:
-        runs = [measure(mode, path, folder / "report.json") for _ in range(args.runs)]
-        seconds = statistics.median(r["seconds"] for r in runs)
-        rss = statistics.median(r["rss"] for r in runs)
-        lines = runs[0]["lines"]
-        print(f"{mode:>11}: {lines:,} lines, median {seconds:.2f} s over {args.runs} runs = "
-              f"{lines / seconds:,.0f} lines/s, peak RSS {rss / 2**20:,.0f} MiB")
+    goaccess = None if args.no_goaccess else ensure_goaccess()
+    print(f"{os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.1f} at start")
+    for lines in args.lines:
+        bench_size(lines, args, folder, goaccess)
 
 
 if __name__ == "__main__":

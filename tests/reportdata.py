@@ -62,8 +62,10 @@ def write_hostile_log(folder: Path) -> Path:
 
 
 def _examples(result: AnalysisResult, ip: str, limit: int = 4) -> tuple[ExampleLine, ...]:
-    rows = result.events.filter(pl.col("client_ip") == ip).head(limit)
-    return tuple(ExampleLine(r["source"], r["line_number"], r["raw"]) for r in rows.iter_rows(named=True))
+    import log_input
+
+    rows = log_input.with_raw(result.events.filter(pl.col("client_ip").cast(pl.String) == ip).head(limit))
+    return tuple(ExampleLine(str(r["source"]), r["line_number"], r["raw"]) for r in rows.iter_rows(named=True))
 
 
 def enrich(result: AnalysisResult) -> AnalysisResult:

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 import file_parser as fp
 from analyser_errors import ConfigError, InputError
+from log_input import read_lines
 
 COMBINED = ('203.0.113.9 - - [10/Mar/2026:09:00:01 +0100] "GET /a/b?x=1&y=2 HTTP/1.1" 200 512 '
             '"https://ref.example/" "Mozilla/5.0 (X11)"')
@@ -42,7 +43,9 @@ def test_combined_line_fields(tmp_path):
     assert (event["path"], event["query"]) == ("/a/b", "x=1&y=2")
     assert (event["protocol"], event["status"], event["bytes"]) == ("HTTP/1.1", 200, 512)
     assert (event["referer"], event["user_agent"]) == ("https://ref.example/", "Mozilla/5.0 (X11)")
-    assert event["request_time"] is None and event["line_number"] == 1 and event["raw"] == COMBINED
+    assert event["request_time"] is None and event["line_number"] == 1 and event["request"] is None
+    assert event["peer_ip"] == event["client_ip"]
+    assert read_lines(event["source"], [1]) == {1: COMBINED}  # raw text is fetched back, not stored
 
 
 def test_awkward_lines_parse_as_events(tmp_path):

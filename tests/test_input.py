@@ -1,0 +1,209 @@
+"""Reading real logs the way users have them: auto-detection on real files, rotated sets,
+the client behind proxies, time zones and time windows, example lines fetched back."""
+from __future__ import annotations
+
+import gzip
+from datetime import UTC, datetime
+
+import pytest
+from conftest import DATA
+
+import file_parser as fp
+import log_analyser
+from analyser_errors import ConfigError, InputError
+from log_input import InputOptions, order_rotated, parse_networks, parse_time_bound, read_lines, real_client
+
+NOW = datetime(2026, 3, 10, 12, 0, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(("relative", "expected"), [
+    ("public/elastic_examples/apache_logs", "combined"),
+    ("public/nielsbasjes_yauaa/hackers-access.log", "combined"),
+    ("public/ocatak_apache-http-logs/acunetix.txt", "combined"),
+    ("public/ocatak_apache-http-logs/netsparker.txt", "combined"),
+    ("public/ocatak_apache-http-logs/w3af.txt", "combined"),
+    ("public/slrbl_webhawk/2021_all.log", "combined"),
+    ("public/slrbl_webhawk/access.log.2022-12-22", "combined"),
+    ("seeds/Apache-Log-Analyser/test_access.log", "common"),
+])
+def test_real_logs_are_detected_as_their_format(shared, relative, expected):
+    path = str(shared / relative)
+    stats = fp.parse([path]).stats
+    assert stats.formats == {path: expected}
+    assert stats.parsed_lines / stats.total_lines >= 0.999
+
+
+def test_quote_wrapped_scanner_lines_keep_their_inner_quotes(shared):
+    path = shared / "public/ocatak_apache-http-logs/w3af.txt"
+    first = fp.parse([str(path)]).events.row(0, named=True)
+    assert (first["client_ip"], first["path"], first["status"], first["user_agent"]) == (
+        "192.168.4.163", "/", 200, "w3af.org")
+
+
+def test_syslog_forwarded_lines_lose_their_prefix(shared):
+    path = str(shared / "seeds/Anomaly-detection-tool/synthetic_logs_1k.csv")
+    result = fp.parse([path], log_format='%h %A %{remote}p %v %l %u %t "%r" %>s %b %D "%{Referer}i" "%{User-Agent}i"')
+    assert result.stats.parsed_lines == 1000
+    first = result.events.row(0, named=True)
+    assert (first["client_ip"], first["vhost"], first["status"], first["tz_offset_min"]) == (
+        "10.141.146.187", "abc.example.net", 503, 330)
+
+
+def line(second: int, ip: str = "192.0.2.1", extra: str = "") -> str:
+    return f'{ip} - - [10/Mar/2026:09:00:{second:02d} +0000] "GET /s{second} HTTP/1.1" 200 1 "-" "ua"{extra}\n'
+
+
+def test_rotated_sets_are_read_oldest_first(tmp_path):
+    (tmp_path / "access.log").write_text(line(3))
+    (tmp_path / "access.log.1").write_text(line(2))
+    with gzip.open(tmp_path / "access.log.2.gz", "wt") as handle:
+        handle.write(line(1))
+    (tmp_path / "access.log.10.gz").write_bytes(gzip.compress(line(0).encode()))
+    events = fp.parse([str(tmp_path / "access.log*")]).events
+    assert events["path"].to_list() == ["/s0", "/s1", "/s2", "/s3"]
+    assert events["timestamp"].is_sorted()
+
+
+def test_rotation_order_of_dated_and_numbered_names():
+    names = ["a.log", "a.log-20260102", "a.log-20260101.gz", "b.log.1", "b.log", "b.log.3.gz"]
+    assert order_rotated(names) == ["a.log-20260101.gz", "a.log-20260102", "a.log", "b.log.3.gz", "b.log.1", "b.log"]
+
+
+@pytest.mark.parametrize(("peer", "header", "trusted", "expected"), [
+    ("10.0.0.1", "198.51.100.7, 10.0.0.1", "", "198.51.100.7"),          # no list: leftmost
+    ("10.0.0.1", "203.0.113.9, 198.51.100.7, 10.0.0.2", "10.0.0.0/8", "198.51.100.7"),  # rightmost untrusted
+    ("203.0.113.1", "198.51.100.7", "10.0.0.0/8", "203.0.113.1"),        # untrusted peer: header ignored
+    ("10.0.0.1", "-", "", "10.0.0.1"),                                    # absent
+    ("10.0.0.1", "garbage, <script>", "", "10.0.0.1"),                    # garbage
+    ("10.0.0.1", "10.0.0.3, 10.0.0.2", "10.0.0.0/8", "10.0.0.3"),         # all trusted: leftmost
+    ("10.0.0.1", "[2001:db8::5]", "", "2001:db8::5"),
+    ("10.0.0.1", "198.51.100.7:4711", "", "198.51.100.7"),
+])
+def test_real_client_choice(peer, header, trusted, expected):
+    assert real_client(peer, header, parse_networks(trusted)) == expected
+
+
+def test_real_ip_header_keeps_peer_and_client(tmp_path):
+    path = tmp_path / "main.log"
+    path.write_text((DATA / "formats/main.log").read_text())
+    options = InputOptions(real_ip_header="x-forwarded-for", trusted_proxies=parse_networks("10.0.0.0/8"))
+    events = fp.parse([str(path)], options=options).events
+    assert events["client_ip"].cast(str).to_list() == ["198.51.100.23", "10.0.0.3", "10.0.0.2"]
+    assert events["peer_ip"].cast(str).to_list() == ["10.0.0.2", "10.0.0.3", "10.0.0.2"]
+
+
+def test_real_ip_header_the_format_does_not_log_falls_back_to_the_peer(tmp_path):
+    path = tmp_path / "c.log"
+    path.write_text(line(1))
+    events = fp.parse([str(path)], options=InputOptions(real_ip_header="cf-connecting-ip")).events
+    assert events["client_ip"].cast(str).to_list() == ["192.0.2.1"]
+
+
+def test_bad_trusted_proxy_is_a_config_error():
+    with pytest.raises(ConfigError, match="not-a-net"):
+        parse_networks("10.0.0.0/8,not-a-net")
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("24h", datetime(2026, 3, 9, 12, 0, tzinfo=UTC)), ("30m", datetime(2026, 3, 10, 11, 30, tzinfo=UTC)),
+    ("7d", datetime(2026, 3, 3, 12, 0, tzinfo=UTC)), ("2026-03-10", datetime(2026, 3, 10, tzinfo=UTC)),
+    ("2026-03-10T08:00:00+01:00", datetime(2026, 3, 10, 7, 0, tzinfo=UTC)),
+])
+def test_time_bounds(text, expected):
+    assert parse_time_bound(text, NOW) == expected
+
+
+def test_time_bound_without_offset_is_read_in_tz_and_garbage_is_an_error():
+    assert parse_time_bound("2026-03-10 10:00", NOW, "Europe/Berlin") == datetime(2026, 3, 10, 9, 0, tzinfo=UTC)
+    with pytest.raises(ConfigError, match="yesterday"):
+        parse_time_bound("yesterday", NOW)
+
+
+def test_since_until_window_and_its_note(tmp_path):
+    path = tmp_path / "w.log"
+    path.write_text("".join(line(s) for s in range(10)))
+    options = InputOptions(since=datetime(2026, 3, 10, 9, 0, 3, tzinfo=UTC),
+                           until=datetime(2026, 3, 10, 9, 0, 6, tzinfo=UTC))
+    result = fp.parse([str(path)], options=options)
+    assert result.events["path"].to_list() == ["/s3", "/s4", "/s5"]
+    assert result.stats.outside_window == 7 and "7 lines outside" in result.stats.notes[0]
+    with pytest.raises(InputError, match="window"):
+        fp.parse([str(path)], options=InputOptions(since=datetime(2027, 1, 1, tzinfo=UTC)))
+
+
+def test_times_without_offset_take_tz_and_say_so(tmp_path):
+    path = tmp_path / "n.json"
+    path.write_text('{"remote_addr": "192.0.2.1", "time": "2026-03-10T10:00:01", "request": "GET / HTTP/1.1"}\n')
+    result = fp.parse([str(path)], options=InputOptions(tz="Europe/Berlin"))
+    event = result.events.row(0, named=True)
+    assert event["timestamp"] == datetime(2026, 3, 10, 9, 0, 1, tzinfo=UTC) and event["tz_offset_min"] == 60
+    assert "no UTC offset; read in Europe/Berlin" in result.stats.notes[0]
+
+
+def test_example_lines_are_fetched_by_source_and_line_number(tmp_path):
+    path = tmp_path / "e.log.gz"
+    path.write_bytes(gzip.compress("".join(line(s) for s in range(5)).encode()))
+    events = fp.parse([str(path)]).events
+    wanted = events.filter(events["path"] == "/s3").row(0, named=True)
+    assert read_lines(str(wanted["source"]), [wanted["line_number"]]) == {4: line(3).rstrip("\n")}
+
+
+def test_cli_input_options(tmp_path, capsys):
+    path = tmp_path / "main.log"
+    path.write_text((DATA / "formats/main.log").read_text())
+    code = log_analyser.main(["-f", str(path), "--real-ip-header", "x-forwarded-for", "--trusted-proxies",
+                              "10.0.0.0/8", "--since", "2026-03-10T09:00:02Z", "-o", "-", "--output-format", "json"])
+    assert code == 0
+    out = capsys.readouterr()
+    assert '"ip": "10.0.0.3"' in out.out and "198.51.100.23" not in out.out
+    assert "1 line outside the --since/--until window skipped" in out.err
+    assert "format: main (detected)" in out.err
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--trusted-proxies", "10.0.0.0/8"], "needs --real-ip-header"),
+    (["--since", "2026-03-11", "--until", "2026-03-10"], "is not before --until"),
+    (["--since", "soon"], "cannot read time 'soon'"),
+])
+def test_cli_input_option_errors(tmp_path, capsys, argv, message):
+    path = tmp_path / "a.log"
+    path.write_text(line(1))
+    assert log_analyser.main(["-f", str(path), *argv]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_format_list(capsys):
+    assert log_analyser.main(["--format", "list"]) == 0
+    out = capsys.readouterr().out
+    assert "cloudfront" in out and "awsalb" in out and out.count("\n") >= 16
+
+
+def test_tz_sets_the_zone_of_the_night_time_feature(tmp_path):
+    from analysis import Settings, analyse
+
+    path = tmp_path / "night.log"  # 02:00 UTC is night in UTC but 11:00 in Tokyo
+    path.write_text("".join(line(s).replace("09:00:", "02:00:", 1).replace("192.0.2.1", f"192.0.2.{s % 4}")
+                            for s in range(12)))
+    utc = analyse([str(path)], Settings()).features["night_ratio"].to_list()
+    tokyo = analyse([str(path)], Settings(tz="Asia/Tokyo"))
+    assert utc == [1.0] * 4 and tokyo.features["night_ratio"].to_list() == [0.0] * 4
+    assert tokyo.events["tz_offset_min"].to_list() == [0] * 12  # the logged offset is kept
+
+
+def test_large_inputs_make_the_allocator_return_memory(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    big, small = tmp_path / "big.log", tmp_path / "small.log"
+    with open(big, "wb") as handle:  # sparse: no disk is used
+        handle.truncate(log_analyser.LARGE_INPUT_BYTES)
+    small.write_text(line(1))
+    code = ("import os, sys, log_analyser; log_analyser._bound_memory(sys.argv[1:]); "
+            "print(os.environ.get('_RJEM_MALLOC_CONF'))")
+    env = {k: v for k, v in os.environ.items() if k != "_RJEM_MALLOC_CONF"} | {"PYTHONPATH": str(ROOT)}
+    runs = [subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, env=env,
+                           check=True).stdout.strip() for path in (big, small)]
+    assert runs == ["dirty_decay_ms:0,muzzy_decay_ms:0", "None"]
