@@ -9,16 +9,18 @@ import logging
 import math
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 import numpy as np
 import polars as pl
 
 import anomaly_detector as detect
+import attribution
 import file_parser
 import ip_features
-from anomaly_detector import Deviation
+from anomaly_detector import Baseline, Deviation
+from attribution import Contribution
 from evidence import Evidence, Geo, LLMNote, Reputation, Severity
 
 log = logging.getLogger(__name__)
@@ -38,6 +40,8 @@ class Settings:
     random_state: int = 0
     max_unparsed_ratio: float = 0.5    # more unparsed lines than this is an input error
     reasons: int = 3                   # reasons listed per client
+    detectors: tuple[str, ...] | None = None  # anomaly detectors to run; None: every installed one
+    model: str | None = None           # a model directory from `log_analyser train`: score against it
 
 
 @dataclass(frozen=True)
@@ -61,6 +65,8 @@ class Finding:
     geo: Geo | None = None                      # filled by enrichment
     llm_note: LLMNote | None = None             # filled by the explanation stage (--explain)
     detector_scores: dict[str, float] = field(default_factory=dict)
+    contributions: dict[str, tuple[Contribution, ...]] = field(default_factory=dict)  # per detector, flagged only
+    explanation: tuple[str, ...] = ()           # the contributions as sentences
     features: dict[str, float | None] = field(default_factory=dict)
 
 
@@ -106,13 +112,49 @@ def analyse(sources: Sequence[str], settings: Settings = Settings(),
                                progress=progress)
     table = ip_features.compute(parsed.events)
     used = ip_features.logged_features(table)
+    baseline, used, model_notes = _baseline(table, used, settings, source=",".join(sources))
     scores, detector_scores, notes = detect.score_clients(table, used, n_estimators=settings.n_estimators,
-                                                          random_state=settings.random_state)
+                                                          random_state=settings.random_state, baseline=baseline)
+    notes = model_notes + notes
     flagged = _flags(scores, settings)
-    findings = _findings(table, used, scores, detector_scores, flagged, settings)
+    findings = _explain(_findings(table, used, scores, detector_scores, flagged, settings), table, baseline)
     summary = _summary(parsed, findings, used, tuple(detector_scores), notes)
     return AnalysisResult(summary=summary, findings=tuple(findings), features=table,
                           unparsed=parsed.unparsed, events=parsed.events)
+
+
+def _baseline(table: pl.DataFrame, used: list[str], settings: Settings,
+              source: str) -> tuple[Baseline | None, list[str], list[str]]:
+    """(fitted or loaded detectors, the features they use, notes); None when too few clients to fit."""
+    if settings.model:
+        import model_store
+
+        model = model_store.load(settings.model, settings.detectors)
+        model_store.check_features(model, used, source)
+        training = model.metadata["training"]
+        note = (f"scored against the baseline model {settings.model} (trained on {training['clients']} clients, "
+                f"{training.get('time_start') or '?'} to {training.get('time_end') or '?'})")
+        return model.baseline, list(model.baseline.features), [note]
+    if table.height < detect.MIN_CLIENTS:
+        return None, used, []
+    detectors = detect.resolve_detectors(settings.detectors)
+    return detect.fit_baseline(table, used, detectors, n_estimators=settings.n_estimators,
+                               random_state=settings.random_state), used, []
+
+
+def _explain(findings: list[Finding], table: pl.DataFrame, baseline: Baseline | None) -> list[Finding]:
+    """Add each detector's feature contributions (and sentences) to the flagged findings."""
+    if baseline is None:
+        return findings
+    index = {ip: i for i, ip in enumerate(table["client_ip"].to_list())}
+    flagged = [k for k, f in enumerate(findings) if f.flagged]
+    rows = [index[findings[k].ip] for k in flagged]
+    explained = attribution.explain(baseline, detect.feature_matrix(table, baseline.features), rows)
+    findings = list(findings)
+    for k, row, contributions in zip(flagged, rows, explained, strict=True):
+        text = attribution.sentences(contributions, table.row(row, named=True))
+        findings[k] = replace(findings[k], contributions=contributions, explanation=tuple(text))
+    return findings
 
 
 def _flags(scores: np.ndarray, settings: Settings) -> np.ndarray:

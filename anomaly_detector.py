@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
+from analyser_errors import ConfigError
 from evidence import Severity
 from ip_features import BY_NAME
 
@@ -70,19 +71,143 @@ class IsolationForestDetector:
         return -self.forest_.score_samples(self.scaler_.transform(X))
 
 
-def score_clients(table: pl.DataFrame, used: Sequence[str], *, n_estimators: int = 200,
-                  random_state: int = 0) -> tuple[np.ndarray, dict[str, np.ndarray], list[str]]:
+# Detectors by name, in the order they run and are reported.
+DETECTOR_NAMES = ("iforest", "autoencoder")
+EXTRAPOLATE_RATIO = 10.0  # a raw score this many times the reference maximum maps to 100
+FUSION = "mean"           # how detector scores combine: see fuse()
+
+
+def available_detectors() -> tuple[str, ...]:
+    """Detectors whose dependencies are installed (imports nothing heavy)."""
+    import autoencoder
+
+    return tuple(name for name in DETECTOR_NAMES if name != "autoencoder" or autoencoder.available())
+
+
+def resolve_detectors(names: Sequence[str] | None) -> tuple[str, ...]:
+    """Validate requested detector names; None means every installed detector.
+
+    Raises ConfigError for an unknown name and MissingExtraError for one whose extra is missing.
+    """
+    if names is None:
+        return available_detectors()
+    unknown = [name for name in names if name not in DETECTOR_NAMES]
+    if unknown or not names:
+        raise ConfigError(f"unknown detector {', '.join(unknown) or '(none given)'}",
+                          hint=f"choose from {', '.join(DETECTOR_NAMES)}")
+    if "autoencoder" in names:
+        import autoencoder
+
+        autoencoder._keras()  # raises MissingExtraError with the pip install hint
+    return tuple(name for name in DETECTOR_NAMES if name in names)
+
+
+def make_detector(name: str, features: Sequence[str], *, n_estimators: int = 200, random_state: int = 0):
+    """A fresh, unfitted detector by name, for a feature matrix with these columns."""
+    if name == "autoencoder":
+        from autoencoder import AutoencoderDetector
+
+        return AutoencoderDetector(min_scale=spread_floors(features).tolist(), random_state=random_state)
+    return IsolationForestDetector(n_estimators=n_estimators, random_state=random_state)
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """Fitted detectors and the reference clients they were fitted on (the run itself, or a trusted period).
+
+    ``scale`` is the Isolation Forest's sorted 0-100 scores over the reference clients: the common scale
+    every other detector is quantile-mapped onto; ``reference[name]`` the detector's sorted raw scores
+    there; ``typical`` the median reference client's features (original units), for explanations.
+    """
+
+    features: tuple[str, ...]
+    detectors: dict[str, object]
+    scale_model: IsolationForestDetector
+    reference: dict[str, np.ndarray]
+    scale: np.ndarray
+    typical: np.ndarray
+    clients: int
+
+
+def fit_baseline(table: pl.DataFrame, used: Sequence[str], detectors: Sequence[str], *,
+                 n_estimators: int = 200, random_state: int = 0) -> Baseline:
+    """Fit the named detectors (and the forest that defines the 0-100 scale) on a feature table."""
+    X = feature_matrix(table, used)
+    fitted = {name: make_detector(name, used, n_estimators=n_estimators, random_state=random_state).fit(X)
+              for name in detectors}
+    forest = fitted.get("iforest") or make_detector("iforest", used, n_estimators=n_estimators,
+                                                    random_state=random_state).fit(X)
+    reference = {name: np.sort(detector.score_samples(X)) for name, detector in fitted.items()}
+    return Baseline(features=tuple(used), detectors=fitted, scale_model=forest, reference=reference,
+                    scale=np.sort(calibrate(forest.score_samples(X))), typical=typical_values(table, used),
+                    clients=table.height)
+
+
+def typical_values(table: pl.DataFrame, features: Sequence[str]) -> np.ndarray:
+    """The median client's value of each feature, in the feature's own unit (nulls as 0)."""
+    return np.array([float(table[f].fill_null(0.0).fill_nan(0.0).median() or 0.0) for f in features])
+
+
+def score_with(baseline: Baseline, table: pl.DataFrame) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """(fused 0-100 score, each detector's 0-100 score) for every client of ``table``."""
+    X = feature_matrix(table, baseline.features)
+    own = {}
+    for name, detector in baseline.detectors.items():
+        raw = detector.score_samples(X)
+        own[name] = calibrate(raw) if name == "iforest" else quantile_map(raw, baseline.reference[name],
+                                                                           baseline.scale)
+    return fuse(own), own
+
+
+def fuse(scores: dict[str, np.ndarray]) -> np.ndarray:
+    """Combine calibrated detector scores (all 0-100, higher = more anomalous) into one."""
+    stacked = np.vstack(list(scores.values()))
+    return stacked.max(axis=0) if FUSION == "max" else stacked.mean(axis=0)
+
+
+def quantile_map(raw: np.ndarray, reference: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """Map raw scores onto the common 0-100 scale by their quantile among the reference clients.
+
+    A raw score at the q-th quantile of ``reference`` (sorted raw scores) gets the q-th quantile of
+    ``scale`` (sorted 0-100 scores). Above the reference maximum the score keeps rising on a log scale,
+    reaching 100 at EXTRAPOLATE_RATIO times that maximum, so a baseline cannot cap a new extreme.
+    """
+    values, first = np.unique(reference, return_index=True)
+    counts = np.diff(np.r_[first, len(reference)])
+    targets = np.add.reduceat(scale, first) / counts   # tied reference scores share their mean rank
+    mapped = np.interp(raw, values, targets)
+    top, ceiling = values[-1], targets[-1]
+    if top > 0:
+        above = np.log(np.maximum(raw, top) / top) / np.log(EXTRAPOLATE_RATIO)
+        mapped = np.where(raw > top, ceiling + (100.0 - ceiling) * np.clip(above, 0.0, 1.0), mapped)
+    return np.clip(mapped, 0.0, 100.0)
+
+
+def score_clients(table: pl.DataFrame, used: Sequence[str], *, n_estimators: int = 200, random_state: int = 0,
+                  detectors: Sequence[str] | None = None, baseline: Baseline | None = None,
+                  ) -> tuple[np.ndarray, dict[str, np.ndarray], list[str]]:
     """Score every client of a feature table on 0-100 (higher = more anomalous).
 
+    ``detectors`` names the detectors to fit on the table itself (None: every installed one);
+    ``baseline`` instead scores against detectors fitted on a trusted period (model_store).
     Returns (fused score per row, each detector's own 0-100 score by name, notes for the user).
     """
-    if table.height < MIN_CLIENTS:
+    if baseline is None and table.height < MIN_CLIENTS:
         note = f"only {table.height} client(s): too few to compare, no anomaly scores"
         return np.zeros(table.height), {}, [note]
-    X = feature_matrix(table, used)
-    forest = IsolationForestDetector(n_estimators=n_estimators, random_state=random_state).fit(X)
-    scores = calibrate(forest.score_samples(X))
-    return scores, {forest.name: scores}, []
+    if baseline is None:
+        baseline = fit_baseline(table, used, resolve_detectors(detectors), n_estimators=n_estimators,
+                                random_state=random_state)
+    fused, own = score_with(baseline, table)
+    return fused, own, [detectors_note(baseline)]
+
+
+def detectors_note(baseline: Baseline) -> str:
+    """Which detectors ran and how their scores were combined, for the run summary."""
+    names = " and ".join(baseline.detectors)
+    if len(baseline.detectors) == 1:
+        return f"detectors: {names}"
+    return f"detectors: {names}, scores quantile-mapped to one 0-100 scale and combined by {FUSION}"
 
 
 def calibrate(raw: np.ndarray) -> np.ndarray:
@@ -107,10 +232,14 @@ def robust_z(table: pl.DataFrame, features: Sequence[str]) -> tuple[np.ndarray, 
         return X, np.zeros(len(features))
     median = np.median(X, axis=0)
     mad = np.median(np.abs(X - median), axis=0) * 1.4826
-    floors = np.array([LOG_SCALE_FLOOR if BY_NAME[f].heavy_tailed else BY_NAME[f].floor for f in features])
-    z = (X - median) / np.maximum(mad, floors)
+    z = (X - median) / np.maximum(mad, spread_floors(features))
     typical = np.array([float(table[f].fill_null(0.0).median() or 0.0) for f in features])
     return z, typical
+
+
+def spread_floors(features: Sequence[str]) -> np.ndarray:
+    """Per feature, the smallest spread a deviation is measured in (feature_matrix units)."""
+    return np.array([LOG_SCALE_FLOOR if BY_NAME[f].heavy_tailed else BY_NAME[f].floor for f in features])
 
 
 def top_deviations(z_row: np.ndarray, values: Sequence[float], typical: np.ndarray,
