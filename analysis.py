@@ -19,12 +19,14 @@ import anomaly_detector as detect
 import attribution
 import file_parser
 import ip_features
+from analyser_errors import InputError
 from anomaly_detector import Baseline, Deviation
 from attribution import Contribution
 from evidence import Evidence, Geo, LLMNote, Reputation, Severity
 
 log = logging.getLogger(__name__)
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"  # 1.1: contributions, explanation
+TRAIN_MIN_CLIENTS = 20  # fewer clients than this cannot describe a site's normal traffic
 
 
 @dataclass(frozen=True)
@@ -206,3 +208,36 @@ def _summary(parsed: file_parser.ParsedLog, findings: list[Finding], used: list[
         time_end=events["timestamp"].max() if events.height else None,    # type: ignore[arg-type]
         detectors=detectors, features_used=tuple(used), notes=tuple(notes),
     )
+
+
+def train(sources: Sequence[str], directory: str, settings: Settings = Settings()) -> dict:
+    """Fit the detectors on trusted traffic and save them to ``directory`` (model_store); returns the
+    training summary recorded with the model. Raises InputError when there are too few clients."""
+    import model_store
+
+    parsed = file_parser.parse(sources, format_name=settings.format_name, log_format=settings.log_format,
+                               tz=settings.tz, max_unparsed_ratio=settings.max_unparsed_ratio)
+    table = ip_features.compute(parsed.events)
+    if table.height < TRAIN_MIN_CLIENTS:
+        raise InputError(f"{table.height} client(s) is too few to learn what normal traffic looks like",
+                         hint=f"train on a period with at least {TRAIN_MIN_CLIENTS} clients")
+    used = ip_features.logged_features(table)
+    detectors = detect.resolve_detectors(settings.detectors)
+    baseline = detect.fit_baseline(table, used, detectors, n_estimators=settings.n_estimators,
+                                   random_state=settings.random_state)
+    events = parsed.events
+    summary = {"sources": list(parsed.stats.formats), "formats": dict(parsed.stats.formats),
+               "total_lines": parsed.stats.total_lines, "parsed_lines": parsed.stats.parsed_lines,
+               "clients": table.height, "detectors": list(detectors), "seed": settings.random_state,
+               "n_estimators": settings.n_estimators,
+               "time_start": _iso(events["timestamp"].min()), "time_end": _iso(events["timestamp"].max())}
+    if "autoencoder" in baseline.detectors:
+        network = baseline.detectors["autoencoder"]
+        summary["autoencoder"] = {"epochs_run": network.epochs_run_, "threshold": network.threshold_}
+    model_store.save(baseline, directory, summary)
+    log.info("saved a %s model of %d clients to %s", "+".join(detectors), table.height, directory)
+    return summary
+
+
+def _iso(value) -> str | None:
+    return value.isoformat().replace("+00:00", "Z") if value is not None else None

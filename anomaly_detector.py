@@ -75,6 +75,9 @@ class IsolationForestDetector:
 DETECTOR_NAMES = ("iforest", "autoencoder")
 EXTRAPOLATE_RATIO = 10.0  # a raw score this many times the reference maximum maps to 100
 FUSION = "mean"           # how detector scores combine: see fuse()
+# A neural network fitted on fewer clients than this memorises them (measured: on ~70 planted clients it
+# reconstructs a flood and a brute force as well as browsers); below it the autoencoder does not run.
+MIN_CLIENTS_FOR = {"iforest": MIN_CLIENTS, "autoencoder": 150}
 
 
 def available_detectors() -> tuple[str, ...]:
@@ -127,20 +130,22 @@ class Baseline:
     scale: np.ndarray
     typical: np.ndarray
     clients: int
+    skipped: tuple[str, ...] = ()   # detectors requested but not fitted (too few clients)
 
 
 def fit_baseline(table: pl.DataFrame, used: Sequence[str], detectors: Sequence[str], *,
                  n_estimators: int = 200, random_state: int = 0) -> Baseline:
     """Fit the named detectors (and the forest that defines the 0-100 scale) on a feature table."""
     X = feature_matrix(table, used)
+    skipped = tuple(name for name in detectors if table.height < MIN_CLIENTS_FOR[name])
     fitted = {name: make_detector(name, used, n_estimators=n_estimators, random_state=random_state).fit(X)
-              for name in detectors}
+              for name in detectors if name not in skipped}
     forest = fitted.get("iforest") or make_detector("iforest", used, n_estimators=n_estimators,
                                                     random_state=random_state).fit(X)
     reference = {name: np.sort(detector.score_samples(X)) for name, detector in fitted.items()}
     return Baseline(features=tuple(used), detectors=fitted, scale_model=forest, reference=reference,
                     scale=np.sort(calibrate(forest.score_samples(X))), typical=typical_values(table, used),
-                    clients=table.height)
+                    clients=table.height, skipped=skipped)
 
 
 def typical_values(table: pl.DataFrame, features: Sequence[str]) -> np.ndarray:
@@ -205,9 +210,12 @@ def score_clients(table: pl.DataFrame, used: Sequence[str], *, n_estimators: int
 def detectors_note(baseline: Baseline) -> str:
     """Which detectors ran and how their scores were combined, for the run summary."""
     names = " and ".join(baseline.detectors)
-    if len(baseline.detectors) == 1:
-        return f"detectors: {names}"
-    return f"detectors: {names}, scores quantile-mapped to one 0-100 scale and combined by {FUSION}"
+    text = f"detectors: {names}"
+    if len(baseline.detectors) > 1:
+        text += f", scores quantile-mapped to one 0-100 scale and combined by {FUSION}"
+    for name in baseline.skipped:
+        text += f"; {name} not run: {baseline.clients} clients are too few to fit it (needs {MIN_CLIENTS_FOR[name]})"
+    return text
 
 
 def calibrate(raw: np.ndarray) -> np.ndarray:

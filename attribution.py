@@ -4,7 +4,9 @@ Isolation Forest: path-based attributions (Saabas-style, on path length). In eve
 on a client's path changes the expected path length of that client; the change is credited to the
 split's feature. Shorter paths mean more anomalous, so a feature's contribution is the path length
 it removed, averaged over trees (in splits; the contributions sum to E[h] - h(x)).
-Autoencoder: each feature's share of the squared reconstruction error.
+Autoencoder: each feature's squared reconstruction error, counted where the client lies further from
+the typical client than its reconstruction does (the network could not follow that deviation); errors
+where the reconstruction strays from a typical value are side effects of the other features.
 Contributions are positive when the feature made the client look more anomalous.
 """
 from __future__ import annotations
@@ -93,7 +95,7 @@ def explain(baseline: Baseline, X: np.ndarray, rows: Sequence[int],
         if name == "iforest":
             matrices[name] = forest_contributions(detector, subset)
         else:
-            matrices[name] = detector.feature_errors(subset)
+            matrices[name] = detector.unexplained_errors(subset)
     return [{name: _top(matrix[k], subset[k], baseline, limit) for name, matrix in matrices.items()}
             for k in range(len(rows))]
 

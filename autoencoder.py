@@ -110,6 +110,13 @@ class AutoencoderDetector:
         reconstructed = np.asarray(self.model_.predict(Z, batch_size=4096, verbose=0), dtype=np.float64)
         return (reconstructed - Z) ** 2
 
+    def unexplained_errors(self, X: np.ndarray) -> np.ndarray:
+        """(n_clients, n_features) squared error where the client is further from the median client than
+        its reconstruction (0 elsewhere): the deviations the network could not reproduce."""
+        Z = self._scaled(X)
+        reconstructed = np.asarray(self.model_.predict(Z, batch_size=4096, verbose=0), dtype=np.float64)
+        return np.where(np.abs(Z) > np.abs(reconstructed), (reconstructed - Z) ** 2, 0.0)
+
     def score_samples(self, X: np.ndarray) -> np.ndarray:
         """Mean squared reconstruction error per client (n_clients,), higher = more anomalous."""
         return self.feature_errors(X).mean(axis=1)

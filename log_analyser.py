@@ -24,6 +24,8 @@ examples:
   log_analyser -f 'logs/access.log*' -o out.json  globs, rotated and .gz/.bz2/.xz files
   zcat access.log.gz | log_analyser -f -          read standard input
   log_analyser -f access.log --fail-on high       exit 10 when a high or critical finding exists
+  log_analyser train -f known_good.log --save model/   fit a baseline on traffic you trust
+  log_analyser -f today.log --model model/        score against that baseline
 
 exit codes:
   0    success (no finding at or above --fail-on)
@@ -73,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="exit with code 10 if a flagged client is at least this severe: "
                         "info, low, medium, high, critical (e.g. --fail-on high)")
     parser.add_argument("--seed", type=int, default=0, help="random seed for the models (default 0)")
+    _add_model_options(parser)
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="say more: chosen formats and the first unparsed lines")
     parser.add_argument("--debug", action="store_true", help="debug logging and tracebacks on errors")
@@ -98,7 +101,30 @@ def build_settings(args: argparse.Namespace):
     if args.top < 1:
         raise ConfigError(f"--top must be at least 1, not {args.top}")
     return Settings(format_name=args.format_name, log_format=args.log_format, tz=validate_timezone(args.tz),
-                    threshold=args.threshold, contamination=args.contamination, random_state=args.seed)
+                    threshold=args.threshold, contamination=args.contamination, random_state=args.seed,
+                    detectors=args.detectors, model=args.model)
+
+
+MODEL_SAFETY = ("models are read without unpickling: scikit-learn objects with skops (only scikit-learn's "
+                "own types are trusted), the Keras network in safe mode; still, load only models you made")
+
+
+def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    """--detectors and --model: which anomaly detectors score, and against what."""
+    parser.add_argument("--detectors", type=_detector_list, metavar="LIST",
+                        help="anomaly detectors, comma-separated: iforest, autoencoder (default: every one "
+                        "whose dependencies are installed; the autoencoder needs pip install "
+                        "'log_analyser[deep]'; e.g. --detectors iforest)")
+    parser.add_argument("--model", metavar="DIR",
+                        help="score against a baseline saved by 'log_analyser train' instead of against the "
+                        f"log itself (e.g. --model model/); {MODEL_SAFETY}")
+
+
+def _detector_list(text: str) -> tuple[str, ...]:
+    names = tuple(dict.fromkeys(name.strip() for name in text.split(",") if name.strip()))
+    if not names:
+        raise argparse.ArgumentTypeError("name at least one detector: iforest, autoencoder")
+    return names
 
 
 def _progress_bar(files: Sequence[str]):
@@ -148,6 +174,47 @@ def _show_unparsed(result, limit: int = 5) -> None:
 # Each runner parses its own arguments, raises AnalyserError on expected failures and returns
 # an ExitCode. A log file with one of these names is read with `-f ./NAME`.
 COMMANDS: dict[str, Callable[[list[str]], ExitCode]] = {}
+
+
+def build_train_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="log_analyser train", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Fit the anomaly detectors on a period of traffic you trust and save them, so that later "
+        "logs are scored against it (log_analyser -f today.log --model DIR): a site-wide attack then "
+        "cannot hide by being the majority.",
+        epilog="example:\n  log_analyser train -f known_good.log --save model/\n\n" + EPILOG.split("\n\n")[1])
+    parser.add_argument("-f", "--file", dest="files", action="extend", nargs="+", required=True, metavar="LOG",
+                        help="access log(s) of trusted traffic: paths, globs, '-' for stdin")
+    parser.add_argument("--save", required=True, metavar="DIR",
+                        help="model directory to write (created; an existing model there is replaced)")
+    parser.add_argument("--format", dest="format_name", default="auto", metavar="NAME",
+                        help="log format preset: auto (default), combined, common, nginx")
+    parser.add_argument("--log-format", metavar="STRING", help="a custom Apache LogFormat or nginx log_format")
+    parser.add_argument("--tz", default="UTC", metavar="ZONE", help="zone for timestamps without an offset")
+    parser.add_argument("--seed", type=int, default=0, help="random seed for the models (default 0)")
+    parser.add_argument("--detectors", type=_detector_list, metavar="LIST",
+                        help="detectors to train, comma-separated (default: every installed one)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="say more")
+    parser.add_argument("--debug", action="store_true", help="debug logging and tracebacks on errors")
+    return parser
+
+
+def train_command(argv: list[str]) -> ExitCode:
+    """`log_analyser train -f LOG --save DIR`: fit and save a baseline model."""
+    args = build_train_parser().parse_args(argv)
+    _configure_logging(args)
+    from analysis import Settings, train
+    from file_parser import resolve_sources, validate_timezone
+
+    settings = Settings(format_name=args.format_name, log_format=args.log_format, tz=validate_timezone(args.tz),
+                        random_state=args.seed, detectors=args.detectors)
+    summary = train(resolve_sources(args.files), args.save, settings)
+    print(f"trained {' and '.join(summary['detectors'])} on {summary['clients']:,} clients "
+          f"({summary['parsed_lines']:,} lines) -> {args.save}", file=sys.stderr)
+    return ExitCode.OK
+
+
+COMMANDS["train"] = train_command
 
 
 def run(argv: Sequence[str] | None = None) -> ExitCode:
