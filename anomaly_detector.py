@@ -101,7 +101,7 @@ def resolve_detectors(names: Sequence[str] | None) -> tuple[str, ...]:
     if "autoencoder" in names:
         import autoencoder
 
-        autoencoder._keras()  # raises MissingExtraError with the pip install hint
+        autoencoder.require()
     return tuple(name for name in DETECTOR_NAMES if name in names)
 
 

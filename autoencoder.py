@@ -7,10 +7,12 @@ when a detector is fitted or loaded.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import logging
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -31,16 +33,40 @@ def available() -> bool:
     return all(importlib.util.find_spec(name) is not None for name in ("keras", "tensorflow"))
 
 
-def _keras():
-    """Import Keras on the TensorFlow backend, or raise MissingExtraError naming the extra."""
+def require() -> None:
+    """Raise MissingExtraError (with the pip install hint) unless the deep extra is installed."""
     for module in ("tensorflow", "keras"):
         if importlib.util.find_spec(module) is None:
             raise MissingExtraError("the autoencoder detector", "deep", module)
-    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
-    import keras
 
+
+def _keras():
+    """Import Keras on the TensorFlow backend, or raise MissingExtraError naming the extra."""
+    require()
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    with _native_stderr_silenced(not log.isEnabledFor(logging.DEBUG)):
+        import keras
     return keras
+
+
+@contextlib.contextmanager
+def _native_stderr_silenced(silence: bool):
+    """TensorFlow's C++ layer writes notices straight to file descriptor 2 (oneDNN and CPU features at
+    import, which TF_CPP_MIN_LOG_LEVEL does not stop; harmless graph-attribute complaints from tf.data
+    while training); hide them unless debugging. Python exceptions still propagate."""
+    if not silence:
+        yield
+        return
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 class AutoencoderDetector:
@@ -80,9 +106,10 @@ class AutoencoderDetector:
         # small tables are repeated so that an epoch is at least EPOCH_ROWS rows: Keras' per-epoch overhead
         # dominates otherwise, and early stopping then sees a comparable amount of training per epoch
         repeat = max(1, -(-EPOCH_ROWS // len(train)))
-        history = self.model_.fit(np.tile(train, (repeat, 1)), np.tile(train, (repeat, 1)), epochs=self.epochs,
-                                  batch_size=self.batch_size, shuffle=True, verbose=0,
-                                  validation_data=(valid, valid), callbacks=[stop])
+        with _native_stderr_silenced(not log.isEnabledFor(logging.DEBUG)):
+            history = self.model_.fit(np.tile(train, (repeat, 1)), np.tile(train, (repeat, 1)),
+                                      epochs=self.epochs, batch_size=self.batch_size, shuffle=True, verbose=0,
+                                      validation_data=(valid, valid), callbacks=[stop])
         self.epochs_run_ = len(history.history["loss"])
         self.threshold_ = float(np.quantile(self.score_samples(X), THRESHOLD_QUANTILE))
         log.debug("autoencoder: %d epochs, threshold %.4g", self.epochs_run_, self.threshold_)
@@ -104,17 +131,20 @@ class AutoencoderDetector:
     def _scaled(self, X: np.ndarray) -> np.ndarray:
         return np.clip((X - self.center_) / self.scale_, -CLIP, CLIP).astype(np.float32)
 
+    def _reconstruct(self, Z: np.ndarray) -> np.ndarray:
+        with _native_stderr_silenced(not log.isEnabledFor(logging.DEBUG)):
+            return np.asarray(self.model_.predict(Z, batch_size=4096, verbose=0), dtype=np.float64)
+
     def feature_errors(self, X: np.ndarray) -> np.ndarray:
         """(n_clients, n_features) squared reconstruction error per scaled feature."""
         Z = self._scaled(X)
-        reconstructed = np.asarray(self.model_.predict(Z, batch_size=4096, verbose=0), dtype=np.float64)
-        return (reconstructed - Z) ** 2
+        return (self._reconstruct(Z) - Z) ** 2
 
     def unexplained_errors(self, X: np.ndarray) -> np.ndarray:
         """(n_clients, n_features) squared error where the client is further from the median client than
         its reconstruction (0 elsewhere): the deviations the network could not reproduce."""
         Z = self._scaled(X)
-        reconstructed = np.asarray(self.model_.predict(Z, batch_size=4096, verbose=0), dtype=np.float64)
+        reconstructed = self._reconstruct(Z)
         return np.where(np.abs(Z) > np.abs(reconstructed), (reconstructed - Z) ** 2, 0.0)
 
     def score_samples(self, X: np.ndarray) -> np.ndarray:
