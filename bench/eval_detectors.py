@@ -50,10 +50,23 @@ def real_set(data: Path) -> tuple[str, list[str], set[str]]:
     return "real scanners + elastic", scanners + [str(data / "public" / "elastic_examples" / "apache_logs")], attackers
 
 
-def detector_scores(paths: list[str], seed: int) -> tuple[list[str], dict[str, np.ndarray]]:
+def baseline_set(data: Path) -> tuple[str, list[str], set[str], list[str]]:
+    """Train on the first half of the elastic log (by line); score its second half mixed with the scanners."""
+    name, paths, attackers = real_set(data)
+    lines = Path(paths[-1]).read_text(encoding="utf-8").splitlines()
+    folder = Path(tempfile.mkdtemp(prefix="eval_detectors_"))
+    (folder / "first.log").write_text("\n".join(lines[:len(lines) // 2]) + "\n", encoding="utf-8")
+    (folder / "second.log").write_text("\n".join(lines[len(lines) // 2:]) + "\n", encoding="utf-8")
+    return ("real, --model trained on elastic lines 1-5000", paths[:-1] + [str(folder / "second.log")], attackers,
+            [str(folder / "first.log")])
+
+
+def detector_scores(paths: list[str], seed: int, train: list[str] | None = None,
+                    ) -> tuple[list[str], dict[str, np.ndarray]]:
     table = ip_features.compute(file_parser.parse(paths).events)
-    used = ip_features.logged_features(table)
-    baseline = detect.fit_baseline(table, used, detect.available_detectors(), random_state=seed)
+    reference = ip_features.compute(file_parser.parse(train).events) if train else table
+    used = ip_features.logged_features(reference)
+    baseline = detect.fit_baseline(reference, used, detect.available_detectors(), random_state=seed)
     _, own = detect.score_with(baseline, table)
     if len(own) > 1:
         stacked = np.vstack(list(own.values()))
@@ -86,11 +99,12 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--threshold", type=float, default=40.0)
     args = parser.parse_args()
-    sets = planted_sets(args.lines, args.seeds) + [real_set(args.data)]
+    sets = [(*s, None) for s in planted_sets(args.lines, args.seeds) + [real_set(args.data)]]
+    sets.append(baseline_set(args.data))
     print("| data set | detector | precision | recall | FPR | TP | FP | AUC |\n| --- | --- | --- | --- | --- | --- "
           "| --- | --- |")
-    for name, paths, attackers in sets:
-        ips, own = detector_scores(paths, seed=0)
+    for name, paths, attackers, train in sets:
+        ips, own = detector_scores(paths, seed=0, train=train)
         for detector, scores in own.items():
             r = rates(ips, scores, attackers, args.threshold)
             print(f"| {name} ({len(ips)} clients, {len(attackers)} attackers) | {detector} | {r['precision']:.2f} | "
