@@ -119,7 +119,8 @@ def analyse(sources: Sequence[str], settings: Settings = Settings(),
                                                           random_state=settings.random_state, baseline=baseline)
     notes = model_notes + notes
     flagged = _flags(scores, settings)
-    findings = _explain(_findings(table, used, scores, detector_scores, flagged, settings), table, baseline)
+    findings = _explain(_findings(table, used, scores, detector_scores, flagged, settings,
+                                  baseline if settings.model else None), table, baseline)
     summary = _summary(parsed, findings, used, tuple(detector_scores), notes)
     return AnalysisResult(summary=summary, findings=tuple(findings), features=table,
                           unparsed=parsed.unparsed, events=parsed.events)
@@ -170,8 +171,8 @@ def _flags(scores: np.ndarray, settings: Settings) -> np.ndarray:
 
 
 def _findings(table: pl.DataFrame, used: list[str], scores: np.ndarray, detector_scores: dict[str, np.ndarray],
-              flagged: np.ndarray, settings: Settings) -> list[Finding]:
-    z, typical = detect.robust_z(table, used)
+              flagged: np.ndarray, settings: Settings, reference: Baseline | None = None) -> list[Finding]:
+    z, typical = detect.robust_z(table, used, reference)
     rows = table.to_dicts()
     order = sorted(range(len(rows)), key=lambda i: (-round(float(scores[i]), 6), rows[i]["client_ip"]))
     findings = []

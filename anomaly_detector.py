@@ -130,6 +130,8 @@ class Baseline:
     scale: np.ndarray
     typical: np.ndarray
     clients: int
+    center: np.ndarray | None = None   # median reference client in feature_matrix units (for reasons)
+    spread: np.ndarray | None = None   # robust spread there, at least spread_floors()
     skipped: tuple[str, ...] = ()   # detectors requested but not fitted (too few clients)
 
 
@@ -145,7 +147,8 @@ def fit_baseline(table: pl.DataFrame, used: Sequence[str], detectors: Sequence[s
     reference = {name: np.sort(detector.score_samples(X)) for name, detector in fitted.items()}
     return Baseline(features=tuple(used), detectors=fitted, scale_model=forest, reference=reference,
                     scale=np.sort(calibrate(forest.score_samples(X))), typical=typical_values(table, used),
-                    clients=table.height, skipped=skipped)
+                    clients=table.height, center=np.median(X, axis=0), spread=robust_spread(X, used),
+                    skipped=skipped)
 
 
 def typical_values(table: pl.DataFrame, features: Sequence[str]) -> np.ndarray:
@@ -233,16 +236,25 @@ class Deviation:
     z: float      # robust z-score: (value - median) / max(1.4826 * MAD, floor), log scale if heavy-tailed
 
 
-def robust_z(table: pl.DataFrame, features: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """(z matrix, typical values): per-feature robust z-scores against the median client."""
+def robust_z(table: pl.DataFrame, features: Sequence[str],
+             reference: Baseline | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(z matrix, typical values): per-feature robust z-scores against the median client.
+
+    The median client is the table's own, or with ``reference`` (a trained baseline) the trusted period's.
+    """
     X = feature_matrix(table, features)
+    if reference is not None and reference.center is not None and tuple(features) == reference.features:
+        return (X - reference.center) / reference.spread, reference.typical
     if X.shape[0] == 0:
         return X, np.zeros(len(features))
-    median = np.median(X, axis=0)
-    mad = np.median(np.abs(X - median), axis=0) * 1.4826
-    z = (X - median) / np.maximum(mad, spread_floors(features))
-    typical = np.array([float(table[f].fill_null(0.0).median() or 0.0) for f in features])
-    return z, typical
+    z = (X - np.median(X, axis=0)) / robust_spread(X, features)
+    return z, typical_values(table, features)
+
+
+def robust_spread(X: np.ndarray, features: Sequence[str]) -> np.ndarray:
+    """Per feature: 1.4826 * MAD of X's columns (a standard deviation for normal data), at least the floor."""
+    mad = np.median(np.abs(X - np.median(X, axis=0)), axis=0) * 1.4826
+    return np.maximum(mad, spread_floors(features))
 
 
 def spread_floors(features: Sequence[str]) -> np.ndarray:

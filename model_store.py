@@ -2,7 +2,8 @@
 
 A model directory holds:
   model.json        format version, feature list, library versions, training summary, typical client
-  reference.npz     the training clients' raw scores per detector and the 0-100 scale (numpy, no pickle)
+  reference.npz     the training clients' raw scores per detector, the 0-100 scale, and the median client
+                    and robust spread of each feature (for reasons); numpy arrays, no pickle
   iforest.skops     the robust scaler and Isolation Forest (skops)
   autoencoder.keras the autoencoder network (Keras 3 format) and autoencoder.json (its scaler, threshold)
 
@@ -51,7 +52,7 @@ def save(baseline: Baseline, directory: Path | str, training: dict) -> Path:
                       folder / "iforest.skops")
         if "autoencoder" in baseline.detectors:
             baseline.detectors["autoencoder"].save(folder)
-        np.savez(folder / "reference.npz", scale=baseline.scale,
+        np.savez(folder / "reference.npz", scale=baseline.scale, center=baseline.center, spread=baseline.spread,
                  **{f"reference_{name}": values for name, values in baseline.reference.items()})
         metadata = {"format": FORMAT, "format_version": FORMAT_VERSION, "features": list(baseline.features),
                     "detectors": list(baseline.detectors), "typical": baseline.typical.tolist(),
@@ -110,10 +111,10 @@ def load(directory: Path | str, detectors: tuple[str, ...] | None = None) -> Loa
         fitted["autoencoder"] = autoencoder.AutoencoderDetector.load(folder)
     with np.load(folder / "reference.npz", allow_pickle=False) as arrays:
         reference = {name: arrays[f"reference_{name}"] for name in wanted}
-        scale = arrays["scale"]
+        scale, center, spread = arrays["scale"], arrays["center"], arrays["spread"]
     baseline = Baseline(features=tuple(metadata["features"]), detectors=fitted, scale_model=forest,
                         reference=reference, scale=scale, typical=np.array(metadata["typical"]),
-                        clients=int(metadata["training"]["clients"]))
+                        clients=int(metadata["training"]["clients"]), center=center, spread=spread)
     return LoadedModel(baseline=baseline, metadata=metadata)
 
 
