@@ -44,6 +44,7 @@ class Settings:
     reasons: int = 3                   # reasons listed per client
     detectors: tuple[str, ...] | None = None  # anomaly detectors to run; None: every installed one
     model: str | None = None           # a model directory from `log_analyser train`: score against it
+    fusion: str = detect.DEFAULT_FUSION  # how detector scores combine: min, mean or max
 
 
 @dataclass(frozen=True)
@@ -116,7 +117,8 @@ def analyse(sources: Sequence[str], settings: Settings = Settings(),
     used = ip_features.logged_features(table)
     baseline, used, model_notes = _baseline(table, used, settings, source=",".join(sources))
     scores, detector_scores, notes = detect.score_clients(table, used, n_estimators=settings.n_estimators,
-                                                          random_state=settings.random_state, baseline=baseline)
+                                                          random_state=settings.random_state, baseline=baseline,
+                                                          fusion=settings.fusion)
     notes = model_notes + notes
     flagged = _flags(scores, settings)
     findings = _explain(_findings(table, used, scores, detector_scores, flagged, settings,

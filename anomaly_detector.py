@@ -74,7 +74,10 @@ class IsolationForestDetector:
 # Detectors by name, in the order they run and are reported.
 DETECTOR_NAMES = ("iforest", "autoencoder")
 EXTRAPOLATE_RATIO = 10.0  # a raw score this many times the reference maximum maps to 100
-FUSION = "mean"           # how detector scores combine: see fuse()
+# How detector scores combine (fuse()). "min" (a client is as suspicious as its least suspicious detector
+# says) had the fewest false positives at equal recall on every set bench/eval_detectors.py measures.
+FUSIONS = ("min", "mean", "max")
+DEFAULT_FUSION = "min"
 # A neural network fitted on fewer clients than this memorises them (measured: on ~70 planted clients it
 # reconstructs a flood and a brute force as well as browsers); below it the autoencoder does not run.
 MIN_CLIENTS_FOR = {"iforest": MIN_CLIENTS, "autoencoder": 150}
@@ -156,7 +159,8 @@ def typical_values(table: pl.DataFrame, features: Sequence[str]) -> np.ndarray:
     return np.array([float(table[f].fill_null(0.0).fill_nan(0.0).median() or 0.0) for f in features])
 
 
-def score_with(baseline: Baseline, table: pl.DataFrame) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+def score_with(baseline: Baseline, table: pl.DataFrame,
+               fusion: str = DEFAULT_FUSION) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """(fused 0-100 score, each detector's 0-100 score) for every client of ``table``."""
     X = feature_matrix(table, baseline.features)
     own = {}
@@ -164,13 +168,16 @@ def score_with(baseline: Baseline, table: pl.DataFrame) -> tuple[np.ndarray, dic
         raw = detector.score_samples(X)
         own[name] = calibrate(raw) if name == "iforest" else quantile_map(raw, baseline.reference[name],
                                                                            baseline.scale)
-    return fuse(own), own
+    return fuse(own, fusion), own
 
 
-def fuse(scores: dict[str, np.ndarray]) -> np.ndarray:
-    """Combine calibrated detector scores (all 0-100, higher = more anomalous) into one."""
+def fuse(scores: dict[str, np.ndarray], how: str = DEFAULT_FUSION) -> np.ndarray:
+    """Combine calibrated detector scores (all 0-100, higher = more anomalous) into one: their minimum
+    (the detectors must agree), mean or maximum (either detector suffices)."""
+    if how not in FUSIONS:
+        raise ConfigError(f"unknown fusion {how!r}", hint=f"choose from {', '.join(FUSIONS)}")
     stacked = np.vstack(list(scores.values()))
-    return stacked.max(axis=0) if FUSION == "max" else stacked.mean(axis=0)
+    return {"min": stacked.min, "mean": stacked.mean, "max": stacked.max}[how](axis=0)
 
 
 def quantile_map(raw: np.ndarray, reference: np.ndarray, scale: np.ndarray) -> np.ndarray:
@@ -193,11 +200,12 @@ def quantile_map(raw: np.ndarray, reference: np.ndarray, scale: np.ndarray) -> n
 
 def score_clients(table: pl.DataFrame, used: Sequence[str], *, n_estimators: int = 200, random_state: int = 0,
                   detectors: Sequence[str] | None = None, baseline: Baseline | None = None,
-                  ) -> tuple[np.ndarray, dict[str, np.ndarray], list[str]]:
+                  fusion: str = DEFAULT_FUSION) -> tuple[np.ndarray, dict[str, np.ndarray], list[str]]:
     """Score every client of a feature table on 0-100 (higher = more anomalous).
 
     ``detectors`` names the detectors to fit on the table itself (None: every installed one);
-    ``baseline`` instead scores against detectors fitted on a trusted period (model_store).
+    ``baseline`` instead scores against detectors fitted on a trusted period (model_store);
+    ``fusion`` combines the detectors' scores (see fuse()).
     Returns (fused score per row, each detector's own 0-100 score by name, notes for the user).
     """
     if baseline is None and table.height < MIN_CLIENTS:
@@ -206,16 +214,16 @@ def score_clients(table: pl.DataFrame, used: Sequence[str], *, n_estimators: int
     if baseline is None:
         baseline = fit_baseline(table, used, resolve_detectors(detectors), n_estimators=n_estimators,
                                 random_state=random_state)
-    fused, own = score_with(baseline, table)
-    return fused, own, [detectors_note(baseline)]
+    fused, own = score_with(baseline, table, fusion)
+    return fused, own, [detectors_note(baseline, fusion)]
 
 
-def detectors_note(baseline: Baseline) -> str:
+def detectors_note(baseline: Baseline, fusion: str = DEFAULT_FUSION) -> str:
     """Which detectors ran and how their scores were combined, for the run summary."""
     names = " and ".join(baseline.detectors)
     text = f"detectors: {names}"
     if len(baseline.detectors) > 1:
-        text += f", scores quantile-mapped to one 0-100 scale and combined by {FUSION}"
+        text += f", scores quantile-mapped to one 0-100 scale and combined by {fusion}"
     for name in baseline.skipped:
         text += f"; {name} not run: {baseline.clients} clients are too few to fit it (needs {MIN_CLIENTS_FOR[name]})"
     return text

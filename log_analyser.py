@@ -102,7 +102,7 @@ def build_settings(args: argparse.Namespace):
         raise ConfigError(f"--top must be at least 1, not {args.top}")
     return Settings(format_name=args.format_name, log_format=args.log_format, tz=validate_timezone(args.tz),
                     threshold=args.threshold, contamination=args.contamination, random_state=args.seed,
-                    detectors=args.detectors, model=args.model)
+                    detectors=args.detectors, model=args.model, fusion=args.fusion)
 
 
 MODEL_SAFETY = ("models are read without unpickling: scikit-learn objects with skops (only scikit-learn's "
@@ -118,6 +118,9 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", metavar="DIR",
                         help="score against a baseline saved by 'log_analyser train' instead of against the "
                         f"log itself (e.g. --model model/); {MODEL_SAFETY}")
+    parser.add_argument("--fusion", choices=("min", "mean", "max"), default="min",
+                        help="how the detectors' 0-100 scores combine: min (default: they must agree; fewest "
+                        "false alarms in the README's measurements), mean, or max (either one suffices)")
 
 
 def _detector_list(text: str) -> tuple[str, ...]:

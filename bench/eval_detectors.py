@@ -70,7 +70,8 @@ def detector_scores(paths: list[str], seed: int, train: list[str] | None = None,
     _, own = detect.score_with(baseline, table)
     if len(own) > 1:
         stacked = np.vstack(list(own.values()))
-        own["fused (mean)"], own["fused (max)"] = stacked.mean(axis=0), stacked.max(axis=0)
+        own["fused (min, default)"], own["fused (mean)"] = stacked.min(axis=0), stacked.mean(axis=0)
+        own["fused (max)"] = stacked.max(axis=0)
     return table["client_ip"].to_list(), own
 
 

@@ -51,6 +51,17 @@ def test_quantile_map_gives_tied_reference_scores_one_value():
     assert mapped.tolist() == [10.0, 10.0]
 
 
+@pytest.mark.parametrize(("how", "expected"), [("min", [10.0, 0.0]), ("mean", [35.0, 40.0]), ("max", [60.0, 80.0])])
+def test_fusion(how, expected):
+    scores = {"iforest": np.array([10.0, 80.0]), "autoencoder": np.array([60.0, 0.0])}
+    assert detect.fuse(scores, how).tolist() == expected
+
+
+def test_unknown_fusion_is_a_config_error():
+    with pytest.raises(ConfigError, match="unknown fusion 'vote'"):
+        detect.fuse({"iforest": np.zeros(2)}, "vote")
+
+
 def test_forest_contributions_add_up_to_the_path_length_gap():
     rng = np.random.default_rng(0)
     X = np.vstack([rng.normal(0, 1, (200, 3)), [[0.0, 9.0, 0.0]]])
