@@ -78,9 +78,8 @@ EXTRAPOLATE_RATIO = 10.0  # a raw score this many times the reference maximum ma
 # says) had the fewest false positives at equal recall on every set bench/eval_detectors.py measures.
 FUSIONS = ("min", "mean", "max")
 DEFAULT_FUSION = "min"
-# A neural network fitted on fewer clients than this memorises them (measured: on ~70 planted clients it
-# reconstructs a flood and a brute force as well as browsers); below it the autoencoder does not run.
-MIN_CLIENTS_FOR = {"iforest": MIN_CLIENTS, "autoencoder": 150}
+# Below 50 clients the network's 10% early-stopping hold-out is under 5 clients: too few to stop on.
+MIN_CLIENTS_FOR = {"iforest": MIN_CLIENTS, "autoencoder": 50}
 
 
 def available_detectors() -> tuple[str, ...]:

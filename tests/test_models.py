@@ -145,13 +145,15 @@ def test_summary_says_which_detectors_ran(capsys, planted_log):
     assert code == ExitCode.OK and "note: detectors: iforest\n" in capsys.readouterr().err
 
 
-def test_autoencoder_is_not_fitted_on_too_few_clients(planted_log):
+def test_autoencoder_is_not_fitted_on_too_few_clients(tmp_path):
+    import loggen
+
     if not importlib.util.find_spec("keras"):
         pytest.fail("the deep extra is part of the dev extra: pip install -e '.[dev]'")
-    path, _ = planted_log
-    result = analyse([str(path)], Settings(detectors=("iforest", "autoencoder")))
+    path = write_log(tmp_path / "few.log", loggen.generate(6_000, seed=2).lines.to_list())
+    result = analyse([path], Settings(detectors=("iforest", "autoencoder")))
     assert result.summary.detectors == FOREST
-    assert "autoencoder not run: 69 clients are too few to fit it (needs 150)" in result.summary.notes[0]
+    assert "autoencoder not run: 43 clients are too few to fit it (needs 50)" in result.summary.notes[0]
 
 
 # --- the trained baseline -------------------------------------------------------------------------------------
