@@ -25,6 +25,7 @@ CLIP = 8.0                 # scaled features are clipped to +-CLIP so one huge c
 THRESHOLD_QUANTILE = 0.99  # the training-error quantile above which a client counts as unlike the training set
 VALIDATION_SHARE = 0.1     # held out for early stopping
 MIN_SPREAD = 1e-3          # smallest per-feature scale after robust scaling
+HUBER_DELTA = 1.0          # training loss is squared within this many scaled units, linear beyond
 EPOCH_ROWS = 4096          # rows per training epoch (small tables are repeated)
 
 
@@ -130,7 +131,8 @@ class AutoencoderDetector:
             layers.Dense(self.hidden, activation="relu", kernel_initializer=init),
             layers.Dense(n_features, activation="linear", kernel_initializer=init),
         ])
-        model.compile(optimizer=keras.optimizers.Adam(learning_rate=self.learning_rate), loss=keras.losses.Huber(delta=1.0))
+        model.compile(optimizer=keras.optimizers.Adam(learning_rate=self.learning_rate),
+                      loss=keras.losses.Huber(delta=HUBER_DELTA))
         return model
 
     def _scaled(self, X: np.ndarray) -> np.ndarray:

@@ -118,9 +118,9 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", metavar="DIR",
                         help="score against a baseline saved by 'log_analyser train' instead of against the "
                         f"log itself (e.g. --model model/); {MODEL_SAFETY}")
-    parser.add_argument("--fusion", choices=("min", "mean", "max"), default="min",
-                        help="how the detectors' 0-100 scores combine: min (default: they must agree; fewest "
-                        "false alarms in the README's measurements), mean, or max (either one suffices)")
+    parser.add_argument("--fusion", choices=("min", "mean", "max"), default="mean",
+                        help="how the detectors' 0-100 scores combine: mean (default), min (both must agree: "
+                        "fewer false alarms, may miss what one detector alone sees) or max (either one suffices)")
 
 
 def _detector_list(text: str) -> tuple[str, ...]:

@@ -70,7 +70,7 @@ def detector_scores(paths: list[str], seed: int, train: list[str] | None = None,
     _, own = detect.score_with(baseline, table)
     if len(own) > 1:
         stacked = np.vstack(list(own.values()))
-        own["fused (min, default)"], own["fused (mean)"] = stacked.min(axis=0), stacked.mean(axis=0)
+        own["fused (mean, default)"], own["fused (min)"] = stacked.mean(axis=0), stacked.min(axis=0)
         own["fused (max)"] = stacked.max(axis=0)
     return table["client_ip"].to_list(), own
 
