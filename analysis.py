@@ -19,11 +19,14 @@ import numpy as np
 import polars as pl
 
 import anomaly_detector as detect
+import attribution
 import explanations
 import file_parser
 import ip_features
 import sigma_engine
-from anomaly_detector import Deviation
+from analyser_errors import InputError
+from anomaly_detector import Baseline, Deviation
+from attribution import Contribution
 from evidence import Evidence, Geo, LLMNote, Reputation, Severity
 from log_input import InputOptions
 
@@ -31,8 +34,9 @@ if TYPE_CHECKING:
     from enrichment import EnrichmentSettings, EnrichmentSummary
 
 log = logging.getLogger(__name__)
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"  # 1.1: contributions, explanation (and the optional stages' fields)
 PRELOAD_MAX_BYTES = 512 * 2**20
+TRAIN_MIN_CLIENTS = 20  # fewer clients than this cannot describe a site's normal traffic
 
 
 @dataclass(frozen=True)
@@ -57,6 +61,9 @@ class Settings:
     explain: explanations.ExplainSettings = explanations.ExplainSettings()  # the LLM stage (--explain)
     rules_dirs: tuple[str, ...] = ()   # Sigma rule folders added to the built-in pack
     builtin_rules: bool = True         # run the built-in Sigma pack (sigma/)
+    detectors: tuple[str, ...] | None = None  # anomaly detectors to run; None: every installed one
+    model: str | None = None           # a model directory from `log_analyser train`: score against it
+    fusion: str = detect.DEFAULT_FUSION  # how detector scores combine: min, mean or max
 
 
 @dataclass(frozen=True)
@@ -80,6 +87,8 @@ class Finding:
     geo: Geo | None = None                      # filled by enrichment
     llm_note: LLMNote | None = None             # filled by the explanation stage (--explain)
     detector_scores: dict[str, float] = field(default_factory=dict)
+    contributions: dict[str, tuple[Contribution, ...]] = field(default_factory=dict)  # per detector, flagged only
+    explanation: tuple[str, ...] = ()           # the contributions as sentences
     features: dict[str, float | None] = field(default_factory=dict)
 
 
@@ -130,10 +139,14 @@ def analyse(sources: Sequence[str], settings: Settings = Settings(),
         warm.join()
     table = ip_features.compute(_in_zone(parsed.events, settings.tz))
     used = ip_features.logged_features(table)
+    baseline, used, model_notes = _baseline(table, used, settings, source=",".join(sources))
     scores, detector_scores, notes = detect.score_clients(table, used, n_estimators=settings.n_estimators,
-                                                          random_state=settings.random_state)
+                                                          random_state=settings.random_state, baseline=baseline,
+                                                          fusion=settings.fusion)
+    notes = model_notes + notes
     flagged = _flags(scores, settings)
-    findings = _findings(table, used, scores, detector_scores, flagged, settings)
+    findings = _explain(_findings(table, used, scores, detector_scores, flagged, settings,
+                                  baseline if settings.model else None), table, baseline)
     findings = _attach_sigma(findings, sigma_engine.evaluate(parsed.events, rules))
     notes = notes + rules.notes() + sigma_engine.unrecorded_fields(parsed.events, rules)
     summary = _summary(parsed, findings, used, tuple(detector_scores), notes)
@@ -213,6 +226,40 @@ def _parse(sources: Sequence[str], settings: Settings, progress: file_parser.Pro
                              progress=progress, options=options)
 
 
+def _baseline(table: pl.DataFrame, used: list[str], settings: Settings,
+              source: str) -> tuple[Baseline | None, list[str], list[str]]:
+    """(fitted or loaded detectors, the features they use, notes); None when too few clients to fit."""
+    if settings.model:
+        import model_store
+
+        model = model_store.load(settings.model, settings.detectors)
+        model_store.check_features(model, used, source)
+        training = model.metadata["training"]
+        note = (f"scored against the baseline model {settings.model} (trained on {training['clients']} clients, "
+                f"{training.get('time_start') or '?'} to {training.get('time_end') or '?'})")
+        return model.baseline, list(model.baseline.features), [note]
+    if table.height < detect.MIN_CLIENTS:
+        return None, used, []
+    detectors = detect.resolve_detectors(settings.detectors)
+    return detect.fit_baseline(table, used, detectors, n_estimators=settings.n_estimators,
+                               random_state=settings.random_state), used, []
+
+
+def _explain(findings: list[Finding], table: pl.DataFrame, baseline: Baseline | None) -> list[Finding]:
+    """Add each detector's feature contributions (and sentences) to the flagged findings."""
+    if baseline is None:
+        return findings
+    index = {ip: i for i, ip in enumerate(table["client_ip"].to_list())}
+    flagged = [k for k, f in enumerate(findings) if f.flagged]
+    rows = [index[findings[k].ip] for k in flagged]
+    explained = attribution.explain(baseline, detect.feature_matrix(table, baseline.features), rows)
+    findings = list(findings)
+    for k, row, contributions in zip(flagged, rows, explained, strict=True):
+        text = attribution.sentences(contributions, table.row(row, named=True))
+        findings[k] = replace(findings[k], contributions=contributions, explanation=tuple(text))
+    return findings
+
+
 def _flags(scores: np.ndarray, settings: Settings) -> np.ndarray:
     if settings.contamination is None:
         return scores >= settings.threshold
@@ -224,8 +271,8 @@ def _flags(scores: np.ndarray, settings: Settings) -> np.ndarray:
 
 
 def _findings(table: pl.DataFrame, used: list[str], scores: np.ndarray, detector_scores: dict[str, np.ndarray],
-              flagged: np.ndarray, settings: Settings) -> list[Finding]:
-    z, typical = detect.robust_z(table, used)
+              flagged: np.ndarray, settings: Settings, reference: Baseline | None = None) -> list[Finding]:
+    z, typical = detect.robust_z(table, used, reference)
     rows = table.to_dicts()
     order = sorted(range(len(rows)), key=lambda i: (-round(float(scores[i]), 6), rows[i]["client_ip"]))
     findings = []
@@ -262,3 +309,36 @@ def _summary(parsed: file_parser.ParsedLog, findings: list[Finding], used: list[
         time_end=events["timestamp"].max() if events.height else None,    # type: ignore[arg-type]
         detectors=detectors, features_used=tuple(used), notes=(*parsed.stats.notes, *notes),
     )
+
+
+def train(sources: Sequence[str], directory: str, settings: Settings = Settings()) -> dict:
+    """Fit the detectors on trusted traffic and save them to ``directory`` (model_store); returns the
+    training summary recorded with the model. Raises InputError when there are too few clients."""
+    import model_store
+
+    parsed = file_parser.parse(sources, format_name=settings.format_name, log_format=settings.log_format,
+                               tz=settings.tz, max_unparsed_ratio=settings.max_unparsed_ratio)
+    table = ip_features.compute(parsed.events)
+    if table.height < TRAIN_MIN_CLIENTS:
+        raise InputError(f"{table.height} client(s) is too few to learn what normal traffic looks like",
+                         hint=f"train on a period with at least {TRAIN_MIN_CLIENTS} clients")
+    used = ip_features.logged_features(table)
+    detectors = detect.resolve_detectors(settings.detectors)
+    baseline = detect.fit_baseline(table, used, detectors, n_estimators=settings.n_estimators,
+                                   random_state=settings.random_state)
+    events = parsed.events
+    summary = {"sources": list(parsed.stats.formats), "formats": dict(parsed.stats.formats),
+               "total_lines": parsed.stats.total_lines, "parsed_lines": parsed.stats.parsed_lines,
+               "clients": table.height, "detectors": list(detectors), "seed": settings.random_state,
+               "n_estimators": settings.n_estimators,
+               "time_start": _iso(events["timestamp"].min()), "time_end": _iso(events["timestamp"].max())}
+    if "autoencoder" in baseline.detectors:
+        network = baseline.detectors["autoencoder"]
+        summary["autoencoder"] = {"epochs_run": network.epochs_run_, "threshold": network.threshold_}
+    model_store.save(baseline, directory, summary)
+    log.info("saved a %s model of %d clients to %s", "+".join(detectors), table.height, directory)
+    return summary
+
+
+def _iso(value) -> str | None:
+    return value.isoformat().replace("+00:00", "Z") if value is not None else None

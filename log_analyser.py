@@ -35,6 +35,8 @@ examples:
   log_analyser -f access.log --rules my-rules/    add a folder of Sigma rules to the built-in pack
   log_analyser rules check my-rules/              validate Sigma rules, listing every problem
   log_analyser rules list                         show the Sigma rules that run, and those skipped
+  log_analyser train -f known_good.log --save model/   fit a baseline on traffic you trust
+  log_analyser -f today.log --model model/        score against that baseline
 
 exit codes:
   0    success (no finding at or above --fail-on)
@@ -79,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "info, low, medium, high, critical (e.g. --fail-on high)")
     _add_report_options(parser)
     parser.add_argument("--seed", type=int, default=0, help="random seed for the models (default 0)")
+    _add_model_options(parser)
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="say more: chosen formats and the first unparsed lines")
     parser.add_argument("--debug", action="store_true", help="debug logging and tracebacks on errors")
@@ -297,7 +300,8 @@ def build_settings(args: argparse.Namespace, now: datetime | None = None):
         raise ConfigError(f"--top must be at least 1, not {args.top}")
     return Settings(**_input_settings(args, now), threshold=args.threshold, contamination=args.contamination,
                     random_state=args.seed, enrichment=enrichment_settings(args), explain=_explain_settings(args),
-                    rules_dirs=tuple(args.rules_dirs), builtin_rules=not args.no_builtin_rules)
+                    rules_dirs=tuple(args.rules_dirs), builtin_rules=not args.no_builtin_rules,
+                    detectors=args.detectors, model=args.model, fusion=args.fusion)
 
 
 def _explain_settings(args: argparse.Namespace):
@@ -324,6 +328,31 @@ def _print_llm_dry_run(result, settings) -> None:
     for number, request in enumerate(requests, start=1):
         print(f"--- request {number} of {len(requests)}: POST {url}", file=sys.stderr)
         print(json.dumps(request.body, indent=2, ensure_ascii=True), file=sys.stderr)
+
+
+MODEL_SAFETY = ("models are read without unpickling: scikit-learn objects with skops (only scikit-learn's "
+                "own types are trusted), the Keras network in safe mode; still, load only models you made")
+
+
+def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    """--detectors and --model: which anomaly detectors score, and against what."""
+    parser.add_argument("--detectors", type=_detector_list, metavar="LIST",
+                        help="anomaly detectors, comma-separated: iforest, autoencoder (default: every one "
+                        "whose dependencies are installed; the autoencoder needs pip install "
+                        "'log_analyser[deep]'; e.g. --detectors iforest)")
+    parser.add_argument("--model", metavar="DIR",
+                        help="score against a baseline saved by 'log_analyser train' instead of against the "
+                        f"log itself (e.g. --model model/); {MODEL_SAFETY}")
+    parser.add_argument("--fusion", choices=("min", "mean", "max"), default="mean",
+                        help="how the detectors' 0-100 scores combine: mean (default), min (both must agree: "
+                        "fewer false alarms, may miss what one detector alone sees) or max (either one suffices)")
+
+
+def _detector_list(text: str) -> tuple[str, ...]:
+    names = tuple(dict.fromkeys(name.strip() for name in text.split(",") if name.strip()))
+    if not names:
+        raise argparse.ArgumentTypeError("name at least one detector: iforest, autoencoder")
+    return names
 
 
 def _progress_bar(files: Sequence[str]):
@@ -469,6 +498,47 @@ def _print_cache_stats(stats) -> None:
 
 
 COMMANDS["cache"] = cache_command
+
+
+def build_train_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="log_analyser train", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Fit the anomaly detectors on a period of traffic you trust and save them, so that later "
+        "logs are scored against it (log_analyser -f today.log --model DIR): a site-wide attack then "
+        "cannot hide by being the majority.",
+        epilog="example:\n  log_analyser train -f known_good.log --save model/\n\n" + EPILOG.split("\n\n")[1])
+    parser.add_argument("-f", "--file", dest="files", action="extend", nargs="+", required=True, metavar="LOG",
+                        help="access log(s) of trusted traffic: paths, globs, '-' for stdin")
+    parser.add_argument("--save", required=True, metavar="DIR",
+                        help="model directory to write (created; an existing model there is replaced)")
+    parser.add_argument("--format", dest="format_name", default="auto", metavar="NAME",
+                        help="log format preset: auto (default), combined, common, nginx")
+    parser.add_argument("--log-format", metavar="STRING", help="a custom Apache LogFormat or nginx log_format")
+    parser.add_argument("--tz", default="UTC", metavar="ZONE", help="zone for timestamps without an offset")
+    parser.add_argument("--seed", type=int, default=0, help="random seed for the models (default 0)")
+    parser.add_argument("--detectors", type=_detector_list, metavar="LIST",
+                        help="detectors to train, comma-separated (default: every installed one)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="say more")
+    parser.add_argument("--debug", action="store_true", help="debug logging and tracebacks on errors")
+    return parser
+
+
+def train_command(argv: list[str]) -> ExitCode:
+    """`log_analyser train -f LOG --save DIR`: fit and save a baseline model."""
+    args = build_train_parser().parse_args(argv)
+    _configure_logging(args)
+    from analysis import Settings, train
+    from file_parser import resolve_sources, validate_timezone
+
+    settings = Settings(format_name=args.format_name, log_format=args.log_format, tz=validate_timezone(args.tz),
+                        random_state=args.seed, detectors=args.detectors)
+    summary = train(resolve_sources(args.files), args.save, settings)
+    print(f"trained {' and '.join(summary['detectors'])} on {summary['clients']:,} clients "
+          f"({summary['parsed_lines']:,} lines) -> {args.save}", file=sys.stderr)
+    return ExitCode.OK
+
+
+COMMANDS["train"] = train_command
 
 
 def run(argv: Sequence[str] | None = None) -> ExitCode:

@@ -212,7 +212,7 @@ def csv_row(finding: Finding, enriched: bool = False, llm: bool = False) -> dict
         "severity": finding.severity.label, "attack_types": ";".join(finding.attack_types),
         "requests": finding.requests, "errors": finding.errors,
         "first_seen": _time(finding.first_seen), "last_seen": _time(finding.last_seen),
-        "reasons": " | ".join(finding.reasons),
+        "reasons": " | ".join(finding.reasons), "explanation": " | ".join(finding.explanation),
     }
     if enriched:
         row.update(enrichment_columns(finding))
@@ -240,6 +240,11 @@ def _number(value: float | None) -> float | None:
     return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
 
 
+def _round(value: float) -> float:
+    """Six significant digits: stable across platforms' last-bit float differences."""
+    return float(f"{value:.6g}")
+
+
 def finding_json(finding: Finding, enriched: bool = False) -> dict[str, object]:
     document: dict[str, object] = {
         "ip": finding.ip, "rank": finding.rank, "flagged": finding.flagged, "score": finding.score,
@@ -247,6 +252,10 @@ def finding_json(finding: Finding, enriched: bool = False) -> dict[str, object]:
         "reasons": list(finding.reasons), "requests": finding.requests, "errors": finding.errors,
         "first_seen": _time(finding.first_seen), "last_seen": _time(finding.last_seen),
         "detector_scores": finding.detector_scores,
+        "contributions": {name: [{"feature": c.feature, "value": _round(c.value), "typical": _round(c.typical),
+                                  "contribution": _round(c.contribution), "share": round(c.share, 3)}
+                                 for c in items] for name, items in finding.contributions.items()},
+        "explanation": list(finding.explanation),
         "deviations": [{"feature": d.feature, "value": d.value, "typical": d.typical, "z": round(d.z, 2)}
                        for d in finding.deviations],
         "features": {name: _number(value) for name, value in finding.features.items()},

@@ -102,8 +102,30 @@ def _attackers(rng: np.random.Generator, ips: np.ndarray) -> tuple[pl.DataFrame,
     return pl.concat(frames, how="vertical_relaxed"), labels
 
 
-def generate(n_lines: int, seed: int = 0, attackers: bool = True) -> Generated:
-    """``n_lines`` benign lines (plus 4,000 attacker lines if ``attackers``), sorted by time."""
+def _dirbuster(rng: np.random.Generator, ips: np.ndarray) -> tuple[pl.DataFrame, list[tuple[str, str, str]]]:
+    """A directory brute force (800 distinct guessed paths, nearly all 404) and, as its benign look-alikes,
+    monitors that fetch one missing path over and over (many 404s, but one distinct 404 path)."""
+    buster, monitors = ips[0], ips[1:]
+    n = 800
+    words = np.char.add(np.char.add("/", rng.integers(10**5, 10**7, n).astype(str)), "/")
+    frames = [pl.DataFrame({"ip": buster, "seconds": 40000 + np.sort(rng.uniform(0, 900, n)), "method": "GET",
+                            "path": words, "status": rng.choice([404, 301], n, p=[0.98, 0.02]),
+                            "bytes": rng.integers(150, 400, n), "referer": "-", "ua": BROWSERS[3]})]
+    for k, ip in enumerate(monitors):
+        m = int(rng.integers(200, 900))
+        frames.append(pl.DataFrame({"ip": ip, "seconds": np.sort(rng.uniform(0, 86000, m)), "method": "GET",
+                                    "path": "/health/status.json" if k % 2 else "/apple-touch-icon.png",
+                                    "status": 404, "bytes": rng.integers(150, 400, m), "referer": "-",
+                                    "ua": BROWSERS[k % len(BROWSERS)]}))
+    labels = [(buster, "attack", "dirbuster")] + [(ip, "benign", "") for ip in monitors]
+    return pl.concat(frames, how="vertical_relaxed"), labels
+
+
+def generate(n_lines: int, seed: int = 0, attackers: bool = True, dirbuster: bool = False) -> Generated:
+    """``n_lines`` benign lines (plus 4,000 attacker lines if ``attackers``), sorted by time.
+
+    ``dirbuster`` adds a directory brute force and four benign monitors that keep fetching one missing path.
+    """
     rng = np.random.default_rng(seed)
     n_clients = max(40, n_lines // 300)
     ips = _ips(rng, n_clients + 3)
@@ -113,6 +135,11 @@ def generate(n_lines: int, seed: int = 0, attackers: bool = True) -> Generated:
         attack_frame, attack_labels = _attackers(rng, ips[n_clients:])
         frame = pl.concat([frame, attack_frame], how="vertical_relaxed")
         labels += [(ip, "attack", kind) for ip, kind in attack_labels]
+    if dirbuster:
+        extra_rng = np.random.default_rng(seed + 1)  # its own stream: the default output stays unchanged
+        buster_frame, buster_labels = _dirbuster(extra_rng, np.setdiff1d(_ips(extra_rng, 20), ips)[:5])
+        frame = pl.concat([frame, buster_frame], how="vertical_relaxed")
+        labels += buster_labels
     stamp = (pl.lit(START) + pl.duration(microseconds=(pl.col("seconds") * 1e6).cast(pl.Int64)))
     stamp = stamp.dt.replace_time_zone(TZ).dt.strftime("%d/%b/%Y:%H:%M:%S %z")
     frame = frame.sort("seconds", "ip", maintain_order=True)
@@ -128,10 +155,12 @@ def main() -> None:
     parser.add_argument("--lines", type=int, default=100_000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-attackers", action="store_true")
+    parser.add_argument("--dirbuster", action="store_true", help="add a directory brute force and 404 monitors")
     parser.add_argument("-o", "--output", required=True)
     parser.add_argument("--labels")
     args = parser.parse_args()
-    generated = generate(args.lines, args.seed, attackers=not args.no_attackers)
+    generated = generate(args.lines, args.seed, attackers=not args.no_attackers,
+                         dirbuster=args.dirbuster)
     with open(args.output, "w", encoding="utf-8") as handle:
         handle.write("\n".join(generated.lines.to_list()) + "\n")
     if args.labels:

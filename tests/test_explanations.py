@@ -66,6 +66,16 @@ def api_key(monkeypatch):
     monkeypatch.delenv("LOG_ANALYSER_LLM_MODEL", raising=False)
 
 
+def llm_notes(result) -> tuple[str, ...]:
+    """The run summary's notes from the LLM stage (other stages add notes of their own)."""
+    return tuple(note for note in result.summary.notes if note.startswith("LLM "))
+
+
+def llm_summary(result) -> str:
+    """The LLM stage's note in the run summary (other stages add notes of their own)."""
+    return next(note for note in result.summary.notes if note.startswith("LLM "))
+
+
 def settings_for(server: ChatServer | str, **changes) -> ExplainSettings:
     url = server if isinstance(server, str) else server.url
     return ExplainSettings(**{"enabled": True, "base_url": url, "timeout": 5.0, "max_retries": 0, **changes})
@@ -92,7 +102,7 @@ def test_valid_answers_fill_notes_and_change_no_verdict(baseline):
     with ChatServer() as server:
         result = explanations.explain(baseline, settings_for(server))
     assert verdicts(result) == verdicts(baseline)
-    assert dataclasses.replace(result.summary, notes=()) == baseline.summary
+    assert dataclasses.replace(result.summary, notes=baseline.summary.notes) == baseline.summary
     for finding in result.findings:
         if not finding.flagged:
             assert finding.llm_note is None
@@ -100,7 +110,7 @@ def test_valid_answers_fill_notes_and_change_no_verdict(baseline):
         note = finding.llm_note
         assert note.status == NoteStatus.OK and note.model == explanations.DEFAULT_MODEL
         assert note.severity == finding.severity.label and finding.ip in note.summary
-    assert result.summary.notes == (f"LLM notes from {explanations.DEFAULT_MODEL} (advisory): 3 ok",)
+    assert llm_notes(result) == (f"LLM notes from {explanations.DEFAULT_MODEL} (advisory): 3 ok",)
 
 
 def test_requests_ask_for_structured_output_with_our_schema(baseline):
@@ -245,7 +255,7 @@ def test_slow_answers_time_out_without_failing_the_run(baseline):
     notes = {f.ip: f.llm_note for f in result.findings if f.llm_note}
     assert notes[BRUTE].status == NoteStatus.FAILED and "no answer within 5 s" in notes[BRUTE].detail
     assert notes[INJECTOR].status == notes[MARKER].status == NoteStatus.OK
-    assert "2 ok, 1 failed" in result.summary.notes[0] and "no answer within" in result.summary.notes[0]
+    assert "2 ok, 1 failed" in llm_summary(result) and "no answer within" in llm_summary(result)
 
 
 def test_429_is_retried_with_backoff_then_answered(baseline):
@@ -265,7 +275,7 @@ def test_persistent_429_and_500_fail_each_note_not_the_run(baseline, status, det
     assert verdicts(result) == verdicts(baseline)
     for finding in result.findings[:3]:
         assert finding.llm_note.status == NoteStatus.FAILED and detail in finding.llm_note.detail
-    assert "3 failed" in result.summary.notes[0]
+    assert "3 failed" in llm_summary(result)
 
 
 def test_requests_run_a_few_at_a_time(baseline):
@@ -287,7 +297,7 @@ def test_unreachable_server_skips_the_step_once(baseline):
     result = explanations.explain(baseline, settings_for(closed_port_url(), concurrency=1))
     assert verdicts(result) == verdicts(baseline)
     assert all(f.llm_note is None for f in result.findings)
-    (note,) = result.summary.notes
+    (note,) = llm_notes(result)
     assert note.startswith("LLM explanations skipped: cannot reach http://127.0.0.1:")
     assert "deterministic explanations stand" in note
 
@@ -296,7 +306,7 @@ def test_rejected_key_stops_after_the_first_request(baseline):
     with ChatServer(lambda body, i: error(401)) as server:
         result = explanations.explain(baseline, settings_for(server, concurrency=1))
     assert len(server.bodies) == 1 and all(f.llm_note is None for f in result.findings)
-    assert "rejected the API key (HTTP 401)" in result.summary.notes[0]
+    assert "rejected the API key (HTTP 401)" in llm_summary(result)
 
 
 def test_missing_key_skips_once_and_sends_nothing(baseline, monkeypatch):
@@ -304,7 +314,7 @@ def test_missing_key_skips_once_and_sends_nothing(baseline, monkeypatch):
     with ChatServer() as server:
         result = explanations.explain(baseline, settings_for(server))
     assert server.bodies == [] and all(f.llm_note is None for f in result.findings)
-    assert result.summary.notes == ("LLM explanations skipped: OPENAI_API_KEY is not set (for a local server any "
+    assert llm_notes(result) == ("LLM explanations skipped: OPENAI_API_KEY is not set (for a local server any "
                                     "value works, e.g. OPENAI_API_KEY=local); the deterministic explanations stand",)
 
 
@@ -315,7 +325,7 @@ def test_missing_extra_skips_once_and_names_the_install(baseline, monkeypatch, m
     with ChatServer() as server:
         result = explanations.explain(baseline, settings_for(server))
     assert server.bodies == [] and all(f.llm_note is None for f in result.findings)
-    assert "pip install 'log_analyser[llm]'" in result.summary.notes[0]
+    assert "pip install 'log_analyser[llm]'" in llm_summary(result)
 
 
 def test_answers_are_cached_by_evidence_and_model(baseline, tmp_path):
@@ -327,7 +337,7 @@ def test_answers_are_cached_by_evidence_and_model(baseline, tmp_path):
         explanations.explain(baseline, settings_for(server, model="other-model"), cache=cache)
         assert len(server.bodies) == 6
     assert [f.llm_note for f in second.findings] == [f.llm_note for f in first.findings]
-    assert second.summary.notes[0].endswith("3 ok; 3 from cache")
+    assert llm_summary(second).endswith("3 ok; 3 from cache")
     namespaces, keys = zip(*cache.keys(), strict=True)
     assert set(namespaces) == {explanations.CACHE_NAMESPACE} and len(keys) == 6
     assert all("SECRET" not in key and "hunter" not in key for key in keys)
@@ -369,7 +379,7 @@ def test_a_cache_without_the_extra_is_skipped_not_a_crash(baseline, tmp_path, mo
     monkeypatch.delitem(sys.modules, "llm_client")
     result = explanations.explain(baseline, settings_for(server), cache=cache)
     assert all(f.llm_note is None for f in result.findings)
-    assert result.summary.notes[0].startswith("LLM explanations skipped: the 'openai' package is not installed")
+    assert llm_summary(result).startswith("LLM explanations skipped: the 'openai' package is not installed")
 
 
 def with_rule_evidence(finding, attack_type=AttackType.SQLI):
@@ -464,4 +474,4 @@ def test_the_cache_is_used_only_from_the_callers_thread(baseline):
     with ChatServer() as server:
         explanations.explain(baseline, settings_for(server, concurrency=3), cache=cache)
         second = explanations.explain(baseline, settings_for(server, concurrency=3), cache=cache)
-    assert len(server.bodies) == 3 and second.summary.notes[0].endswith("3 from cache")
+    assert len(server.bodies) == 3 and llm_summary(second).endswith("3 from cache")

@@ -1,0 +1,119 @@
+"""The autoencoder detector (the deep extra: Keras 3 on TensorFlow). Slow: marked, and still run by .ci/run."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import polars as pl
+import pytest
+
+import anomaly_detector as detect
+import log_analyser
+import model_store
+from analyser_errors import ExitCode
+from analysis import Settings, analyse, train
+
+pytestmark = pytest.mark.slow
+BOTH = ("iforest", "autoencoder")
+RATE_FEATURES = {"request_rate", "peak_rpm"}
+PATH_DIVERSITY = {"distinct_404_paths", "distinct_paths", "path_entropy"}
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory):
+    """60k benign lines (200 clients), a scanner, a login brute force, a flood, a directory brute force and
+    four benign monitors that keep fetching one missing page."""
+    import loggen
+
+    generated = loggen.generate(60_000, seed=3, dirbuster=True)
+    path = tmp_path_factory.mktemp("deep") / "access.log"
+    path.write_text("\n".join(generated.lines.to_list()) + "\n", encoding="utf-8")
+    attackers = dict(zip(*generated.labels.filter(pl.col("label") == "attack")[["attack_type", "ip"]], strict=True))
+    return str(path), attackers
+
+
+@pytest.fixture(scope="module")
+def result(planted):
+    return analyse([planted[0]], Settings(detectors=BOTH))
+
+
+def test_follows_the_estimator_conventions_and_is_deterministic():
+    from autoencoder import AutoencoderDetector
+
+    # eight features driven by two hidden factors; the last client breaks that pattern in feature 2 only
+    rng = np.random.default_rng(0)
+    X = rng.normal(0, 1, (401, 2)) @ rng.normal(0, 1, (2, 8)) + rng.normal(0, 0.05, (401, 8))
+    X[400] = np.median(X[:400], axis=0)
+    X[400, 2] += 4.0 * X[:, 2].std()
+    first = AutoencoderDetector(bottleneck=2, random_state=0).fit(X)
+    scores = first.score_samples(X)
+    assert scores.argmax() == 400 and scores.min() >= 0.0
+    assert np.quantile(scores, 0.99) == pytest.approx(first.threshold_)
+    assert hasattr(first, "model_") and 1 <= first.epochs_run_ <= first.epochs
+    assert np.array_equal(scores, AutoencoderDetector(bottleneck=2, random_state=0).fit(X).score_samples(X))
+    assert first.feature_errors(X[-1:])[0].argmax() == 2
+
+
+def test_both_detectors_run_and_every_planted_attacker_is_flagged(result, planted):
+    _, attackers = planted
+    findings = {f.ip: f for f in result.findings}
+    assert result.summary.detectors == BOTH and "quantile-mapped" in result.summary.notes[0]
+    for ip in attackers.values():
+        assert findings[ip].flagged and set(findings[ip].detector_scores) == set(BOTH)
+        assert findings[ip].score == pytest.approx(np.mean(list(findings[ip].detector_scores.values())), abs=0.11)
+    autoencoder_top = sorted(findings.values(), key=lambda f: -f.detector_scores["autoencoder"])[:9]
+    assert set(attackers.values()) <= {f.ip for f in autoencoder_top}
+
+
+def test_autoencoder_scores_share_the_forest_scale(result):
+    forest = np.sort([f.detector_scores["iforest"] for f in result.findings])
+    network = np.sort([f.detector_scores["autoencoder"] for f in result.findings])
+    assert np.abs(forest - network).max() <= 0.11   # quantile-mapped on the run's own clients
+
+
+def test_planted_anomalies_are_explained_by_the_planted_feature(result, planted):
+    _, attackers = planted
+    findings = {f.ip: f for f in result.findings}
+    flood = findings[attackers["dos"]].contributions
+    buster = findings[attackers["dirbuster"]].contributions
+    assert flood["iforest"][0].feature in RATE_FEATURES
+    assert {c.feature for c in flood["autoencoder"]} & RATE_FEATURES   # top three (with burstiness)
+    assert {c.feature for c in buster["autoencoder"]} & PATH_DIVERSITY
+    assert {c.feature for c in buster["iforest"]} & PATH_DIVERSITY
+    assert any(line.startswith("autoencoder (") and "minute" in line for line in findings[attackers["dos"]].explanation)
+
+
+def test_same_input_and_seed_give_the_same_report(result, planted):
+    again = analyse([planted[0]], Settings(detectors=BOTH))
+    assert [(f.ip, f.score, f.detector_scores) for f in again.findings] == \
+        [(f.ip, f.score, f.detector_scores) for f in result.findings]
+
+
+def test_a_trained_model_round_trips(tmp_path, planted, capsys):
+    import loggen
+
+    good = tmp_path / "good.log"
+    good.write_text("\n".join(loggen.generate(60_000, seed=8, attackers=False).lines.to_list()) + "\n")
+    summary = train([str(good)], str(tmp_path / "model"), Settings(detectors=BOTH))
+    assert summary["autoencoder"]["epochs_run"] >= 1 and summary["autoencoder"]["threshold"] > 0
+    files = sorted(p.name for p in (tmp_path / "model").iterdir())
+    assert files == ["autoencoder.json", "autoencoder.keras", "iforest.skops", "model.json", "reference.npz"]
+    metadata = json.loads((tmp_path / "model" / "model.json").read_text())
+    assert {"keras", "tensorflow"} <= set(metadata["versions"])
+    loaded = model_store.load(tmp_path / "model").baseline
+    again = model_store.load(tmp_path / "model").baseline
+    table = _table(planted[0])
+    assert np.array_equal(detect.score_with(loaded, table)[0], detect.score_with(again, table)[0])
+    code = log_analyser.main(["-f", planted[0], "--model", str(tmp_path / "model"), "--detectors", "autoencoder",
+                              "-o", "-", "--output-format", "json"])
+    report = json.loads(capsys.readouterr().out)
+    assert code == ExitCode.OK and report["summary"]["detectors"] == ["autoencoder"]
+    flagged = {f["ip"] for f in report["findings"] if f["flagged"]}
+    assert set(planted[1].values()) <= flagged
+
+
+def _table(path):
+    import file_parser
+    import ip_features
+
+    return ip_features.compute(file_parser.parse([path]).events)
