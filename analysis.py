@@ -9,15 +9,18 @@ import logging
 import math
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 import numpy as np
 import polars as pl
 
 import anomaly_detector as detect
+import behaviour_rules
 import file_parser
 import ip_features
+import signatures
+import verdict
 from anomaly_detector import Deviation
 from evidence import Evidence, Geo, LLMNote, Reputation, Severity
 
@@ -38,6 +41,8 @@ class Settings:
     random_state: int = 0
     max_unparsed_ratio: float = 0.5    # more unparsed lines than this is an input error
     reasons: int = 3                   # reasons listed per client
+    rule_paths: tuple[str, ...] = ()   # extra behaviour rule files/folders, beside the shipped ones
+    allowlist: verdict.Allowlist | None = None   # --allow FILE
 
 
 @dataclass(frozen=True)
@@ -60,6 +65,7 @@ class Finding:
     reputation: Reputation | None = None        # filled by enrichment (--enrich)
     geo: Geo | None = None                      # filled by enrichment
     llm_note: LLMNote | None = None             # filled by the explanation stage (--explain)
+    internal: bool = False                      # a private, loopback or link-local address
     detector_scores: dict[str, float] = field(default_factory=dict)
     features: dict[str, float | None] = field(default_factory=dict)
 
@@ -79,6 +85,7 @@ class Summary:
     detectors: tuple[str, ...]
     features_used: tuple[str, ...]
     notes: tuple[str, ...] = ()
+    excluded: dict[str, int] = field(default_factory=dict)   # allowlist: 'excluded because' -> count
 
     @property
     def unparsed_lines(self) -> int:
@@ -108,11 +115,45 @@ def analyse(sources: Sequence[str], settings: Settings = Settings(),
     used = ip_features.logged_features(table)
     scores, detector_scores, notes = detect.score_clients(table, used, n_estimators=settings.n_estimators,
                                                           random_state=settings.random_state)
-    flagged = _flags(scores, settings)
-    findings = _findings(table, used, scores, detector_scores, flagged, settings)
-    summary = _summary(parsed, findings, used, tuple(detector_scores), notes)
+    verdicts = _verdicts(parsed.events, table, scores, settings)
+    fused = np.array([verdicts.by_ip[ip].score for ip in table["client_ip"]], dtype=np.float64)
+    allowed = np.array([verdicts.by_ip[ip].allowlisted is not None for ip in table["client_ip"]], dtype=bool)
+    flagged = _flags(fused, settings) & ~allowed
+    findings = _findings(table, used, fused, detector_scores, flagged, settings)
+    findings = [_with_verdict(f, verdicts.by_ip[f.ip]) for f in findings]
+    summary = _summary(parsed, findings, used, tuple(detector_scores) + ("rules", "signatures"), notes)
+    summary = replace(summary, excluded=verdicts.excluded)
     return AnalysisResult(summary=summary, findings=tuple(findings), features=table,
                           unparsed=parsed.unparsed, events=parsed.events)
+
+
+def detections(events: pl.DataFrame, settings: Settings) -> tuple[dict[str, list[Evidence]], dict[str, int]]:
+    """Evidence by client ip from the behaviour rules and payload signatures, and the requests the
+    allowlist kept out of them ('excluded because' -> count)."""
+    excluded: dict[str, int] = {}
+    if settings.allowlist is not None:
+        mask, excluded = verdict.allowed_requests(events, settings.allowlist)
+        events = events.filter(~mask)
+    rules = behaviour_rules.load_rules([behaviour_rules.default_rule_dir(), *settings.rule_paths])
+    evidence = behaviour_rules.detect(events, rules)
+    for ip, items in signatures.detect(events).items():
+        evidence.setdefault(ip, []).extend(items)
+    return evidence, excluded
+
+
+def _verdicts(events: pl.DataFrame, table: pl.DataFrame, anomaly: np.ndarray, settings: Settings) -> verdict.Verdicts:
+    evidence, excluded = detections(events, settings)
+    verdicts = verdict.judge(table["client_ip"].to_list(), anomaly.tolist(), evidence,
+                             verdict.crawler_clients(events), settings.allowlist)
+    return replace(verdicts, excluded={**excluded, **verdicts.excluded})
+
+
+def _with_verdict(finding: Finding, judged: verdict.Verdict) -> Finding:
+    reasons = tuple(f"{e.title} ({e.count}x)" for e in judged.evidence if e.attack_type is not None)[:2]
+    if judged.allowlisted:
+        reasons = (f"allowlisted: ip in {judged.allowlisted}",)
+    return replace(finding, attack_types=judged.attack_types, evidence=judged.evidence, internal=judged.internal,
+                   reasons=reasons + finding.reasons)
 
 
 def _flags(scores: np.ndarray, settings: Settings) -> np.ndarray:

@@ -1,0 +1,374 @@
+"""Behavioural detection rules as data: per-client thresholds over time windows.
+
+Rules are YAML files (one rule or a list of rules per file; the package ships ``behaviours/``).
+Each rule selects events with a ``filter`` and counts them per client in one of two windows:
+
+* ``bucket`` -- a CrowdSec-style leaky bucket: every matching event pours ``1`` (or its bytes,
+  ``weight: bytes``) into the client's bucket, which leaks one unit every ``leak_speed`` seconds;
+  the rule fires when the level exceeds ``capacity``. ``baseline`` raises the capacity to
+  ``factor`` x the ``quantile`` of every client's peak level, so floods are judged against the
+  site's own traffic.
+* ``window`` -- fail2ban's ``maxretry`` events within ``findtime`` seconds.
+
+``distinct: COLUMN`` counts only the first event of each distinct value (distinct 404 paths,
+distinct user agents). Both windows are evaluated for all clients at once with Polars window
+expressions (the bucket level has the closed form ``1 + A_i - cummin(A)_i`` with
+``A_i = cumsum(w)_{<i} - t_i / leak_speed``), never a per-event Python loop.
+"""
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+import yaml
+
+from analyser_errors import RulesError
+from evidence import AttackType, Evidence, ExampleLine, Severity
+
+log = logging.getLogger(__name__)
+
+RULE_FIELDS = {"id", "title", "description", "attack_type", "severity", "filter", "bucket", "window", "tags"}
+FILTER_FIELDS = {"methods", "path", "path_not", "query", "target", "text", "user_agent", "user_agent_not", "referer",
+                 "status", "local_hours", "min_bytes", "client_never"}
+BUCKET_FIELDS = {"capacity", "leak_speed", "distinct", "weight", "baseline"}
+WINDOW_FIELDS = {"maxretry", "findtime", "distinct"}
+DISTINCT_COLUMNS = {"path", "query", "user_agent", "referer", "target"}
+EXAMPLES = 3
+
+
+@dataclass(frozen=True)
+class Bucket:
+    """Leaky bucket: fires when the level (events, or bytes with ``weight='bytes'``) exceeds capacity."""
+
+    capacity: float
+    leak_speed: float                 # seconds for one unit to leak out
+    distinct: str | None = None
+    weight: str | None = None         # None (each event weighs 1) or "bytes"
+    baseline_quantile: float | None = None
+    baseline_factor: float = 1.0
+
+
+@dataclass(frozen=True)
+class Window:
+    """fail2ban: fires when ``maxretry`` matching events fall within ``findtime`` seconds."""
+
+    maxretry: int
+    findtime: float
+    distinct: str | None = None
+
+
+@dataclass(frozen=True)
+class BehaviourRule:
+    id: str
+    title: str
+    attack_type: AttackType | None
+    severity: Severity
+    condition: pl.Expr                # over the events table (see _prepare); True = the event matches
+    window: Bucket | Window
+    source: str
+    tags: tuple[str, ...] = ()
+
+
+class _Collector:
+    """Gathers every validation error of a run, pySigma's collect-errors style."""
+
+    def __init__(self) -> None:
+        self.errors: list[str] = []
+
+    def add(self, source: str, rule_id: str, field: str, message: str) -> None:
+        self.errors.append(f"{source}: rule {rule_id!r}: {field}: {message}")
+
+
+def default_rule_dir() -> Path:
+    """The rules shipped with the package (installed beside this module)."""
+    return Path(__file__).resolve().parent / "behaviours"
+
+
+def rule_files(paths: Sequence[str | Path] | None = None) -> list[Path]:
+    """YAML files under the given files or folders (default: the shipped ``behaviours/``)."""
+    found: list[Path] = []
+    for path in map(Path, paths or [default_rule_dir()]):
+        if path.is_dir():
+            found += sorted(p for p in path.iterdir() if p.suffix in {".yml", ".yaml"})
+        elif path.is_file():
+            found.append(path)
+        else:
+            raise RulesError("no such rule file or folder", path=str(path))
+    return found
+
+
+def load_rules(paths: Sequence[str | Path] | None = None) -> list[BehaviourRule]:
+    """Load and validate every rule; raises one RulesError listing all problems found."""
+    errors = _Collector()
+    rules: list[BehaviourRule] = []
+    for path in rule_files(paths):
+        rules += _load_file(path, errors)
+    seen: set[str] = set()
+    for rule in rules:
+        if rule.id in seen:
+            errors.add(rule.source, rule.id, "id", "duplicate rule id")
+        seen.add(rule.id)
+    if errors.errors:
+        raise RulesError(f"{len(errors.errors)} rule error(s): " + "; ".join(errors.errors),
+                         hint="fix the rule files or run `log_analyser rules check`")
+    return rules
+
+
+def _load_file(path: Path, errors: _Collector) -> list[BehaviourRule]:
+    try:
+        documents = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        errors.add(str(path), "-", "file", f"cannot read YAML: {str(exc).splitlines()[0]}")
+        return []
+    documents = documents if isinstance(documents, list) else [documents]
+    rules = []
+    for index, document in enumerate(documents):
+        rule = compile_rule(document, str(path), errors, index)
+        if rule is not None:
+            rules.append(rule)
+    return rules
+
+
+def compile_rule(document: object, source: str, errors: _Collector, index: int = 0) -> BehaviourRule | None:
+    """One YAML mapping into a BehaviourRule, or None with the problems added to ``errors``."""
+    before = len(errors.errors)
+    if not isinstance(document, dict):
+        errors.add(source, f"#{index + 1}", "rule", "must be a mapping")
+        return None
+    rule_id = str(document.get("id") or f"#{index + 1}")
+    def bad(field: str, message: str) -> None:
+        errors.add(source, rule_id, field, message)
+    for key in sorted(set(document) - RULE_FIELDS):
+        bad(key, "unknown field")
+    for key in ("id", "title", "severity", "filter"):
+        if key not in document:
+            bad(key, "missing")
+    if ("bucket" in document) == ("window" in document):
+        bad("bucket", "exactly one of 'bucket' or 'window' is required")
+    severity = _enum(document.get("severity", "info"), Severity.parse, "severity", bad)
+    attack = document.get("attack_type")
+    attack_type = _enum(attack, AttackType, "attack_type", bad) if attack is not None else None
+    condition = _condition(document.get("filter"), bad)
+    window = (_bucket(document["bucket"], bad) if "bucket" in document
+              else _window(document["window"], bad) if "window" in document else None)
+    if len(errors.errors) > before or condition is None or window is None or severity is None:
+        return None
+    return BehaviourRule(id=rule_id, title=str(document["title"]), attack_type=attack_type, severity=severity,
+                         condition=condition, window=window, source=source,
+                         tags=tuple(str(t) for t in document.get("tags", ())))
+
+
+def _enum(value, parse, field, bad):
+    try:
+        return parse(str(value))
+    except (ValueError, KeyError):
+        bad(field, f"unknown value {value!r}")
+        return None
+
+
+def _regex(value, field, bad) -> str | None:
+    try:
+        re.compile(str(value))
+    except re.error as exc:
+        bad(field, f"invalid regular expression: {exc}")
+        return None
+    return "(?i)" + str(value)
+
+
+def _condition(spec: object, bad) -> pl.Expr | None:
+    """The filter mapping as one boolean expression (every key must hold)."""
+    if not isinstance(spec, dict) or not spec:
+        bad("filter", "must be a non-empty mapping")
+        return None
+    parts: list[pl.Expr] = []
+    for key, value in spec.items():
+        if key not in FILTER_FIELDS:
+            bad(f"filter.{key}", f"unknown field (one of {', '.join(sorted(FILTER_FIELDS))})")
+            continue
+        expr = _filter_part(key, value, lambda message, key=key: bad(f"filter.{key}", message))
+        if expr is not None:
+            parts.append(expr.fill_null(False))
+    return pl.all_horizontal(parts) if parts else None
+
+
+# filter key -> column; "target" is path?query, "text" is target, referer and user agent together
+_REGEX_COLUMNS = {"path": "path", "query": "query", "target": "_target", "text": "_text",
+                  "user_agent": "user_agent", "referer": "referer"}
+
+
+def _filter_part(key: str, value: object, bad) -> pl.Expr | None:
+    if key in _REGEX_COLUMNS or key in {"path_not", "user_agent_not"}:
+        column = _REGEX_COLUMNS[key.removesuffix("_not")]
+        pattern = _regex(value, key, lambda _f, message: bad(message))
+        if pattern is None:
+            return None
+        matched = pl.col(column).fill_null("").str.contains(pattern)
+        return ~matched if key.endswith("_not") else matched
+    if key == "client_never":  # the client never requested a path like this (e.g. page assets)
+        pattern = _regex(value, key, lambda _f, message: bad(message))
+        if pattern is None:
+            return None
+        return ~pl.col("path").fill_null("").str.contains(pattern).any().over("client_ip")
+    if key == "methods":
+        return pl.col("method").is_in([str(m).upper() for m in _as_list(value)])
+    if key == "status":
+        return _status(value, bad)
+    if key == "local_hours":
+        if not (isinstance(value, list) and len(value) == 2 and all(isinstance(h, int) for h in value)):
+            bad("must be [start_hour, end_hour), e.g. [0, 6]")
+            return None
+        return pl.col("_local_hour").is_between(value[0], value[1] - 1)
+    if not isinstance(value, int | float):
+        bad("must be a number")
+        return None
+    return pl.col("bytes") >= value
+
+
+def _as_list(value: object) -> list:
+    return value if isinstance(value, list) else [value]
+
+
+def _status(value: object, bad) -> pl.Expr | None:
+    """Status codes: numbers and classes such as '4xx'."""
+    parts = []
+    for item in _as_list(value):
+        text = str(item).lower()
+        if re.fullmatch(r"[1-5]xx", text):
+            low = int(text[0]) * 100
+            parts.append(pl.col("status").is_between(low, low + 99))
+        elif text.isdigit():
+            parts.append(pl.col("status") == int(text))
+        else:
+            bad(f"not a status code or class: {item!r}")
+            return None
+    return pl.any_horizontal(parts)
+
+
+def _positive(spec: dict, key: str, bad, field: str) -> float | None:
+    value = spec.get(key)
+    if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
+        bad(f"{field}.{key}", "must be a non-negative number")
+        return None
+    return float(value)
+
+
+def _distinct(spec: dict, bad, field: str) -> str | None:
+    column = spec.get("distinct")
+    if column is not None and column not in DISTINCT_COLUMNS:
+        bad(f"{field}.distinct", f"one of {', '.join(sorted(DISTINCT_COLUMNS))}")
+    return column
+
+
+def _bucket(spec: object, bad) -> Bucket | None:
+    if not isinstance(spec, dict):
+        bad("bucket", "must be a mapping")
+        return None
+    for key in sorted(set(spec) - BUCKET_FIELDS):
+        bad(f"bucket.{key}", "unknown field")
+    capacity, leak = _positive(spec, "capacity", bad, "bucket"), _positive(spec, "leak_speed", bad, "bucket")
+    if spec.get("weight") not in (None, "bytes"):
+        bad("bucket.weight", "only 'bytes' is supported")
+    baseline = spec.get("baseline") or {}
+    if not isinstance(baseline, dict) or not set(baseline) <= {"quantile", "factor"}:
+        bad("bucket.baseline", "must be a mapping with 'quantile' and 'factor'")
+        baseline = {}
+    if baseline and not 0 < float(baseline.get("quantile", 0)) <= 1:
+        bad("bucket.baseline.quantile", "must be in (0, 1]")
+    if capacity is None or leak is None or leak == 0:
+        if leak == 0:
+            bad("bucket.leak_speed", "must be above 0")
+        return None
+    return Bucket(capacity=capacity, leak_speed=leak, distinct=_distinct(spec, bad, "bucket"),
+                  weight=spec.get("weight"), baseline_quantile=baseline.get("quantile"),
+                  baseline_factor=float(baseline.get("factor", 1.0)))
+
+
+def _window(spec: object, bad) -> Window | None:
+    if not isinstance(spec, dict):
+        bad("window", "must be a mapping")
+        return None
+    for key in sorted(set(spec) - WINDOW_FIELDS):
+        bad(f"window.{key}", "unknown field")
+    maxretry, findtime = _positive(spec, "maxretry", bad, "window"), _positive(spec, "findtime", bad, "window")
+    if maxretry is None or findtime is None:
+        return None
+    if maxretry < 1 or maxretry != int(maxretry):
+        bad("window.maxretry", "must be a whole number of at least 1")
+        return None
+    return Window(maxretry=int(maxretry), findtime=findtime, distinct=_distinct(spec, bad, "window"))
+
+
+def prepare(events: pl.DataFrame) -> pl.DataFrame:
+    """Events sorted per client by time, with the helper columns rule filters use."""
+    local = pl.col("timestamp") + pl.duration(minutes=pl.col("tz_offset_min").fill_null(0))
+    target = pl.col("path").fill_null("") + pl.lit("?") + pl.col("query").fill_null("")
+    return events.with_columns(
+        target.alias("_target"),
+        pl.concat_str([target, pl.col("referer").fill_null(""), pl.col("user_agent").fill_null("")],
+                      separator=" ").alias("_text"),
+        local.dt.hour().alias("_local_hour"),
+        (pl.col("timestamp").dt.epoch("us").cast(pl.Float64) / 1e6).alias("_t"),
+    ).sort("client_ip", "_t", "source", "line_number")
+
+
+def _levels(matched: pl.DataFrame, bucket: Bucket) -> pl.Expr:
+    """Leaky-bucket level after each event, per client (closed form of the Lindley recursion)."""
+    weight = pl.col("bytes").cast(pl.Float64).fill_null(0.0) if bucket.weight == "bytes" else pl.lit(1.0)
+    before = weight.cum_sum().over("client_ip") - weight
+    height = before - pl.col("_t") / bucket.leak_speed
+    return height - height.cum_min().over("client_ip") + weight
+
+
+def _bucket_hits(matched: pl.DataFrame, bucket: Bucket) -> pl.DataFrame:
+    levelled = matched.with_columns(_levels(matched, bucket).alias("_level"))
+    capacity = bucket.capacity
+    if bucket.baseline_quantile is not None and levelled.height:
+        peaks = levelled.group_by("client_ip").agg(pl.col("_level").max())["_level"]
+        capacity = max(capacity, bucket.baseline_factor * float(peaks.quantile(bucket.baseline_quantile) or 0.0))
+    return levelled.filter(pl.col("_level") > capacity)
+
+
+def _window_hits(matched: pl.DataFrame, window: Window) -> pl.DataFrame:
+    earlier = pl.col("_t").shift(window.maxretry - 1).over("client_ip")
+    return matched.filter((pl.col("_t") - earlier) <= window.findtime)
+
+
+def evaluate(rule: BehaviourRule, prepared: pl.DataFrame) -> dict[str, Evidence]:
+    """Evidence per client ip for one rule over ``prepare``d events."""
+    matched = prepared.filter(rule.condition)
+    if rule.window.distinct:
+        matched = matched.unique(subset=["client_ip", _column(rule.window.distinct)], keep="first",
+                                 maintain_order=True)
+    if not matched.height:
+        return {}
+    hits = (_bucket_hits(matched, rule.window) if isinstance(rule.window, Bucket)
+            else _window_hits(matched, rule.window))
+    if not hits.height:
+        return {}
+    counts = dict(matched.filter(pl.col("client_ip").is_in(hits["client_ip"].unique().implode()))
+                  .group_by("client_ip").len().iter_rows())
+    examples = hits.group_by("client_ip", maintain_order=True).head(EXAMPLES)
+    found: dict[str, list[ExampleLine]] = {}
+    for ip, source, number, raw in examples.select("client_ip", "source", "line_number", "raw").iter_rows():
+        found.setdefault(ip, []).append(ExampleLine(source, number, raw))
+    return {ip: Evidence(kind="rule", rule_id=rule.id, title=rule.title, severity=rule.severity,
+                         attack_type=rule.attack_type, count=int(counts[ip]), examples=tuple(lines),
+                         tags=rule.tags) for ip, lines in found.items()}
+
+
+def _column(name: str) -> str:
+    return "_target" if name == "target" else name
+
+
+def detect(events: pl.DataFrame, rules: Iterable[BehaviourRule]) -> dict[str, list[Evidence]]:
+    """Evidence from every rule, by client ip (rules in the given order)."""
+    prepared = prepare(events)
+    evidence: dict[str, list[Evidence]] = {}
+    for rule in rules:
+        for ip, item in evaluate(rule, prepared).items():
+            evidence.setdefault(ip, []).append(item)
+    return evidence
