@@ -317,7 +317,9 @@ def prepare(events: pl.DataFrame) -> pl.DataFrame:
 
 def _levels(matched: pl.DataFrame, bucket: Bucket) -> pl.Expr:
     """Leaky-bucket level after each event, per client (closed form of the Lindley recursion)."""
-    weight = pl.col("bytes").cast(pl.Float64).fill_null(0.0) if bucket.weight == "bytes" else pl.lit(1.0)
+    # a column of ones, not pl.lit(1.0): a literal's cum_sum stays a scalar
+    ones = pl.col("_t").is_not_null().cast(pl.Float64)
+    weight = pl.col("bytes").cast(pl.Float64).fill_null(0.0) if bucket.weight == "bytes" else ones
     before = weight.cum_sum().over("client_ip") - weight
     height = before - pl.col("_t") / bucket.leak_speed
     return height - height.cum_min().over("client_ip") + weight

@@ -150,6 +150,15 @@ def _show_unparsed(result, limit: int = 5) -> None:
 COMMANDS: dict[str, Callable[[list[str]], ExitCode]] = {}
 
 
+def _evaluate(argv: list[str]) -> ExitCode:
+    from evaluation import evaluate_command
+
+    return evaluate_command(argv)
+
+
+COMMANDS["evaluate"] = _evaluate
+
+
 def run(argv: Sequence[str] | None = None) -> ExitCode:
     """Dispatch a subcommand, or analyse logs and write reports; raises AnalyserError on expected failures."""
     argv = list(sys.argv[1:] if argv is None else argv)

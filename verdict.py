@@ -39,9 +39,11 @@ CRAWLER_SHARE = 0.5                  # share of a client's requests with a crawl
 SCANNER_BREADTH = 3                  # this many payload/discovery families from one client = a scanner
 BREADTH_TYPES = frozenset({AttackType.SQLI, AttackType.XSS, AttackType.PATH_TRAVERSAL, AttackType.RCE,
                            AttackType.DIR_BRUTEFORCE})
+# Most specific explanation first: a fast login brute force or content discovery also floods, so
+# `dos` is what is left when nothing more specific explains the volume.
 TYPE_PRECEDENCE = (AttackType.SCANNER, AttackType.RCE, AttackType.SQLI, AttackType.XSS, AttackType.PATH_TRAVERSAL,
-                   AttackType.BRUTE_FORCE, AttackType.CREDENTIAL_STUFFING, AttackType.DOS,
-                   AttackType.DATA_EXFILTRATION, AttackType.DIR_BRUTEFORCE, AttackType.BAD_BOT, AttackType.CRAWLER)
+                   AttackType.BRUTE_FORCE, AttackType.CREDENTIAL_STUFFING, AttackType.DIR_BRUTEFORCE,
+                   AttackType.DATA_EXFILTRATION, AttackType.BAD_BOT, AttackType.DOS, AttackType.CRAWLER)
 CRAWLER_AGENTS = re.compile(
     r"(googlebot|google-inspectiontool|adsbot-google|bingbot|bingpreview|msnbot|yandex(bot|images)|baiduspider"
     r"|duckduckbot|applebot|slurp|sogou|petalbot|seznambot|qwantify|ahrefsbot|semrushbot|mj12bot|dotbot"
