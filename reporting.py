@@ -19,6 +19,7 @@ from beautifultable import BeautifulTable
 import ip_features
 from analyser_errors import ConfigError
 from analysis import SCHEMA_VERSION, AnalysisResult, Finding
+from evidence import Evidence
 
 # C0/C1 controls, DEL, and bidirectional overrides that can make text read differently than it is.
 _UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
@@ -57,6 +58,8 @@ def summary_line(result: AnalysisResult) -> str:
     parts.append(f"{s.clients:,} clients")
     worst = ", ".join(f"{n} {label}" for label, n in s.by_severity.items() if n)
     parts.append(f"{s.flagged:,} flagged" + (f" ({worst})" if worst else ""))
+    if s.excluded:
+        parts.append("excluded because " + ", ".join(f"{why}: {n:,}" for why, n in s.excluded.items()))
     if s.time_start and s.time_end:
         parts.append(f"{s.time_start:%Y-%m-%d %H:%M} to {s.time_end:%Y-%m-%d %H:%M} UTC")
     return " | ".join(parts)
@@ -70,14 +73,16 @@ def render_table(result: AnalysisResult, top: int = 20, colour: bool = False) ->
     """A ranked table of the ``top`` highest-scoring clients."""
     table = BeautifulTable(maxwidth=160)
     table.set_style(BeautifulTable.STYLE_COMPACT)
-    table.columns.header = ["rank", "client ip", "requests", "errors", "score", "severity", "top reason"]
+    table.columns.header = ["rank", "client ip", "requests", "errors", "score", "severity", "attack", "top reason"]
     for finding in result.findings[:top]:
         severity = finding.severity.label if finding.flagged else "-"
         if colour and finding.flagged:
             severity = f"{SEVERITY_COLOURS[severity]}{severity}{RESET}"
         reason = _clip(terminal_safe(finding.reasons[0]), REASON_WIDTH) if finding.reasons and finding.flagged else ""
-        table.rows.append([finding.rank, terminal_safe(finding.ip), finding.requests, finding.errors,
-                           f"{finding.score:.1f}", severity, reason])
+        attack = finding.attack_types[0] if finding.attack_types else ""
+        ip = terminal_safe(finding.ip) + (" (internal)" if finding.internal else "")
+        table.rows.append([finding.rank, ip, finding.requests, finding.errors,
+                           f"{finding.score:.1f}", severity, attack, reason])
     for column in ("client ip", "top reason"):
         table.columns.alignment[column] = BeautifulTable.ALIGN_LEFT
     return str(table) + "\n" if result.findings else "no clients\n"
@@ -89,7 +94,8 @@ def csv_row(finding: Finding) -> dict[str, object]:
         "severity": finding.severity.label, "attack_types": ";".join(finding.attack_types),
         "requests": finding.requests, "errors": finding.errors,
         "first_seen": _time(finding.first_seen), "last_seen": _time(finding.last_seen),
-        "reasons": " | ".join(finding.reasons),
+        "reasons": " | ".join(finding.reasons), "internal": finding.internal,
+        "evidence": " | ".join(f"{e.kind}:{e.rule_id} x{e.count}" for e in finding.evidence),
     }
     row.update({name: finding.features.get(name) for name in ip_features.FEATURE_NAMES if name not in row})
     return {key: csv_safe(value) for key, value in row.items()}
@@ -116,11 +122,19 @@ def finding_json(finding: Finding) -> dict[str, object]:
         "severity": finding.severity.label, "attack_types": list(finding.attack_types),
         "reasons": list(finding.reasons), "requests": finding.requests, "errors": finding.errors,
         "first_seen": _time(finding.first_seen), "last_seen": _time(finding.last_seen),
+        "internal": finding.internal, "evidence": [evidence_json(e) for e in finding.evidence],
         "detector_scores": finding.detector_scores,
         "deviations": [{"feature": d.feature, "value": d.value, "typical": d.typical, "z": round(d.z, 2)}
                        for d in finding.deviations],
         "features": {name: _number(value) for name, value in finding.features.items()},
     }
+
+
+def evidence_json(item: Evidence) -> dict[str, object]:
+    return {"kind": item.kind, "rule_id": item.rule_id, "title": item.title, "severity": item.severity.label,
+            "attack_type": item.attack_type.value if item.attack_type else None, "count": item.count,
+            "tags": list(item.tags),
+            "examples": [{"source": x.source, "line_number": x.line_number, "raw": x.raw} for x in item.examples]}
 
 
 def result_json(result: AnalysisResult, version: str = "") -> dict[str, object]:
@@ -131,6 +145,7 @@ def result_json(result: AnalysisResult, version: str = "") -> dict[str, object]:
         "unparsed_by_reason": s.unparsed_by_reason, "clients": s.clients, "flagged": s.flagged,
         "by_severity": s.by_severity, "time_start": _time(s.time_start), "time_end": _time(s.time_end),
         "detectors": list(s.detectors), "features_used": list(s.features_used), "notes": list(s.notes),
+        "excluded": s.excluded,
     }
     return {"schema_version": SCHEMA_VERSION, "generator": {"name": "log_analyser", "version": version},
             "summary": summary, "findings": [finding_json(f) for f in result.findings]}

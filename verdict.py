@@ -48,7 +48,9 @@ CRAWLER_AGENTS = re.compile(
     r"(googlebot|google-inspectiontool|adsbot-google|bingbot|bingpreview|msnbot|yandex(bot|images)|baiduspider"
     r"|duckduckbot|applebot|slurp|sogou|petalbot|seznambot|qwantify|ahrefsbot|semrushbot|mj12bot|dotbot"
     r"|facebookexternalhit|twitterbot|linkedinbot|exabot|ia_archiver|archive\.org_bot|uptimerobot)", re.I)
-PRIVATE_NOTE = "private, loopback or link-local address"
+INTERNAL_NETWORKS = tuple(ipaddress.ip_network(n) for n in (
+    "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16",
+    "::1/128", "fc00::/7", "fe80::/10"))
 
 
 @dataclass(frozen=True)
@@ -112,12 +114,13 @@ def allowed_requests(events: pl.DataFrame, allow: Allowlist) -> tuple[pl.Series,
 
 
 def is_internal(ip: str) -> bool:
-    """True for private, loopback, link-local and unique-local addresses (analysed, and marked)."""
+    """True for RFC 1918, carrier-grade NAT, loopback, link-local and unique-local addresses
+    (analysed like any other and marked; documentation ranges such as 192.0.2.0/24 are not internal)."""
     try:
         address = ipaddress.ip_address(ip)
     except ValueError:
         return False
-    return address.is_private or address.is_loopback or address.is_link_local
+    return any(address in network for network in INTERNAL_NETWORKS if network.version == address.version)
 
 
 def crawler_clients(events: pl.DataFrame) -> set[str]:

@@ -34,7 +34,7 @@ def one_line_error(err: str) -> str:
 def test_table_to_stdout_summary_to_stderr(capsys):
     code, out, err = run(capsys, "-f", SMALL)
     assert code == ExitCode.OK
-    assert "198.51.100.99" in out.splitlines()[2] and "medium" in out
+    assert "198.51.100.99" in out.splitlines()[2] and "critical" in out and "sqli" in out
     assert "parsed 22 of 23 lines (1 unparsed)" in err and "1 flagged" in err
 
 
@@ -57,9 +57,10 @@ def test_stdin(capsys, monkeypatch):
     assert code == ExitCode.OK and "198.51.100.99" in out
 
 
-@pytest.mark.parametrize(("severity", "expected"), [("medium", ExitCode.FINDINGS), ("high", ExitCode.OK)])
-def test_fail_on_gates_ci(capsys, severity, expected):
-    assert run(capsys, "-f", SMALL, "--fail-on", severity)[0] == expected
+@pytest.mark.parametrize(("options", "expected"), [
+    (["--fail-on", "critical"], ExitCode.FINDINGS), (["--fail-on", "info", "--threshold", "90"], ExitCode.OK)])
+def test_fail_on_gates_ci(capsys, options, expected):
+    assert run(capsys, "-f", SMALL, *options)[0] == expected
 
 
 def test_missing_file(capsys, tmp_path):
