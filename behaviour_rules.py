@@ -114,7 +114,7 @@ def load_rules(paths: Sequence[str | Path] | None = None) -> list[BehaviourRule]
         seen.add(rule.id)
     if errors.errors:
         raise RulesError(f"{len(errors.errors)} rule error(s): " + "; ".join(errors.errors),
-                         hint="fix the rule files or run `log_analyser rules check`")
+                         hint="fix the fields named; every error found is listed")
     return rules
 
 

@@ -24,6 +24,8 @@ examples:
   log_analyser -f 'logs/access.log*' -o out.json  globs, rotated and .gz/.bz2/.xz files
   zcat access.log.gz | log_analyser -f -          read standard input
   log_analyser -f access.log --fail-on high       exit 10 when a high or critical finding exists
+  log_analyser -f access.log --allow allow.yaml   never report allowlisted IPs, agents or paths
+  log_analyser evaluate -f dev.log --labels labels.csv   precision, recall and type accuracy
 
 exit codes:
   0    success (no finding at or above --fail-on)
@@ -72,12 +74,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--fail-on", metavar="SEVERITY", type=_severity,
                         help="exit with code 10 if a flagged client is at least this severe: "
                         "info, low, medium, high, critical (e.g. --fail-on high)")
+    _add_detection_options(parser)
     parser.add_argument("--seed", type=int, default=0, help="random seed for the models (default 0)")
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="say more: chosen formats and the first unparsed lines")
     parser.add_argument("--debug", action="store_true", help="debug logging and tracebacks on errors")
     parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     return parser
+
+
+def _add_detection_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--rules", action="append", default=[], metavar="PATH",
+                        help="extra behaviour rule files or folders (YAML), used beside the shipped ones "
+                        "(repeatable; e.g. --rules my-rules/)")
+    parser.add_argument("--allow", metavar="FILE",
+                        help="allowlist YAML with ips (addresses/CIDRs), user_agents and paths (regexes): "
+                        "never reported as attacks, counted in the summary (e.g. --allow allow.yaml)")
 
 
 def _severity(text: str) -> Severity:
@@ -97,8 +109,12 @@ def build_settings(args: argparse.Namespace):
         raise ConfigError(f"--contamination must be in (0, 0.5], not {args.contamination}")
     if args.top < 1:
         raise ConfigError(f"--top must be at least 1, not {args.top}")
+    from verdict import load_allowlist
+
+    allowlist = load_allowlist(args.allow) if args.allow else None
     return Settings(format_name=args.format_name, log_format=args.log_format, tz=validate_timezone(args.tz),
-                    threshold=args.threshold, contamination=args.contamination, random_state=args.seed)
+                    threshold=args.threshold, contamination=args.contamination, random_state=args.seed,
+                    rule_paths=tuple(args.rules), allowlist=allowlist)
 
 
 def _progress_bar(files: Sequence[str]):

@@ -108,7 +108,8 @@ def allowed_requests(events: pl.DataFrame, allow: Allowlist) -> tuple[pl.Series,
     for column, patterns, label in (("user_agent", allow.user_agents, "user agent"), ("path", allow.paths, "path")):
         for pattern in patterns:
             hit = events[column].fill_null("").str.contains("(?i)" + pattern)
-            counts[f"{label} matches {pattern!r} (requests)"] = int(hit.sum())
+            if hit.any():
+                counts[f"{label} matches {pattern!r} (requests)"] = int(hit.sum())
             mask = mask | hit
     return mask, counts
 
