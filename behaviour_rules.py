@@ -330,7 +330,8 @@ def _bucket_hits(matched: pl.DataFrame, bucket: Bucket) -> pl.DataFrame:
     capacity = bucket.capacity
     if bucket.baseline_quantile is not None and levelled.height:
         peaks = levelled.group_by("client_ip").agg(pl.col("_level").max())["_level"]
-        capacity = max(capacity, bucket.baseline_factor * float(peaks.quantile(bucket.baseline_quantile, "lower") or 0.0))
+        baseline = float(peaks.quantile(bucket.baseline_quantile, "lower") or 0.0)
+        capacity = max(capacity, bucket.baseline_factor * baseline)
     return levelled.filter(pl.col("_level") > capacity)
 
 

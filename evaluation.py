@@ -63,7 +63,8 @@ def read_labels(path: str | Path) -> list[Label]:
         if label not in {"attack", BENIGN} or (label == "attack" and kind and kind not in known):
             raise InputError(f"bad label {label!r} / attack_type {kind!r}", path=str(path), line=number,
                              hint="label is attack or benign; attack_type one of " + ", ".join(sorted(known)))
-        labels.append(Label(ip=row["ip"].strip(), attack=label == "attack", attack_type=kind if label == "attack" else ""))
+        attack = label == "attack"
+        labels.append(Label(ip=row["ip"].strip(), attack=attack, attack_type=kind if attack else ""))
     return labels
 
 

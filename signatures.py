@@ -28,7 +28,7 @@ class Signature:
 
 SIGNATURES: tuple[Signature, ...] = (
     Signature("sig-sqli", "SQL injection payload", AttackType.SQLI, Severity.HIGH,
-              r"(union(\s|/\*.*?\*/|\()+(all\s+|distinct\s+)?select\b|\bselect\b.{1,100}\bfrom\b.{1,60}\b(where|limit|information_schema)\b"
+              r"(union(\s|/\*[^*]*\*/|\*/|/\*!?\d*|\()+(all\s+|distinct\s+)?select\b|\bselect\b.{1,100}\bfrom\b.{1,60}\b(where|limit|information_schema)\b"
               r"|['\"`)]\s*(or|and|xor|\|\||&&)\s*['\"(]?\s*\w*\s*['\"]?\s*(=|<|>|like\b|is\b)|\b(or|and)\s+\d+\s*=\s*\d+"
               r"|\b(sleep|benchmark|pg_sleep|extractvalue|updatexml|load_file)\s*\(|waitfor\s+delay\s"
               r"|information_schema|@@version|\binto\s+(out|dump)file\b|;\s*(drop|insert|delete|update|shutdown)\s"

@@ -135,7 +135,8 @@ def crawler_clients(events: pl.DataFrame) -> set[str]:
 
 
 def _type_order(item: Evidence) -> tuple:
-    precedence = TYPE_PRECEDENCE.index(item.attack_type) if item.attack_type in TYPE_PRECEDENCE else len(TYPE_PRECEDENCE)
+    known = item.attack_type in TYPE_PRECEDENCE
+    precedence = TYPE_PRECEDENCE.index(item.attack_type) if known else len(TYPE_PRECEDENCE)
     identity = 0 if item.attack_type == AttackType.SCANNER else 1
     return identity, -int(item.severity), precedence, -item.count, item.rule_id
 

@@ -27,8 +27,8 @@ def report(name: str, path: Path, show: int) -> dict:
     result = analyse([str(path)])
     flagged = [f for f in result.findings if f.flagged]
     types = Counter(f.attack_types[0] if f.attack_types else "unknown" for f in flagged)
-    print(f"{name}: {len(result.findings)} clients, {len(flagged)} flagged ({len(flagged) / max(len(result.findings), 1):.1%})"
-          f" {dict(types.most_common())}")
+    share = len(flagged) / max(len(result.findings), 1)
+    print(f"{name}: {len(result.findings)} clients, {len(flagged)} flagged ({share:.1%}) {dict(types.most_common())}")
     for finding in flagged[:show]:
         print(f"    {finding.ip:<16} {finding.score:5.1f} {','.join(finding.attack_types)}: "
               f"{finding.reasons[0] if finding.reasons else ''}"[:150])
@@ -43,7 +43,8 @@ def main() -> None:
     missed = []
     for name, ips in SCANNER_IPS.items():
         findings = report(f"ocatak/{name}", args.data / "ocatak_apache-http-logs" / name, args.show)
-        missed += [f"{name}:{ip}" for ip in ips if not (findings[ip].flagged and findings[ip].attack_types[:1] == ("scanner",))]
+        missed += [f"{name}:{ip}" for ip in ips
+                   if not (findings[ip].flagged and findings[ip].attack_types[:1] == ("scanner",))]
     print(f"scanner IPs not flagged as scanner: {missed or 'none'}")
     report("yauaa/hackers-access.log (all bots)", args.data / "nielsbasjes_yauaa" / "hackers-access.log", args.show)
     report("elastic/apache_logs", args.data / "elastic_examples" / "apache_logs", args.show)

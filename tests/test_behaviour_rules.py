@@ -87,7 +87,8 @@ def test_errors_name_file_rule_and_field_and_are_all_reported(tmp_path):
         behaviour_rules.load_rules([path])
     text = str(caught.value)
     for fragment in ("rule 'bad-one': severity", "rule 'bad-one': filter.pathz", "rule 'bad-one': filter.status",
-                     "rule 'bad-one': bucket.capacity", "rule 'bad-two': filter.path", "rule 'bad-two': window.maxretry"):
+                     "rule 'bad-one': bucket.capacity", "rule 'bad-two': filter.path",
+                     "rule 'bad-two': window.maxretry"):
         assert fragment in text
     assert str(path) in text
 

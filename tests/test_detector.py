@@ -84,3 +84,23 @@ def test_contamination_flags_that_fraction(planted_log):
     result = analyse([str(path)], Settings(contamination=0.05))
     assert result.summary.flagged == int(np.ceil(0.05 * result.summary.clients))
     assert [f.flagged for f in result.findings] == sorted([f.flagged for f in result.findings], reverse=True)
+
+
+def test_no_attackers_means_nothing_above_medium(tmp_path):
+    import loggen
+
+    generated = loggen.generate(20_000, seed=5, attackers=False)
+    path = tmp_path / "benign.log"
+    path.write_text("\n".join(generated.lines.to_list()) + "\n")
+    result = analyse([str(path)])
+    assert not result.at_least(Severity.HIGH)
+    assert len(result.at_least(Severity.MEDIUM)) <= 1
+
+
+def test_a_lone_attacker_is_still_caught_by_its_behaviour(tmp_path):
+    line = ('203.0.113.9 - - [10/Mar/2026:10:{m:02d}:{s:02d} +0000] '
+            '"GET /item?id=1%27%20OR%201=1-- HTTP/1.1" 200 9 "-" "x"')
+    path = tmp_path / "one.log"
+    path.write_text("\n".join(line.format(m=i // 60, s=i % 60) for i in range(30)) + "\n")
+    (finding,) = analyse([str(path)]).findings
+    assert finding.flagged and finding.attack_types == ("sqli",) and finding.severity >= Severity.HIGH
