@@ -115,11 +115,10 @@ def render(scores: Scores) -> str:
              "", "recall by attack type:"]
     lines += [f"  {kind:<20} {_fmt(value)}" for kind, value in scores.recall_by_type.items()]
     columns = sorted({p for row in scores.confusion.values() for p in row})
-    width = max([len(c) for c in columns] + [6])
     lines += ["", "confusion (rows: label, columns: predicted primary type, '-' = not flagged):",
-              " " * 22 + " ".join(f"{c:>{width}}" for c in columns)]
+              " " * 22 + " ".join(columns)]
     for truth, row in scores.confusion.items():
-        lines.append(f"  {truth:<20}" + " ".join(f"{row.get(c, 0):>{width}}" for c in columns))
+        lines.append(f"  {truth:<20}" + " ".join(f"{row.get(c, 0):>{max(len(c), 5)}}" for c in columns))
     if scores.missing:
         lines.append(f"\n{len(scores.missing)} labelled ip(s) not in the log, e.g. {scores.missing[0]}")
     if scores.unlabelled:
