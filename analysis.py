@@ -25,7 +25,7 @@ from anomaly_detector import Deviation
 from evidence import Evidence, Geo, LLMNote, Reputation, Severity
 
 log = logging.getLogger(__name__)
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"
 
 
 @dataclass(frozen=True)
