@@ -40,7 +40,7 @@ class Scores:
     precision: float | None
     recall: float | None
     false_positive_rate: float | None
-    type_accuracy: float | None                  # among detected attackers
+    type_accuracy: float | None                  # among detected attackers labelled with a type
     recall_by_type: dict[str, float]
     confusion: dict[str, dict[str, int]]         # true type (or benign) -> predicted primary type -> count
     missing: list[str] = field(default_factory=list)   # labelled ips absent from the log
@@ -77,7 +77,7 @@ def score(findings, labels: list[Label]) -> Scores:
     by_ip = {f.ip: f for f in findings}
     present = [label for label in labels if label.ip in by_ip]
     confusion: dict[str, Counter] = {}
-    tp = fp = typed_right = 0
+    tp = fp = typed = typed_right = 0
     found_by_type: Counter = Counter()
     for label in present:
         finding = by_ip[label.ip]
@@ -87,7 +87,8 @@ def score(findings, labels: list[Label]) -> Scores:
         if label.attack and finding.flagged:
             tp += 1
             found_by_type[truth] += 1
-            typed_right += predicted == label.attack_type
+            typed += bool(label.attack_type)   # attacks labelled without a type count for recall only
+            typed_right += bool(label.attack_type) and predicted == label.attack_type
         fp += (not label.attack) and finding.flagged
     attackers = sum(label.attack for label in present)
     benign = len(present) - attackers
@@ -95,7 +96,7 @@ def score(findings, labels: list[Label]) -> Scores:
     return Scores(
         attackers=attackers, benign=benign, true_positives=tp, false_positives=fp,
         precision=_rate(tp, tp + fp), recall=_rate(tp, attackers), false_positive_rate=_rate(fp, benign),
-        type_accuracy=_rate(typed_right, tp),
+        type_accuracy=_rate(typed_right, typed),
         recall_by_type={kind: round(found_by_type[kind] / n, 4) for kind, n in sorted(per_type.items())},
         confusion={truth: dict(sorted(row.items())) for truth, row in sorted(confusion.items())},
         missing=sorted(label.ip for label in labels if label.ip not in by_ip),

@@ -75,6 +75,11 @@ def test_score_arithmetic():
     assert scores.missing == ["z"] and scores.unlabelled == 1
 
 
+def test_attacks_labelled_without_a_type_count_for_recall_only():
+    scores = evaluation.score([finding("a", True, ["sqli"])], [evaluation.Label("a", True, "")])
+    assert scores.recall == 1.0 and scores.type_accuracy is None
+
+
 @pytest.mark.parametrize(("text", "fragment"), [
     ("ip,label\n1.2.3.4,maybe\n", ":2: bad label"),
     ("ip,label,attack_type\n1.2.3.4,attack,hacking\n", "attack_type 'hacking'"),
