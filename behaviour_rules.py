@@ -67,10 +67,11 @@ class BehaviourRule:
     title: str
     attack_type: AttackType | None
     severity: Severity
-    condition: pl.Expr                # over the events table (see _prepare); True = the event matches
+    condition: pl.Expr                # over the events table (see prepare); True = the event matches
     window: Bucket | Window
     source: str
     tags: tuple[str, ...] = ()
+    regexes: tuple[tuple[str, str], ...] = ()   # (column, pattern) the condition reads, see _add_regex_columns
 
 
 class _Collector:
@@ -152,13 +153,14 @@ def compile_rule(document: object, source: str, errors: _Collector, index: int =
     severity = _enum(document.get("severity", "info"), Severity.parse, "severity", bad)
     attack = document.get("attack_type")
     attack_type = _enum(attack, AttackType, "attack_type", bad) if attack is not None else None
-    condition = _condition(document.get("filter"), bad)
+    regexes: list[tuple[str, str]] = []
+    condition = _condition(document.get("filter"), bad, regexes)
     window = (_bucket(document["bucket"], bad) if "bucket" in document
               else _window(document["window"], bad) if "window" in document else None)
     if len(errors.errors) > before or condition is None or window is None or severity is None:
         return None
     return BehaviourRule(id=rule_id, title=str(document["title"]), attack_type=attack_type, severity=severity,
-                         condition=condition, window=window, source=source,
+                         condition=condition, window=window, source=source, regexes=tuple(regexes),
                          tags=tuple(str(t) for t in document.get("tags", ())))
 
 
@@ -179,7 +181,7 @@ def _regex(value, field, bad) -> str | None:
     return "(?i)" + str(value)
 
 
-def _condition(spec: object, bad) -> pl.Expr | None:
+def _condition(spec: object, bad, regexes: list[tuple[str, str]]) -> pl.Expr | None:
     """The filter mapping as one boolean expression (every key must hold)."""
     if not isinstance(spec, dict) or not spec:
         bad("filter", "must be a non-empty mapping")
@@ -189,30 +191,39 @@ def _condition(spec: object, bad) -> pl.Expr | None:
         if key not in FILTER_FIELDS:
             bad(f"filter.{key}", f"unknown field (one of {', '.join(sorted(FILTER_FIELDS))})")
             continue
-        expr = _filter_part(key, value, lambda message, key=key: bad(f"filter.{key}", message))
+        expr = _filter_part(key, value, lambda message, key=key: bad(f"filter.{key}", message), regexes)
         if expr is not None:
             parts.append(expr.fill_null(False))
     return pl.all_horizontal(parts) if parts else None
 
 
-# filter key -> column; "target" is path?query, "text" is target, referer and user agent together
-_REGEX_COLUMNS = {"path": "path", "query": "query", "target": "_target", "text": "_text",
-                  "user_agent": "user_agent", "referer": "referer"}
+# filter key -> column; "target" is path?query; "text" matches if any of target, referer, user agent does
+_REGEX_COLUMNS = {"path": "path", "query": "query", "target": "_target", "user_agent": "user_agent",
+                  "referer": "referer"}
+_TEXT_COLUMNS = ("_target", "referer", "user_agent")
 
 
-def _filter_part(key: str, value: object, bad) -> pl.Expr | None:
-    if key in _REGEX_COLUMNS or key in {"path_not", "user_agent_not"}:
-        column = _REGEX_COLUMNS[key.removesuffix("_not")]
+def _regex_column(column: str, pattern: str) -> str:
+    return f"_re|{column}|{pattern}"
+
+
+def _filter_part(key: str, value: object, bad, regexes: list[tuple[str, str]]) -> pl.Expr | None:
+    if key == "text":
         pattern = _regex(value, key, lambda _f, message: bad(message))
         if pattern is None:
             return None
-        matched = pl.col(column).fill_null("").str.contains(pattern)
+        regexes.extend((column, pattern) for column in _TEXT_COLUMNS)
+        return pl.any_horizontal(pl.col(_regex_column(column, pattern)) for column in _TEXT_COLUMNS)
+    if key in _REGEX_COLUMNS or key in {"path_not", "user_agent_not", "client_never"}:
+        column = "path" if key == "client_never" else _REGEX_COLUMNS[key.removesuffix("_not")]
+        pattern = _regex(value, key, lambda _f, message: bad(message))
+        if pattern is None:
+            return None
+        regexes.append((column, pattern))
+        matched = pl.col(_regex_column(column, pattern))
+        if key == "client_never":  # the client never requested a path like this (e.g. page assets)
+            return ~matched.any().over("client_ip")
         return ~matched if key.endswith("_not") else matched
-    if key == "client_never":  # the client never requested a path like this (e.g. page assets)
-        pattern = _regex(value, key, lambda _f, message: bad(message))
-        if pattern is None:
-            return None
-        return ~pl.col("path").fill_null("").str.contains(pattern).any().over("client_ip")
     if key == "methods":
         return pl.col("method").is_in([str(m).upper() for m in _as_list(value)])
     if key == "status":
@@ -308,11 +319,9 @@ def prepare(events: pl.DataFrame) -> pl.DataFrame:
     target = pl.col("path").fill_null("") + pl.lit("?") + pl.col("query").fill_null("")
     return events.with_columns(
         target.alias("_target"),
-        pl.concat_str([target, pl.col("referer").fill_null(""), pl.col("user_agent").fill_null("")],
-                      separator=" ").alias("_text"),
         local.dt.hour().alias("_local_hour"),
         (pl.col("timestamp").dt.epoch("us").cast(pl.Float64) / 1e6).alias("_t"),
-    ).sort("client_ip", "_t", "source", "line_number")
+    ).sort("client_ip", "_t", maintain_order=True)   # events arrive in file and line order
 
 
 def _levels(matched: pl.DataFrame, bucket: Bucket) -> pl.Expr:
@@ -340,9 +349,28 @@ def _window_hits(matched: pl.DataFrame, window: Window) -> pl.DataFrame:
     return matched.filter((pl.col("_t") - earlier) <= window.findtime)
 
 
-def evaluate(rule: BehaviourRule, prepared: pl.DataFrame) -> dict[str, Evidence]:
-    """Evidence per client ip for one rule over ``prepare``d events."""
-    matched = prepared.filter(rule.condition)
+def _add_regex_columns(frame: pl.DataFrame, rules: Sequence[BehaviourRule]) -> pl.DataFrame:
+    """One boolean column per (column, pattern) the rules read, matched on the column's distinct
+    values only: user agents, paths and referers repeat a lot, so this is many times faster."""
+    wanted = sorted(pair for pair in {p for rule in rules for p in rule.regexes}
+                    if _regex_column(*pair) not in frame.columns)
+    columns, distinct = [], {}
+    for column, pattern in wanted:
+        if column not in distinct:
+            values = frame[column].fill_null("")
+            distinct[column] = (values, values.unique())
+        values, unique = distinct[column]
+        hits = unique.filter(unique.str.contains(pattern))
+        columns.append(values.is_in(hits.implode()).alias(_regex_column(column, pattern)))
+    return frame.with_columns(columns) if columns else frame
+
+
+def evaluate(rule: BehaviourRule, prepared: pl.DataFrame, mask: pl.Series | None = None) -> dict[str, Evidence]:
+    """Evidence per client ip for one rule over ``prepare``d events (``mask``: the rule's filter, if
+    already computed)."""
+    if mask is None:
+        prepared = _add_regex_columns(prepared, [rule])
+    matched = prepared.filter(rule.condition if mask is None else mask)
     if rule.window.distinct:
         matched = matched.unique(subset=["client_ip", _column(rule.window.distinct)], keep="first",
                                  maintain_order=True)
@@ -369,9 +397,12 @@ def _column(name: str) -> str:
 
 def detect(events: pl.DataFrame, rules: Iterable[BehaviourRule]) -> dict[str, list[Evidence]]:
     """Evidence from every rule, by client ip (rules in the given order)."""
-    prepared = prepare(events)
+    rules = list(rules)
+    prepared = _add_regex_columns(prepare(events), rules)
+    # every rule's filter in one select, so Polars evaluates them in parallel
+    masks = prepared.select(rule.condition.alias(str(i)) for i, rule in enumerate(rules))
     evidence: dict[str, list[Evidence]] = {}
-    for rule in rules:
-        for ip, item in evaluate(rule, prepared).items():
+    for i, rule in enumerate(rules):
+        for ip, item in evaluate(rule, prepared, masks[str(i)]).items():
             evidence.setdefault(ip, []).append(item)
     return evidence

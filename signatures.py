@@ -1,6 +1,6 @@
 """Request payload signatures: SQL injection, XSS, path traversal and command injection / RCE probes.
 
-The request target (path and query) and the user agent are URL-decoded twice (so ``%2527`` and
+The request target (path and query) and the user agent are each URL-decoded twice (so ``%2527`` and
 ``%252e%252e%252f`` are seen as ``'`` and ``../``), '+' in the query read as a space, and
 case-folded; every signature is one regular expression applied to the whole column at once.
 Each client gets one Evidence per signature family it triggered, with its matching-request count
@@ -74,18 +74,31 @@ def url_decode(text: pl.Expr) -> pl.Expr:
     return text.str.replace_many(patterns, values, leftmost=True)
 
 
-def decoded_text() -> pl.Expr:
-    """Path, query and user agent, '+' as space in the query, URL-decoded twice and lower-cased."""
+def decoded(text: pl.Expr) -> pl.Expr:
+    """URL-decoded twice and lower-cased."""
+    return url_decode(url_decode(text)).str.to_lowercase()
+
+
+def _parts(events: pl.DataFrame) -> list[pl.Series]:
+    """The request target (path, newline, query with '+' as space) and the user agent."""
     query = pl.col("query").fill_null("").str.replace_all("+", " ", literal=True)
-    target = pl.concat_str([pl.col("path").fill_null(""), query, pl.col("user_agent").fill_null("")],
-                           separator="\n")
-    return url_decode(url_decode(target)).str.to_lowercase()
+    target = pl.concat_str([pl.col("path").fill_null(""), query], separator="\n")
+    return [events.select(target.alias("target")).to_series(),
+            events["user_agent"].fill_null("")]
 
 
 def matches(events: pl.DataFrame, signatures: tuple[Signature, ...] = SIGNATURES) -> pl.DataFrame:
-    """One boolean column per signature id, over every event (same row order as ``events``)."""
-    return events.select(decoded_text().alias("_text")).select(
-        pl.col("_text").str.contains(s.pattern).fill_null(False).alias(s.id) for s in signatures)
+    """One boolean column per signature id, over every event (same row order as ``events``).
+
+    Each part is decoded and matched once per distinct value (targets and user agents repeat)."""
+    masks = {s.id: pl.Series([False] * events.height) for s in signatures}
+    for values in _parts(events):
+        unique = values.unique()
+        text = pl.select(decoded(pl.lit(unique))).to_series()
+        for signature in signatures:
+            hits = unique.filter(text.str.contains(signature.pattern).fill_null(False))
+            masks[signature.id] = masks[signature.id] | values.is_in(hits.implode())
+    return pl.DataFrame([mask.alias(name) for name, mask in masks.items()])
 
 
 def detect(events: pl.DataFrame, signatures: tuple[Signature, ...] = SIGNATURES) -> dict[str, list[Evidence]]:
