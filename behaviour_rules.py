@@ -376,19 +376,29 @@ def evaluate(rule: BehaviourRule, prepared: pl.DataFrame, mask: pl.Series | None
                                  maintain_order=True)
     if not matched.height:
         return {}
+    matched = matched.with_columns(pl.int_range(pl.len()).over("client_ip").alias("_n"))
     hits = (_bucket_hits(matched, rule.window) if isinstance(rule.window, Bucket)
             else _window_hits(matched, rule.window))
     if not hits.height:
         return {}
     counts = dict(matched.filter(pl.col("client_ip").is_in(hits["client_ip"].unique().implode()))
                   .group_by("client_ip").len().iter_rows())
-    examples = hits.group_by("client_ip", maintain_order=True).head(EXAMPLES)
+    examples = _examples(matched, hits, rule.window)
     found: dict[str, list[ExampleLine]] = {}
     for ip, source, number, raw in examples.select("client_ip", "source", "line_number", "raw").iter_rows():
         found.setdefault(ip, []).append(ExampleLine(source, number, raw))
     return {ip: Evidence(kind="rule", rule_id=rule.id, title=rule.title, severity=rule.severity,
                          attack_type=rule.attack_type, count=int(counts[ip]), examples=tuple(lines),
                          tags=rule.tags) for ip, lines in found.items()}
+
+
+def _examples(matched: pl.DataFrame, hits: pl.DataFrame, window: Bucket | Window) -> pl.DataFrame:
+    """Up to EXAMPLES events per client from where the first trigger starts: the first event of
+    the window that reached ``maxretry``, or the event that overflowed the bucket."""
+    back = window.maxretry - 1 if isinstance(window, Window) else 0
+    start = hits.group_by("client_ip").agg((pl.col("_n").min() - back).alias("_start"))
+    return (matched.join(start, on="client_ip", maintain_order="left").filter(pl.col("_n") >= pl.col("_start"))
+            .group_by("client_ip", maintain_order=True).head(EXAMPLES))
 
 
 def _column(name: str) -> str:
