@@ -11,6 +11,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
@@ -23,6 +24,9 @@ import signatures
 import verdict
 from anomaly_detector import Deviation
 from evidence import Evidence, Geo, LLMNote, Reputation, Severity
+
+if TYPE_CHECKING:
+    from enrichment import EnrichmentSettings, EnrichmentSummary
 
 log = logging.getLogger(__name__)
 SCHEMA_VERSION = "1.1"
@@ -43,6 +47,7 @@ class Settings:
     reasons: int = 3                   # reasons listed per client
     rule_paths: tuple[str, ...] = ()   # extra behaviour rule files/folders, beside the shipped ones
     allowlist: verdict.Allowlist | None = None   # --allow FILE
+    enrichment: EnrichmentSettings | None = None   # --enrich: reputation and geography
 
 
 @dataclass(frozen=True)
@@ -86,6 +91,7 @@ class Summary:
     features_used: tuple[str, ...]
     notes: tuple[str, ...] = ()
     excluded: dict[str, int] = field(default_factory=dict)   # allowlist: 'excluded because' -> count
+    enrichment: EnrichmentSummary | None = None    # only when enrichment ran
 
     @property
     def unparsed_lines(self) -> int:
@@ -123,6 +129,8 @@ def analyse(sources: Sequence[str], settings: Settings = Settings(),
     findings = [_with_verdict(f, verdicts.by_ip[f.ip]) for f in findings]
     summary = _summary(parsed, findings, used, tuple(detector_scores) + ("rules", "signatures"), notes)
     summary = replace(summary, excluded=verdicts.excluded)
+    if settings.enrichment is not None:
+        findings, summary = _enrich(findings, summary, settings, verdicts)
     return AnalysisResult(summary=summary, findings=tuple(findings), features=table,
                           unparsed=parsed.unparsed, events=parsed.events)
 
@@ -154,6 +162,36 @@ def _with_verdict(finding: Finding, judged: verdict.Verdict) -> Finding:
         reasons = (f"allowlisted: ip in {judged.allowlisted}",)
     return replace(finding, attack_types=judged.attack_types, evidence=judged.evidence, internal=judged.internal,
                    reasons=reasons + finding.reasons)
+
+
+def _enrich(findings: list[Finding], summary: Summary, settings: Settings,
+            verdicts: verdict.Verdicts) -> tuple[list[Finding], Summary]:
+    """Reputation, geography and reputation evidence on every finding; the reputation evidence then
+    joins the verdict as corroboration (it never flags a client on its own)."""
+    import enrichment
+
+    found = enrichment.enrich(findings, settings.enrichment)
+    enriched = [replace(f, reputation=found.reputation.get(f.ip), geo=found.geo.get(f.ip)) for f in findings]
+    enriched = _corroborate(enriched, found.evidence, verdicts, settings)
+    rollup = enrichment.summarise(enriched, found, has_key=settings.enrichment.api_key is not None)
+    severities = Counter(f.severity.label for f in enriched if f.flagged)
+    return enriched, replace(summary, notes=summary.notes + found.notes, enrichment=rollup,
+                             flagged=sum(f.flagged for f in enriched),
+                             by_severity={s.label: severities.get(s.label, 0) for s in reversed(Severity)})
+
+
+def _corroborate(findings: list[Finding], extra: dict[str, tuple[Evidence, ...]], verdicts: verdict.Verdicts,
+                 settings: Settings) -> list[Finding]:
+    """Judge again with later stages' evidence, then flag and rank again (scores 0-100)."""
+    judged = {f.ip: verdicts.rejudge(f.ip, extra.get(f.ip, ())) for f in findings}
+    scores = np.array([judged[f.ip].score for f in findings], dtype=np.float64)
+    allowed = np.array([judged[f.ip].allowlisted is not None for f in findings], dtype=bool)
+    flags = _flags(scores, settings) & ~allowed
+    updated = [replace(f, score=judged[f.ip].score, severity=detect.severity_for(judged[f.ip].score),
+                       flagged=bool(flag), attack_types=judged[f.ip].attack_types, evidence=judged[f.ip].evidence)
+               for f, flag in zip(findings, flags, strict=True)]
+    updated.sort(key=lambda f: (-f.score, f.ip))
+    return [replace(f, rank=rank) for rank, f in enumerate(updated, start=1)]
 
 
 def _flags(scores: np.ndarray, settings: Settings) -> np.ndarray:

@@ -26,6 +26,8 @@ examples:
   log_analyser -f access.log --fail-on high       exit 10 when a high or critical finding exists
   log_analyser -f access.log --allow allow.yaml   never report allowlisted IPs, agents or paths
   log_analyser evaluate -f dev.log --labels labels.csv   precision, recall and type accuracy
+  log_analyser -f access.log --enrich -o r.csv    add AbuseIPDB reputation, country and ASN
+  log_analyser cache stats                        what the lookup cache holds (cache clear empties it)
 
 exit codes:
   0    success (no finding at or above --fail-on)
@@ -79,7 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="say more: chosen formats and the first unparsed lines")
     parser.add_argument("--debug", action="store_true", help="debug logging and tracebacks on errors")
-    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
+    parser.add_argument("--version", action=_VersionAction, help="print the version and the GeoIP data date")
+    _add_enrichment_options(parser)
     return parser
 
 
@@ -90,6 +93,75 @@ def _add_detection_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--allow", metavar="FILE",
                         help="allowlist YAML with ips (addresses/CIDRs), user_agents and paths (regexes): "
                         "never reported as attacks, counted in the summary (e.g. --allow allow.yaml)")
+
+
+class _VersionAction(argparse.Action):
+    """--version, computed only when asked (reading the GeoIP data date takes a fraction of a second)."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from geolocation import packaged_data_version
+
+        sys.stdout.write(f"{parser.prog} {version()}\ngeography: {packaged_data_version()}\n")
+        parser.exit()
+
+
+def _add_enrichment_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "enrichment", "who each client is: AbuseIPDB reputation (key from ABUSEIPDB_API_KEY, a .env file or "
+        "--api-key-file) and offline country and ASN")
+    group.add_argument("--enrich", action="store_true",
+                       help="add AbuseIPDB abuse score, reports, ISP, usage type, Tor flag, country and ASN")
+    group.add_argument("--api-key-file", metavar="PATH", help="read the AbuseIPDB API key from this file")
+    group.add_argument("--abuseipdb-url", metavar="URL",
+                       help="AbuseIPDB API base URL (default $ABUSEIPDB_BASE_URL or https://api.abuseipdb.com/api/v2)")
+    group.add_argument("--max-age-days", type=int, default=90, metavar="DAYS",
+                       help="count abuse reports of the last DAYS days, 1-365 (default 90)")
+    group.add_argument("--max-lookups", type=int, default=1000, metavar="N",
+                       help="AbuseIPDB requests per run, flagged clients first; cached answers are free "
+                       "(default 1000, the free plan's daily quota)")
+    group.add_argument("--cache", metavar="PATH", help="lookup cache file (default: in the user cache directory)")
+    group.add_argument("--cache-ttl", type=_duration, default=86_400.0, metavar="DURATION",
+                       help="keep AbuseIPDB answers this long: seconds or 30m, 24h, 7d (default 24h)")
+    group.add_argument("--refresh", action="store_true", help="ask AbuseIPDB again even for cached addresses")
+    group.add_argument("--geoip-db", action="append", default=[], metavar="MMDB",
+                       help="a MaxMind GeoLite2/GeoIP2 Country, City or ASN .mmdb file, used before the bundled "
+                       "data (repeatable)")
+
+
+def _duration(text: str) -> float:
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
+    number, unit = (text[:-1], text[-1].lower()) if text and text[-1].lower() in units else (text, "s")
+    try:
+        seconds = float(number) * units[unit]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (e.g. 3600, 30m, 24h, 7d)") from None
+    if not 0 <= seconds < float("inf"):
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (e.g. 3600, 30m, 24h, 7d)")
+    return seconds
+
+
+def enrichment_settings(args: argparse.Namespace):
+    """EnrichmentSettings from the flags, the environment and a .env file; None without --enrich."""
+    if not args.enrich:
+        return None
+    from pathlib import Path
+
+    from enrichment import EnrichmentSettings, resolve_api_key, resolve_base_url
+    from geolocation import MaxMindGeo
+
+    for path in args.geoip_db:
+        MaxMindGeo(path)   # a bad file fails now, not after the log has been read
+    if not 1 <= args.max_age_days <= 365:
+        raise ConfigError(f"--max-age-days must be between 1 and 365, not {args.max_age_days}")
+    if args.max_lookups < 0:
+        raise ConfigError(f"--max-lookups must be at least 0, not {args.max_lookups}")
+    return EnrichmentSettings(api_key=resolve_api_key(args.api_key_file), base_url=resolve_base_url(args.abuseipdb_url),
+                              max_age_days=args.max_age_days, max_lookups=args.max_lookups,
+                              cache_path=Path(args.cache) if args.cache else None, cache_ttl=args.cache_ttl,
+                              refresh=args.refresh, geoip_dbs=tuple(args.geoip_db))
 
 
 def _severity(text: str) -> Severity:
@@ -114,7 +186,7 @@ def build_settings(args: argparse.Namespace):
     allowlist = load_allowlist(args.allow) if args.allow else None
     return Settings(format_name=args.format_name, log_format=args.log_format, tz=validate_timezone(args.tz),
                     threshold=args.threshold, contamination=args.contamination, random_state=args.seed,
-                    rule_paths=tuple(args.rules), allowlist=allowlist)
+                    rule_paths=tuple(args.rules), allowlist=allowlist, enrichment=enrichment_settings(args))
 
 
 def _progress_bar(files: Sequence[str]):
@@ -166,6 +238,45 @@ def _show_unparsed(result, limit: int = 5) -> None:
 COMMANDS: dict[str, Callable[[list[str]], ExitCode]] = {}
 
 
+def cache_command(argv: list[str]) -> ExitCode:
+    """`log_analyser cache stats|clear [--cache PATH]`: inspect or empty the lookup cache."""
+    from pathlib import Path
+
+    from cache_store import CacheStore, default_cache_path
+
+    parser = argparse.ArgumentParser(prog="log_analyser cache", description="Inspect or empty the lookup cache "
+                                     "(AbuseIPDB answers and other stages' stored results).")
+    parser.add_argument("action", choices=("stats", "clear"))
+    parser.add_argument("--cache", metavar="PATH", help="cache file (default: in the user cache directory)")
+    parser.add_argument("--namespace", metavar="NAME", help="clear only this namespace (e.g. abuseipdb)")
+    parser.add_argument("--expired", action="store_true", help="clear only expired entries")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s", stream=sys.stderr, force=True)
+    path = Path(args.cache) if args.cache else default_cache_path()
+    if not path.exists():
+        print(f"cache: {path} (no cache file yet)")
+        return ExitCode.OK
+    with CacheStore(path) as store:
+        if args.action == "clear":
+            removed = store.clear(args.namespace, expired_only=args.expired)
+            print(f"removed {removed:,} entries from {path}")
+        else:
+            _print_cache_stats(store.stats())
+    return ExitCode.OK
+
+
+def _print_cache_stats(stats) -> None:
+    state = "" if stats.enabled else ", not in use"
+    print(f"cache: {stats.path} (schema {stats.schema_version}, {stats.size_bytes / 1024:,.1f} KiB{state})")
+    print(f"{'namespace':<20} {'entries':>9} {'expired':>9}")
+    for ns in stats.namespaces:
+        print(f"{ns.namespace:<20} {ns.entries:>9,} {ns.expired:>9,}")
+    print(f"{'total':<20} {stats.entries:>9,}")
+
+
+COMMANDS["cache"] = cache_command
+
+
 def _evaluate(argv: list[str]) -> ExitCode:
     from evaluation import evaluate_command
 
@@ -213,6 +324,8 @@ def analyse_command(argv: list[str]) -> ExitCode:
 def _configure_logging(args: argparse.Namespace) -> None:
     level = logging.DEBUG if args.debug else logging.INFO if args.verbose else logging.WARNING
     logging.basicConfig(level=level, format="%(name)s: %(message)s", stream=sys.stderr, force=True)
+    # urllib3 logs every retry; failed lookups are summed up in one note instead
+    logging.getLogger("urllib3").setLevel(logging.DEBUG if args.debug else logging.ERROR)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

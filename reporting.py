@@ -6,6 +6,7 @@ characters, CSV cells cannot start a formula, JSON is escaped by the encoder.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import math
@@ -13,13 +14,17 @@ import re
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from beautifultable import BeautifulTable
 
 import ip_features
 from analyser_errors import ConfigError
 from analysis import SCHEMA_VERSION, AnalysisResult, Finding
-from evidence import Evidence
+from evidence import Evidence, Geo, Reputation
+
+if TYPE_CHECKING:
+    from enrichment import EnrichmentSummary
 
 # C0/C1 controls, DEL, and bidirectional overrides that can make text read differently than it is.
 _UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
@@ -28,6 +33,7 @@ SEVERITY_COLOURS = {"critical": "\x1b[1;31m", "high": "\x1b[31m", "medium": "\x1
                     "low": "\x1b[36m", "info": "\x1b[2m"}
 RESET = "\x1b[0m"
 REASON_WIDTH = 60
+ORIGIN_WIDTH = 22
 
 
 def terminal_safe(text: str) -> str:
@@ -70,25 +76,71 @@ def _clip(text: str, width: int) -> str:
 
 
 def render_table(result: AnalysisResult, top: int = 20, colour: bool = False) -> str:
-    """A ranked table of the ``top`` highest-scoring clients."""
+    """A ranked table of the ``top`` highest-scoring clients (with abuse score and origin when enriched)."""
     table = BeautifulTable(maxwidth=160)
     table.set_style(BeautifulTable.STYLE_COMPACT)
-    table.columns.header = ["rank", "client ip", "requests", "errors", "score", "severity", "attack", "top reason"]
+    enriched = result.summary.enrichment is not None
+    extra = ["abuse", "origin"] if enriched else []
+    width = REASON_WIDTH - ORIGIN_WIDTH if enriched else REASON_WIDTH
+    table.columns.header = ["rank", "client ip", "requests", "errors", "score", "severity", "attack", *extra,
+                            "top reason"]
     for finding in result.findings[:top]:
         severity = finding.severity.label if finding.flagged else "-"
         if colour and finding.flagged:
             severity = f"{SEVERITY_COLOURS[severity]}{severity}{RESET}"
-        reason = _clip(terminal_safe(finding.reasons[0]), REASON_WIDTH) if finding.reasons and finding.flagged else ""
+        reason = _clip(terminal_safe(finding.reasons[0]), width) if finding.reasons and finding.flagged else ""
+        who = [_abuse_cell(finding.reputation), _origin_cell(finding.geo)] if enriched else []
         attack = finding.attack_types[0] if finding.attack_types else ""
         ip = terminal_safe(finding.ip) + (" (internal)" if finding.internal else "")
         table.rows.append([finding.rank, ip, finding.requests, finding.errors,
-                           f"{finding.score:.1f}", severity, attack, reason])
-    for column in ("client ip", "top reason"):
+                           f"{finding.score:.1f}", severity, attack, *who, reason])
+    for column in ("client ip", *(["origin"] if enriched else []), "top reason"):
         table.columns.alignment[column] = BeautifulTable.ALIGN_LEFT
     return str(table) + "\n" if result.findings else "no clients\n"
 
 
-def csv_row(finding: Finding) -> dict[str, object]:
+def _abuse_cell(rep: Reputation | None) -> str:
+    """'97%' (+ ' tor'), '?' for a failed lookup, '-' when not looked up."""
+    if rep is None or rep.status == "skipped":
+        return "-"
+    if rep.status != "ok" or rep.abuse_score is None:
+        return "?"
+    return f"{rep.abuse_score}%" + (" tor" if rep.is_tor else "")
+
+
+def _origin_cell(geo: Geo | None) -> str:
+    if geo is None or not (geo.country or geo.as_org or geo.asn):
+        return "-"
+    network = f"AS{geo.asn} " if geo.asn is not None else ""
+    text = " ".join(part for part in (geo.country or "??", network + (geo.as_org or "")) if part).strip()
+    return _clip(terminal_safe(text), ORIGIN_WIDTH)
+
+
+def reputation_json(rep: Reputation | None) -> dict[str, object] | None:
+    return None if rep is None else {"source": "abuseipdb", **dataclasses.asdict(rep)}
+
+
+def geo_json(geo: Geo | None) -> dict[str, object] | None:
+    return None if geo is None else dataclasses.asdict(geo)
+
+
+def enrichment_columns(finding: Finding) -> dict[str, object]:
+    """CSV columns for reputation and geography (present only when enrichment ran)."""
+    rep, geo = finding.reputation or Reputation(status="skipped"), finding.geo or Geo()
+    return {"reputation_status": rep.status, "abuse_score": rep.abuse_score, "abuse_reports": rep.total_reports,
+            "abuse_last_reported": rep.last_reported, "usage_type": rep.usage_type, "isp": rep.isp,
+            "domain": rep.domain, "is_tor": rep.is_tor, "country": geo.country, "asn": geo.asn,
+            "as_org": geo.as_org}
+
+
+def enrichment_summary_json(summary: EnrichmentSummary) -> dict[str, object]:
+    document = dataclasses.asdict(summary)
+    document["quota_reset"] = _time(summary.quota_reset)
+    document["by_country"], document["by_asn"] = list(summary.by_country), list(summary.by_asn)
+    return document
+
+
+def csv_row(finding: Finding, enriched: bool = False) -> dict[str, object]:
     row: dict[str, object] = {
         "rank": finding.rank, "ip": finding.ip, "flagged": finding.flagged, "score": finding.score,
         "severity": finding.severity.label, "attack_types": ";".join(finding.attack_types),
@@ -97,6 +149,8 @@ def csv_row(finding: Finding) -> dict[str, object]:
         "reasons": " | ".join(finding.reasons), "internal": finding.internal,
         "evidence": " | ".join(f"{e.kind}:{e.rule_id} x{e.count}" for e in finding.evidence),
     }
+    if enriched:
+        row.update(enrichment_columns(finding))
     row.update({name: finding.features.get(name) for name in ip_features.FEATURE_NAMES if name not in row})
     return {key: csv_safe(value) for key, value in row.items()}
 
@@ -104,8 +158,9 @@ def csv_row(finding: Finding) -> dict[str, object]:
 def render_csv(result: AnalysisResult) -> str:
     """One row per client with every feature, score, severity and flag."""
     buffer = io.StringIO()
-    rows = [csv_row(f) for f in result.findings]
-    header = list(csv_row(result.findings[0])) if rows else ["rank", "ip", "flagged", "score", "severity"]
+    enriched = result.summary.enrichment is not None
+    rows = [csv_row(f, enriched) for f in result.findings]
+    header = list(rows[0]) if rows else ["rank", "ip", "flagged", "score", "severity"]
     writer = csv.DictWriter(buffer, fieldnames=header, lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
@@ -116,8 +171,8 @@ def _number(value: float | None) -> float | None:
     return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
 
 
-def finding_json(finding: Finding) -> dict[str, object]:
-    return {
+def finding_json(finding: Finding, enriched: bool = False) -> dict[str, object]:
+    document: dict[str, object] = {
         "ip": finding.ip, "rank": finding.rank, "flagged": finding.flagged, "score": finding.score,
         "severity": finding.severity.label, "attack_types": list(finding.attack_types),
         "reasons": list(finding.reasons), "requests": finding.requests, "errors": finding.errors,
@@ -128,6 +183,9 @@ def finding_json(finding: Finding) -> dict[str, object]:
                        for d in finding.deviations],
         "features": {name: _number(value) for name, value in finding.features.items()},
     }
+    if enriched:
+        document.update(reputation=reputation_json(finding.reputation), geo=geo_json(finding.geo))
+    return document
 
 
 def evidence_json(item: Evidence) -> dict[str, object]:
@@ -147,8 +205,11 @@ def result_json(result: AnalysisResult, version: str = "") -> dict[str, object]:
         "detectors": list(s.detectors), "features_used": list(s.features_used), "notes": list(s.notes),
         "excluded": s.excluded,
     }
+    if s.enrichment is not None:
+        summary["enrichment"] = enrichment_summary_json(s.enrichment)
+    enriched = s.enrichment is not None
     return {"schema_version": SCHEMA_VERSION, "generator": {"name": "log_analyser", "version": version},
-            "summary": summary, "findings": [finding_json(f) for f in result.findings]}
+            "summary": summary, "findings": [finding_json(f, enriched) for f in result.findings]}
 
 
 def render_json(result: AnalysisResult, version: str = "") -> str:

@@ -193,9 +193,25 @@ def _score(anomaly: float, behaviour: Sequence[Evidence], support: Sequence[Evid
 
 
 @dataclass(frozen=True)
+class _Inputs:
+    anomaly: float
+    evidence: tuple[Evidence, ...]
+    crawler: bool
+
+
+@dataclass(frozen=True)
 class Verdicts:
     by_ip: dict[str, Verdict] = field(default_factory=dict)
     excluded: dict[str, int] = field(default_factory=dict)   # 'excluded because' reason -> count
+    inputs: dict[str, _Inputs] = field(default_factory=dict)
+
+    def rejudge(self, ip: str, more: Sequence[Evidence]) -> Verdict:
+        """The client's verdict with later stages' evidence (e.g. reputation) added."""
+        before = self.by_ip[ip]
+        if not more or before.allowlisted:
+            return before
+        given = self.inputs[ip]
+        return fuse(given.anomaly, [*given.evidence, *more], crawler=given.crawler, internal=before.internal)
 
 
 def judge(ips: Sequence[str], anomaly: Sequence[float], evidence: dict[str, list[Evidence]],
@@ -205,11 +221,13 @@ def judge(ips: Sequence[str], anomaly: Sequence[float], evidence: dict[str, list
     allow = allow or Allowlist()
     by_ip: dict[str, Verdict] = {}
     excluded: dict[str, int] = {}
+    inputs: dict[str, _Inputs] = {}
     for ip, score in zip(ips, anomaly, strict=True):
         network = allow.network_for(ip)
         if network:
             key = f"ip in {network} (clients)"
             excluded[key] = excluded.get(key, 0) + 1
-        items = [] if network else evidence.get(ip, [])
-        by_ip[ip] = fuse(float(score), items, crawler=ip in crawlers, internal=is_internal(ip), allowlisted=network)
-    return Verdicts(by_ip=by_ip, excluded=excluded)
+        inputs[ip] = _Inputs(float(score), tuple([] if network else evidence.get(ip, [])), ip in crawlers)
+        by_ip[ip] = fuse(inputs[ip].anomaly, inputs[ip].evidence, crawler=inputs[ip].crawler,
+                         internal=is_internal(ip), allowlisted=network)
+    return Verdicts(by_ip=by_ip, excluded=excluded, inputs=inputs)

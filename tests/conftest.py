@@ -28,3 +28,22 @@ def planted_log(tmp_path_factory):
     path = tmp_path_factory.mktemp("planted") / "access.log"
     path.write_text("\n".join(generated.lines.to_list()) + "\n", encoding="utf-8")
     return path, generated.labels
+
+
+@pytest.fixture
+def abuseipdb():
+    """A scripted AbuseIPDB API v2 on 127.0.0.1 (tests/abuseipdb_server.py)."""
+    from abuseipdb_server import FakeAbuseIPDB
+
+    with FakeAbuseIPDB() as server:
+        yield server
+
+
+@pytest.fixture(autouse=True)
+def _no_real_abuseipdb(monkeypatch, tmp_path_factory):
+    """No test reaches the real AbuseIPDB or the user's cache and keys: a closed local port and a temp cache."""
+    from abuseipdb_server import closed_port_url
+
+    monkeypatch.setenv("ABUSEIPDB_BASE_URL", closed_port_url())
+    monkeypatch.delenv("ABUSEIPDB_API_KEY", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg-cache")))
