@@ -102,8 +102,19 @@ def rule_files(paths: Sequence[str | Path] | None = None) -> list[Path]:
     return found
 
 
+def check(paths: Sequence[str | Path] | None = None) -> list[str]:
+    """Every problem in the rule files, as 'FILE: rule ID: FIELD: message' lines (empty when valid);
+    for a `rules check` command."""
+    try:
+        load_rules(paths)
+    except RulesError as exc:
+        return list(getattr(exc, "problems", [str(exc)]))
+    return []
+
+
 def load_rules(paths: Sequence[str | Path] | None = None) -> list[BehaviourRule]:
-    """Load and validate every rule; raises one RulesError listing all problems found."""
+    """Load and validate every rule; raises one RulesError listing all problems found
+    (also in its ``problems`` attribute, one string each)."""
     errors = _Collector()
     rules: list[BehaviourRule] = []
     for path in rule_files(paths):
@@ -114,8 +125,10 @@ def load_rules(paths: Sequence[str | Path] | None = None) -> list[BehaviourRule]
             errors.add(rule.source, rule.id, "id", "duplicate rule id")
         seen.add(rule.id)
     if errors.errors:
-        raise RulesError(f"{len(errors.errors)} rule error(s): " + "; ".join(errors.errors),
-                         hint="fix the fields named; every error found is listed")
+        error = RulesError(f"{len(errors.errors)} rule error(s): " + "; ".join(errors.errors),
+                           hint="fix the fields named; every error found is listed")
+        error.problems = list(errors.errors)
+        raise error
     return rules
 
 
@@ -408,6 +421,8 @@ def _column(name: str) -> str:
 def detect(events: pl.DataFrame, rules: Iterable[BehaviourRule]) -> dict[str, list[Evidence]]:
     """Evidence from every rule, by client ip (rules in the given order)."""
     rules = list(rules)
+    if not events.height:
+        return {}
     prepared = _add_regex_columns(prepare(events), rules)
     # every rule's filter in one select, so Polars evaluates them in parallel
     masks = prepared.select(rule.condition.alias(str(i)) for i, rule in enumerate(rules))

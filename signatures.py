@@ -91,7 +91,7 @@ def matches(events: pl.DataFrame, signatures: tuple[Signature, ...] = SIGNATURES
     """One boolean column per signature id, over every event (same row order as ``events``).
 
     Each part is decoded and matched once per distinct value (targets and user agents repeat)."""
-    masks = {s.id: pl.Series([False] * events.height) for s in signatures}
+    masks = {s.id: pl.Series([False] * events.height, dtype=pl.Boolean) for s in signatures}
     for values in _parts(events):
         unique = values.unique()
         text = pl.select(decoded(pl.lit(unique))).to_series()

@@ -103,7 +103,7 @@ def load_allowlist(path: str | Path) -> Allowlist:
 
 def allowed_requests(events: pl.DataFrame, allow: Allowlist) -> tuple[pl.Series, dict[str, int]]:
     """(boolean mask of allowlisted requests, request count per 'excluded because' reason)."""
-    mask = pl.Series([False] * events.height)
+    mask = pl.Series([False] * events.height, dtype=pl.Boolean)
     counts: dict[str, int] = {}
     for column, patterns, label in (("user_agent", allow.user_agents, "user agent"), ("path", allow.paths, "path")):
         for pattern in patterns:

@@ -91,6 +91,12 @@ def test_errors_name_file_rule_and_field_and_are_all_reported(tmp_path):
                      "rule 'bad-two': window.maxretry"):
         assert fragment in text
     assert str(path) in text
+    problems = behaviour_rules.check([path])
+    assert len(problems) == 6 and all(p.startswith(f"{path}: rule 'bad-") for p in problems)
+
+
+def test_shipped_rules_check_clean():
+    assert behaviour_rules.check() == []
 
 
 @pytest.mark.parametrize(("text", "fragment"), [

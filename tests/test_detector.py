@@ -104,3 +104,10 @@ def test_a_lone_attacker_is_still_caught_by_its_behaviour(tmp_path):
     path.write_text("\n".join(line.format(m=i // 60, s=i % 60) for i in range(30)) + "\n")
     (finding,) = analyse([str(path)]).findings
     assert finding.flagged and finding.attack_types == ("sqli",) and finding.severity >= Severity.HIGH
+
+
+def test_all_lines_malformed_gives_an_empty_result(tmp_path):
+    path = tmp_path / "junk.log"
+    path.write_text("garbage\nmore garbage\n")
+    result = analyse([str(path)], Settings(max_unparsed_ratio=1.0))
+    assert result.findings == () and result.summary.unparsed_lines == 2
