@@ -185,11 +185,21 @@ def _enum(value, parse, field, bad):
         return None
 
 
-def _regex(value, field, bad) -> str | None:
+def regex_problem(pattern: str) -> str | None:
+    """Why ``pattern`` is not a valid regular expression for Polars (Rust regex syntax: no
+    look-around or back-references), or None when it is."""
     try:
-        re.compile(str(value))
-    except re.error as exc:
-        bad(field, f"invalid regular expression: {exc}")
+        re.compile(pattern)
+        pl.Series([""]).str.contains(pattern)
+    except (re.error, pl.exceptions.PolarsError) as exc:
+        return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return None
+
+
+def _regex(value, field, bad) -> str | None:
+    problem = regex_problem(str(value))
+    if problem:
+        bad(field, f"invalid regular expression: {problem}")
         return None
     return "(?i)" + str(value)
 

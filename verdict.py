@@ -25,6 +25,7 @@ import polars as pl
 import yaml
 
 from analyser_errors import ConfigError
+from behaviour_rules import regex_problem
 from evidence import AttackType, Evidence, Severity
 
 SEVERITY_SCORE = {Severity.INFO: 5.0, Severity.LOW: 25.0, Severity.MEDIUM: 50.0, Severity.HIGH: 70.0,
@@ -93,11 +94,9 @@ def load_allowlist(path: str | Path) -> Allowlist:
     patterns = {key: tuple(str(p) for p in data.get(key) or ()) for key in ("user_agents", "paths")}
     for key, items in patterns.items():
         for pattern in items:
-            try:
-                re.compile(pattern)
-            except re.error as exc:
-                raise ConfigError(f"allowlist {key}: invalid regular expression {pattern!r}: {exc}",
-                                  path=str(path)) from None
+            if problem := regex_problem(pattern):
+                raise ConfigError(f"allowlist {key}: invalid regular expression {pattern!r}: {problem}",
+                                  path=str(path))
     return Allowlist(networks=networks, **patterns)
 
 

@@ -105,6 +105,8 @@ def test_shipped_rules_check_clean():
     ("- id: a\n  title: t\n  severity: low\n  filter: {path: x}\n  window: {maxretry: 1, findtime: 1}\n" * 2,
      "duplicate rule id"),
     ("id: [unclosed\n", "cannot read YAML"),
+    ("id: a\ntitle: t\nseverity: low\nfilter: {path: 'admin(?!/)'}\nwindow: {maxretry: 1, findtime: 1}\n",
+     "filter.path: invalid regular expression"),   # look-ahead: Python accepts it, Polars does not
     ("id: a\ntitle: t\nseverity: low\nattack_type: hacking\nfilter: {path: x}\nwindow: {maxretry: 1, findtime: 1}\n",
      "attack_type"),
 ])
