@@ -18,6 +18,7 @@ import polars as pl
 
 import anomaly_detector as detect
 import behaviour_rules
+import explanations
 import file_parser
 import ip_features
 import signatures
@@ -48,6 +49,7 @@ class Settings:
     rule_paths: tuple[str, ...] = ()   # extra behaviour rule files/folders, beside the shipped ones
     allowlist: verdict.Allowlist | None = None   # --allow FILE
     enrichment: EnrichmentSettings | None = None   # --enrich: reputation and geography
+    explain: explanations.ExplainSettings = explanations.ExplainSettings()  # the LLM stage (--explain)
 
 
 @dataclass(frozen=True)
@@ -112,8 +114,10 @@ class AnalysisResult:
 
 
 def analyse(sources: Sequence[str], settings: Settings = Settings(),
-            progress: file_parser.Progress | None = None) -> AnalysisResult:
-    """Run the whole pipeline over ``sources`` (paths, globs or '-' for stdin)."""
+            progress: file_parser.Progress | None = None, *,
+            llm_cache: explanations.AnswerCache | None = None) -> AnalysisResult:
+    """Run the whole pipeline over ``sources`` (paths, globs or '-' for stdin). ``llm_cache`` keeps
+    the LLM stage's answers between runs."""
     parsed = file_parser.parse(sources, format_name=settings.format_name, log_format=settings.log_format,
                                tz=settings.tz, max_unparsed_ratio=settings.max_unparsed_ratio,
                                progress=progress)
@@ -131,8 +135,11 @@ def analyse(sources: Sequence[str], settings: Settings = Settings(),
     summary = replace(summary, excluded=verdicts.excluded)
     if settings.enrichment is not None:
         findings, summary = _enrich(findings, summary, settings, verdicts)
-    return AnalysisResult(summary=summary, findings=tuple(findings), features=table,
-                          unparsed=parsed.unparsed, events=parsed.events)
+    result = AnalysisResult(summary=summary, findings=tuple(findings), features=table,
+                            unparsed=parsed.unparsed, events=parsed.events)
+    if settings.explain.enabled:
+        result = explanations.explain(result, settings.explain, cache=llm_cache)
+    return result
 
 
 def detections(events: pl.DataFrame, settings: Settings) -> tuple[dict[str, list[Evidence]], dict[str, int]]:

@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 RULE_FIELDS = {"id", "title", "description", "attack_type", "severity", "filter", "bucket", "window", "tags"}
 FILTER_FIELDS = {"methods", "path", "path_not", "query", "target", "text", "user_agent", "user_agent_not", "referer",
-                 "status", "local_hours", "min_bytes", "client_never"}
+                 "status", "local_hours", "min_bytes", "client_never", "malformed"}
 BUCKET_FIELDS = {"capacity", "leak_speed", "distinct", "weight", "baseline"}
 WINDOW_FIELDS = {"maxretry", "findtime", "distinct"}
 DISTINCT_COLUMNS = {"path", "query", "user_agent", "referer", "target"}
@@ -247,6 +247,11 @@ def _filter_part(key: str, value: object, bad, regexes: list[tuple[str, str]]) -
         if key == "client_never":  # the client never requested a path like this (e.g. page assets)
             return ~matched.any().over("client_ip")
         return ~matched if key.endswith("_not") else matched
+    if key == "malformed":   # the request line was not HTTP (TLS to port 80, binary junk, text)
+        if not isinstance(value, bool):
+            bad("must be true or false")
+            return None
+        return pl.col("method").is_null() == value
     if key == "methods":
         return pl.col("method").is_in([str(m).upper() for m in _as_list(value)])
     if key == "status":

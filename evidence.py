@@ -110,3 +110,4 @@ class LLMNote:
     severity: str | None = None
     confidence: float | None = None
     recommended_actions: tuple[str, ...] = ()
+    detail: str | None = None            # why the answer was set aside or is missing

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
@@ -28,6 +29,7 @@ examples:
   log_analyser evaluate -f dev.log --labels labels.csv   precision, recall and type accuracy
   log_analyser -f access.log --enrich -o r.csv    add AbuseIPDB reputation, country and ASN
   log_analyser cache stats                        what the lookup cache holds (cache clear empties it)
+  log_analyser -f access.log --explain --dry-run-llm   show what an LLM would be sent; send nothing
 
 exit codes:
   0    success (no finding at or above --fail-on)
@@ -83,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="debug logging and tracebacks on errors")
     parser.add_argument("--version", action=_VersionAction, help="print the version and the GeoIP data date")
     _add_enrichment_options(parser)
+    _add_llm_options(parser)
     return parser
 
 
@@ -162,6 +165,27 @@ def enrichment_settings(args: argparse.Namespace):
                               max_age_days=args.max_age_days, max_lookups=args.max_lookups,
                               cache_path=Path(args.cache) if args.cache else None, cache_ttl=args.cache_ttl,
                               refresh=args.refresh, geoip_dbs=tuple(args.geoip_db))
+def _add_llm_options(parser: argparse.ArgumentParser) -> None:
+    from explanations import DEFAULT_MODEL
+
+    group = parser.add_argument_group(
+        "LLM explanations (advisory; need the llm extra and OPENAI_API_KEY, any value for a local server)")
+    group.add_argument("--explain", action="store_true",
+                       help="ask a language model for an analyst's note on each top flagged finding; "
+                       "it never changes a score, severity or the exit code")
+    group.add_argument("--explain-top", type=int, default=10, metavar="N",
+                       help="explain at most N flagged findings, best ranked first (default 10; e.g. --explain-top 3)")
+    group.add_argument("--llm-model", default=os.environ.get("LOG_ANALYSER_LLM_MODEL") or DEFAULT_MODEL,
+                       metavar="NAME", help=f"model name (default {DEFAULT_MODEL}, or LOG_ANALYSER_LLM_MODEL; "
+                       "e.g. --llm-model llama3.1:8b)")
+    group.add_argument("--llm-base-url", default=os.environ.get("OPENAI_BASE_URL"), metavar="URL",
+                       help="any OpenAI-compatible server (default OPENAI_BASE_URL, else api.openai.com; "
+                       "e.g. --llm-base-url http://localhost:11434/v1 for Ollama)")
+    group.add_argument("--llm-redact", action="append", choices=("ips",), default=[], metavar="WHAT",
+                       help="also pseudonymise: ips (every IP address becomes ip-N; secrets, e-mails and "
+                       "users are always redacted)")
+    group.add_argument("--dry-run-llm", action="store_true",
+                       help="print (on stderr) exactly what would be sent to the model, and send nothing")
 
 
 def _severity(text: str) -> Severity:
@@ -186,7 +210,34 @@ def build_settings(args: argparse.Namespace):
     allowlist = load_allowlist(args.allow) if args.allow else None
     return Settings(format_name=args.format_name, log_format=args.log_format, tz=validate_timezone(args.tz),
                     threshold=args.threshold, contamination=args.contamination, random_state=args.seed,
-                    rule_paths=tuple(args.rules), allowlist=allowlist, enrichment=enrichment_settings(args))
+                    rule_paths=tuple(args.rules), allowlist=allowlist, enrichment=enrichment_settings(args),
+                    explain=_explain_settings(args))
+
+
+def _explain_settings(args: argparse.Namespace):
+    from explanations import ExplainSettings
+
+    if args.explain_top < 1:
+        raise ConfigError(f"--explain-top must be at least 1, not {args.explain_top}")
+    url = args.llm_base_url or None
+    if url is not None and not url.startswith(("http://", "https://")):
+        raise ConfigError(f"--llm-base-url must be an http:// or https:// URL, not {url!r}")
+    return ExplainSettings(enabled=args.explain and not args.dry_run_llm, top=args.explain_top,
+                           model=args.llm_model, base_url=url, redact_ips="ips" in args.llm_redact)
+
+
+def _print_llm_dry_run(result, settings) -> None:
+    """--dry-run-llm: every request body exactly as it would be POSTed, on stderr."""
+    import json
+
+    import explanations
+
+    requests = explanations.plan(result, settings.explain)
+    url = f"{explanations.base_url(settings.explain)}/chat/completions"
+    print(f"LLM dry run: {len(requests)} request(s) would be sent to {url}; nothing was sent", file=sys.stderr)
+    for number, request in enumerate(requests, start=1):
+        print(f"--- request {number} of {len(requests)}: POST {url}", file=sys.stderr)
+        print(json.dumps(request.body, indent=2, ensure_ascii=True), file=sys.stderr)
 
 
 def _progress_bar(files: Sequence[str]):
@@ -305,12 +356,16 @@ def analyse_command(argv: list[str]) -> ExitCode:
 
     files = resolve_sources(args.files)
     bar = _progress_bar(files)
-    try:
-        result = analyse(files, settings, progress=bar.update)
-    finally:
-        bar.close()
+    with contextlib.ExitStack() as stack:
+        llm_cache = stack.enter_context(_llm_cache(args)) if settings.explain.enabled else None
+        try:
+            result = analyse(files, settings, progress=bar.update, llm_cache=llm_cache)
+        finally:
+            bar.close()
     if args.verbose:
         _show_unparsed(result)
+    if args.dry_run_llm:
+        _print_llm_dry_run(result, settings)
     _write_reports(result, args)
     sys.stdout.flush()
     print(summary_line(result), file=sys.stderr)
@@ -319,6 +374,15 @@ def analyse_command(argv: list[str]) -> ExitCode:
     if args.fail_on is not None and result.at_least(args.fail_on):
         return ExitCode.FINDINGS
     return ExitCode.OK
+
+
+def _llm_cache(args: argparse.Namespace):
+    """The shared SQLite cache (--cache or the user cache dir), where LLM answers are kept."""
+    from pathlib import Path
+
+    from cache_store import CacheStore
+
+    return CacheStore(Path(args.cache) if args.cache else None)
 
 
 def _configure_logging(args: argparse.Namespace) -> None:

@@ -11,7 +11,8 @@ import io
 import json
 import math
 import re
-from collections.abc import Callable
+import textwrap
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -21,7 +22,7 @@ from beautifultable import BeautifulTable
 import ip_features
 from analyser_errors import ConfigError
 from analysis import SCHEMA_VERSION, AnalysisResult, Finding
-from evidence import Evidence, Geo, Reputation
+from evidence import Evidence, Geo, LLMNote, Reputation
 
 if TYPE_CHECKING:
     from enrichment import EnrichmentSummary
@@ -96,7 +97,8 @@ def render_table(result: AnalysisResult, top: int = 20, colour: bool = False) ->
                            f"{finding.score:.1f}", severity, attack, *who, reason])
     for column in ("client ip", *(["origin"] if enriched else []), "top reason"):
         table.columns.alignment[column] = BeautifulTable.ALIGN_LEFT
-    return str(table) + "\n" if result.findings else "no clients\n"
+    text = str(table) + "\n" if result.findings else "no clients\n"
+    return text + render_llm_notes(result.findings[:top])
 
 
 def _abuse_cell(rep: Reputation | None) -> str:
@@ -140,7 +142,47 @@ def enrichment_summary_json(summary: EnrichmentSummary) -> dict[str, object]:
     return document
 
 
-def csv_row(finding: Finding, enriched: bool = False) -> dict[str, object]:
+def render_llm_notes(findings: Sequence[Finding]) -> str:
+    """The language model's notes under the table, labelled as the model's; empty without --explain."""
+    noted = [f for f in findings if f.llm_note is not None]
+    if not noted:
+        return ""
+    lines = ["", "LLM notes (the model's advisory view; our scores and severities above stand)"]
+    for finding in noted:
+        note = finding.llm_note
+        assert note is not None
+        head = f"  #{finding.rank} {terminal_safe(finding.ip)}  {terminal_safe(note.model)}"
+        if note.status not in ("ok", "contradicts_evidence"):
+            lines.append(f"{head}: no usable answer ({note.status}: {terminal_safe(note.detail or '')})")
+            continue
+        kind = terminal_safe(note.attack_type or "no attack type")
+        lines.append(f"{head} says: {kind}, {terminal_safe(note.severity or '?')}, "
+                     f"confidence {note.confidence or 0:.2f}")
+        if note.status != "ok":
+            lines.append(f"     set aside ({note.status}): {terminal_safe(note.detail or '')}")
+        lines += textwrap.wrap(terminal_safe(note.summary or ""), 100, initial_indent="     ",
+                               subsequent_indent="     ")
+        if note.recommended_actions:
+            actions = "; ".join(terminal_safe(a) for a in note.recommended_actions)
+            lines += textwrap.wrap(f"next: {actions}", 100, initial_indent="     ", subsequent_indent="       ")
+    return "\n".join(lines) + "\n"
+
+
+LLM_COLUMNS = ("llm_status", "llm_model", "llm_attack_type", "llm_severity", "llm_confidence", "llm_summary",
+               "llm_actions", "llm_detail")
+
+
+def llm_cells(note: LLMNote | None) -> dict[str, object]:
+    """The model's note as CSV cells (all empty when the finding has none)."""
+    if note is None:
+        return dict.fromkeys(LLM_COLUMNS, "")
+    return {"llm_status": str(note.status), "llm_model": note.model, "llm_attack_type": note.attack_type or "",
+            "llm_severity": note.severity or "", "llm_confidence": "" if note.confidence is None else note.confidence,
+            "llm_summary": note.summary or "", "llm_actions": " | ".join(note.recommended_actions),
+            "llm_detail": note.detail or ""}
+
+
+def csv_row(finding: Finding, enriched: bool = False, llm: bool = False) -> dict[str, object]:
     row: dict[str, object] = {
         "rank": finding.rank, "ip": finding.ip, "flagged": finding.flagged, "score": finding.score,
         "severity": finding.severity.label, "attack_types": ";".join(finding.attack_types),
@@ -152,14 +194,18 @@ def csv_row(finding: Finding, enriched: bool = False) -> dict[str, object]:
     if enriched:
         row.update(enrichment_columns(finding))
     row.update({name: finding.features.get(name) for name in ip_features.FEATURE_NAMES if name not in row})
+    if llm:
+        row.update(llm_cells(finding.llm_note))
     return {key: csv_safe(value) for key, value in row.items()}
 
 
 def render_csv(result: AnalysisResult) -> str:
-    """One row per client with every feature, score, severity and flag."""
+    """One row per client with every feature, score, severity and flag; llm_* columns (the model's
+    note) only when the run asked a model (--explain)."""
     buffer = io.StringIO()
     enriched = result.summary.enrichment is not None
-    rows = [csv_row(f, enriched) for f in result.findings]
+    llm = any(f.llm_note is not None for f in result.findings)
+    rows = [csv_row(f, enriched, llm) for f in result.findings]
     header = list(rows[0]) if rows else ["rank", "ip", "flagged", "score", "severity"]
     writer = csv.DictWriter(buffer, fieldnames=header, lineterminator="\n")
     writer.writeheader()
@@ -182,6 +228,7 @@ def finding_json(finding: Finding, enriched: bool = False) -> dict[str, object]:
         "deviations": [{"feature": d.feature, "value": d.value, "typical": d.typical, "z": round(d.z, 2)}
                        for d in finding.deviations],
         "features": {name: _number(value) for name, value in finding.features.items()},
+        **({"llm_note": llm_note_json(finding.llm_note)} if finding.llm_note is not None else {}),
     }
     if enriched:
         document.update(reputation=reputation_json(finding.reputation), geo=geo_json(finding.geo))
@@ -193,6 +240,13 @@ def evidence_json(item: Evidence) -> dict[str, object]:
             "attack_type": item.attack_type.value if item.attack_type else None, "count": item.count,
             "tags": list(item.tags),
             "examples": [{"source": x.source, "line_number": x.line_number, "raw": x.raw} for x in item.examples]}
+
+
+def llm_note_json(note: LLMNote) -> dict[str, object]:
+    """The model's note, marked advisory: it never changed the finding's score or severity."""
+    return {"advisory": True, "status": str(note.status), "model": note.model, "summary": note.summary,
+            "attack_type": note.attack_type, "severity": note.severity, "confidence": note.confidence,
+            "recommended_actions": list(note.recommended_actions), "detail": note.detail}
 
 
 def result_json(result: AnalysisResult, version: str = "") -> dict[str, object]:

@@ -17,7 +17,7 @@ from analysis import analyse
 CASES = DATA.parent / "behaviour_cases"
 RULES = {rule.id: rule for rule in behaviour_rules.load_rules()}
 BROWSER = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Safari/537.36"
-LINE = '{ip} - - [{ts} +0100] "{method} {path} HTTP/1.1" {status} {bytes} "-" "{ua}"'
+LINE = '{ip} - - [{ts} +0100] "{request}" {status} {bytes} "-" "{ua}"'
 BACKGROUND = [  # two ordinary visitors in every case: no rule may fire for them
     {"ip": "198.51.100.1", "count": 12, "every": 20, "path": ["/", "/static/site.css", "/static/app.js", "/about"]},
     {"ip": "198.51.100.2", "count": 8, "every": 45, "path": ["/blog/post-{i}", "/static/site.css"]},
@@ -29,12 +29,14 @@ def render(requests: list[dict]) -> str:
     rows = []
     for group in requests:
         start = datetime.strptime("10/Mar/2026:" + group.get("start", "10:00:00"), "%d/%b/%Y:%H:%M:%S")
-        paths = group["path"] if isinstance(group["path"], list) else [group["path"]]
+        paths = group.get("path", "/")
+        paths = paths if isinstance(paths, list) else [paths]
         for i in range(group["count"]):
             when = start + timedelta(seconds=i * group["every"])
+            request = group.get("request", f'{group.get("method", "GET")} {paths[i % len(paths)]} HTTP/1.1')
             rows.append((when, LINE.format(
-                ip=group["ip"], ts=when.strftime("%d/%b/%Y:%H:%M:%S"), method=group.get("method", "GET"),
-                path=paths[i % len(paths)].format(i=i), status=group.get("status", 200),
+                ip=group["ip"], ts=when.strftime("%d/%b/%Y:%H:%M:%S"), request=request.format(i=i),
+                status=group.get("status", 200),
                 bytes=group.get("bytes", 1200), ua=str(group.get("ua", BROWSER)).format(i=i))))
     return "\n".join(line for _, line in sorted(rows, key=lambda row: row[0])) + "\n"
 
