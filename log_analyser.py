@@ -30,6 +30,9 @@ examples:
   log_analyser -f access.log --enrich -o r.csv    add AbuseIPDB reputation, country and ASN
   log_analyser cache stats                        what the lookup cache holds (cache clear empties it)
   log_analyser -f access.log --explain --dry-run-llm   show what an LLM would be sent; send nothing
+  log_analyser -f access.log -o r.pdf -o r.html   PDF report and self-contained HTML dashboard
+  log_analyser -f access.log -o deny.conf         nginx deny include of high and critical clients
+  log_analyser -f access.log --details 192.0.2.9  one client's full evidence
 
 exit codes:
   0    success (no finding at or above --fail-on)
@@ -58,10 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
                         metavar="LOG", help="access log(s) to read: paths, globs, '-' for stdin; .gz, .bz2 "
                         "and .xz are decompressed (e.g. -f access.log access.log.1.gz)")
     parser.add_argument("-o", "--output", action="append", default=[], metavar="PATH",
-                        help="write a report; the format follows the extension (.csv, .json, .txt); "
-                        "'-' writes to stdout (e.g. -o report.csv). Without -o a table is printed")
-    parser.add_argument("--output-format", choices=("table", "csv", "json"),
-                        help="report format regardless of the -o extension (e.g. -o - --output-format json)")
+                        help="write a report (repeatable); the format follows the extension: .csv .json .txt "
+                        ".pdf .html .jsonl (ECS) .conf (nginx) .apache.conf .iptables .ip6tables .nft "
+                        ".crowdsec.json, blocklist.txt; or FORMAT:PATH; '-' writes to stdout. "
+                        "Without -o a table is printed")
     parser.add_argument("--format", dest="format_name", default="auto", metavar="NAME",
                         help="log format preset: auto (default, detected per file), combined, common, nginx")
     parser.add_argument("--log-format", metavar="STRING",
@@ -79,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="exit with code 10 if a flagged client is at least this severe: "
                         "info, low, medium, high, critical (e.g. --fail-on high)")
     _add_detection_options(parser)
+    _add_report_options(parser)
     parser.add_argument("--seed", type=int, default=0, help="random seed for the models (default 0)")
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="say more: chosen formats and the first unparsed lines")
@@ -186,6 +190,26 @@ def _add_llm_options(parser: argparse.ArgumentParser) -> None:
                        "users are always redacted)")
     group.add_argument("--dry-run-llm", action="store_true",
                        help="print (on stderr) exactly what would be sent to the model, and send nothing")
+def _add_report_options(parser: argparse.ArgumentParser) -> None:
+    from reporting import WRITERS
+
+    parser.add_argument("--output-format", choices=tuple(WRITERS), metavar="FORMAT",
+                        help=f"report format regardless of the -o extension: {', '.join(WRITERS)} "
+                        "(e.g. -o - --output-format json)")
+    parser.add_argument("--details", action="append", default=[], metavar="IP",
+                        help="print one client's full evidence instead of the table (repeatable; "
+                        "e.g. --details 203.0.113.9)")
+    parser.add_argument("--block-severity", type=_severity, default=Severity.HIGH, metavar="SEVERITY",
+                        help="blocklists (nginx, apache, iptables, nftables, crowdsec, plain) list flagged "
+                        "clients at least this severe (default high; e.g. --block-severity medium)")
+    parser.add_argument("--pdf-pages", type=_pages, default=20, metavar="N",
+                        help="pages of per-client detail in the PDF report (default 20)")
+
+
+def _pages(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"expected a whole number of pages, not {text!r}")
+    return int(text)
 
 
 def _severity(text: str) -> Severity:
@@ -254,25 +278,49 @@ def _colour(stream) -> bool:
     return stream.isatty() and "NO_COLOR" not in os.environ
 
 
+def _table_width(stream) -> int:
+    """The terminal's width when writing to one, else 80 columns."""
+    import shutil
+
+    return shutil.get_terminal_size((80, 24)).columns if stream.isatty() else 80
+
+
 def _write_reports(result, args: argparse.Namespace) -> None:
     import reporting
 
-    if not args.output:
-        sys.stdout.write(reporting.render_table(result, top=args.top, colour=_colour(sys.stdout)))
-        return
-    for path in args.output:
-        kind = reporting.format_for(path, args.output_format)
-        options = {"top": args.top} if kind == "table" else {"version": version()} if kind == "json" else {}
-        text = reporting.WRITERS[kind](result, **options)
-        if path == "-":
-            sys.stdout.write(text)
-            continue
-        try:
-            with open(path, "w", encoding="utf-8", newline="") as handle:
-                handle.write(text)
-        except OSError as exc:
-            raise ConfigError(f"cannot write report: {exc.strerror}", path=path) from None
+    if args.details:
+        from report_details import render_details
+
+        texts = [render_details(result, ip, colour=_colour(sys.stdout)) for ip in args.details]
+        sys.stdout.write("\n".join(texts))
+    elif not args.output:
+        sys.stdout.write(reporting.render_table(result, top=args.top, colour=_colour(sys.stdout),
+                                                width=_table_width(sys.stdout)))
+    targets = [reporting.format_for(path, args.output_format) for path in args.output]
+    options = {"top": args.top, "version": version(), "severity": args.block_severity, "pages": args.pdf_pages}
+    for kind, path in targets:
+        _write(reporting.render(kind, result, **options), path)
         log.info("wrote %s report to %s", kind, path)
+
+
+def _write(content: str | bytes, path: str) -> None:
+    """Write a report to ``path`` ('-' = stdout); text as UTF-8, bytes (PDF) as they are."""
+    if path == "-":
+        if isinstance(content, bytes):
+            sys.stdout.flush()
+            sys.stdout.buffer.write(content)
+        else:
+            sys.stdout.write(content)
+        return
+    try:
+        if isinstance(content, bytes):
+            with open(path, "wb") as handle:
+                handle.write(content)
+        else:
+            with open(path, "w", encoding="utf-8", newline="") as handle:
+                handle.write(content)
+    except OSError as exc:
+        raise ConfigError(f"cannot write report: {exc.strerror}", path=path) from None
 
 
 def _show_unparsed(result, limit: int = 5) -> None:
@@ -368,7 +416,7 @@ def analyse_command(argv: list[str]) -> ExitCode:
         _print_llm_dry_run(result, settings)
     _write_reports(result, args)
     sys.stdout.flush()
-    print(summary_line(result), file=sys.stderr)
+    print(summary_line(result, colour=_colour(sys.stderr)), file=sys.stderr)
     for note in result.summary.notes:
         print(f"note: {note}", file=sys.stderr)
     if args.fail_on is not None and result.at_least(args.fail_on):

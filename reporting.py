@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import inspect
 import io
 import json
 import math
@@ -17,8 +18,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from beautifultable import BeautifulTable
-
+import exports
 import ip_features
 from analyser_errors import ConfigError
 from analysis import SCHEMA_VERSION, AnalysisResult, Finding
@@ -33,7 +33,6 @@ _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 SEVERITY_COLOURS = {"critical": "\x1b[1;31m", "high": "\x1b[31m", "medium": "\x1b[33m",
                     "low": "\x1b[36m", "info": "\x1b[2m"}
 RESET = "\x1b[0m"
-REASON_WIDTH = 60
 ORIGIN_WIDTH = 22
 
 
@@ -56,14 +55,15 @@ def _time(value: datetime | None) -> str | None:
     return value.isoformat().replace("+00:00", "Z") if value else None
 
 
-def summary_line(result: AnalysisResult) -> str:
-    """One line: lines parsed, clients, flagged by severity, time span."""
+def summary_line(result: AnalysisResult, colour: bool = False) -> str:
+    """One line: lines parsed, clients, flagged by severity (in severity colours if ``colour``), time span."""
     s = result.summary
     parts = [f"parsed {s.parsed_lines:,} of {s.total_lines:,} lines"]
     if s.unparsed_lines:
         parts[0] += f" ({s.unparsed_lines:,} unparsed)"
     parts.append(f"{s.clients:,} clients")
-    worst = ", ".join(f"{n} {label}" for label, n in s.by_severity.items() if n)
+    worst = ", ".join(f"{SEVERITY_COLOURS[label]}{n} {label}{RESET}" if colour else f"{n} {label}"
+                      for label, n in s.by_severity.items() if n)
     parts.append(f"{s.flagged:,} flagged" + (f" ({worst})" if worst else ""))
     if s.excluded:
         parts.append("excluded because " + ", ".join(f"{why}: {n:,}" for why, n in s.excluded.items()))
@@ -73,32 +73,61 @@ def summary_line(result: AnalysisResult) -> str:
 
 
 def _clip(text: str, width: int) -> str:
-    return text if len(text) <= width else text[:width - 1] + "…"
+    return text if len(text) <= width else text[:max(width - 1, 0)] + "…"
 
 
-def render_table(result: AnalysisResult, top: int = 20, colour: bool = False) -> str:
-    """A ranked table of the ``top`` highest-scoring clients (with abuse score and origin when enriched)."""
-    table = BeautifulTable(maxwidth=160)
-    table.set_style(BeautifulTable.STYLE_COMPACT)
+TABLE_HEADER = ("#", "client", "reqs", "errs", "score", "severity", "attack: top reason")
+TABLE_RIGHT = (True, False, True, True, True, False, False)
+MIN_REASON = 24    # the client column gives way to keep this much of the reason (IPv6 addresses are long)
+MIN_CLIENT = 15    # an IPv4 address always fits
+
+
+def _fit(rows: list[list[str]], width: int) -> list[int]:
+    """Column widths that fit ``width`` characters: the reason (last column) takes what is left,
+    down to MIN_REASON, taken from the client column (second) down to MIN_CLIENT."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    reason = widths[-1]
+    widths[-1] = 0
+    room = width - sum(widths) - (len(widths) - 1)
+    if room < min(reason, MIN_REASON) and widths[1] > MIN_CLIENT:
+        give = min(widths[1] - MIN_CLIENT, min(reason, MIN_REASON) - room)
+        widths[1] -= give
+        room += give
+    widths[-1] = max(min(reason, room), min(reason, 1))
+    return widths
+
+
+def render_table(result: AnalysisResult, top: int = 20, colour: bool = False, width: int = 80) -> str:
+    """A ranked table of the ``top`` highest-scoring clients, at most ``width`` characters wide;
+    long addresses and reasons end in an ellipsis."""
+    if not result.findings:
+        return "no clients\n"
     enriched = result.summary.enrichment is not None
-    extra = ["abuse", "origin"] if enriched else []
-    width = REASON_WIDTH - ORIGIN_WIDTH if enriched else REASON_WIDTH
-    table.columns.header = ["rank", "client ip", "requests", "errors", "score", "severity", "attack", *extra,
-                            "top reason"]
+    header = [*TABLE_HEADER[:-1], *(["abuse", "origin"] if enriched else []), TABLE_HEADER[-1]]
+    right = [*TABLE_RIGHT[:-1], *([True, False] if enriched else []), TABLE_RIGHT[-1]]
+    rows = [header]
     for finding in result.findings[:top]:
-        severity = finding.severity.label if finding.flagged else "-"
-        if colour and finding.flagged:
-            severity = f"{SEVERITY_COLOURS[severity]}{severity}{RESET}"
-        reason = _clip(terminal_safe(finding.reasons[0]), width) if finding.reasons and finding.flagged else ""
+        reason = terminal_safe(finding.reasons[0]) if finding.reasons and finding.flagged else ""
         who = [_abuse_cell(finding.reputation), _origin_cell(finding.geo)] if enriched else []
-        attack = finding.attack_types[0] if finding.attack_types else ""
+        attack = finding.attack_types[0] if finding.attack_types and finding.flagged else ""
+        reason = f"{attack}: {reason}" if attack and reason else attack or reason
         ip = terminal_safe(finding.ip) + (" (internal)" if finding.internal else "")
-        table.rows.append([finding.rank, ip, finding.requests, finding.errors,
-                           f"{finding.score:.1f}", severity, attack, *who, reason])
-    for column in ("client ip", *(["origin"] if enriched else []), "top reason"):
-        table.columns.alignment[column] = BeautifulTable.ALIGN_LEFT
-    text = str(table) + "\n" if result.findings else "no clients\n"
-    return text + render_llm_notes(result.findings[:top])
+        rows.append([str(finding.rank), ip, f"{finding.requests:,}", f"{finding.errors:,}",
+                     f"{finding.score:.1f}", finding.severity.label if finding.flagged else "-", *who, reason])
+    widths = _fit(rows, width)
+    lines = []
+    for n, row in enumerate(rows):
+        cells = []
+        for i, (cell, size) in enumerate(zip(row, widths, strict=True)):
+            text = _clip(cell, size)
+            text = text.rjust(size) if right[i] else text.ljust(size)
+            if colour and n and i == 5 and cell in SEVERITY_COLOURS:
+                text = f"{SEVERITY_COLOURS[cell]}{text}{RESET}"
+            cells.append(text)
+        lines.append(" ".join(cells).rstrip())
+        if n == 0:
+            lines.append(" ".join("-" * size for size in widths))
+    return "\n".join(lines) + "\n" + render_llm_notes(result.findings[:top], width)
 
 
 def _abuse_cell(rep: Reputation | None) -> str:
@@ -142,7 +171,7 @@ def enrichment_summary_json(summary: EnrichmentSummary) -> dict[str, object]:
     return document
 
 
-def render_llm_notes(findings: Sequence[Finding]) -> str:
+def render_llm_notes(findings: Sequence[Finding], width: int = 100) -> str:
     """The language model's notes under the table, labelled as the model's; empty without --explain."""
     noted = [f for f in findings if f.llm_note is not None]
     if not noted:
@@ -160,12 +189,12 @@ def render_llm_notes(findings: Sequence[Finding]) -> str:
                      f"confidence {note.confidence or 0:.2f}")
         if note.status != "ok":
             lines.append(f"     set aside ({note.status}): {terminal_safe(note.detail or '')}")
-        lines += textwrap.wrap(terminal_safe(note.summary or ""), 100, initial_indent="     ",
+        lines += textwrap.wrap(terminal_safe(note.summary or ""), width, initial_indent="     ",
                                subsequent_indent="     ")
         if note.recommended_actions:
             actions = "; ".join(terminal_safe(a) for a in note.recommended_actions)
-            lines += textwrap.wrap(f"next: {actions}", 100, initial_indent="     ", subsequent_indent="       ")
-    return "\n".join(lines) + "\n"
+            lines += textwrap.wrap(f"next: {actions}", width, initial_indent="     ", subsequent_indent="       ")
+    return "\n".join(_clip(line, width) for line in lines) + "\n"
 
 
 LLM_COLUMNS = ("llm_status", "llm_model", "llm_attack_type", "llm_severity", "llm_confidence", "llm_summary",
@@ -271,20 +300,64 @@ def render_json(result: AnalysisResult, version: str = "") -> str:
     return json.dumps(result_json(result, version), indent=2, ensure_ascii=False) + "\n"
 
 
-Renderer = Callable[..., str]
-WRITERS: dict[str, Renderer] = {"table": render_table, "csv": render_csv, "json": render_json}
-EXTENSIONS = {".csv": "csv", ".json": "json", ".txt": "table"}
+def render_pdf(result: AnalysisResult, version: str = "", pages: int = 20) -> bytes:
+    """The PDF report (report_pdf; needs the ``report`` extra)."""
+    import report_pdf
+
+    return report_pdf.render_pdf(result, version=version, pages=pages)
 
 
-def format_for(path: str, override: str | None = None) -> str:
-    """The writer for an output path: ``override`` if given, else from the extension."""
+def render_html(result: AnalysisResult, version: str = "") -> str:
+    """The self-contained HTML dashboard (report_html; needs the ``report`` extra)."""
+    import report_html
+
+    return report_html.render_html(result, version=version)
+
+
+Renderer = Callable[..., str | bytes]
+WRITERS: dict[str, Renderer] = {
+    "table": render_table, "csv": render_csv, "json": render_json, "pdf": render_pdf, "html": render_html,
+    "blocklist": exports.render_blocklist, "nginx": exports.render_nginx, "apache": exports.render_apache,
+    "iptables": exports.render_iptables, "ip6tables": exports.render_ip6tables,
+    "nftables": exports.render_nftables, "crowdsec": exports.render_crowdsec, "ecs": exports.render_ecs,
+}
+# Longest match wins, so 'x.crowdsec.json' is CrowdSec and 'x.json' the JSON report.
+EXTENSIONS = {
+    ".csv": "csv", ".json": "json", ".txt": "table", ".pdf": "pdf", ".html": "html", ".htm": "html",
+    ".jsonl": "ecs", ".ndjson": "ecs", ".ecs.json": "ecs", ".crowdsec.json": "crowdsec",
+    ".conf": "nginx", ".nginx": "nginx", ".nginx.conf": "nginx", ".apache.conf": "apache", ".htaccess": "apache",
+    ".iptables": "iptables", ".ip6tables": "ip6tables", ".nft": "nftables", ".nftables": "nftables",
+    ".blocklist": "blocklist", ".ips": "blocklist",
+}
+# A .txt file named like a blocklist is one: '-o blocklist.txt', '-o denylist-high.txt'.
+BLOCKLIST_NAMES = ("blocklist", "blacklist", "denylist", "blocked")
+
+
+def format_for(path: str, override: str | None = None) -> tuple[str, str]:
+    """(writer name, path) for an ``-o`` argument: ``override`` if given, else a ``FORMAT:PATH``
+    prefix (``nginx:deny.inc``), else the file name's extension."""
     if override:
         if override not in WRITERS:
             raise ConfigError(f"unknown output format {override!r}", hint=f"one of {', '.join(WRITERS)}")
-        return override
-    suffix = Path(path).suffix.lower()
-    if suffix not in EXTENSIONS:
-        known = ", ".join(EXTENSIONS)
+        return override, path
+    prefix, colon, rest = path.partition(":")
+    if colon and prefix in WRITERS and rest:
+        return prefix, rest
+    name = Path(path).name.lower()
+    matches = [suffix for suffix in EXTENSIONS if name.endswith(suffix)]
+    if not matches:
         raise ConfigError(f"cannot tell the report format from {path!r}",
-                          hint=f"use one of {known} or --output-format")
-    return EXTENSIONS[suffix]
+                          hint="use an extension such as .csv .json .html .pdf .conf .nft .jsonl, "
+                               "FORMAT:PATH or --output-format")
+    kind = EXTENSIONS[max(matches, key=len)]
+    if kind == "table" and any(word in name for word in BLOCKLIST_NAMES):
+        kind = "blocklist"
+    return kind, path
+
+
+def render(kind: str, result: AnalysisResult, **options: object) -> str | bytes:
+    """Run writer ``kind``, passing only the ``options`` its signature accepts (e.g. ``top`` to the
+    table, ``version`` to JSON, ``severity`` to blocklists). PDF returns bytes, the rest text."""
+    writer = WRITERS[kind]
+    accepted = inspect.signature(writer).parameters
+    return writer(result, **{key: value for key, value in options.items() if key in accepted})

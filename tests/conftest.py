@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -47,3 +48,24 @@ def _no_real_abuseipdb(monkeypatch, tmp_path_factory):
     monkeypatch.setenv("ABUSEIPDB_BASE_URL", closed_port_url())
     monkeypatch.delenv("ABUSEIPDB_API_KEY", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg-cache")))
+@pytest.fixture(scope="session")
+def hostile_result(tmp_path_factory):
+    """The pipeline's result on a log with an XSS corpus, a Cyrillic user agent and a markup 'address',
+    with the later stages' fields filled in (see tests/reportdata.py)."""
+    import reportdata
+
+    return reportdata.hostile_result(tmp_path_factory.mktemp("hostile"))
+
+
+@pytest.fixture(scope="session")
+def small_result():
+    """The pipeline's result on tests/data/small.log, read by a relative path so that golden
+    files do not depend on where the checkout lives."""
+    from analysis import analyse
+
+    here = os.getcwd()
+    os.chdir(DATA)
+    try:
+        return analyse(["small.log"])
+    finally:
+        os.chdir(here)

@@ -7,22 +7,10 @@ import os
 
 import jsonschema
 import pytest
-from conftest import DATA, GOLDEN, ROOT
+from conftest import GOLDEN, ROOT
 
 import reporting
 from analyser_errors import ConfigError
-from analysis import analyse
-
-
-@pytest.fixture(scope="module")
-def small_result():
-    # a relative path, so the golden files do not depend on where the checkout lives
-    here = os.getcwd()
-    os.chdir(DATA)
-    try:
-        return analyse(["small.log"])
-    finally:
-        os.chdir(here)
 
 
 def check_golden(name: str, text: str) -> None:
@@ -81,14 +69,48 @@ def test_table_truncates_long_reasons_and_colours_only_when_asked(small_result):
     plain = reporting.render_table(small_result)
     coloured = reporting.render_table(small_result, colour=True)
     assert "\x1b[" not in plain and "\x1b[" in coloured
-    assert all(len(line) <= 160 for line in plain.splitlines())
+    assert all(len(line) <= 80 for line in plain.splitlines())
+    narrow = reporting.render_table(small_result, width=60)
+    assert all(len(line) <= 60 for line in narrow.splitlines()) and "…" in narrow.splitlines()[2]
+    assert "\x1b[1;31mcritical" in coloured and coloured.count(reporting.RESET) == 1
+
+
+def test_table_fits_80_columns_with_long_addresses(hostile_result):
+    import reportdata
+
+    for width in (80, 100, 200):
+        lines = reporting.render_table(hostile_result, top=50, width=width).splitlines()
+        assert max(len(line) for line in lines) <= width
+    narrow = reporting.render_table(hostile_result, top=50).split("\nLLM notes")[0]   # the table itself
+    assert reportdata.MARKUP_IP not in narrow and reportdata.MARKUP_IP[:10] in narrow     # clipped with …
+    wide = reporting.render_table(hostile_result, top=50, width=200)
+    assert reportdata.MARKUP_IP in wide and "…" not in wide
 
 
 @pytest.mark.parametrize(("path", "override", "kind"), [
     ("r.csv", None, "csv"), ("R.JSON", None, "json"), ("t.txt", None, "table"), ("-", "json", "json"),
+    ("r.pdf", None, "pdf"), ("r.html", None, "html"), ("blocklist.txt", None, "blocklist"),
+    ("deny.conf", None, "nginx"), ("site.apache.conf", None, "apache"), ("x.crowdsec.json", None, "crowdsec"),
+    ("f.jsonl", None, "ecs"), ("f.ndjson", None, "ecs"), ("v4.iptables", None, "iptables"),
+    ("v6.ip6tables", None, "ip6tables"), ("set.nft", None, "nftables"), ("x.ips", None, "blocklist"),
 ])
 def test_format_for(path, override, kind):
-    assert reporting.format_for(path, override) == kind
+    assert reporting.format_for(path, override) == (kind, path)
+
+
+@pytest.mark.parametrize(("argument", "kind", "path"), [
+    ("nginx:/etc/nginx/deny.inc", "nginx", "/etc/nginx/deny.inc"), ("blocklist:-", "blocklist", "-"),
+    ("crowdsec:out.json", "crowdsec", "out.json"),
+])
+def test_format_prefix(argument, kind, path):
+    assert reporting.format_for(argument) == (kind, path)
+
+
+def test_render_passes_only_accepted_options(small_result):
+    options = {"top": 1, "version": "v", "severity": reporting.exports.Severity.MEDIUM, "pages": 1}
+    assert reporting.render("blocklist", small_result, **options).splitlines()[-1] == "198.51.100.99"
+    assert len(reporting.render("table", small_result, **options).splitlines()) == 3
+    assert isinstance(reporting.render("pdf", small_result, **options), bytes)
 
 
 def test_format_for_unknown_extension():

@@ -1,0 +1,84 @@
+"""The blocklists checked by the programs that read them (Debian's nginx-light, apache2-bin,
+iptables and nftables, installed by .ci/run), in their test-only modes: nothing is applied."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+from dataclasses import replace
+
+import pytest
+
+import exports
+from evidence import Severity
+
+
+@pytest.fixture(scope="module")
+def mixed(hostile_result):
+    """Flagged IPv4 and IPv6 clients (and the markup 'address', which must be left out)."""
+    flagged = [i for i, f in enumerate(hostile_result.findings) if f.flagged]
+    findings = list(hostile_result.findings)
+    findings[flagged[0]] = replace(findings[flagged[0]], ip="2001:db8::dead:beef")
+    return replace(hostile_result, findings=tuple(findings))
+
+
+def tool(name: str) -> str:
+    path = shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin")
+    assert path, f"{name} is missing: .ci/run installs it"
+    return path
+
+
+def check(argv: list[str], stdin: str | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=60)
+
+
+def nginx_test(folder, include: str) -> subprocess.CompletedProcess:
+    (folder / "deny.conf").write_text(include)
+    (folder / "nginx.conf").write_text(
+        f"pid {folder}/nginx.pid;\nerror_log {folder}/error.log;\nevents {{}}\nhttp {{\n  access_log off;\n"
+        f"  client_body_temp_path {folder}; proxy_temp_path {folder}; fastcgi_temp_path {folder};\n"
+        f"  uwsgi_temp_path {folder}; scgi_temp_path {folder};\n"
+        f"  server {{ listen unix:{folder}/s.sock; location / {{ include {folder}/deny.conf; return 204; }} }}\n}}\n")
+    return check([tool("nginx"), "-t", "-q", "-c", str(folder / "nginx.conf"), "-p", str(folder)])
+
+
+def test_nginx_accepts_the_include(mixed, tmp_path):
+    result = nginx_test(tmp_path, exports.render_nginx(mixed, Severity.LOW))
+    assert result.returncode == 0, result.stderr
+    assert nginx_test(tmp_path, "deny 1.2.3.4 evil;\n").returncode != 0   # the check can fail
+
+
+def apache_test(folder, include: str) -> subprocess.CompletedProcess:
+    (folder / "deny.conf").write_text(include)
+    modules = "/usr/lib/apache2/modules"
+    (folder / "apache.conf").write_text(
+        f"ServerRoot {folder}\nLoadModule mpm_event_module {modules}/mod_mpm_event.so\n"
+        f"LoadModule authz_core_module {modules}/mod_authz_core.so\n"
+        f"LoadModule authz_host_module {modules}/mod_authz_host.so\n"
+        f"PidFile {folder}/apache.pid\nErrorLog {folder}/error.log\nListen 127.0.0.1:8\nServerName localhost\n"
+        f"<Directory />\n    Include {folder}/deny.conf\n</Directory>\n")
+    return check([tool("apache2"), "-t", "-f", str(folder / "apache.conf")])
+
+
+def test_apache_accepts_the_include(mixed, tmp_path):
+    result = apache_test(tmp_path, exports.render_apache(mixed, Severity.LOW))
+    assert result.returncode == 0, result.stderr
+    assert apache_test(tmp_path, "Require not ip 1.2.3.4 evil\n").returncode != 0
+
+
+@pytest.mark.parametrize(("program", "render"), [("iptables-restore", exports.render_iptables),
+                                                 ("ip6tables-restore", exports.render_ip6tables)])
+def test_iptables_restore_accepts_the_file(mixed, program, render):
+    text = render(mixed, Severity.LOW)
+    assert "-A LOG_ANALYSER_BLOCK" in text
+    result = check([tool(program), "--test", "--noflush"], text)
+    assert result.returncode == 0, result.stderr
+    assert check([tool(program), "--test", "--noflush"], text.replace("-j DROP", "--no-such-option")).returncode != 0
+
+
+def test_nft_accepts_the_ruleset(mixed, tmp_path):
+    path = tmp_path / "blocklist.nft"
+    path.write_text(exports.render_nftables(mixed, Severity.LOW))
+    result = check([tool("nft"), "-c", "-f", str(path)])
+    assert result.returncode == 0, result.stderr
+    path.write_text(exports.render_nftables(mixed, Severity.LOW).replace("ipv4_addr", "ipv9_addr"))
+    assert check([tool("nft"), "-c", "-f", str(path)]).returncode != 0

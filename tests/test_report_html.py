@@ -1,0 +1,194 @@
+"""The HTML dashboard, checked as markup and in a real headless Chromium (Debian's chromium and
+chromium-driver, driven by Selenium): no console errors, sorting, filtering, the detail panel,
+and an XSS corpus planted in the log that never runs, with and without the CSP."""
+from __future__ import annotations
+
+import html.parser
+import shutil
+
+import pytest
+import reportdata
+
+import report_html
+import reporting
+
+CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--disable-quic", "--window-size=1400,1000")
+
+
+@pytest.fixture(scope="module")
+def page(hostile_result, tmp_path_factory):
+    path = tmp_path_factory.mktemp("html") / "report.html"
+    path.write_text(reporting.render_html(hostile_result, version="test"), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    assert shutil.which("chromium") and shutil.which("chromedriver"), "install Debian's chromium and chromium-driver"
+    options = webdriver.ChromeOptions()
+    options.binary_location = shutil.which("chromium")
+    for flag in CHROMIUM_FLAGS:
+        options.add_argument(flag)
+    options.add_argument(f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}")
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
+    yield driver
+    driver.quit()
+
+
+def load(browser, path):
+    browser.get(path.as_uri())
+    return [entry for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]
+
+
+def visible_rows(browser):
+    return browser.execute_script(
+        "return Array.from(document.querySelectorAll('#findings tbody tr')).filter(r => !r.hidden)"
+        ".map(r => Array.from(r.cells).map(c => c.getAttribute('data-v') ?? c.textContent))")
+
+
+def no_script_ran(browser) -> None:
+    assert browser.execute_script("return [window.__xss, window.parent.__xss]") == [None, None]
+    assert browser.execute_script("return document.scripts.length") == 1
+    for selector in ("img[src='x']", "svg[onload]", "iframe", "b[onmouseover]", "body style"):
+        assert browser.find_elements("css selector", selector) == [], selector
+
+
+class Markup(html.parser.HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append((tag, dict(attrs)))
+
+
+def test_markup_has_no_injected_elements_or_handlers(hostile_result):
+    document = reporting.render_html(hostile_result, version="test")
+    parser = Markup()
+    parser.feed(document)
+    assert [tag for tag, _ in parser.tags].count("script") == 1
+    assert [tag for tag, _ in parser.tags].count("style") == 1
+    assert not [tag for tag, _ in parser.tags if tag in ("iframe", "object", "embed", "link", "base", "form")]
+    assert not [(tag, a) for tag, attrs in parser.tags for a in attrs if a.startswith("on")]
+    assert all(attrs["src"].startswith("data:image/svg+xml;base64,") for tag, attrs in parser.tags if tag == "img")
+    assert "&lt;script&gt;window.__xss=1&lt;/script&gt;" in document
+    assert "\\u202e" in document and "\u202e" not in document and "\x1b" not in document
+
+
+def test_content_security_policy_is_strict(hostile_result):
+    document = reporting.render_html(hostile_result, version="test")
+    policy = report_html.content_security_policy()
+    assert "default-src 'none'" in policy and "unsafe-inline" not in policy and "http" not in policy
+    assert document.index("Content-Security-Policy") < document.index("<style>")
+
+
+def test_page_loads_without_console_errors_or_network(browser, page):
+    assert load(browser, page) == []
+    assert browser.title == "log_analyser report"
+    requests = browser.execute_script(
+        "return performance.getEntriesByType('resource').map(e => e.name).filter(n => !n.startsWith('data:'))")
+    assert requests == []
+    images = browser.execute_script("return Array.from(document.images).map(i => i.naturalWidth > 0)")
+    assert images and all(images)   # every chart decoded
+
+
+def test_xss_corpus_never_runs(browser, page, hostile_result):
+    load(browser, page)
+    no_script_ran(browser)
+    for index in range(len(hostile_result.findings[:30])):
+        browser.execute_script(f"document.querySelector('tr[data-detail=\"d-{index}\"]').click()")
+    no_script_ran(browser)
+    panel = browser.execute_script(
+        "var p = document.querySelector('section.detail:not([hidden])'); return p ? p.textContent : ''")
+    assert panel
+
+
+def test_escaping_alone_stops_the_corpus(browser, page, tmp_path):
+    # Without the CSP, only the escaping stands between the corpus and the page.
+    document = page.read_text(encoding="utf-8")
+    bare = tmp_path / "no-csp.html"
+    bare.write_text("\n".join(line for line in document.splitlines() if "Content-Security-Policy" not in line),
+                    encoding="utf-8")
+    assert load(browser, bare) == []
+    no_script_ran(browser)
+    xss_row = browser.find_element("css selector", "#findings tbody tr td.ip")
+    assert xss_row.text
+
+
+def test_csp_blocks_an_injected_inline_script(browser, page, tmp_path):
+    # If escaping ever failed, the CSP must still refuse the script.
+    document = page.read_text(encoding="utf-8").replace("</main>", "</main><script>window.__xss=99</script>")
+    attacked = tmp_path / "attacked.html"
+    attacked.write_text(document, encoding="utf-8")
+    errors = load(browser, attacked)
+    assert browser.execute_script("return window.__xss") is None
+    assert any("Content Security Policy" in entry["message"] for entry in errors)
+
+
+def test_table_sorts_by_clicked_column(browser, page, hostile_result):
+    load(browser, page)
+    header = browser.find_elements("css selector", "#findings th")[4]   # requests
+    header.click()
+    ascending = [int(row[4]) for row in visible_rows(browser)]
+    assert ascending == sorted(ascending) and header.get_attribute("aria-sort") == "ascending"
+    header.click()
+    descending = [int(row[4]) for row in visible_rows(browser)]
+    assert descending == sorted(ascending, reverse=True)
+    assert descending[0] == max(f.requests for f in hostile_result.findings)
+    browser.find_elements("css selector", "#findings th")[1].click()   # client, text
+    clients = [row[1].lower() for row in visible_rows(browser)]
+    assert clients == sorted(clients)
+
+
+def test_filters_by_severity_type_country_and_text(browser, page, hostile_result):
+    from selenium.webdriver.support.ui import Select
+
+    load(browser, page)
+    assert len(visible_rows(browser)) == len(hostile_result.findings)
+    Select(browser.find_element("id", "f-sev")).select_by_visible_text("medium or worse")
+    medium = [f for f in hostile_result.findings if f.flagged and f.severity >= 2]
+    assert sorted(row[1] for row in visible_rows(browser)) == sorted(f.ip for f in medium)
+    assert browser.find_element("id", "count").text == f"{len(medium)} of {len(hostile_result.findings)} clients shown"
+    Select(browser.find_element("id", "f-sev")).select_by_value("")
+    Select(browser.find_element("id", "f-type")).select_by_value("xss")
+    xss = {f.ip for f in hostile_result.findings if "xss" in f.attack_types}
+    assert {row[1] for row in visible_rows(browser)} == xss
+    Select(browser.find_element("id", "f-type")).select_by_value("")
+    Select(browser.find_element("id", "f-country")).select_by_value("RU")
+    assert {row[1] for row in visible_rows(browser)} == {f.ip for f in hostile_result.findings
+                                                         if f.geo and f.geo.country == "RU"}
+    Select(browser.find_element("id", "f-country")).select_by_value("")
+    browser.find_element("id", "f-text").send_keys(reportdata.XSS_IP)
+    assert [row[1] for row in visible_rows(browser)] == [reportdata.XSS_IP]
+
+
+def test_detail_panel_shows_the_clicked_client(browser, page, hostile_result):
+    load(browser, page)
+    target = next(f for f in hostile_result.findings if f.ip == reportdata.XSS_IP)
+    row = next(r for r in browser.find_elements("css selector", "#findings tbody tr")
+               if r.find_element("css selector", "td.ip").text == target.ip)
+    row.click()
+    panels = [p for p in browser.find_elements("css selector", "section.detail") if p.is_displayed()]
+    assert len(panels) == 1
+    text = panels[0].get_property("textContent")   # .text would leave out what is scrolled out of view
+    assert target.ip in text and target.reasons[0] in text
+    assert "<script>window.__xss=1</script>" in text               # shown as text, not run
+    assert "abuse confidence 87/100" in text and "ООО Ромашка" in text and "test-model" in text
+    assert target.evidence[0].rule_id in text and "First requests" in text
+    assert len(panels[0].find_elements("css selector", "svg.bar rect.client")) >= len(target.deviations)
+
+
+def test_screenshot_renders(browser, page, tmp_path):
+    load(browser, page)
+    shot = tmp_path / "dashboard.png"
+    assert browser.save_screenshot(str(shot))
+    from PIL import Image
+
+    with Image.open(shot) as image:
+        colours = image.convert("RGB").resize((64, 64)).getcolors(64 * 64)
+    assert colours and len(colours) > 20   # a drawn page, not a blank one

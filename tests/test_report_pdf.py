@@ -1,0 +1,132 @@
+"""The PDF report, rendered back with poppler (pdftotext, pdftoppm, pdfinfo): text, page count,
+Unicode, nothing off the page."""
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+import reportdata
+from test_reporting import check_golden
+
+import reporting
+from analyser_errors import MissingExtraError
+
+
+def poppler(tool: str, *args: str) -> str:
+    assert shutil.which(tool), f"install Debian's poppler-utils for {tool}"
+    return subprocess.run([tool, *args], check=True, capture_output=True, text=True).stdout
+
+
+@pytest.fixture(scope="module")
+def hostile_pdf(hostile_result, tmp_path_factory):
+    path = tmp_path_factory.mktemp("pdf") / "report.pdf"
+    path.write_bytes(reporting.render_pdf(hostile_result, version="test"))
+    return path
+
+
+def pages(path) -> int:
+    return int(re.search(r"^Pages:\s+(\d+)", poppler("pdfinfo", str(path)), re.M).group(1))
+
+
+def text(path, *args: str) -> str:
+    return poppler("pdftotext", "-enc", "UTF-8", *args, str(path), "-")
+
+
+def test_small_report_text_golden_and_page_count(small_result, tmp_path):
+    path = tmp_path / "small.pdf"
+    path.write_bytes(reporting.render_pdf(small_result, version="test"))
+    # cover, charts, findings table, one page for the one flagged client
+    assert pages(path) == 4
+    check_golden("small.pdf.txt", text(path))
+
+
+def page_tops(path) -> list[str]:
+    """The first line of text on every page."""
+    return [text(path, "-f", str(n), "-l", str(n)).strip().splitlines()[0] for n in range(1, pages(path) + 1)]
+
+
+def test_page_per_flagged_finding_up_to_the_limit(hostile_result, hostile_pdf, tmp_path):
+    flagged = [f for f in hostile_result.findings if f.flagged]
+    tops = page_tops(hostile_pdf)
+    assert tops[:3] == ["Web access log analysis", "Overview", "Findings"]
+    starts = [top for top in tops if top.startswith("#")]
+    assert starts == [f"#{f.rank} {f.ip}" for f in flagged]    # each finding starts a page, in rank order
+    assert len(tops) >= 3 + len(flagged)
+    limited = tmp_path / "limited.pdf"
+    limited.write_bytes(reporting.render_pdf(hostile_result, pages=2))
+    assert [top for top in page_tops(limited) if top.startswith("#")] == starts[:2]
+
+
+def test_every_section_is_rendered(hostile_result, hostile_pdf):
+    content = text(hostile_pdf)
+    summary = hostile_result.summary
+    assert "Web access log analysis" in content
+    assert f"{summary.total_lines:,} read, {summary.parsed_lines:,} parsed" in content
+    assert "Requests over time" not in content   # charts are pictures, not text
+    for finding in [f for f in hostile_result.findings if f.flagged]:
+        assert f"#{finding.rank}  {finding.ip}" in content or f"#{finding.rank} {finding.ip}" in content
+        assert finding.evidence[0].rule_id in content
+    for phrase in ("Why it stands out", "Client compared with the typical client", "Evidence",
+                   "Language-model note", "abuse confidence 87/100", "ООО Ромашка", "test-model",
+                   "block at the edge", "First requests"):
+        assert phrase in content, phrase
+
+
+def test_cyrillic_user_agent_and_escaped_controls(hostile_pdf):
+    content = text(hostile_pdf)
+    assert "Тестовый агент" in content
+    assert "\x1b" not in content and "\u202e" not in content
+    assert "\\x1b[31m" in content and "\\u202e" in content
+
+
+def test_no_text_off_the_page(hostile_pdf):
+    # the 1,000-character path and the long user agents wrap inside the margins
+    layout = text(hostile_pdf, "-bbox")
+    width = float(re.search(r'<page width="([\d.]+)"', layout).group(1))
+    right_edges = [float(x) for x in re.findall(r'xMax="([\d.]+)"', layout)]
+    assert right_edges and max(right_edges) <= width - 20   # inside the 15 mm (42 pt) margin, with slack
+    assert "a" * 100 in text(hostile_pdf, "-raw").replace("\n", "")
+
+
+def test_pages_render_to_pictures(hostile_pdf, tmp_path):
+    poppler("pdftoppm", "-png", "-r", "40", "-f", "1", "-l", "2", str(hostile_pdf), str(tmp_path / "page"))
+    from PIL import Image
+
+    pictures = sorted(tmp_path.glob("page-*.png"))
+    assert len(pictures) == 2
+    for name in pictures:
+        with Image.open(name) as image:
+            assert len(image.convert("RGB").getcolors(1 << 16) or []) > 10, name   # drawn, not blank
+
+
+def test_missing_report_extra_names_the_fix(small_result, monkeypatch):
+    monkeypatch.setitem(sys.modules, "fpdf", None)
+    with pytest.raises(MissingExtraError, match=r"pip install 'log_analyser\[report\]'"):
+        reporting.render_pdf(small_result)
+
+
+def test_markup_in_the_log_is_text_in_the_pdf(hostile_pdf):
+    content = text(hostile_pdf)
+    assert reportdata.MARKUP_IP in content.replace("\n", "")
+
+
+def test_characters_without_a_glyph_are_escaped_not_dropped(tmp_path, caplog):
+    from analysis import Settings, analyse
+
+    files = []
+    for n, agent in enumerate(("Mozilla/5.0 中文爬虫 😀", "curl/8.5 ✓")):
+        path = tmp_path / f"part{n}.log"
+        path.write_text("".join(f'203.0.113.{i % 4 + 1} - - [02/Mar/2026:03:0{n}:{i:02d} +0100] "GET /{i} HTTP/1.1" '
+                                f'{404 if i % 4 == 0 else 200} 5 "-" "{agent}"\n' for i in range(40)), encoding="utf-8")
+        files.append(str(path))
+    result = analyse(files, Settings(threshold=0.0))
+    pdf = tmp_path / "u.pdf"
+    with caplog.at_level("WARNING"):
+        pdf.write_bytes(reporting.render_pdf(result))
+    assert not [r for r in caplog.records if "missing" in r.getMessage()]
+    content = text(pdf)
+    assert "\\u4e2d\\u6587" in content and "\\U0001f600" in content
+    assert re.search(r"part0\.log\s+\(combined\)\s+\S*part1\.log", content) and "\\x0a" not in content
