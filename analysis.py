@@ -21,6 +21,7 @@ import behaviour_rules
 import explanations
 import file_parser
 import ip_features
+import sigma_engine
 import signatures
 import verdict
 from anomaly_detector import Deviation
@@ -50,6 +51,8 @@ class Settings:
     allowlist: verdict.Allowlist | None = None   # --allow FILE
     enrichment: EnrichmentSettings | None = None   # --enrich: reputation and geography
     explain: explanations.ExplainSettings = explanations.ExplainSettings()  # the LLM stage (--explain)
+    rules_dirs: tuple[str, ...] = ()   # Sigma rule folders added to the built-in pack
+    builtin_rules: bool = True         # run the built-in Sigma pack (sigma/)
 
 
 @dataclass(frozen=True)
@@ -118,6 +121,7 @@ def analyse(sources: Sequence[str], settings: Settings = Settings(),
             llm_cache: explanations.AnswerCache | None = None) -> AnalysisResult:
     """Run the whole pipeline over ``sources`` (paths, globs or '-' for stdin). ``llm_cache`` keeps
     the LLM stage's answers between runs."""
+    rules = _sigma_rules(settings)  # before parsing: broken rules fail fast
     parsed = file_parser.parse(sources, format_name=settings.format_name, log_format=settings.log_format,
                                tz=settings.tz, max_unparsed_ratio=settings.max_unparsed_ratio,
                                progress=progress)
@@ -125,13 +129,14 @@ def analyse(sources: Sequence[str], settings: Settings = Settings(),
     used = ip_features.logged_features(table)
     scores, detector_scores, notes = detect.score_clients(table, used, n_estimators=settings.n_estimators,
                                                           random_state=settings.random_state)
-    verdicts = _verdicts(parsed.events, table, scores, settings)
+    verdicts = _verdicts(parsed.events, table, scores, settings, rules)
     fused = np.array([verdicts.by_ip[ip].score for ip in table["client_ip"]], dtype=np.float64)
     allowed = np.array([verdicts.by_ip[ip].allowlisted is not None for ip in table["client_ip"]], dtype=bool)
     flagged = _flags(fused, settings) & ~allowed
     findings = _findings(table, used, fused, detector_scores, flagged, settings)
     findings = [_with_verdict(f, verdicts.by_ip[f.ip]) for f in findings]
-    summary = _summary(parsed, findings, used, tuple(detector_scores) + ("rules", "signatures"), notes)
+    notes = notes + rules.notes() + sigma_engine.unrecorded_fields(parsed.events, rules)
+    summary = _summary(parsed, findings, used, tuple(detector_scores) + ("rules", "signatures", "sigma"), notes)
     summary = replace(summary, excluded=verdicts.excluded)
     if settings.enrichment is not None:
         findings, summary = _enrich(findings, summary, settings, verdicts)
@@ -142,9 +147,10 @@ def analyse(sources: Sequence[str], settings: Settings = Settings(),
     return result
 
 
-def detections(events: pl.DataFrame, settings: Settings) -> tuple[dict[str, list[Evidence]], dict[str, int]]:
-    """Evidence by client ip from the behaviour rules and payload signatures, and the requests the
-    allowlist kept out of them ('excluded because' -> count)."""
+def detections(events: pl.DataFrame, settings: Settings, sigma_rules: sigma_engine.RuleSet | None = None
+               ) -> tuple[dict[str, list[Evidence]], dict[str, int]]:
+    """Evidence by client ip from the behaviour rules, payload signatures and Sigma rules, and the
+    requests the allowlist kept out of them ('excluded because' -> count)."""
     excluded: dict[str, int] = {}
     if settings.allowlist is not None:
         mask, excluded = verdict.allowed_requests(events, settings.allowlist)
@@ -153,11 +159,14 @@ def detections(events: pl.DataFrame, settings: Settings) -> tuple[dict[str, list
     evidence = behaviour_rules.detect(events, rules)
     for ip, items in signatures.detect(events).items():
         evidence.setdefault(ip, []).extend(items)
+    for ip, items in (sigma_engine.evaluate(events, sigma_rules) if sigma_rules else {}).items():
+        evidence.setdefault(ip, []).extend(items)
     return evidence, excluded
 
 
-def _verdicts(events: pl.DataFrame, table: pl.DataFrame, anomaly: np.ndarray, settings: Settings) -> verdict.Verdicts:
-    evidence, excluded = detections(events, settings)
+def _verdicts(events: pl.DataFrame, table: pl.DataFrame, anomaly: np.ndarray, settings: Settings,
+              sigma_rules: sigma_engine.RuleSet) -> verdict.Verdicts:
+    evidence, excluded = detections(events, settings, sigma_rules)
     verdicts = verdict.judge(table["client_ip"].to_list(), anomaly.tolist(), evidence,
                              verdict.crawler_clients(events), settings.allowlist)
     return replace(verdicts, excluded={**excluded, **verdicts.excluded})
@@ -199,6 +208,11 @@ def _corroborate(findings: list[Finding], extra: dict[str, tuple[Evidence, ...]]
                for f, flag in zip(findings, flags, strict=True)]
     updated.sort(key=lambda f: (-f.score, f.ip))
     return [replace(f, rank=rank) for rank, f in enumerate(updated, start=1)]
+
+
+def _sigma_rules(settings: Settings) -> sigma_engine.RuleSet:
+    folders = ([sigma_engine.builtin_dir()] if settings.builtin_rules else []) + list(settings.rules_dirs)
+    return sigma_engine.load(folders)
 
 
 def _flags(scores: np.ndarray, settings: Settings) -> np.ndarray:

@@ -33,6 +33,9 @@ examples:
   log_analyser -f access.log -o r.pdf -o r.html   PDF report and self-contained HTML dashboard
   log_analyser -f access.log -o deny.conf         nginx deny include of high and critical clients
   log_analyser -f access.log --details 192.0.2.9  one client's full evidence
+  log_analyser -f access.log --rules my-rules/    add a folder of Sigma rules to the built-in pack
+  log_analyser rules check my-rules/              validate Sigma rules, listing every problem
+  log_analyser rules list                         show the Sigma rules that run, and those skipped
 
 exit codes:
   0    success (no finding at or above --fail-on)
@@ -90,13 +93,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action=_VersionAction, help="print the version and the GeoIP data date")
     _add_enrichment_options(parser)
     _add_llm_options(parser)
+    _add_rules_options(parser)
     return parser
 
 
 def _add_detection_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--rules", action="append", default=[], metavar="PATH",
-                        help="extra behaviour rule files or folders (YAML), used beside the shipped ones "
-                        "(repeatable; e.g. --rules my-rules/)")
+    parser.add_argument("--behaviour-rules", action="append", default=[], metavar="PATH",
+                        help="extra behaviour rule files or folders (YAML thresholds over time windows), used "
+                        "beside the shipped ones (repeatable; e.g. --behaviour-rules site-rules/)")
     parser.add_argument("--allow", metavar="FILE",
                         help="allowlist YAML with ips (addresses/CIDRs), user_agents and paths (regexes): "
                         "never reported as attacks, counted in the summary (e.g. --allow allow.yaml)")
@@ -169,6 +173,8 @@ def enrichment_settings(args: argparse.Namespace):
                               max_age_days=args.max_age_days, max_lookups=args.max_lookups,
                               cache_path=Path(args.cache) if args.cache else None, cache_ttl=args.cache_ttl,
                               refresh=args.refresh, geoip_dbs=tuple(args.geoip_db))
+
+
 def _add_llm_options(parser: argparse.ArgumentParser) -> None:
     from explanations import DEFAULT_MODEL
 
@@ -210,6 +216,12 @@ def _pages(text: str) -> int:
     if not text.isdigit():
         raise argparse.ArgumentTypeError(f"expected a whole number of pages, not {text!r}")
     return int(text)
+def _add_rules_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--rules", dest="rules_dirs", action="append", default=[], metavar="DIR",
+                        help="add a folder (or file) of Sigma rules to the built-in pack; repeatable "
+                        "(e.g. --rules ~/sigma/rules/web)")
+    parser.add_argument("--no-builtin-rules", action="store_true",
+                        help="run only the --rules folders, not the built-in Sigma rule pack")
 
 
 def _severity(text: str) -> Severity:
@@ -234,8 +246,9 @@ def build_settings(args: argparse.Namespace):
     allowlist = load_allowlist(args.allow) if args.allow else None
     return Settings(format_name=args.format_name, log_format=args.log_format, tz=validate_timezone(args.tz),
                     threshold=args.threshold, contamination=args.contamination, random_state=args.seed,
-                    rule_paths=tuple(args.rules), allowlist=allowlist, enrichment=enrichment_settings(args),
-                    explain=_explain_settings(args))
+                    rule_paths=tuple(args.behaviour_rules), allowlist=allowlist, enrichment=enrichment_settings(args),
+                    explain=_explain_settings(args), rules_dirs=tuple(args.rules_dirs),
+                    builtin_rules=not args.no_builtin_rules)
 
 
 def _explain_settings(args: argparse.Namespace):
@@ -331,10 +344,43 @@ def _show_unparsed(result, limit: int = 5) -> None:
               f"{terminal_safe(row['raw'][:200])}", file=sys.stderr)
 
 
+def rules_command(argv: list[str]) -> ExitCode:
+    """`log_analyser rules check DIR...` and `log_analyser rules list`: validate and show Sigma rules."""
+    parser = argparse.ArgumentParser(prog="log_analyser rules", description="Validate and list Sigma rules.")
+    actions = parser.add_subparsers(dest="action", required=True)
+    check = actions.add_parser("check", help="validate rule folders and list every problem at once (exit 4 on errors)")
+    check.add_argument("dirs", nargs="+", metavar="DIR", help="folders or files of Sigma rules")
+    check.add_argument("--strict", action="store_true", help="also exit 4 on validator warnings")
+    listing = actions.add_parser("list", help="show the rules a run would use, and those skipped")
+    _add_rules_options(listing)
+    args = parser.parse_args(argv)
+    import sigma_engine
+    from reporting import terminal_safe
+
+    if args.action == "check":
+        ruleset = sigma_engine.check(args.dirs)
+        for problem in ruleset.problems:
+            print(f"{problem.kind}: {terminal_safe(str(problem))}")
+        counts = {kind: len(ruleset.of_kind(kind)) for kind in ("error", "unsupported", "warning")}
+        print(f"{len(ruleset.rules)} rules run, {counts['unsupported']} unsupported, {counts['error']} errors, "
+              f"{counts['warning']} warnings, {ruleset.other_logsource} not webserver", file=sys.stderr)
+        failed = counts["error"] or (args.strict and counts["warning"])
+        return ExitCode.RULES if failed else ExitCode.OK
+    folders = ([sigma_engine.builtin_dir()] if not args.no_builtin_rules else []) + args.rules_dirs
+    ruleset = sigma_engine.load(folders)
+    for rule in ruleset.rules:
+        kind = rule.attack_type.value if rule.attack_type else "-"
+        print(f"{rule.id}  {rule.severity.label:<8}  {kind:<18}  {terminal_safe(rule.title)}")
+    for problem in ruleset.of_kind("unsupported"):
+        print(f"skipped {terminal_safe(str(problem))}")
+    print(f"{len(ruleset.rules)} rules from {len(folders)} folders", file=sys.stderr)
+    return ExitCode.OK
+
+
 # Subcommands beside the default analysis (`log_analyser NAME ...`): name -> runner(argv).
 # Each runner parses its own arguments, raises AnalyserError on expected failures and returns
 # an ExitCode. A log file with one of these names is read with `-f ./NAME`.
-COMMANDS: dict[str, Callable[[list[str]], ExitCode]] = {}
+COMMANDS: dict[str, Callable[[list[str]], ExitCode]] = {"rules": rules_command}
 
 
 def cache_command(argv: list[str]) -> ExitCode:

@@ -11,7 +11,8 @@ Fusion (scores 0-100, higher = more suspicious):
 * a client whose user agent is a known crawler and that shows no attack is ``crawler`` and capped at
   CRAWLER_CAP; a crawler claim with attack evidence becomes ``bad_bot`` first.
 
-Attack types are listed primary first: scanner identity, then severity, then TYPE_PRECEDENCE.
+Attack types are listed primary first: a confident (high or worse) scanner identification, then
+severity, then TYPE_PRECEDENCE.
 """
 from __future__ import annotations
 
@@ -38,6 +39,7 @@ CORROBORATION_CAP = 35.0
 CRAWLER_CAP = 15.0
 CRAWLER_SHARE = 0.5                  # share of a client's requests with a crawler user agent
 SCANNER_BREADTH = 3                  # this many payload/discovery families from one client = a scanner
+BREADTH_SEVERITY = Severity.HIGH     # counting only confident evidence (a stray medium Sigma hit is not a family)
 BREADTH_TYPES = frozenset({AttackType.SQLI, AttackType.XSS, AttackType.PATH_TRAVERSAL, AttackType.RCE,
                            AttackType.DIR_BRUTEFORCE})
 # Most specific explanation first: a fast login brute force or content discovery also floods, so
@@ -136,13 +138,15 @@ def crawler_clients(events: pl.DataFrame) -> set[str]:
 def _type_order(item: Evidence) -> tuple:
     known = item.attack_type in TYPE_PRECEDENCE
     precedence = TYPE_PRECEDENCE.index(item.attack_type) if known else len(TYPE_PRECEDENCE)
-    identity = 0 if item.attack_type == AttackType.SCANNER else 1
+    # a confident scanner identification (tool agent, test token, breadth) names the client first
+    identity = 0 if item.attack_type == AttackType.SCANNER and item.severity >= Severity.HIGH else 1
     return identity, -int(item.severity), precedence, -item.count, item.rule_id
 
 
 def _breadth(evidence: Sequence[Evidence]) -> Evidence | None:
     """A derived scanner verdict when one client tried many attack families."""
-    families = sorted({e.attack_type for e in evidence if e.attack_type in BREADTH_TYPES})
+    families = sorted({e.attack_type for e in evidence
+                       if e.attack_type in BREADTH_TYPES and e.severity >= BREADTH_SEVERITY})
     if len(families) < SCANNER_BREADTH:
         return None
     return Evidence(kind="verdict", rule_id="scanner-by-breadth", severity=Severity.HIGH,

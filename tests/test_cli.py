@@ -190,7 +190,7 @@ def test_extra_rules_file_adds_a_detection(capsys, tmp_path):
     rules = tmp_path / "site.yaml"
     rules.write_text("id: about-page-watch\ntitle: Reads the about page\nattack_type: bad_bot\nseverity: high\n"
                      "filter: {path: '^/about$'}\nwindow: {maxretry: 1, findtime: 1}\n")
-    code, out, _ = run(capsys, "-f", SMALL, "--rules", str(rules), "-o", "-", "--output-format", "json")
+    code, out, _ = run(capsys, "-f", SMALL, "--behaviour-rules", str(rules), "-o", "-", "--output-format", "json")
     findings = {f["ip"]: f for f in json.loads(out)["findings"]}
     assert code == ExitCode.OK
     assert [e["rule_id"] for e in findings["2001:db8::42"]["evidence"]] == ["about-page-watch"]
@@ -200,7 +200,7 @@ def test_extra_rules_file_adds_a_detection(capsys, tmp_path):
 def test_broken_rules_exit_4_with_one_line(capsys, tmp_path):
     rules = tmp_path / "bad.yaml"
     rules.write_text("id: x\ntitle: t\nseverity: huge\nfilter: {path: a}\nwindow: {maxretry: 1, findtime: 1}\n")
-    code, _, err = run(capsys, "-f", SMALL, "--rules", str(rules))
+    code, _, err = run(capsys, "-f", SMALL, "--behaviour-rules", str(rules))
     assert code == ExitCode.RULES and "rule 'x': severity" in one_line_error(err)
 
 
