@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import polars as pl
@@ -109,7 +110,7 @@ def robust_z(table: pl.DataFrame, features: Sequence[str]) -> tuple[np.ndarray, 
     mad = np.median(np.abs(X - median), axis=0) * 1.4826
     floors = np.array([LOG_SCALE_FLOOR if BY_NAME[f].heavy_tailed else BY_NAME[f].floor for f in features])
     z = (X - median) / np.maximum(mad, floors)
-    typical = np.array([float(table[f].fill_null(0.0).median() or 0.0) for f in features])
+    typical = np.array([cast(float, table[f].fill_null(0.0).median() or 0.0) for f in features])
     return z, typical
 
 

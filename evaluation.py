@@ -133,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-f", "--file", dest="files", action="extend", nargs="+", required=True, metavar="LOG")
     parser.add_argument("--labels", required=True, help="CSV with ip,label,attack_type (label: attack/benign)")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.add_argument("-o", "--output", metavar="PATH", help="write the report to PATH instead of stdout")
     parser.add_argument("--format", dest="format_name", default="auto", metavar="NAME", help="log format preset")
     parser.add_argument("--threshold", type=float, default=40.0, metavar="SCORE",
                         help="flag clients scoring at least SCORE (default 40)")
@@ -152,5 +153,12 @@ def evaluate_command(argv: list[str]) -> ExitCode:
     settings = Settings(format_name=args.format_name, threshold=args.threshold, random_state=args.seed)
     result = analyse(resolve_sources(args.files), settings)
     scores = score(result.findings, labels)
-    sys.stdout.write(json.dumps(asdict(scores), indent=2) + "\n" if args.json else render(scores))
+    text = json.dumps(asdict(scores), indent=2) + "\n" if args.json else render(scores)
+    if not args.output:
+        sys.stdout.write(text)
+        return ExitCode.OK
+    try:
+        Path(args.output).write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot write report: {exc.strerror}", path=args.output) from None
     return ExitCode.OK

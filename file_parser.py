@@ -16,7 +16,7 @@ import sys
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import BinaryIO
+from typing import Any, BinaryIO, cast
 
 import polars as pl
 
@@ -54,7 +54,7 @@ DETECTION_SAMPLE = 2000
 _CLF_TIME = "%d/%b/%Y:%H:%M:%S"
 _REQUEST_LINE = r"^(?P<method>[A-Za-z][A-Za-z_-]{0,23}) (?P<target>\S+)(?: (?P<protocol>[A-Za-z]+/[0-9.]+))?$"
 _SEPARATOR = b"\x1f"  # ASCII unit separator: never in a log line; a block containing it takes the slow path
-_MAGIC = {b"\x1f\x8b": gzip.open, b"BZh": bz2.open, b"\xfd7zXZ\x00": lzma.open}
+_MAGIC: dict[bytes, Callable[..., Any]] = {b"\x1f\x8b": gzip.open, b"BZh": bz2.open, b"\xfd7zXZ\x00": lzma.open}
 Progress = Callable[[int], None]
 
 
@@ -103,11 +103,11 @@ def _open(source: str) -> tuple[BinaryIO, BinaryIO]:
         raise InputError("is a directory, not a log file", path=source) from None
     except PermissionError:
         raise InputError("permission denied", path=source) from None
-    buffered = raw if isinstance(raw, io.BufferedReader) else io.BufferedReader(raw)  # type: ignore[arg-type]
+    buffered = raw if isinstance(raw, io.BufferedReader) else io.BufferedReader(raw)  # type: ignore[type-var]
     head = buffered.peek(6)[:6]
     for magic, opener in _MAGIC.items():
         if head.startswith(magic):
-            return opener(buffered, "rb"), buffered  # type: ignore[return-value]
+            return opener(buffered, "rb"), buffered
     return buffered, buffered
 
 
@@ -186,7 +186,7 @@ def detect_format(sample: pl.Series) -> tuple[LogFormat, float]:
     lines = lines.to_frame().select(_unwrap(pl.col("raw"))).to_series()
     best, best_rate = None, -1.0
     for candidate in detection_candidates():
-        rate = lines.str.contains(candidate.regex).mean() or 0.0
+        rate = cast(float, lines.str.contains(candidate.regex).mean() or 0.0)
         if rate > best_rate:
             best, best_rate = candidate, rate
     assert best is not None

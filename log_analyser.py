@@ -94,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_enrichment_options(parser)
     _add_llm_options(parser)
     _add_rules_options(parser)
+    _add_config_options(parser)
     return parser
 
 
@@ -196,6 +197,8 @@ def _add_llm_options(parser: argparse.ArgumentParser) -> None:
                        "users are always redacted)")
     group.add_argument("--dry-run-llm", action="store_true",
                        help="print (on stderr) exactly what would be sent to the model, and send nothing")
+
+
 def _add_report_options(parser: argparse.ArgumentParser) -> None:
     from reporting import WRITERS
 
@@ -204,7 +207,7 @@ def _add_report_options(parser: argparse.ArgumentParser) -> None:
                         "(e.g. -o - --output-format json)")
     parser.add_argument("--details", action="append", default=[], metavar="IP",
                         help="print one client's full evidence instead of the table (repeatable; "
-                        "e.g. --details 203.0.113.9)")
+                        "e.g. --details 91.145.72.37)")
     parser.add_argument("--block-severity", type=_severity, default=Severity.HIGH, metavar="SEVERITY",
                         help="blocklists (nginx, apache, iptables, nftables, crowdsec, plain) list flagged "
                         "clients at least this severe (default high; e.g. --block-severity medium)")
@@ -216,12 +219,25 @@ def _pages(text: str) -> int:
     if not text.isdigit():
         raise argparse.ArgumentTypeError(f"expected a whole number of pages, not {text!r}")
     return int(text)
+
+
 def _add_rules_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rules", dest="rules_dirs", action="append", default=[], metavar="DIR",
                         help="add a folder (or file) of Sigma rules to the built-in pack; repeatable "
                         "(e.g. --rules ~/sigma/rules/web)")
     parser.add_argument("--no-builtin-rules", action="store_true",
                         help="run only the --rules folders, not the built-in Sigma rule pack")
+
+
+def _add_config_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "configuration", "precedence: defaults < config file < environment (LOG_ANALYSER_<OPTION>, .env) < flags")
+    group.add_argument("--config", metavar="PATH",
+                       help="TOML file of defaults, keys named like the long options (e.g. threshold = 60); "
+                       "default: $LOG_ANALYSER_CONFIG, else ~/.config/log_analyser/config.toml if present")
+    group.add_argument("--env-file", metavar="PATH",
+                       help="KEY=value file read into the environment (default: ./.env if present); "
+                       "variables already set win")
 
 
 def _severity(text: str) -> Severity:
@@ -441,7 +457,9 @@ def run(argv: Sequence[str] | None = None) -> ExitCode:
 
 def analyse_command(argv: list[str]) -> ExitCode:
     """The default command: `log_analyser -f LOG [options]`."""
-    args = build_parser().parse_args(argv)
+    import config
+
+    args = config.parse_arguments(build_parser, argv)
     _configure_logging(args)
     settings = build_settings(args)
     from analysis import analyse

@@ -96,7 +96,7 @@ def _directive_pattern(directive: Directive, quoted: bool, seen: set[str]) -> st
 
 
 def _compile_tokens(source: str, token: re.Pattern[str], lookup) -> str:
-    parts, seen, pos = [], set(), 0
+    parts, seen, pos = [], set[str](), 0
     for match in token.finditer(source):
         before, after = source[pos:match.start()], source[match.end():match.end() + 1]
         parts.append(re.escape(before))

@@ -69,3 +69,11 @@ def small_result():
         return analyse(["small.log"])
     finally:
         os.chdir(here)
+@pytest.fixture(autouse=True)
+def isolated_configuration(tmp_path_factory, monkeypatch):
+    """No user config file or LOG_ANALYSER_* variable of the machine leaks into a test."""
+    import os
+
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.mktemp("xdg-config")))
+    for name in [name for name in os.environ if name.startswith("LOG_ANALYSER_")]:
+        monkeypatch.delenv(name)

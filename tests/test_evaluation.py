@@ -122,3 +122,11 @@ def test_form_spam_bots_are_found(shared):
     flagged = [f for f in result.findings if f.flagged]
     assert len(flagged) / len(result.findings) >= 0.55
     assert all("bad_bot" in f.attack_types or "credential_stuffing" in f.attack_types for f in flagged)
+
+
+def test_report_to_a_file(dev_set, capsys, tmp_path):
+    out = tmp_path / "quality.json"
+    code = log_analyser.main(["evaluate", "-f", str(dev_set[0]), "--labels", str(dev_set[1]), "--json",
+                              "-o", str(out)])
+    assert code == ExitCode.OK and capsys.readouterr().out == ""
+    assert json.loads(out.read_text())["attackers"] >= 30
