@@ -20,10 +20,14 @@ import polars as pl
 
 import anomaly_detector as detect
 import attribution
+import behaviour_rules
 import explanations
 import file_parser
 import ip_features
+import log_input
 import sigma_engine
+import signatures
+import verdict
 from analyser_errors import InputError
 from anomaly_detector import Baseline, Deviation
 from attribution import Contribution
@@ -57,6 +61,8 @@ class Settings:
     random_state: int = 0
     max_unparsed_ratio: float = 0.5    # more unparsed lines than this is an input error
     reasons: int = 3                   # reasons listed per client
+    rule_paths: tuple[str, ...] = ()   # extra behaviour rule files/folders, beside the shipped ones
+    allowlist: verdict.Allowlist | None = None   # --allow FILE
     enrichment: EnrichmentSettings | None = None   # --enrich: reputation and geography
     explain: explanations.ExplainSettings = explanations.ExplainSettings()  # the LLM stage (--explain)
     rules_dirs: tuple[str, ...] = ()   # Sigma rule folders added to the built-in pack
@@ -86,6 +92,7 @@ class Finding:
     reputation: Reputation | None = None        # filled by enrichment (--enrich)
     geo: Geo | None = None                      # filled by enrichment
     llm_note: LLMNote | None = None             # filled by the explanation stage (--explain)
+    internal: bool = False                      # a private, loopback or link-local address
     detector_scores: dict[str, float] = field(default_factory=dict)
     contributions: dict[str, tuple[Contribution, ...]] = field(default_factory=dict)  # per detector, flagged only
     explanation: tuple[str, ...] = ()           # the contributions as sentences
@@ -107,6 +114,7 @@ class Summary:
     detectors: tuple[str, ...]
     features_used: tuple[str, ...]
     notes: tuple[str, ...] = ()
+    excluded: dict[str, int] = field(default_factory=dict)   # allowlist: 'excluded because' -> count
     enrichment: EnrichmentSummary | None = None    # only when enrichment ran
 
     @property
@@ -144,14 +152,18 @@ def analyse(sources: Sequence[str], settings: Settings = Settings(),
                                                           random_state=settings.random_state, baseline=baseline,
                                                           fusion=settings.fusion)
     notes = model_notes + notes
-    flagged = _flags(scores, settings)
-    findings = _explain(_findings(table, used, scores, detector_scores, flagged, settings,
+    verdicts = _verdicts(parsed.events, table, scores, settings, rules)
+    fused = np.array([verdicts.by_ip[ip].score for ip in table["client_ip"]], dtype=np.float64)
+    allowed = np.array([verdicts.by_ip[ip].allowlisted is not None for ip in table["client_ip"]], dtype=bool)
+    flagged = _flags(fused, settings) & ~allowed
+    findings = _explain(_findings(table, used, fused, detector_scores, flagged, settings,
                                   baseline if settings.model else None), table, baseline)
-    findings = _attach_sigma(findings, sigma_engine.evaluate(parsed.events, rules))
+    findings = [_with_verdict(f, verdicts.by_ip[f.ip]) for f in findings]
     notes = notes + rules.notes() + sigma_engine.unrecorded_fields(parsed.events, rules)
-    summary = _summary(parsed, findings, used, tuple(detector_scores), notes)
+    summary = _summary(parsed, findings, used, tuple(detector_scores) + ("rules", "signatures", "sigma"), notes)
+    summary = replace(summary, excluded=verdicts.excluded)
     if settings.enrichment is not None:
-        findings, summary = _enrich(findings, summary, settings.enrichment)
+        findings, summary = _enrich(findings, summary, settings, verdicts)
     result = AnalysisResult(summary=summary, findings=tuple(findings), features=table,
                             unparsed=parsed.unparsed, events=parsed.events)
     if settings.explain.enabled:
@@ -159,43 +171,92 @@ def analyse(sources: Sequence[str], settings: Settings = Settings(),
     return result
 
 
-def _enrich(findings: list[Finding], summary: Summary,
-            settings: EnrichmentSettings) -> tuple[list[Finding], Summary]:
-    """Reputation, geography and reputation evidence on every finding (scores are not changed)."""
+def detections(events: pl.DataFrame, settings: Settings, sigma_rules: sigma_engine.RuleSet | None = None
+               ) -> tuple[dict[str, list[Evidence]], dict[str, int]]:
+    """Evidence by client ip from the behaviour rules, payload signatures and Sigma rules, and the
+    requests the allowlist kept out of them ('excluded because' -> count)."""
+    events = log_input.rule_view(events)
+    excluded: dict[str, int] = {}
+    if settings.allowlist is not None:
+        mask, excluded = verdict.allowed_requests(events, settings.allowlist)
+        events = events.filter(~mask)
+    rules = behaviour_rules.load_rules([behaviour_rules.default_rule_dir(), *settings.rule_paths])
+    evidence = behaviour_rules.detect(events, rules)
+    for ip, items in signatures.detect(events).items():
+        evidence.setdefault(ip, []).extend(items)
+    for ip, items in (sigma_engine.evaluate(events, sigma_rules) if sigma_rules else {}).items():
+        evidence.setdefault(ip, []).extend(items)
+    return _real_examples(evidence), excluded
+
+
+def _real_examples(evidence: dict[str, list[Evidence]]) -> dict[str, list[Evidence]]:
+    """Evidence whose example lines are read back from the log files where they can be (not from
+    standard input, where the rebuilt line stays)."""
+    import log_input
+
+    wanted: dict[str, set[int]] = {}
+    for items in evidence.values():
+        for example in (x for e in items for x in e.examples):
+            wanted.setdefault(example.source, set()).add(example.line_number)
+    text = {(source, n): line for source, numbers in wanted.items() if log_input.is_readable_again(source)
+            for n, line in log_input.read_lines(source, numbers).items()}
+
+    def real(e: Evidence) -> Evidence:
+        return replace(e, examples=tuple(replace(x, raw=text.get((x.source, x.line_number), x.raw))
+                                         for x in e.examples))
+    return {ip: [real(e) for e in items] for ip, items in evidence.items()}
+
+
+def _verdicts(events: pl.DataFrame, table: pl.DataFrame, anomaly: np.ndarray, settings: Settings,
+              sigma_rules: sigma_engine.RuleSet) -> verdict.Verdicts:
+    events = log_input.rule_view(events)
+    evidence, excluded = detections(events, settings, sigma_rules)
+    verdicts = verdict.judge(table["client_ip"].to_list(), anomaly.tolist(), evidence,
+                             verdict.crawler_clients(events), settings.allowlist)
+    return replace(verdicts, excluded={**excluded, **verdicts.excluded})
+
+
+def _with_verdict(finding: Finding, judged: verdict.Verdict) -> Finding:
+    reasons = tuple(f"{e.title} ({e.count}x)" for e in judged.evidence if e.attack_type is not None)[:2]
+    if judged.allowlisted:
+        reasons = (f"allowlisted: ip in {judged.allowlisted}",)
+    return replace(finding, attack_types=judged.attack_types, evidence=judged.evidence, internal=judged.internal,
+                   reasons=reasons + finding.reasons)
+
+
+def _enrich(findings: list[Finding], summary: Summary, settings: Settings,
+            verdicts: verdict.Verdicts) -> tuple[list[Finding], Summary]:
+    """Reputation, geography and reputation evidence on every finding; the reputation evidence then
+    joins the verdict as corroboration (it never flags a client on its own)."""
     import enrichment
 
-    found = enrichment.enrich(findings, settings)
-    enriched = [replace(f, reputation=found.reputation.get(f.ip), geo=found.geo.get(f.ip),
-                        evidence=f.evidence + found.evidence.get(f.ip, ())) for f in findings]
-    rollup = enrichment.summarise(enriched, found, has_key=settings.api_key is not None)
-    return enriched, replace(summary, notes=summary.notes + found.notes, enrichment=rollup)
+    found = enrichment.enrich(findings, settings.enrichment)
+    enriched = [replace(f, reputation=found.reputation.get(f.ip), geo=found.geo.get(f.ip)) for f in findings]
+    enriched = _corroborate(enriched, found.evidence, verdicts, settings)
+    rollup = enrichment.summarise(enriched, found, has_key=settings.enrichment.api_key is not None)
+    severities = Counter(f.severity.label for f in enriched if f.flagged)
+    return enriched, replace(summary, notes=summary.notes + found.notes, enrichment=rollup,
+                             flagged=sum(f.flagged for f in enriched),
+                             by_severity={s.label: severities.get(s.label, 0) for s in reversed(Severity)})
+
+
+def _corroborate(findings: list[Finding], extra: dict[str, tuple[Evidence, ...]], verdicts: verdict.Verdicts,
+                 settings: Settings) -> list[Finding]:
+    """Judge again with later stages' evidence, then flag and rank again (scores 0-100)."""
+    judged = {f.ip: verdicts.rejudge(f.ip, extra.get(f.ip, ())) for f in findings}
+    scores = np.array([judged[f.ip].score for f in findings], dtype=np.float64)
+    allowed = np.array([judged[f.ip].allowlisted is not None for f in findings], dtype=bool)
+    flags = _flags(scores, settings) & ~allowed
+    updated = [replace(f, score=judged[f.ip].score, severity=detect.severity_for(judged[f.ip].score),
+                       flagged=bool(flag), attack_types=judged[f.ip].attack_types, evidence=judged[f.ip].evidence)
+               for f, flag in zip(findings, flags, strict=True)]
+    updated.sort(key=lambda f: (-f.score, f.ip))
+    return [replace(f, rank=rank) for rank, f in enumerate(updated, start=1)]
 
 
 def _sigma_rules(settings: Settings) -> sigma_engine.RuleSet:
     folders = ([sigma_engine.builtin_dir()] if settings.builtin_rules else []) + list(settings.rules_dirs)
     return sigma_engine.load(folders)
-
-
-def _attach_sigma(findings: list[Finding], hits: dict[str, tuple[Evidence, ...]]) -> list[Finding]:
-    """Each client's Sigma evidence and the attack types it names, added to its finding."""
-    attached = []
-    for finding in findings:
-        evidence = hits.get(finding.ip, ())
-        if evidence:
-            kinds = [*finding.attack_types, *(e.attack_type.value for e in evidence if e.attack_type)]
-            finding = replace(finding, evidence=finding.evidence + evidence, attack_types=tuple(dict.fromkeys(kinds)))
-            finding = _sigma_verdict(finding)
-        attached.append(finding)
-    return attached
-
-
-def _sigma_verdict(finding: Finding) -> Finding:
-    """Interim fusion, kept apart so that verdict.py can take it over: a client that a Sigma rule of
-    level medium or above matched is flagged, at no less than the severest such rule's level."""
-    top = max(e.severity for e in finding.evidence if e.kind == "sigma")
-    if top < Severity.MEDIUM:
-        return finding
-    return replace(finding, flagged=True, severity=max(finding.severity, top))
 
 
 def _preload_detector(sources: Sequence[str]) -> threading.Thread | None:

@@ -26,6 +26,8 @@ examples:
   log_analyser -f 'logs/access.log*' -o out.json  globs, rotated and .gz/.bz2/.xz files
   zcat access.log.gz | log_analyser -f -          read standard input
   log_analyser -f access.log --fail-on high       exit 10 when a high or critical finding exists
+  log_analyser -f access.log --allow allow.yaml   never report allowlisted IPs, agents or paths
+  log_analyser evaluate -f dev.log --labels labels.csv   precision, recall and type accuracy
   log_analyser -f access.log --enrich -o r.csv    add AbuseIPDB reputation, country and ASN
   log_analyser cache stats                        what the lookup cache holds (cache clear empties it)
   log_analyser -f access.log --explain --dry-run-llm   show what an LLM would be sent; send nothing
@@ -79,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--fail-on", metavar="SEVERITY", type=_severity,
                         help="exit with code 10 if a flagged client is at least this severe: "
                         "info, low, medium, high, critical (e.g. --fail-on high)")
+    _add_detection_options(parser)
     _add_report_options(parser)
     parser.add_argument("--seed", type=int, default=0, help="random seed for the models (default 0)")
     _add_model_options(parser)
@@ -91,6 +94,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_rules_options(parser)
     _add_config_options(parser)
     return parser
+
+
+def _add_detection_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--behaviour-rules", action="append", default=[], metavar="PATH",
+                        help="extra behaviour rule files or folders (YAML thresholds over time windows), used "
+                        "beside the shipped ones (repeatable; e.g. --behaviour-rules site-rules/)")
+    parser.add_argument("--allow", metavar="FILE",
+                        help="allowlist YAML with ips (addresses/CIDRs), user_agents and paths (regexes): "
+                        "never reported as attacks, counted in the summary (e.g. --allow allow.yaml)")
 
 
 class _VersionAction(argparse.Action):
@@ -298,10 +310,14 @@ def build_settings(args: argparse.Namespace, now: datetime | None = None):
         raise ConfigError(f"--contamination must be in (0, 0.5], not {args.contamination}")
     if args.top < 1:
         raise ConfigError(f"--top must be at least 1, not {args.top}")
+    from verdict import load_allowlist
+
+    allowlist = load_allowlist(args.allow) if args.allow else None
     return Settings(**_input_settings(args, now), threshold=args.threshold, contamination=args.contamination,
                     random_state=args.seed, enrichment=enrichment_settings(args), explain=_explain_settings(args),
                     rules_dirs=tuple(args.rules_dirs), builtin_rules=not args.no_builtin_rules,
-                    detectors=args.detectors, model=args.model, fusion=args.fusion)
+                    detectors=args.detectors, model=args.model, fusion=args.fusion,
+                    rule_paths=tuple(args.behaviour_rules), allowlist=allowlist)
 
 
 def _explain_settings(args: argparse.Namespace):
@@ -539,6 +555,13 @@ def train_command(argv: list[str]) -> ExitCode:
 
 
 COMMANDS["train"] = train_command
+def _evaluate(argv: list[str]) -> ExitCode:
+    from evaluation import evaluate_command
+
+    return evaluate_command(argv)
+
+
+COMMANDS["evaluate"] = _evaluate
 
 
 def run(argv: Sequence[str] | None = None) -> ExitCode:

@@ -200,3 +200,10 @@ def with_raw(frame: pl.DataFrame) -> pl.DataFrame:
             read[source] = read_lines(source, [n for s, n in zip(sources, numbers, strict=True) if s == source])
     raw = [read.get(s, {}).get(n, r) for s, n, r in zip(sources, numbers, rebuilt, strict=True)]
     return frame.with_columns(pl.Series("raw", raw, dtype=pl.String))
+
+
+def rule_view(events: pl.DataFrame) -> pl.DataFrame:
+    """The events as the rule stages read them: text columns as String (the table keeps them
+    categorical) and a ``raw`` line rebuilt from the fields (the table keeps no raw text)."""
+    events = events.with_columns(pl.col(pl.Categorical).cast(pl.String))
+    return events if "raw" in events.columns else events.with_columns(rebuilt_line().alias("raw"))

@@ -22,7 +22,7 @@ import exports
 import ip_features
 from analyser_errors import ConfigError
 from analysis import SCHEMA_VERSION, AnalysisResult, Finding
-from evidence import Geo, LLMNote, Reputation
+from evidence import Evidence, Geo, LLMNote, Reputation
 
 if TYPE_CHECKING:
     from enrichment import EnrichmentSummary
@@ -65,6 +65,8 @@ def summary_line(result: AnalysisResult, colour: bool = False) -> str:
     worst = ", ".join(f"{SEVERITY_COLOURS[label]}{n} {label}{RESET}" if colour else f"{n} {label}"
                       for label, n in s.by_severity.items() if n)
     parts.append(f"{s.flagged:,} flagged" + (f" ({worst})" if worst else ""))
+    if s.excluded:
+        parts.append("excluded because " + ", ".join(f"{why}: {n:,}" for why, n in s.excluded.items()))
     if s.time_start and s.time_end:
         parts.append(f"{s.time_start:%Y-%m-%d %H:%M} to {s.time_end:%Y-%m-%d %H:%M} UTC")
     return " | ".join(parts)
@@ -74,7 +76,7 @@ def _clip(text: str, width: int) -> str:
     return text if len(text) <= width else text[:max(width - 1, 0)] + "…"
 
 
-TABLE_HEADER = ("#", "client", "reqs", "errs", "score", "severity", "top reason")
+TABLE_HEADER = ("#", "client", "reqs", "errs", "score", "severity", "attack: top reason")
 TABLE_RIGHT = (True, False, True, True, True, False, False)
 MIN_REASON = 24    # the client column gives way to keep this much of the reason (IPv6 addresses are long)
 MIN_CLIENT = 15    # an IPv4 address always fits
@@ -107,7 +109,10 @@ def render_table(result: AnalysisResult, top: int = 20, colour: bool = False, wi
     for finding in result.findings[:top]:
         reason = terminal_safe(finding.reasons[0]) if finding.reasons and finding.flagged else ""
         who = [_abuse_cell(finding.reputation), _origin_cell(finding.geo)] if enriched else []
-        rows.append([str(finding.rank), terminal_safe(finding.ip), f"{finding.requests:,}", f"{finding.errors:,}",
+        attack = finding.attack_types[0] if finding.attack_types and finding.flagged else ""
+        reason = f"{attack}: {reason}" if attack and reason else attack or reason
+        ip = terminal_safe(finding.ip) + (" (internal)" if finding.internal else "")
+        rows.append([str(finding.rank), ip, f"{finding.requests:,}", f"{finding.errors:,}",
                      f"{finding.score:.1f}", finding.severity.label if finding.flagged else "-", *who, reason])
     widths = _fit(rows, width)
     lines = []
@@ -213,6 +218,8 @@ def csv_row(finding: Finding, enriched: bool = False, llm: bool = False) -> dict
         "requests": finding.requests, "errors": finding.errors,
         "first_seen": _time(finding.first_seen), "last_seen": _time(finding.last_seen),
         "reasons": " | ".join(finding.reasons), "explanation": " | ".join(finding.explanation),
+        "internal": finding.internal,
+        "evidence": " | ".join(f"{e.kind}:{e.rule_id} x{e.count}" for e in finding.evidence),
     }
     if enriched:
         row.update(enrichment_columns(finding))
@@ -251,6 +258,7 @@ def finding_json(finding: Finding, enriched: bool = False) -> dict[str, object]:
         "severity": finding.severity.label, "attack_types": list(finding.attack_types),
         "reasons": list(finding.reasons), "requests": finding.requests, "errors": finding.errors,
         "first_seen": _time(finding.first_seen), "last_seen": _time(finding.last_seen),
+        "internal": finding.internal, "evidence": [evidence_json(e) for e in finding.evidence],
         "detector_scores": finding.detector_scores,
         "contributions": {name: [{"feature": c.feature, "value": _round(c.value), "typical": _round(c.typical),
                                   "contribution": _round(c.contribution), "share": round(c.share, 3)}
@@ -264,6 +272,13 @@ def finding_json(finding: Finding, enriched: bool = False) -> dict[str, object]:
     if enriched:
         document.update(reputation=reputation_json(finding.reputation), geo=geo_json(finding.geo))
     return document
+
+
+def evidence_json(item: Evidence) -> dict[str, object]:
+    return {"kind": item.kind, "rule_id": item.rule_id, "title": item.title, "severity": item.severity.label,
+            "attack_type": item.attack_type.value if item.attack_type else None, "count": item.count,
+            "tags": list(item.tags),
+            "examples": [{"source": x.source, "line_number": x.line_number, "raw": x.raw} for x in item.examples]}
 
 
 def llm_note_json(note: LLMNote) -> dict[str, object]:
@@ -281,6 +296,7 @@ def result_json(result: AnalysisResult, version: str = "") -> dict[str, object]:
         "unparsed_by_reason": s.unparsed_by_reason, "clients": s.clients, "flagged": s.flagged,
         "by_severity": s.by_severity, "time_start": _time(s.time_start), "time_end": _time(s.time_end),
         "detectors": list(s.detectors), "features_used": list(s.features_used), "notes": list(s.notes),
+        "excluded": s.excluded,
     }
     if s.enrichment is not None:
         summary["enrichment"] = enrichment_summary_json(s.enrichment)

@@ -44,12 +44,12 @@ def test_one_analysis_writes_every_format(capsys, tmp_path):
 
 
 def test_block_severity_defaults_to_high(capsys, tmp_path):
-    # the small log's scanner is high (its Sigma hits raise it): listed by default, not at critical
+    # the small log's scanner is critical (SQL injection, traversal, probes): listed at every level
     path, strict = tmp_path / "blocklist.txt", tmp_path / "critical-blocklist.txt"
     assert run(capsys, "-f", SMALL, "-o", str(path))[0] == ExitCode.OK
-    assert run(capsys, "-f", SMALL, "-o", str(strict), "--block-severity", "critical")[0] == ExitCode.OK
     assert [line for line in path.read_text().splitlines() if not line.startswith("#")] == ["198.51.100.99"]
-    assert [line for line in strict.read_text().splitlines() if not line.startswith("#")] == []
+    assert run(capsys, "-f", SMALL, "-o", str(strict), "--block-severity", "critical")[0] == ExitCode.OK
+    assert [line for line in strict.read_text().splitlines() if not line.startswith("#")] == ["198.51.100.99"]
 
 
 def test_format_prefix_and_pdf_to_stdout(capsysbinary):
@@ -61,7 +61,7 @@ def test_format_prefix_and_pdf_to_stdout(capsysbinary):
 def test_details_view(capsys):
     code, out, _ = run(capsys, "-f", SMALL, "--details", "198.51.100.99")
     assert code == ExitCode.OK
-    assert out.startswith("client 198.51.100.99: rank 1 of 7, score 48.3 (high)")
+    assert out.startswith("client 198.51.100.99: rank 1 of 7, score 89.8 (critical)")
     assert "why it stands out" in out and "88% of 8 requests returned 4xx" in out
     assert "first 8 requests" in out and "small.log:16:" in out
     assert "\x1b" not in out
@@ -111,17 +111,17 @@ def on_terminal(*argv: str, columns: int = 80, no_color: bool = False) -> str:
 
 def test_terminal_gets_colour_unless_no_color():
     coloured = on_terminal("-f", SMALL)
-    assert "\x1b[31mhigh" in coloured
+    assert "\x1b[1;31mcritical" in coloured
     assert "\x1b[" not in on_terminal("-f", SMALL, no_color=True)
 
 
 def test_table_follows_the_terminal_width():
     narrow = on_terminal("-f", SMALL, "--details", "198.51.100.99", columns=80)
     assert narrow.startswith("client 198.51.100.99")
-    table = on_terminal("-f", SMALL, columns=80, no_color=True).splitlines()
-    assert max(len(line) for line in table) <= 80 and table[2].endswith("…")
+    table = on_terminal("-f", SMALL, columns=60, no_color=True).splitlines()
+    assert max(len(line) for line in table) <= 60 and table[2].endswith("…")
     wide = on_terminal("-f", SMALL, columns=160, no_color=True).splitlines()
-    assert wide[2].endswith("88% of 8 requests returned 4xx (typical 0%)")
+    assert "critical sqli: " in wide[2] and wide[2].endswith("(1x)")
 
 
 def test_piped_output_has_no_colour_and_80_columns(capsys):

@@ -145,7 +145,9 @@ def test_precedence_end_to_end_changes_the_analysis(tmp_path, capsys, monkeypatc
 def test_fail_on_from_environment_gates_ci(capsys, monkeypatch):
     monkeypatch.setenv("LOG_ANALYSER_FAIL_ON", "medium")
     assert log_analyser.main(["-f", SMALL]) == ExitCode.FINDINGS
-    assert log_analyser.main(["-f", SMALL, "--fail-on", "critical"]) == ExitCode.OK
+    # the small log's scanner is critical, so no --fail-on level lets it pass; a stricter flag threshold does
+    assert log_analyser.main(["-f", SMALL, "--fail-on", "critical"]) == ExitCode.FINDINGS
+    assert log_analyser.main(["-f", SMALL, "--threshold", "95"]) == ExitCode.OK
 
 
 def test_every_long_option_but_the_command_line_ones_is_configurable():

@@ -61,7 +61,7 @@ def test_one_client_is_scored_zero_with_a_note(tmp_path):
     path.write_text("\n".join(COMBINED.format(ip="192.0.2.1", m=i // 60, s=i % 60) for i in range(50)) + "\n")
     result = analyse([str(path)])
     assert [f.score for f in result.findings] == [0.0]
-    assert not result.summary.detectors and "too few" in result.summary.notes[0]
+    assert "iforest" not in result.summary.detectors and "too few" in result.summary.notes[0]
 
 
 def test_identical_clients_are_not_flagged(tmp_path):
@@ -84,3 +84,30 @@ def test_contamination_flags_that_fraction(planted_log):
     result = analyse([str(path)], Settings(contamination=0.05))
     assert result.summary.flagged == int(np.ceil(0.05 * result.summary.clients))
     assert [f.flagged for f in result.findings] == sorted([f.flagged for f in result.findings], reverse=True)
+
+
+def test_no_attackers_means_nothing_above_medium(tmp_path):
+    import loggen
+
+    generated = loggen.generate(20_000, seed=5, attackers=False)
+    path = tmp_path / "benign.log"
+    path.write_text("\n".join(generated.lines.to_list()) + "\n")
+    result = analyse([str(path)])
+    assert not result.at_least(Severity.HIGH)
+    assert len(result.at_least(Severity.MEDIUM)) <= 1
+
+
+def test_a_lone_attacker_is_still_caught_by_its_behaviour(tmp_path):
+    line = ('203.0.113.9 - - [10/Mar/2026:10:{m:02d}:{s:02d} +0000] '
+            '"GET /item?id=1%27%20OR%201=1-- HTTP/1.1" 200 9 "-" "x"')
+    path = tmp_path / "one.log"
+    path.write_text("\n".join(line.format(m=i // 60, s=i % 60) for i in range(30)) + "\n")
+    (finding,) = analyse([str(path)]).findings
+    assert finding.flagged and finding.attack_types == ("sqli",) and finding.severity >= Severity.HIGH
+
+
+def test_all_lines_malformed_gives_an_empty_result(tmp_path):
+    path = tmp_path / "junk.log"
+    path.write_text("garbage\nmore garbage\n")
+    result = analyse([str(path)], Settings(max_unparsed_ratio=1.0))
+    assert result.findings == () and result.summary.unparsed_lines == 2

@@ -61,10 +61,20 @@ def test_flagged_clients_are_looked_up_first(enriched):
     assert len(set(asked)) == result.summary.clients
 
 
-def test_enrichment_never_changes_scores_flags_or_severities(enriched, plain):
+def test_reputation_corroborates_but_never_flags_on_its_own(enriched, plain):
     result, _ = enriched
-    assert [(f.ip, f.score, f.flagged, f.severity) for f in result.findings] == \
-        [(f.ip, f.score, f.flagged, f.severity) for f in plain.findings]
+    before, after = by_ip(plain), by_ip(result)
+    for ip, finding in after.items():
+        reputation = [e for e in finding.evidence if e.kind == "reputation"]
+        behaviour = [e for e in finding.evidence if e.kind != "reputation"]
+        if not reputation:
+            assert (finding.score, finding.flagged) == (before[ip].score, before[ip].flagged)
+        else:
+            assert finding.score >= before[ip].score
+        if finding.flagged and not before[ip].flagged:
+            assert behaviour, ip    # only behaviour makes an attacker
+    assert after[FLAGGED[0]].score > before[FLAGGED[0]].score or before[FLAGGED[0]].score == 100.0
+    assert [f.rank for f in result.findings] == list(range(1, len(result.findings) + 1))
 
 
 def test_findings_carry_reputation_geo_and_evidence(enriched):
@@ -72,8 +82,9 @@ def test_findings_carry_reputation_geo_and_evidence(enriched):
     top = findings[FLAGGED[0]]
     assert top.reputation.abuse_score == 100 and top.reputation.is_tor and top.geo.country == "FI"
     assert [(e.kind, e.severity) for e in top.evidence if e.kind == "reputation"] == [("reputation", Severity.HIGH)]
-    assert [e.severity for e in findings[FLAGGED[1]].evidence] == [Severity.MEDIUM]
-    assert findings[FLAGGED[2]].reputation.status == "unknown" and findings[FLAGGED[2]].evidence == ()
+    assert [e.severity for e in findings[FLAGGED[1]].evidence if e.kind == "reputation"] == [Severity.MEDIUM]
+    assert findings[FLAGGED[2]].reputation.status == "unknown"
+    assert not [e for e in findings[FLAGGED[2]].evidence if e.kind == "reputation"]
     benign = findings[BENIGN_BUT_REPORTED]
     assert benign.evidence and not benign.flagged    # reputation alone makes nobody an attacker
 

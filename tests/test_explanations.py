@@ -199,7 +199,7 @@ def test_prompt_injection_in_log_lines_changes_no_verdict(baseline):
     notes = {f.ip: f.llm_note for f in result.findings if f.llm_note}
     assert notes[INJECTOR].status == notes[MARKER].status == NoteStatus.CONTRADICTS_EVIDENCE
     assert notes[BRUTE].status == NoteStatus.OK
-    assert result.at_least(Severity.HIGH) == [f for f in result.findings if f.ip in notes]
+    assert [f for f in result.findings if f.flagged] == [f for f in result.findings if f.ip in notes]
 
 
 def test_log_lines_stay_inside_the_untrusted_block(baseline):
@@ -415,16 +415,18 @@ def test_calling_a_rule_matched_client_benign_contradicts_the_evidence(baseline,
 
 def test_the_token_budget_drops_example_lines_but_keeps_one(baseline):
     lines = [f"line {i} " + "x" * 380 for i in range(5)]
-    roomy = explanations.build_request(baseline.findings[0], lines, ExplainSettings(token_budget=10_000))
-    tight = explanations.build_request(baseline.findings[0], lines, ExplainSettings(token_budget=900))
-    tiny = explanations.build_request(baseline.findings[0], lines, ExplainSettings(token_budget=10))
+    top = dataclasses.replace(baseline.findings[0], evidence=())   # only the lines given here
+    roomy = explanations.build_request(top, lines, ExplainSettings(token_budget=10_000))
+    tight = explanations.build_request(top, lines, ExplainSettings(token_budget=900))
+    tiny = explanations.build_request(top, lines, ExplainSettings(token_budget=10))
     count = [user_content(r.body).count('"line ') for r in (roomy, tight, tiny)]
     assert count == [5, 2, 1]
     assert explanations._tokens(tight.body) <= 900 < explanations._tokens(roomy.body)
 
 
 def test_long_lines_are_clipped(baseline):
-    request = explanations.build_request(baseline.findings[0], ["y" * 5000], ExplainSettings(line_chars=100))
+    top = dataclasses.replace(baseline.findings[0], evidence=())   # only the line given here
+    request = explanations.build_request(top, ["y" * 5000], ExplainSettings(line_chars=100))
     assert '"' + "y" * 100 + '"' in user_content(request.body) and "y" * 101 not in user_content(request.body)
 
 

@@ -33,3 +33,11 @@ def test_requirements_pin_every_runtime_dependency():
     declared = {dep.split(">")[0].split("=")[0].split("[")[0].strip().lower()
                 for dep in PYPROJECT["project"]["dependencies"]}
     assert declared == pinned
+
+
+def test_behaviour_rules_are_installed_with_the_package():
+    setuptools = PYPROJECT["tool"]["setuptools"]
+    assert "behaviours" in setuptools["packages"]
+    patterns = setuptools["package-data"]["behaviours"]
+    files = [p for p in (ROOT / "behaviours").iterdir() if p.suffix != ".py" and p.name != "__pycache__"]
+    assert files and all(any(p.match(pattern) for pattern in patterns) for p in files)

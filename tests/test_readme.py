@@ -51,6 +51,7 @@ def scratch(tmp_path_factory) -> tuple[Path, dict[str, str]]:
     (here / "logs" / "access.log").write_bytes(sample[: len(sample) // 2])
     (here / "logs" / "access.log.1.gz").write_bytes(gzip.compress(sample[len(sample) // 2:], mtime=0))
     (here / "examples").symlink_to(ROOT / "examples")
+    (here / "bench").symlink_to(ROOT / "bench")   # the dev-set generator in 'Detection quality'
     (here / "my-rules").mkdir()              # a folder of Sigma rules, as in the examples: two of SigmaHQ's
     for rule in sorted((SHARED / "sigmahq-webserver").rglob("*.yml"))[:2]:
         (here / "my-rules" / rule.name).write_bytes(rule.read_bytes())

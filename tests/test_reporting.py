@@ -70,8 +70,9 @@ def test_table_truncates_long_reasons_and_colours_only_when_asked(small_result):
     coloured = reporting.render_table(small_result, colour=True)
     assert "\x1b[" not in plain and "\x1b[" in coloured
     assert all(len(line) <= 80 for line in plain.splitlines())
-    assert "…" in plain.splitlines()[2]
-    assert "\x1b[31mhigh" in coloured and coloured.count(reporting.RESET) == 1
+    narrow = reporting.render_table(small_result, width=60)
+    assert all(len(line) <= 60 for line in narrow.splitlines()) and "…" in narrow.splitlines()[2]
+    assert "\x1b[1;31mcritical" in coloured and coloured.count(reporting.RESET) == 1
 
 
 def test_table_fits_80_columns_with_long_addresses(hostile_result):

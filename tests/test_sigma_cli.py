@@ -80,15 +80,17 @@ def test_findings_carry_sigma_evidence_and_attack_types():
     assert {"path_traversal", "sqli", "bad_bot", "dir_bruteforce"} <= set(scanner.attack_types)
     titles = {e.title for e in scanner.evidence}
     assert "Sensitive File Probe - Dotenv Files" in titles
-    assert all(e.kind == "sigma" and e.examples and e.examples[0].line_number >= 9 for e in scanner.evidence)
+    sigma = [e for e in scanner.evidence if e.kind == "sigma"]
+    assert sigma and all(e.examples and e.examples[0].line_number >= 9 for e in sigma)
     assert scanner.flagged and scanner.severity >= Severity.HIGH
     assert all(not f.evidence for ip, f in findings.items() if ip != "198.51.100.99")
 
 
-def test_without_rules_the_verdict_is_the_detectors_alone():
+def test_without_sigma_rules_the_other_stages_still_judge():
     result = analyse([SMALL], Settings(builtin_rules=False))
     scanner = next(f for f in result.findings if f.ip == "198.51.100.99")
-    assert scanner.evidence == () and scanner.attack_types == () and scanner.severity == Severity.MEDIUM
+    assert scanner.evidence and not [e for e in scanner.evidence if e.kind == "sigma"]
+    assert {"sqli", "path_traversal"} <= set(scanner.attack_types) and scanner.severity >= Severity.HIGH
 
 
 def test_low_level_rules_do_not_flag_on_their_own(tmp_path):

@@ -1,0 +1,450 @@
+"""Behavioural detection rules as data: per-client thresholds over time windows.
+
+Rules are YAML files (one rule or a list of rules per file; the package ships ``behaviours/``).
+Each rule selects events with a ``filter`` and counts them per client in one of two windows:
+
+* ``bucket`` -- a CrowdSec-style leaky bucket: every matching event pours ``1`` (or its bytes,
+  ``weight: bytes``) into the client's bucket, which leaks one unit every ``leak_speed`` seconds;
+  the rule fires when the level exceeds ``capacity``. ``baseline`` raises the capacity to
+  ``factor`` x the ``quantile`` of every client's peak level, so floods are judged against the
+  site's own traffic.
+* ``window`` -- fail2ban's ``maxretry`` events within ``findtime`` seconds.
+
+``distinct: COLUMN`` counts only the first event of each distinct value (distinct 404 paths,
+distinct user agents). Both windows are evaluated for all clients at once with Polars window
+expressions (the bucket level has the closed form ``1 + A_i - cummin(A)_i`` with
+``A_i = cumsum(w)_{<i} - t_i / leak_speed``), never a per-event Python loop.
+"""
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+import yaml
+
+import log_input
+from analyser_errors import RulesError
+from evidence import AttackType, Evidence, ExampleLine, Severity
+
+log = logging.getLogger(__name__)
+
+RULE_FIELDS = {"id", "title", "description", "attack_type", "severity", "filter", "bucket", "window", "tags"}
+FILTER_FIELDS = {"methods", "path", "path_not", "query", "target", "text", "user_agent", "user_agent_not", "referer",
+                 "status", "local_hours", "min_bytes", "client_never", "malformed"}
+BUCKET_FIELDS = {"capacity", "leak_speed", "distinct", "weight", "baseline"}
+WINDOW_FIELDS = {"maxretry", "findtime", "distinct"}
+DISTINCT_COLUMNS = {"path", "query", "user_agent", "referer", "target"}
+EXAMPLES = 3
+
+
+@dataclass(frozen=True)
+class Bucket:
+    """Leaky bucket: fires when the level (events, or bytes with ``weight='bytes'``) exceeds capacity."""
+
+    capacity: float
+    leak_speed: float                 # seconds for one unit to leak out
+    distinct: str | None = None
+    weight: str | None = None         # None (each event weighs 1) or "bytes"
+    baseline_quantile: float | None = None
+    baseline_factor: float = 1.0
+
+
+@dataclass(frozen=True)
+class Window:
+    """fail2ban: fires when ``maxretry`` matching events fall within ``findtime`` seconds."""
+
+    maxretry: int
+    findtime: float
+    distinct: str | None = None
+
+
+@dataclass(frozen=True)
+class BehaviourRule:
+    id: str
+    title: str
+    attack_type: AttackType | None
+    severity: Severity
+    condition: pl.Expr                # over the events table (see prepare); True = the event matches
+    window: Bucket | Window
+    source: str
+    tags: tuple[str, ...] = ()
+    regexes: tuple[tuple[str, str], ...] = ()   # (column, pattern) the condition reads, see _add_regex_columns
+
+
+class _Collector:
+    """Gathers every validation error of a run, pySigma's collect-errors style."""
+
+    def __init__(self) -> None:
+        self.errors: list[str] = []
+
+    def add(self, source: str, rule_id: str, field: str, message: str) -> None:
+        self.errors.append(f"{source}: rule {rule_id!r}: {field}: {message}")
+
+
+def default_rule_dir() -> Path:
+    """The rules shipped with the package (installed beside this module)."""
+    return Path(__file__).resolve().parent / "behaviours"
+
+
+def rule_files(paths: Sequence[str | Path] | None = None) -> list[Path]:
+    """YAML files under the given files or folders (default: the shipped ``behaviours/``)."""
+    found: list[Path] = []
+    for path in map(Path, paths or [default_rule_dir()]):
+        if path.is_dir():
+            found += sorted(p for p in path.iterdir() if p.suffix in {".yml", ".yaml"})
+        elif path.is_file():
+            found.append(path)
+        else:
+            raise RulesError("no such rule file or folder", path=str(path))
+    return found
+
+
+def check(paths: Sequence[str | Path] | None = None) -> list[str]:
+    """Every problem in the rule files, as 'FILE: rule ID: FIELD: message' lines (empty when valid);
+    for a `rules check` command."""
+    try:
+        load_rules(paths)
+    except RulesError as exc:
+        return list(getattr(exc, "problems", [str(exc)]))
+    return []
+
+
+def load_rules(paths: Sequence[str | Path] | None = None) -> list[BehaviourRule]:
+    """Load and validate every rule; raises one RulesError listing all problems found
+    (also in its ``problems`` attribute, one string each)."""
+    errors = _Collector()
+    rules: list[BehaviourRule] = []
+    for path in rule_files(paths):
+        rules += _load_file(path, errors)
+    seen: set[str] = set()
+    for rule in rules:
+        if rule.id in seen:
+            errors.add(rule.source, rule.id, "id", "duplicate rule id")
+        seen.add(rule.id)
+    if errors.errors:
+        error = RulesError(f"{len(errors.errors)} rule error(s): " + "; ".join(errors.errors),
+                           hint="fix the fields named; every error found is listed")
+        error.problems = list(errors.errors)
+        raise error
+    return rules
+
+
+def _load_file(path: Path, errors: _Collector) -> list[BehaviourRule]:
+    try:
+        documents = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        errors.add(str(path), "-", "file", f"cannot read YAML: {str(exc).splitlines()[0]}")
+        return []
+    documents = documents if isinstance(documents, list) else [documents]
+    rules = []
+    for index, document in enumerate(documents):
+        rule = compile_rule(document, str(path), errors, index)
+        if rule is not None:
+            rules.append(rule)
+    return rules
+
+
+def compile_rule(document: object, source: str, errors: _Collector, index: int = 0) -> BehaviourRule | None:
+    """One YAML mapping into a BehaviourRule, or None with the problems added to ``errors``."""
+    before = len(errors.errors)
+    if not isinstance(document, dict):
+        errors.add(source, f"#{index + 1}", "rule", "must be a mapping")
+        return None
+    rule_id = str(document.get("id") or f"#{index + 1}")
+    def bad(field: str, message: str) -> None:
+        errors.add(source, rule_id, field, message)
+    for key in sorted(set(document) - RULE_FIELDS):
+        bad(key, "unknown field")
+    for key in ("id", "title", "severity", "filter"):
+        if key not in document:
+            bad(key, "missing")
+    if ("bucket" in document) == ("window" in document):
+        bad("bucket", "exactly one of 'bucket' or 'window' is required")
+    severity = _enum(document.get("severity", "info"), Severity.parse, "severity", bad)
+    attack = document.get("attack_type")
+    attack_type = _enum(attack, AttackType, "attack_type", bad) if attack is not None else None
+    regexes: list[tuple[str, str]] = []
+    condition = _condition(document.get("filter"), bad, regexes)
+    window = (_bucket(document["bucket"], bad) if "bucket" in document
+              else _window(document["window"], bad) if "window" in document else None)
+    if len(errors.errors) > before or condition is None or window is None or severity is None:
+        return None
+    return BehaviourRule(id=rule_id, title=str(document["title"]), attack_type=attack_type, severity=severity,
+                         condition=condition, window=window, source=source, regexes=tuple(regexes),
+                         tags=tuple(str(t) for t in document.get("tags", ())))
+
+
+def _enum(value, parse, field, bad):
+    try:
+        return parse(str(value))
+    except (ValueError, KeyError):
+        bad(field, f"unknown value {value!r}")
+        return None
+
+
+def regex_problem(pattern: str) -> str | None:
+    """Why ``pattern`` is not a valid regular expression for Polars (Rust regex syntax: no
+    look-around or back-references), or None when it is."""
+    try:
+        re.compile(pattern)
+        pl.Series([""]).str.contains(pattern)
+    except (re.error, pl.exceptions.PolarsError) as exc:
+        return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return None
+
+
+def _regex(value, field, bad) -> str | None:
+    problem = regex_problem(str(value))
+    if problem:
+        bad(field, f"invalid regular expression: {problem}")
+        return None
+    return "(?i)" + str(value)
+
+
+def _condition(spec: object, bad, regexes: list[tuple[str, str]]) -> pl.Expr | None:
+    """The filter mapping as one boolean expression (every key must hold)."""
+    if not isinstance(spec, dict) or not spec:
+        bad("filter", "must be a non-empty mapping")
+        return None
+    parts: list[pl.Expr] = []
+    for key, value in spec.items():
+        if key not in FILTER_FIELDS:
+            bad(f"filter.{key}", f"unknown field (one of {', '.join(sorted(FILTER_FIELDS))})")
+            continue
+        expr = _filter_part(key, value, lambda message, key=key: bad(f"filter.{key}", message), regexes)
+        if expr is not None:
+            parts.append(expr.fill_null(False))
+    return pl.all_horizontal(parts) if parts else None
+
+
+# filter key -> column; "target" is path?query; "text" matches if any of target, referer, user agent does
+_REGEX_COLUMNS = {"path": "path", "query": "query", "target": "_target", "user_agent": "user_agent",
+                  "referer": "referer"}
+_TEXT_COLUMNS = ("_target", "referer", "user_agent")
+
+
+def _regex_column(column: str, pattern: str) -> str:
+    return f"_re|{column}|{pattern}"
+
+
+def _filter_part(key: str, value: object, bad, regexes: list[tuple[str, str]]) -> pl.Expr | None:
+    if key == "text":
+        pattern = _regex(value, key, lambda _f, message: bad(message))
+        if pattern is None:
+            return None
+        regexes.extend((column, pattern) for column in _TEXT_COLUMNS)
+        return pl.any_horizontal(pl.col(_regex_column(column, pattern)) for column in _TEXT_COLUMNS)
+    if key in _REGEX_COLUMNS or key in {"path_not", "user_agent_not", "client_never"}:
+        column = "path" if key == "client_never" else _REGEX_COLUMNS[key.removesuffix("_not")]
+        pattern = _regex(value, key, lambda _f, message: bad(message))
+        if pattern is None:
+            return None
+        regexes.append((column, pattern))
+        matched = pl.col(_regex_column(column, pattern))
+        if key == "client_never":  # the client never requested a path like this (e.g. page assets)
+            return ~matched.any().over("client_ip")
+        return ~matched if key.endswith("_not") else matched
+    if key == "malformed":   # the request line was not HTTP (TLS to port 80, binary junk, text)
+        if not isinstance(value, bool):
+            bad("must be true or false")
+            return None
+        return pl.col("method").is_null() == value
+    if key == "methods":
+        return pl.col("method").is_in([str(m).upper() for m in _as_list(value)])
+    if key == "status":
+        return _status(value, bad)
+    if key == "local_hours":
+        if not (isinstance(value, list) and len(value) == 2 and all(isinstance(h, int) for h in value)):
+            bad("must be [start_hour, end_hour), e.g. [0, 6]")
+            return None
+        return pl.col("_local_hour").is_between(value[0], value[1] - 1)
+    if not isinstance(value, int | float):
+        bad("must be a number")
+        return None
+    return pl.col("bytes") >= value
+
+
+def _as_list(value: object) -> list:
+    return value if isinstance(value, list) else [value]
+
+
+def _status(value: object, bad) -> pl.Expr | None:
+    """Status codes: numbers and classes such as '4xx'."""
+    parts = []
+    for item in _as_list(value):
+        text = str(item).lower()
+        if re.fullmatch(r"[1-5]xx", text):
+            low = int(text[0]) * 100
+            parts.append(pl.col("status").is_between(low, low + 99))
+        elif text.isdigit():
+            parts.append(pl.col("status") == int(text))
+        else:
+            bad(f"not a status code or class: {item!r}")
+            return None
+    return pl.any_horizontal(parts)
+
+
+def _positive(spec: dict, key: str, bad, field: str) -> float | None:
+    value = spec.get(key)
+    if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
+        bad(f"{field}.{key}", "must be a non-negative number")
+        return None
+    return float(value)
+
+
+def _distinct(spec: dict, bad, field: str) -> str | None:
+    column = spec.get("distinct")
+    if column is not None and column not in DISTINCT_COLUMNS:
+        bad(f"{field}.distinct", f"one of {', '.join(sorted(DISTINCT_COLUMNS))}")
+    return column
+
+
+def _bucket(spec: object, bad) -> Bucket | None:
+    if not isinstance(spec, dict):
+        bad("bucket", "must be a mapping")
+        return None
+    for key in sorted(set(spec) - BUCKET_FIELDS):
+        bad(f"bucket.{key}", "unknown field")
+    capacity, leak = _positive(spec, "capacity", bad, "bucket"), _positive(spec, "leak_speed", bad, "bucket")
+    if spec.get("weight") not in (None, "bytes"):
+        bad("bucket.weight", "only 'bytes' is supported")
+    baseline = spec.get("baseline") or {}
+    if not isinstance(baseline, dict) or not set(baseline) <= {"quantile", "factor"}:
+        bad("bucket.baseline", "must be a mapping with 'quantile' and 'factor'")
+        baseline = {}
+    if baseline and not 0 < float(baseline.get("quantile", 0)) <= 1:
+        bad("bucket.baseline.quantile", "must be in (0, 1]")
+    if capacity is None or leak is None or leak == 0:
+        if leak == 0:
+            bad("bucket.leak_speed", "must be above 0")
+        return None
+    return Bucket(capacity=capacity, leak_speed=leak, distinct=_distinct(spec, bad, "bucket"),
+                  weight=spec.get("weight"), baseline_quantile=baseline.get("quantile"),
+                  baseline_factor=float(baseline.get("factor", 1.0)))
+
+
+def _window(spec: object, bad) -> Window | None:
+    if not isinstance(spec, dict):
+        bad("window", "must be a mapping")
+        return None
+    for key in sorted(set(spec) - WINDOW_FIELDS):
+        bad(f"window.{key}", "unknown field")
+    maxretry, findtime = _positive(spec, "maxretry", bad, "window"), _positive(spec, "findtime", bad, "window")
+    if maxretry is None or findtime is None:
+        return None
+    if maxretry < 1 or maxretry != int(maxretry):
+        bad("window.maxretry", "must be a whole number of at least 1")
+        return None
+    return Window(maxretry=int(maxretry), findtime=findtime, distinct=_distinct(spec, bad, "window"))
+
+
+def prepare(events: pl.DataFrame) -> pl.DataFrame:
+    """Events sorted per client by time, with the helper columns rule filters use."""
+    local = pl.col("timestamp") + pl.duration(minutes=pl.col("tz_offset_min").fill_null(0))
+    target = pl.col("path").fill_null("") + pl.lit("?") + pl.col("query").fill_null("")
+    return events.with_columns(
+        target.alias("_target"),
+        local.dt.hour().alias("_local_hour"),
+        (pl.col("timestamp").dt.epoch("us").cast(pl.Float64) / 1e6).alias("_t"),
+    ).sort("client_ip", "_t", maintain_order=True)   # events arrive in file and line order
+
+
+def _levels(matched: pl.DataFrame, bucket: Bucket) -> pl.Expr:
+    """Leaky-bucket level after each event, per client (closed form of the Lindley recursion)."""
+    # a column of ones, not pl.lit(1.0): a literal's cum_sum stays a scalar
+    ones = pl.col("_t").is_not_null().cast(pl.Float64)
+    weight = pl.col("bytes").cast(pl.Float64).fill_null(0.0) if bucket.weight == "bytes" else ones
+    before = weight.cum_sum().over("client_ip") - weight
+    height = before - pl.col("_t") / bucket.leak_speed
+    return height - height.cum_min().over("client_ip") + weight
+
+
+def _bucket_hits(matched: pl.DataFrame, bucket: Bucket) -> pl.DataFrame:
+    levelled = matched.with_columns(_levels(matched, bucket).alias("_level"))
+    capacity = bucket.capacity
+    if bucket.baseline_quantile is not None and levelled.height:
+        peaks = levelled.group_by("client_ip").agg(pl.col("_level").max())["_level"]
+        baseline = float(peaks.quantile(bucket.baseline_quantile, "lower") or 0.0)
+        capacity = max(capacity, bucket.baseline_factor * baseline)
+    return levelled.filter(pl.col("_level") > capacity)
+
+
+def _window_hits(matched: pl.DataFrame, window: Window) -> pl.DataFrame:
+    earlier = pl.col("_t").shift(window.maxretry - 1).over("client_ip")
+    return matched.filter((pl.col("_t") - earlier) <= window.findtime)
+
+
+def _add_regex_columns(frame: pl.DataFrame, rules: Sequence[BehaviourRule]) -> pl.DataFrame:
+    """One boolean column per (column, pattern) the rules read, matched on the column's distinct
+    values only: user agents, paths and referers repeat a lot, so this is many times faster."""
+    wanted = sorted(pair for pair in {p for rule in rules for p in rule.regexes}
+                    if _regex_column(*pair) not in frame.columns)
+    columns, distinct = [], {}
+    for column, pattern in wanted:
+        if column not in distinct:
+            values = frame[column].fill_null("")
+            distinct[column] = (values, values.unique())
+        values, unique = distinct[column]
+        hits = unique.filter(unique.str.contains(pattern))
+        columns.append(values.is_in(hits.implode()).alias(_regex_column(column, pattern)))
+    return frame.with_columns(columns) if columns else frame
+
+
+def evaluate(rule: BehaviourRule, prepared: pl.DataFrame, mask: pl.Series | None = None) -> dict[str, Evidence]:
+    """Evidence per client ip for one rule over ``prepare``d events (``mask``: the rule's filter, if
+    already computed)."""
+    if mask is None:
+        prepared = _add_regex_columns(prepared, [rule])
+    matched = prepared.filter(rule.condition if mask is None else mask)
+    if rule.window.distinct:
+        matched = matched.unique(subset=["client_ip", _column(rule.window.distinct)], keep="first",
+                                 maintain_order=True)
+    if not matched.height:
+        return {}
+    matched = matched.with_columns(pl.int_range(pl.len()).over("client_ip").alias("_n"))
+    hits = (_bucket_hits(matched, rule.window) if isinstance(rule.window, Bucket)
+            else _window_hits(matched, rule.window))
+    if not hits.height:
+        return {}
+    counts = dict(matched.filter(pl.col("client_ip").is_in(hits["client_ip"].unique().implode()))
+                  .group_by("client_ip").len().iter_rows())
+    examples = _examples(matched, hits, rule.window)
+    found: dict[str, list[ExampleLine]] = {}
+    for ip, source, number, raw in examples.select("client_ip", "source", "line_number", "raw").iter_rows():
+        found.setdefault(ip, []).append(ExampleLine(source, number, raw))
+    return {ip: Evidence(kind="rule", rule_id=rule.id, title=rule.title, severity=rule.severity,
+                         attack_type=rule.attack_type, count=int(counts[ip]), examples=tuple(lines),
+                         tags=rule.tags) for ip, lines in found.items()}
+
+
+def _examples(matched: pl.DataFrame, hits: pl.DataFrame, window: Bucket | Window) -> pl.DataFrame:
+    """Up to EXAMPLES events per client from where the first trigger starts: the first event of
+    the window that reached ``maxretry``, or the event that overflowed the bucket."""
+    back = window.maxretry - 1 if isinstance(window, Window) else 0
+    start = hits.group_by("client_ip").agg((pl.col("_n").min() - back).alias("_start"))
+    return (matched.join(start, on="client_ip", maintain_order="left").filter(pl.col("_n") >= pl.col("_start"))
+            .group_by("client_ip", maintain_order=True).head(EXAMPLES))
+
+
+def _column(name: str) -> str:
+    return "_target" if name == "target" else name
+
+
+def detect(events: pl.DataFrame, rules: Iterable[BehaviourRule]) -> dict[str, list[Evidence]]:
+    """Evidence from every rule, by client ip (rules in the given order)."""
+    events = log_input.rule_view(events)
+    rules = list(rules)
+    if not events.height:
+        return {}
+    prepared = _add_regex_columns(prepare(events), rules)
+    # every rule's filter in one select, so Polars evaluates them in parallel
+    masks = prepared.select(rule.condition.alias(str(i)) for i, rule in enumerate(rules))
+    evidence: dict[str, list[Evidence]] = {}
+    for i, rule in enumerate(rules):
+        for ip, item in evaluate(rule, prepared, masks[str(i)]).items():
+            evidence.setdefault(ip, []).append(item)
+    return evidence

@@ -1,0 +1,1 @@
+"""Behavioural detection rules shipped with log_analyser (YAML files; see behaviour_rules.py)."""

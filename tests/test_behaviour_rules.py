@@ -1,0 +1,156 @@
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import numpy as np
+import polars as pl
+import pytest
+import yaml
+from conftest import DATA
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import behaviour_rules
+from analyser_errors import RulesError
+from analysis import analyse
+
+CASES = DATA.parent / "behaviour_cases"
+RULES = {rule.id: rule for rule in behaviour_rules.load_rules()}
+BROWSER = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Safari/537.36"
+LINE = '{ip} - - [{ts} +0100] "{request}" {status} {bytes} "-" "{ua}"'
+BACKGROUND = [  # two ordinary visitors in every case: no rule may fire for them
+    {"ip": "198.51.100.1", "count": 12, "every": 20, "path": ["/", "/static/site.css", "/static/app.js", "/about"]},
+    {"ip": "198.51.100.2", "count": 8, "every": 45, "path": ["/blog/post-{i}", "/static/site.css"]},
+]
+
+
+def render(requests: list[dict]) -> str:
+    """A combined log from the case's request groups, in time order."""
+    rows = []
+    for group in requests:
+        start = datetime.strptime("10/Mar/2026:" + group.get("start", "10:00:00"), "%d/%b/%Y:%H:%M:%S")
+        paths = group.get("path", "/")
+        paths = paths if isinstance(paths, list) else [paths]
+        for i in range(group["count"]):
+            when = start + timedelta(seconds=i * group["every"])
+            request = group.get("request", f'{group.get("method", "GET")} {paths[i % len(paths)]} HTTP/1.1')
+            rows.append((when, LINE.format(
+                ip=group["ip"], ts=when.strftime("%d/%b/%Y:%H:%M:%S"), request=request.format(i=i),
+                status=group.get("status", 200),
+                bytes=group.get("bytes", 1200), ua=str(group.get("ua", BROWSER)).format(i=i))))
+    return "\n".join(line for _, line in sorted(rows, key=lambda row: row[0])) + "\n"
+
+
+def case_files():
+    return sorted(CASES.glob("*.yaml"))
+
+
+def test_every_rule_has_a_case_and_every_case_a_rule():
+    assert {path.stem for path in case_files()} == set(RULES)
+
+
+@pytest.mark.parametrize("case", case_files(), ids=lambda path: path.stem)
+def test_rule_case(case, tmp_path):
+    spec = yaml.safe_load(case.read_text())
+    rule = RULES[case.stem]
+    log = tmp_path / "case.log"
+    log.write_text(render(spec["requests"] + BACKGROUND))
+    findings = {f.ip: f for f in analyse([str(log)]).findings}
+    for ip, finding in findings.items():
+        fired = [e for e in finding.evidence if e.rule_id == rule.id]
+        assert bool(fired) == (ip in spec["expect"]), (ip, [e.rule_id for e in finding.evidence])
+        if fired:
+            assert fired[0].count >= 1 and 1 <= len(fired[0].examples) <= 3
+            assert all(x.raw.startswith(ip) and x.line_number >= 1 for x in fired[0].examples)
+            if rule.attack_type is not None:
+                assert rule.attack_type.value in finding.attack_types
+
+
+def write_rule(tmp_path, text: str):
+    path = tmp_path / "rules.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_errors_name_file_rule_and_field_and_are_all_reported(tmp_path):
+    path = write_rule(tmp_path, """
+- id: bad-one
+  title: t
+  severity: huge
+  filter: {pathz: x, status: [4xx, teapot]}
+  bucket: {capacity: -1, leak_speed: 2}
+- id: bad-two
+  title: t
+  severity: low
+  filter: {path: '(unclosed'}
+  window: {maxretry: 1.5, findtime: 10}
+""")
+    with pytest.raises(RulesError) as caught:
+        behaviour_rules.load_rules([path])
+    text = str(caught.value)
+    for fragment in ("rule 'bad-one': severity", "rule 'bad-one': filter.pathz", "rule 'bad-one': filter.status",
+                     "rule 'bad-one': bucket.capacity", "rule 'bad-two': filter.path",
+                     "rule 'bad-two': window.maxretry"):
+        assert fragment in text
+    assert str(path) in text
+    problems = behaviour_rules.check([path])
+    assert len(problems) == 6 and all(p.startswith(f"{path}: rule 'bad-") for p in problems)
+
+
+def test_shipped_rules_check_clean():
+    assert behaviour_rules.check() == []
+
+
+@pytest.mark.parametrize(("text", "fragment"), [
+    ("id: a\ntitle: t\nseverity: low\nfilter: {path: x}\n", "exactly one of 'bucket' or 'window'"),
+    ("id: a\ntitle: t\nseverity: low\nfilter: {path: x}\nwindow: {maxretry: 1, findtime: 1}\nextra: 1\n", "extra"),
+    ("- id: a\n  title: t\n  severity: low\n  filter: {path: x}\n  window: {maxretry: 1, findtime: 1}\n" * 2,
+     "duplicate rule id"),
+    ("id: [unclosed\n", "cannot read YAML"),
+    ("id: a\ntitle: t\nseverity: low\nfilter: {path: 'admin(?!/)'}\nwindow: {maxretry: 1, findtime: 1}\n",
+     "filter.path: invalid regular expression"),   # look-ahead: Python accepts it, Polars does not
+    ("id: a\ntitle: t\nseverity: low\nattack_type: hacking\nfilter: {path: x}\nwindow: {maxretry: 1, findtime: 1}\n",
+     "attack_type"),
+])
+def test_invalid_rules(tmp_path, text, fragment):
+    with pytest.raises(RulesError, match="rule error"):
+        behaviour_rules.load_rules([write_rule(tmp_path, text)])
+    with pytest.raises(RulesError) as caught:
+        behaviour_rules.load_rules([write_rule(tmp_path, text)])
+    assert fragment in str(caught.value)
+
+
+def test_missing_rule_path(tmp_path):
+    with pytest.raises(RulesError, match="no such rule file"):
+        behaviour_rules.load_rules([tmp_path / "nope.yaml"])
+
+
+def reference_levels(times: list[float], weights: list[float], leak_speed: float) -> list[float]:
+    """The leaky bucket event by event: leak since the last event (never below empty), then pour."""
+    level, last, levels = 0.0, None, []
+    for t, w in zip(times, weights, strict=True):
+        if last is not None:
+            level = max(0.0, level - (t - last) / leak_speed)
+        level += w
+        levels.append(level)
+        last = t
+    return levels
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(gaps=st.lists(st.floats(0, 50, allow_nan=False), min_size=1, max_size=40),
+       weights=st.lists(st.integers(1, 5000), min_size=40, max_size=40),
+       leak_speed=st.floats(0.1, 30), by_bytes=st.booleans())
+def test_vectorised_bucket_equals_the_event_by_event_bucket(gaps, weights, leak_speed, by_bytes):
+    times = list(np.cumsum(gaps))
+    weights = weights[:len(times)] if by_bytes else [1] * len(times)
+    frame = pl.DataFrame({"client_ip": ["a"] * len(times), "_t": times, "bytes": weights})
+    bucket = behaviour_rules.Bucket(capacity=1, leak_speed=leak_speed, weight="bytes" if by_bytes else None)
+    levels = frame.select(behaviour_rules._levels(frame, bucket)).to_series().to_list()
+    assert levels == pytest.approx(reference_levels(times, weights, leak_speed), rel=1e-6, abs=1e-6)
+
+
+def test_window_counts_maxretry_within_findtime():
+    frame = pl.DataFrame({"client_ip": ["a"] * 4 + ["b"] * 3, "_t": [0.0, 50, 100, 101, 0, 100, 200]})
+    hits = behaviour_rules._window_hits(frame, behaviour_rules.Window(maxretry=3, findtime=100))
+    assert hits["client_ip"].to_list() == ["a", "a"]   # b never has 3 within 100 s
