@@ -18,6 +18,7 @@ import polars as pl
 import anomaly_detector as detect
 import file_parser
 import ip_features
+import spark_engine
 from anomaly_detector import Deviation
 from evidence import Evidence, Geo, LLMNote, Reputation, Severity
 
@@ -38,6 +39,8 @@ class Settings:
     random_state: int = 0
     max_unparsed_ratio: float = 0.5    # more unparsed lines than this is an input error
     reasons: int = 3                   # reasons listed per client
+    engine: str = "polars"             # "polars" (local) or "spark" (parse and aggregate on Spark)
+    spark: spark_engine.SparkOptions = spark_engine.SparkOptions()
 
 
 @dataclass(frozen=True)
@@ -101,18 +104,29 @@ class AnalysisResult:
 def analyse(sources: Sequence[str], settings: Settings = Settings(),
             progress: file_parser.Progress | None = None) -> AnalysisResult:
     """Run the whole pipeline over ``sources`` (paths, globs or '-' for stdin)."""
-    parsed = file_parser.parse(sources, format_name=settings.format_name, log_format=settings.log_format,
-                               tz=settings.tz, max_unparsed_ratio=settings.max_unparsed_ratio,
-                               progress=progress)
-    table = ip_features.compute(parsed.events)
+    parsed, table = _aggregate(sources, settings, progress)
     used = ip_features.logged_features(table)
     scores, detector_scores, notes = detect.score_clients(table, used, n_estimators=settings.n_estimators,
                                                           random_state=settings.random_state)
     flagged = _flags(scores, settings)
     findings = _findings(table, used, scores, detector_scores, flagged, settings)
-    summary = _summary(parsed, findings, used, tuple(detector_scores), notes)
+    summary = _summary(parsed, table, findings, used, tuple(detector_scores), notes)
     return AnalysisResult(summary=summary, findings=tuple(findings), features=table,
                           unparsed=parsed.unparsed, events=parsed.events)
+
+
+def _aggregate(sources: Sequence[str], settings: Settings,
+               progress: file_parser.Progress | None) -> tuple[file_parser.ParsedLog, pl.DataFrame]:
+    """Parse and aggregate per client, locally or on Spark; Spark returns no event rows."""
+    if settings.engine == "spark":
+        done = spark_engine.aggregate(sources, options=settings.spark, format_name=settings.format_name,
+                                      log_format=settings.log_format, tz=settings.tz,
+                                      max_unparsed_ratio=settings.max_unparsed_ratio)
+        empty = pl.DataFrame(schema=file_parser.EVENT_SCHEMA)
+        return file_parser.ParsedLog(events=empty, unparsed=done.unparsed_examples, stats=done.stats), done.features
+    parsed = file_parser.parse(sources, format_name=settings.format_name, log_format=settings.log_format,
+                               tz=settings.tz, max_unparsed_ratio=settings.max_unparsed_ratio, progress=progress)
+    return parsed, ip_features.compute(parsed.events)
 
 
 def _flags(scores: np.ndarray, settings: Settings) -> np.ndarray:
@@ -150,9 +164,8 @@ def _findings(table: pl.DataFrame, used: list[str], scores: np.ndarray, detector
     return findings
 
 
-def _summary(parsed: file_parser.ParsedLog, findings: list[Finding], used: list[str],
+def _summary(parsed: file_parser.ParsedLog, table: pl.DataFrame, findings: list[Finding], used: list[str],
              detectors: tuple[str, ...], notes: list[str]) -> Summary:
-    events = parsed.events
     severities = Counter(f.severity.label for f in findings if f.flagged)
     return Summary(
         sources=tuple(parsed.stats.formats), formats=dict(parsed.stats.formats),
@@ -160,7 +173,7 @@ def _summary(parsed: file_parser.ParsedLog, findings: list[Finding], used: list[
         unparsed_by_reason=dict(parsed.stats.unparsed_by_reason), clients=len(findings),
         flagged=sum(f.flagged for f in findings),
         by_severity={s.label: severities.get(s.label, 0) for s in reversed(Severity)},
-        time_start=events["timestamp"].min() if events.height else None,  # type: ignore[arg-type]
-        time_end=events["timestamp"].max() if events.height else None,    # type: ignore[arg-type]
+        time_start=table["first_seen"].min() if table.height else None,  # type: ignore[arg-type]
+        time_end=table["last_seen"].max() if table.height else None,     # type: ignore[arg-type]
         detectors=detectors, features_used=tuple(used), notes=tuple(notes),
     )

@@ -77,7 +77,20 @@ def build_parser() -> argparse.ArgumentParser:
                         help="say more: chosen formats and the first unparsed lines")
     parser.add_argument("--debug", action="store_true", help="debug logging and tracebacks on errors")
     parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
+    _add_engine_options(parser)
     return parser
+
+
+def _add_engine_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("engine (where parsing and per-client aggregation run)")
+    group.add_argument("--engine", choices=("polars", "spark"), default="polars",
+                       help="polars: this machine (default); spark: a Spark cluster, for logs too big for one "
+                       "machine (needs the spark extra; e.g. --engine spark -f 's3a://bucket/logs/*.gz')")
+    group.add_argument("--spark-master", default="local[*]", metavar="URL",
+                       help="Spark master: local[N], spark://host:7077, yarn, k8s://..., or sc://host:15002 for "
+                       "Spark Connect (no local Java needed) (default local[*])")
+    group.add_argument("--spark-conf", action="append", default=[], metavar="KEY=VALUE",
+                       help="a Spark setting, repeatable (e.g. --spark-conf spark.executor.memory=8g)")
 
 
 def _severity(text: str) -> Severity:
@@ -97,8 +110,12 @@ def build_settings(args: argparse.Namespace):
         raise ConfigError(f"--contamination must be in (0, 0.5], not {args.contamination}")
     if args.top < 1:
         raise ConfigError(f"--top must be at least 1, not {args.top}")
+    from spark_engine import SparkOptions, parse_conf
+
+    spark = SparkOptions(master=args.spark_master, conf=parse_conf(args.spark_conf))
     return Settings(format_name=args.format_name, log_format=args.log_format, tz=validate_timezone(args.tz),
-                    threshold=args.threshold, contamination=args.contamination, random_state=args.seed)
+                    threshold=args.threshold, contamination=args.contamination, random_state=args.seed,
+                    engine=args.engine, spark=spark)
 
 
 def _progress_bar(files: Sequence[str]):
@@ -167,7 +184,7 @@ def analyse_command(argv: list[str]) -> ExitCode:
     from file_parser import resolve_sources
     from reporting import summary_line
 
-    files = resolve_sources(args.files)
+    files = resolve_sources(args.files) if settings.engine == "polars" else args.files
     bar = _progress_bar(files)
     try:
         result = analyse(files, settings, progress=bar.update)
