@@ -7,14 +7,14 @@ import sys
 
 import polars as pl
 import pytest
+from conftest import DATA
 
 import file_parser
 import ip_features
 import log_analyser
 import spark_engine
-from analysis import Settings, analyse
 from analyser_errors import ConfigError, ExitCode
-from conftest import DATA
+from analysis import Settings, analyse
 
 pytestmark = pytest.mark.slow
 LOCAL = spark_engine.SparkOptions(master="local[2]", conf=(("spark.sql.shuffle.partitions", "4"),))
