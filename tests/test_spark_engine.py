@@ -174,7 +174,7 @@ def connect_server(tmp_path):
         port = probe.getsockname()[1]
     env = {**os.environ, "SPARK_CONNECT_AUTHENTICATE_TOKEN": "test-token"}
     server = subprocess.Popen([sys.executable, "-c", CONNECT_SERVER, str(port)], env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline:
@@ -185,7 +185,7 @@ def connect_server(tmp_path):
             time.sleep(1)
         else:
             raise AssertionError("the Spark Connect server did not start")
-        yield f"sc://127.0.0.1:{port}/;token=test-token"
+        yield f"sc://localhost:{port}/;token=test-token"  # a token to a non-local host means TLS
     finally:
         server.kill()
         server.wait()
