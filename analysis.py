@@ -27,6 +27,7 @@ import ip_features
 import log_input
 import sigma_engine
 import signatures
+import spark_engine
 import verdict
 from analyser_errors import InputError
 from anomaly_detector import Baseline, Deviation
@@ -70,6 +71,8 @@ class Settings:
     detectors: tuple[str, ...] | None = None  # anomaly detectors to run; None: every installed one
     model: str | None = None           # a model directory from `log_analyser train`: score against it
     fusion: str = detect.DEFAULT_FUSION  # how detector scores combine: min, mean or max
+    engine: str = "polars"             # "polars" (local) or "spark" (parse and aggregate on Spark)
+    spark: spark_engine.SparkOptions = spark_engine.SparkOptions()
 
 
 @dataclass(frozen=True)
@@ -141,26 +144,30 @@ def analyse(sources: Sequence[str], settings: Settings = Settings(),
     """Run the whole pipeline over ``sources`` (paths, globs or '-' for stdin). ``llm_cache`` keeps
     the LLM stage's answers between runs."""
     rules = _sigma_rules(settings)  # before parsing: broken rules fail fast
-    warm = _preload_detector(sources)
-    parsed = _parse(sources, settings, progress)
-    if warm:
-        warm.join()
-    table = ip_features.compute(_in_zone(parsed.events, settings.tz))
+    parsed, table = _aggregate(sources, settings, progress)
     used = ip_features.logged_features(table)
     baseline, used, model_notes = _baseline(table, used, settings, source=",".join(sources))
     scores, detector_scores, notes = detect.score_clients(table, used, n_estimators=settings.n_estimators,
                                                           random_state=settings.random_state, baseline=baseline,
                                                           fusion=settings.fusion)
     notes = model_notes + notes
-    verdicts = _verdicts(parsed.events, table, scores, settings, rules)
-    fused = np.array([verdicts.by_ip[ip].score for ip in table["client_ip"]], dtype=np.float64)
-    allowed = np.array([verdicts.by_ip[ip].allowlisted is not None for ip in table["client_ip"]], dtype=bool)
+    if settings.engine == "spark":
+        # no events came back, so no request-level evidence: the anomaly score is the verdict
+        verdicts = verdict.Verdicts(by_ip={}, excluded={})
+        fused, allowed, stages = scores, np.zeros(len(scores), dtype=bool), tuple(detector_scores)
+        notes = [*notes, "engine spark: rules, signatures and Sigma read single requests and ran only locally "
+                 "(not on Spark); the anomaly score is the verdict"]
+    else:
+        verdicts = _verdicts(parsed.events, table, scores, settings, rules)
+        fused = np.array([verdicts.by_ip[ip].score for ip in table["client_ip"]], dtype=np.float64)
+        allowed = np.array([verdicts.by_ip[ip].allowlisted is not None for ip in table["client_ip"]], dtype=bool)
+        stages = (*detector_scores, "rules", "signatures", "sigma")
     flagged = _flags(fused, settings) & ~allowed
     findings = _explain(_findings(table, used, fused, detector_scores, flagged, settings,
                                   baseline if settings.model else None), table, baseline)
-    findings = [_with_verdict(f, verdicts.by_ip[f.ip]) for f in findings]
+    findings = [_with_verdict(f, verdicts.by_ip[f.ip]) if f.ip in verdicts.by_ip else f for f in findings]
     notes = notes + rules.notes() + sigma_engine.unrecorded_fields(parsed.events, rules)
-    summary = _summary(parsed, findings, used, tuple(detector_scores) + ("rules", "signatures", "sigma"), notes)
+    summary = _summary(parsed, table, findings, used, stages, notes)
     summary = replace(summary, excluded=verdicts.excluded)
     if settings.enrichment is not None:
         findings, summary = _enrich(findings, summary, settings, verdicts)
@@ -243,6 +250,8 @@ def _enrich(findings: list[Finding], summary: Summary, settings: Settings,
 def _corroborate(findings: list[Finding], extra: dict[str, tuple[Evidence, ...]], verdicts: verdict.Verdicts,
                  settings: Settings) -> list[Finding]:
     """Judge again with later stages' evidence, then flag and rank again (scores 0-100)."""
+    if not verdicts.by_ip:   # engine spark: no verdicts to corroborate, reputation is shown only
+        return findings
     judged = {f.ip: verdicts.rejudge(f.ip, extra.get(f.ip, ())) for f in findings}
     scores = np.array([judged[f.ip].score for f in findings], dtype=np.float64)
     allowed = np.array([judged[f.ip].allowlisted is not None for f in findings], dtype=bool)
@@ -321,6 +330,23 @@ def _explain(findings: list[Finding], table: pl.DataFrame, baseline: Baseline | 
     return findings
 
 
+def _aggregate(sources: Sequence[str], settings: Settings,
+               progress: file_parser.Progress | None) -> tuple[file_parser.ParsedLog, pl.DataFrame]:
+    """Parse and aggregate per client, locally or on Spark; Spark returns no event rows, so the
+    stages that read single requests (rules, signatures, Sigma) have nothing to read there."""
+    if settings.engine == "spark":
+        done = spark_engine.aggregate(sources, options=settings.spark, format_name=settings.format_name,
+                                      log_format=settings.log_format, tz=settings.tz,
+                                      max_unparsed_ratio=settings.max_unparsed_ratio)
+        empty = pl.DataFrame(schema=file_parser.EVENT_SCHEMA)
+        return file_parser.ParsedLog(events=empty, unparsed=done.unparsed_examples, stats=done.stats), done.features
+    warm = _preload_detector(sources)
+    parsed = _parse(sources, settings, progress)
+    if warm:
+        warm.join()
+    return parsed, ip_features.compute(_in_zone(parsed.events, settings.tz))
+
+
 def _flags(scores: np.ndarray, settings: Settings) -> np.ndarray:
     if settings.contamination is None:
         return scores >= settings.threshold
@@ -356,9 +382,8 @@ def _findings(table: pl.DataFrame, used: list[str], scores: np.ndarray, detector
     return findings
 
 
-def _summary(parsed: file_parser.ParsedLog, findings: list[Finding], used: list[str],
+def _summary(parsed: file_parser.ParsedLog, table: pl.DataFrame, findings: list[Finding], used: list[str],
              detectors: tuple[str, ...], notes: list[str]) -> Summary:
-    events = parsed.events
     severities = Counter(f.severity.label for f in findings if f.flagged)
     return Summary(
         sources=tuple(parsed.stats.formats), formats=dict(parsed.stats.formats),
@@ -366,8 +391,8 @@ def _summary(parsed: file_parser.ParsedLog, findings: list[Finding], used: list[
         unparsed_by_reason=dict(parsed.stats.unparsed_by_reason), clients=len(findings),
         flagged=sum(f.flagged for f in findings),
         by_severity={s.label: severities.get(s.label, 0) for s in reversed(Severity)},
-        time_start=events["timestamp"].min() if events.height else None,  # type: ignore[arg-type]
-        time_end=events["timestamp"].max() if events.height else None,    # type: ignore[arg-type]
+        time_start=table["first_seen"].min() if table.height else None,  # type: ignore[arg-type]
+        time_end=table["last_seen"].max() if table.height else None,     # type: ignore[arg-type]
         detectors=detectors, features_used=tuple(used), notes=(*parsed.stats.notes, *notes),
     )
 

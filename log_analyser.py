@@ -93,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_llm_options(parser)
     _add_rules_options(parser)
     _add_config_options(parser)
+    _add_engine_options(parser)
     return parser
 
 
@@ -294,6 +295,18 @@ def _input_settings(args: argparse.Namespace, now: datetime | None = None) -> di
             "trusted_proxies": parse_networks(args.trusted_proxies or "")}
 
 
+def _add_engine_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("engine (where parsing and per-client aggregation run)")
+    group.add_argument("--engine", choices=("polars", "spark"), default="polars",
+                       help="polars: this machine (default); spark: a Spark cluster, for logs too big for one "
+                       "machine (needs the spark extra; e.g. --engine spark -f 's3a://bucket/logs/*.gz')")
+    group.add_argument("--spark-master", default="local[*]", metavar="URL",
+                       help="Spark master: local[N], spark://host:7077, yarn, k8s://..., or sc://host:15002 for "
+                       "Spark Connect (no local Java needed) (default local[*])")
+    group.add_argument("--spark-conf", action="append", default=[], metavar="KEY=VALUE",
+                       help="a Spark setting, repeatable (e.g. --spark-conf spark.executor.memory=8g)")
+
+
 def _severity(text: str) -> Severity:
     try:
         return Severity.parse(text)
@@ -310,14 +323,16 @@ def build_settings(args: argparse.Namespace, now: datetime | None = None):
         raise ConfigError(f"--contamination must be in (0, 0.5], not {args.contamination}")
     if args.top < 1:
         raise ConfigError(f"--top must be at least 1, not {args.top}")
+    from spark_engine import SparkOptions, parse_conf
     from verdict import load_allowlist
 
     allowlist = load_allowlist(args.allow) if args.allow else None
+    spark = SparkOptions(master=args.spark_master, conf=parse_conf(args.spark_conf))
     return Settings(**_input_settings(args, now), threshold=args.threshold, contamination=args.contamination,
                     random_state=args.seed, enrichment=enrichment_settings(args), explain=_explain_settings(args),
                     rules_dirs=tuple(args.rules_dirs), builtin_rules=not args.no_builtin_rules,
                     detectors=args.detectors, model=args.model, fusion=args.fusion,
-                    rule_paths=tuple(args.behaviour_rules), allowlist=allowlist)
+                    rule_paths=tuple(args.behaviour_rules), allowlist=allowlist, engine=args.engine, spark=spark)
 
 
 def _explain_settings(args: argparse.Namespace):
@@ -584,7 +599,7 @@ def analyse_command(argv: list[str]) -> ExitCode:
     from file_parser import resolve_sources
     from reporting import summary_line
 
-    files = resolve_sources(args.files)
+    files = resolve_sources(args.files) if settings.engine == "polars" else args.files
     bar = _progress_bar(files)
     with contextlib.ExitStack() as stack:
         llm_cache = stack.enter_context(_llm_cache(args)) if settings.explain.enabled else None
