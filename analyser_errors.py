@@ -56,6 +56,7 @@ class RulesError(AnalyserError):
     """A detection rule file that does not load or validate."""
 
     exit_code = ExitCode.RULES
+    problems: list[str]  # set by behaviour_rules.load_rules: every problem found, one string each
 
 
 class MissingExtraError(AnalyserError):

@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 import polars as pl
@@ -36,6 +36,7 @@ from evidence import Evidence, Geo, LLMNote, Reputation, Severity
 from log_input import InputOptions
 
 if TYPE_CHECKING:
+    from autoencoder import AutoencoderDetector
     from enrichment import EnrichmentSettings, EnrichmentSummary
 
 log = logging.getLogger(__name__)
@@ -191,8 +192,8 @@ def detections(events: pl.DataFrame, settings: Settings, sigma_rules: sigma_engi
     evidence = behaviour_rules.detect(events, rules)
     for ip, items in signatures.detect(events).items():
         evidence.setdefault(ip, []).extend(items)
-    for ip, items in (sigma_engine.evaluate(events, sigma_rules) if sigma_rules else {}).items():
-        evidence.setdefault(ip, []).extend(items)
+    for ip, matched in (sigma_engine.evaluate(events, sigma_rules) if sigma_rules else {}).items():
+        evidence.setdefault(ip, []).extend(matched)
     return _real_examples(evidence), excluded
 
 
@@ -237,6 +238,7 @@ def _enrich(findings: list[Finding], summary: Summary, settings: Settings,
     joins the verdict as corroboration (it never flags a client on its own)."""
     import enrichment
 
+    assert settings.enrichment is not None, "only called when --enrich is on"
     found = enrichment.enrich(findings, settings.enrichment)
     enriched = [replace(f, reputation=found.reputation.get(f.ip), geo=found.geo.get(f.ip)) for f in findings]
     enriched = _corroborate(enriched, found.evidence, verdicts, settings)
@@ -419,7 +421,7 @@ def train(sources: Sequence[str], directory: str, settings: Settings = Settings(
                "n_estimators": settings.n_estimators,
                "time_start": _iso(events["timestamp"].min()), "time_end": _iso(events["timestamp"].max())}
     if "autoencoder" in baseline.detectors:
-        network = baseline.detectors["autoencoder"]
+        network = cast("AutoencoderDetector", baseline.detectors["autoencoder"])
         summary["autoencoder"] = {"epochs_run": network.epochs_run_, "threshold": network.threshold_}
     model_store.save(baseline, directory, summary)
     log.info("saved a %s model of %d clients to %s", "+".join(detectors), table.height, directory)

@@ -5,8 +5,9 @@ in ``_``, ``random_state`` everywhere). One score direction across the code: hig
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol, cast
 
 import numpy as np
 import polars as pl
@@ -117,6 +118,12 @@ def make_detector(name: str, features: Sequence[str], *, n_estimators: int = 200
     return IsolationForestDetector(n_estimators=n_estimators, random_state=random_state)
 
 
+class Detector(Protocol):
+    """What every fitted detector offers: a raw score for each row of a feature matrix."""
+
+    def score_samples(self, X: np.ndarray) -> np.ndarray: ...
+
+
 @dataclass(frozen=True)
 class Baseline:
     """Fitted detectors and the reference clients they were fitted on (the run itself, or a trusted period).
@@ -127,7 +134,7 @@ class Baseline:
     """
 
     features: tuple[str, ...]
-    detectors: dict[str, object]
+    detectors: dict[str, Detector]
     scale_model: IsolationForestDetector
     reference: dict[str, np.ndarray]
     scale: np.ndarray
@@ -156,7 +163,7 @@ def fit_baseline(table: pl.DataFrame, used: Sequence[str], detectors: Sequence[s
 
 def typical_values(table: pl.DataFrame, features: Sequence[str]) -> np.ndarray:
     """The median client's value of each feature, in the feature's own unit (nulls as 0)."""
-    return np.array([float(table[f].fill_null(0.0).fill_nan(0.0).median() or 0.0) for f in features])
+    return np.array([float(cast(float, table[f].fill_null(0.0).fill_nan(0.0).median() or 0.0)) for f in features])
 
 
 def score_with(baseline: Baseline, table: pl.DataFrame,
@@ -177,7 +184,8 @@ def fuse(scores: dict[str, np.ndarray], how: str = DEFAULT_FUSION) -> np.ndarray
     if how not in FUSIONS:
         raise ConfigError(f"unknown fusion {how!r}", hint=f"choose from {', '.join(FUSIONS)}")
     stacked = np.vstack(list(scores.values()))
-    return {"min": stacked.min, "mean": stacked.mean, "max": stacked.max}[how](axis=0)
+    reduce: dict[str, Callable[..., np.ndarray]] = {"min": stacked.min, "mean": stacked.mean, "max": stacked.max}
+    return reduce[how](axis=0)
 
 
 def quantile_map(raw: np.ndarray, reference: np.ndarray, scale: np.ndarray) -> np.ndarray:

@@ -13,11 +13,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 
 from anomaly_detector import Baseline, IsolationForestDetector
 from ip_features import BY_NAME
+
+if TYPE_CHECKING:
+    from autoencoder import AutoencoderDetector
 
 LIMIT = 3  # contributions kept per detector and client
 DETECTOR_LABELS = {"iforest": "Isolation Forest", "autoencoder": "autoencoder"}
@@ -93,9 +97,9 @@ def explain(baseline: Baseline, X: np.ndarray, rows: Sequence[int],
     matrices = {}
     for name, detector in baseline.detectors.items():
         if name == "iforest":
-            matrices[name] = forest_contributions(detector, subset)
+            matrices[name] = forest_contributions(cast(IsolationForestDetector, detector), subset)
         else:
-            matrices[name] = detector.unexplained_errors(subset)
+            matrices[name] = cast("AutoencoderDetector", detector).unexplained_errors(subset)
     return [{name: _top(matrix[k], subset[k], baseline, limit) for name, matrix in matrices.items()}
             for k in range(len(rows))]
 

@@ -176,7 +176,7 @@ class AutoencoderDetector:
         detector.threshold_, detector.epochs_run_ = float(state["threshold"]), int(state["epochs_run"])
         return detector
 
-    def get_params(self) -> dict[str, int | float]:
+    def get_params(self) -> dict[str, int | float | list[float] | None]:
         return {"hidden": self.hidden, "bottleneck": self.bottleneck, "epochs": self.epochs,
                 "batch_size": self.batch_size, "patience": self.patience, "learning_rate": self.learning_rate,
                 "min_scale": self.min_scale, "random_state": self.random_state}

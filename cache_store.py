@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, cast
 
 log = logging.getLogger(__name__)
 
@@ -196,7 +196,8 @@ class CacheStore:
 
     def clear(self, namespace: str | None = None, expired_only: bool = False) -> int:
         """Delete the entries of one namespace (or all); returns how many were removed."""
-        clauses, params = [], []
+        clauses: list[str] = []
+        params: list[str | float] = []
         if namespace is not None:
             clauses.append("namespace = ?")
             params.append(namespace)
@@ -204,7 +205,8 @@ class CacheStore:
             clauses.append("expires_at <= ?")
             params.append(self._clock())
         where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
-        return int(self._run("clear", lambda conn: conn.execute(f"DELETE FROM entries{where}", params).rowcount, 0))
+        return cast(int, self._run("clear", lambda conn: conn.execute(f"DELETE FROM entries{where}", params).rowcount,
+                                   0))
 
     def close(self) -> None:
         with self._lock:

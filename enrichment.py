@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import urllib3
@@ -154,8 +154,8 @@ class AbuseIPDBClient:
         retry = Retry(total=settings.retries, connect=min(1, settings.retries), other=0, allowed_methods={"GET"},
                       status_forcelist=RETRY_STATUSES, backoff_factor=settings.backoff, backoff_max=30,
                       respect_retry_after_header=False, raise_on_status=False)
-        pool = {"num_pools": 2, "maxsize": max(1, settings.concurrency), "block": True, "retries": retry,
-                "timeout": Timeout(connect=settings.timeout, read=settings.timeout)}
+        pool: dict[str, Any] = {"num_pools": 2, "maxsize": max(1, settings.concurrency), "block": True,
+                                "retries": retry, "timeout": Timeout(connect=settings.timeout, read=settings.timeout)}
         proxy = _proxy_for(self._url)
         self._http = urllib3.ProxyManager(proxy, **pool) if proxy else urllib3.PoolManager(**pool)
 
@@ -333,12 +333,16 @@ class Enrichment:
 
 
 class Client(Protocol):
-    """The parts of a Finding that enrichment reads."""
+    """The parts of a Finding that enrichment reads (read-only: Findings are frozen)."""
 
-    ip: str
-    rank: int
-    flagged: bool
-    requests: int
+    @property
+    def ip(self) -> str: ...
+    @property
+    def rank(self) -> int: ...
+    @property
+    def flagged(self) -> bool: ...
+    @property
+    def requests(self) -> int: ...
 
 
 def enrich(findings: Sequence[Client], settings: EnrichmentSettings, cache: KeyValueCache | None = None,
@@ -352,8 +356,9 @@ def enrich(findings: Sequence[Client], settings: EnrichmentSettings, cache: KeyV
     try:
         report = lookup_reputations(order, settings, cache, service)
     finally:
-        if owned and cache is not None:
+        if owned and isinstance(cache, CacheStore):
             cache.close()
+    evidence: dict[str, tuple[Evidence, ...]]
     evidence = {f.ip: (e,) for f in findings
                 if (e := reputation_evidence(report.reputations.get(f.ip), f.requests, settings.evidence_min_score))}
     return Enrichment(reputation=report.reputations, geo=geo, evidence=evidence, report=report,
@@ -394,8 +399,10 @@ class EnrichmentSummary:
 
 
 class EnrichedClient(Client, Protocol):
-    geo: Geo | None
-    reputation: Reputation | None
+    @property
+    def geo(self) -> Geo | None: ...
+    @property
+    def reputation(self) -> Reputation | None: ...
 
 
 def _status(report: ReputationReport, counts: Counter[str], has_key: bool) -> str:

@@ -53,7 +53,8 @@ def _with_ip(finding: Finding, ip: str) -> Finding:
 
 
 def _split(findings: Iterable[Finding]) -> tuple[list[str], list[str]]:
-    v4, v6 = [], []
+    v4: list[str] = []
+    v6: list[str] = []
     for finding in findings:
         (v4 if ipaddress.ip_address(finding.ip).version == 4 else v6).append(finding.ip)
     return v4, v6

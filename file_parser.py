@@ -16,7 +16,7 @@ import sys
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
 import polars as pl
 
@@ -201,7 +201,7 @@ def _shaped_candidates(lines: pl.Series) -> list[LogFormat]:
         data = lines.filter(~lines.str.starts_with("#"))
         name = "cloudfront" if "x-edge-location" in fields[0] else "w3c"
         return [log_formats.from_header(name, fields[0], data[0] if data.len() else " ")]
-    if (lines.str.starts_with("{").mean() or 0.0) > 0.5:
+    if cast(float, lines.str.starts_with("{").mean() or 0.0) > 0.5:
         return [preset("caddy"), preset("json")]
     if "," in first and not first[:1].isdigit() and first.count('"') == 0:
         try:
@@ -214,9 +214,9 @@ def _shaped_candidates(lines: pl.Series) -> list[LogFormat]:
 def _match_rate(lines: pl.Series, fmt: LogFormat) -> float:
     if fmt.regex is not None:
         data = lines.filter(~lines.str.starts_with(fmt.header_prefix)) if fmt.header_prefix else lines
-        return (data.str.contains(fmt.regex).mean() or 0.0) if data.len() else 0.0
+        return cast(float, data.str.contains(fmt.regex).mean() or 0.0) if data.len() else 0.0
     groups = lines.alias("raw").to_frame().select(_json_groups(fmt))
-    return float((groups["client_ip"].is_not_null() & groups["time_any"].is_not_null()).mean() or 0.0)
+    return float(cast(float, (groups["client_ip"].is_not_null() & groups["time_any"].is_not_null()).mean() or 0.0))
 
 
 def _json_groups(fmt: LogFormat) -> list[pl.Expr]:
@@ -285,7 +285,7 @@ def _format_for(name: str | None, custom: str | None, json_fields: str | None) -
 def _format_from_sample(fixed: LogFormat | None, chunk: pl.Series) -> tuple[LogFormat, float]:
     """The format for one source: detected, or the fixed one (header-driven presets read the
     file's own header when it has one). A syslog prefix on most lines is stripped first."""
-    syslog = (chunk.head(DETECTION_SAMPLE).str.contains(_SYSLOG_PREFIX).mean() or 0.0) > 0.5
+    syslog = cast(float, chunk.head(DETECTION_SAMPLE).str.contains(_SYSLOG_PREFIX).mean() or 0.0) > 0.5
     if syslog:
         chunk = chunk.to_frame("raw").select(_strip_syslog(pl.col("raw"))).to_series()
     fmt, rate = _unprefixed_format(fixed, chunk)

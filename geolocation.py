@@ -26,7 +26,8 @@ _COUNTRY_CODE = re.compile(r"^[A-Z]{2}$")
 class Locator(Protocol):
     """Anything that maps an address to a Geo (fields None where it does not know)."""
 
-    description: str
+    @property
+    def description(self) -> str: ...
 
     def locate(self, ip: str) -> Geo: ...
 

@@ -19,12 +19,16 @@ import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 
 from analyser_errors import ConfigError
-from anomaly_detector import Baseline, IsolationForestDetector
+from anomaly_detector import Baseline, Detector, IsolationForestDetector
 from ip_features import FEATURE_NAMES
+
+if TYPE_CHECKING:
+    from autoencoder import AutoencoderDetector
 
 log = logging.getLogger(__name__)
 
@@ -51,9 +55,10 @@ def save(baseline: Baseline, directory: Path | str, training: dict) -> Path:
         skops.io.dump({"scaler": forest.scaler_, "forest": forest.forest_, "params": _forest_params(forest)},
                       folder / "iforest.skops")
         if "autoencoder" in baseline.detectors:
-            baseline.detectors["autoencoder"].save(folder)
+            cast("AutoencoderDetector", baseline.detectors["autoencoder"]).save(folder)
+        assert baseline.center is not None and baseline.spread is not None, "fit_baseline sets both"
         np.savez(folder / "reference.npz", scale=baseline.scale, center=baseline.center, spread=baseline.spread,
-                 **{f"reference_{name}": values for name, values in baseline.reference.items()})
+                 **{f"reference_{name}": values for name, values in baseline.reference.items()})  # type: ignore[arg-type]
         metadata = {"format": FORMAT, "format_version": FORMAT_VERSION, "features": list(baseline.features),
                     "detectors": list(baseline.detectors), "typical": baseline.typical.tolist(),
                     "versions": _versions(baseline), "training": {**training, "clients": baseline.clients},
@@ -104,7 +109,7 @@ def load(directory: Path | str, detectors: tuple[str, ...] | None = None) -> Loa
         raise ConfigError(f"the model has no {', '.join(missing)} detector", path=str(folder),
                           hint=f"it was trained with {', '.join(metadata['detectors'])}")
     forest = _load_forest(folder)
-    fitted: dict[str, object] = {name: forest for name in wanted if name == "iforest"}
+    fitted: dict[str, Detector] = {name: forest for name in wanted if name == "iforest"}
     if "autoencoder" in wanted:
         import autoencoder
 

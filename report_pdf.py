@@ -10,6 +10,7 @@ import io
 import logging
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import report_charts as charts
 import report_model as model
@@ -53,7 +54,7 @@ def _escape(char: str) -> str:
 
 
 def _document(title: str):
-    fpdf = _fpdf()
+    fpdf: Any = _fpdf()
 
     class Report(fpdf.FPDF):
         def footer(self) -> None:

@@ -16,6 +16,7 @@ import functools
 import ipaddress
 import re
 from dataclasses import dataclass
+from typing import cast
 
 import polars as pl
 from sigma.conditions import (
@@ -294,7 +295,7 @@ def _shape(value: SigmaString, keyword: bool) -> tuple[str, str] | None:
     middle = parts[int(lead):len(parts) - int(trail)]
     if any(not isinstance(p, str) for p in middle):
         return None
-    text = "".join(middle)
+    text = "".join(cast(list[str], middle))  # only literal text is left in the middle
     if keyword or (lead and trail):
         return "contains", text
     return ("endswith" if lead else "startswith" if trail else "equals"), text
@@ -302,7 +303,7 @@ def _shape(value: SigmaString, keyword: bool) -> tuple[str, str] | None:
 
 def _wildcard_regex(value: SigmaString, anchored: bool, lower: bool) -> str:
     """A value with inner wildcards as a regex (literal parts lower-cased for lower-cased views)."""
-    parts = list(value.s)
+    parts = cast(list[str | SpecialChars], list(value.s))  # the caller rejects placeholders
     head = anchored and not (parts and parts[0] == SpecialChars.WILDCARD_MULTI)
     tail = anchored and not (parts and parts[-1] == SpecialChars.WILDCARD_MULTI)
     while parts and parts[0] == SpecialChars.WILDCARD_MULTI:

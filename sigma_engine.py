@@ -162,8 +162,8 @@ def check(folders: Sequence[str | Path], columns: Iterable[str] = SEARCHABLE) ->
             problems.append(result)
         else:
             compiled.append(result)
-    errors = {p.rule_id for p in problems if p.kind == "error"}
-    compiled = [r for r in compiled if r.id not in errors]
+    failed = {p.rule_id for p in problems if p.kind == "error"}
+    compiled = [r for r in compiled if r.id not in failed]
     return RuleSet(tuple(map(str, folders)), tuple(compiled), tuple(problems), other)
 
 
@@ -192,7 +192,8 @@ def _read(path: Path) -> tuple[list[SigmaRule], list[Problem]]:
         return [], [Problem("error", str(path), "-", f"invalid YAML{where}: {getattr(exc, 'problem', exc)}")]
     except SigmaError as exc:
         return [], [Problem("error", str(path), "-", _message(exc))]
-    rules, problems, seen = [], [], set()
+    rules, problems = [], []
+    seen: set[int] = set()
     for rule in collection:
         if isinstance(rule, SigmaCorrelationRule):
             problems.append(Problem("unsupported", str(path), _rule_id(rule, path), "correlation rules"))

@@ -85,6 +85,7 @@ def session(options: SparkOptions) -> Any:
 
 def java_regex(fmt: LogFormat) -> tuple[str, dict[str, int]]:
     """The format's regex in Java's dialect (unnamed groups) and each group's number."""
+    assert fmt.regex is not None, "JSON-lines formats have no regex"
     numbers = dict(re.compile(fmt.regex).groupindex)
     return _NAMED_GROUP.sub("(", fmt.regex), numbers
 
@@ -288,7 +289,7 @@ def feature_frame(events: Any) -> Any:
 def _to_polars(frame: Any) -> pl.DataFrame:
     table = pl.from_arrow(frame.toArrow())
     assert isinstance(table, pl.DataFrame)
-    casts = {name: pl.Float64 for name in ip_features.FEATURE_NAMES}
+    casts: dict[str, pl.DataType | type[pl.DataType]] = {name: pl.Float64 for name in ip_features.FEATURE_NAMES}
     casts |= {"first_seen": pl.Datetime("us", "UTC"), "last_seen": pl.Datetime("us", "UTC"), "errors": pl.Int64}
     table = table.with_columns(
         [pl.col(name).cast(dtype) for name, dtype in casts.items() if name != "first_seen" and name != "last_seen"]
