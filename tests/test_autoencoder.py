@@ -57,10 +57,13 @@ def test_follows_the_estimator_conventions_and_is_deterministic():
 def test_both_detectors_run_and_every_planted_attacker_is_flagged(result, planted):
     _, attackers = planted
     findings = {f.ip: f for f in result.findings}
-    assert result.summary.detectors == BOTH and "quantile-mapped" in result.summary.notes[0]
+    assert tuple(d for d in result.summary.detectors if d in BOTH) == BOTH
+    assert "quantile-mapped" in result.summary.notes[0]
     for ip in attackers.values():
         assert findings[ip].flagged and set(findings[ip].detector_scores) == set(BOTH)
-        assert findings[ip].score == pytest.approx(np.mean(list(findings[ip].detector_scores.values())), abs=0.11)
+        # the finding's score is the verdict (anomaly fused with rule evidence); the detectors' own
+        # scores are both high
+        assert min(findings[ip].detector_scores.values()) >= 40.0
     autoencoder_top = sorted(findings.values(), key=lambda f: -f.detector_scores["autoencoder"])[:9]
     assert set(attackers.values()) <= {f.ip for f in autoencoder_top}
 
@@ -107,7 +110,8 @@ def test_a_trained_model_round_trips(tmp_path, planted, capsys):
     code = log_analyser.main(["-f", planted[0], "--model", str(tmp_path / "model"), "--detectors", "autoencoder",
                               "-o", "-", "--output-format", "json"])
     report = json.loads(capsys.readouterr().out)
-    assert code == ExitCode.OK and report["summary"]["detectors"] == ["autoencoder"]
+    anomaly = [d for d in report["summary"]["detectors"] if d in ("iforest", "autoencoder")]
+    assert code == ExitCode.OK and anomaly == ["autoencoder"]
     flagged = {f["ip"] for f in report["findings"] if f["flagged"]}
     assert set(planted[1].values()) <= flagged
 

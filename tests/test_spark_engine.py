@@ -199,8 +199,16 @@ def connect_server(tmp_path):
 
 
 def test_spark_connect_gives_the_same_table(connect_server):
+    from pyspark.sql import SparkSession
+
+    classic = SparkSession.getActiveSession()   # one process holds a classic or a Connect session
+    if classic is not None:
+        classic.stop()
     path = [str(DATA / "small.log")]
     local = ip_features.compute(file_parser.parse(path, max_unparsed_ratio=1.0).events)
-    remote = spark_engine.aggregate(path, options=spark_engine.SparkOptions(master=connect_server),
-                                    max_unparsed_ratio=1.0)
+    try:
+        remote = spark_engine.aggregate(path, options=spark_engine.SparkOptions(master=connect_server),
+                                        max_unparsed_ratio=1.0)
+    finally:
+        SparkSession.builder.remote(connect_server).getOrCreate().stop()
     assert_same_tables(local, remote.features)
