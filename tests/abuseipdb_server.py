@@ -86,9 +86,17 @@ class FakeAbuseIPDB:
                 with fake.lock:
                     fake.in_flight += 1
                     fake.max_in_flight = max(fake.max_in_flight, fake.in_flight)
+                self._counted = True
                 try:
                     self._answer()
                 finally:
+                    self._leave()
+
+            def _leave(self) -> None:
+                # leaves the count before the answer is written: once the client has the answer it may
+                # send its next request before this thread has returned
+                if getattr(self, "_counted", False):
+                    self._counted = False
                     with fake.lock:
                         fake.in_flight -= 1
 
@@ -137,6 +145,7 @@ class FakeAbuseIPDB:
                 self._raw(200, b"<html><body>Maintenance</body></html>", "text/html")
 
             def _json(self, status: int, body: object, headers: dict[str, str] | None = None) -> None:
+                self._leave()
                 self._raw(status, json.dumps(body).encode(), "application/json", headers)
 
             def _raw(self, status: int, body: bytes, kind: str, headers: dict[str, str] | None = None) -> None:
