@@ -200,14 +200,8 @@ def detections(events: pl.DataFrame, settings: Settings, sigma_rules: sigma_engi
 def _real_examples(evidence: dict[str, list[Evidence]]) -> dict[str, list[Evidence]]:
     """Evidence whose example lines are read back from the log files where they can be (not from
     standard input, where the rebuilt line stays)."""
-    import log_input
-
-    wanted: dict[str, set[int]] = {}
-    for items in evidence.values():
-        for example in (x for e in items for x in e.examples):
-            wanted.setdefault(example.source, set()).add(example.line_number)
-    text = {(source, n): line for source, numbers in wanted.items() if log_input.is_readable_again(source)
-            for n, line in log_input.read_lines(source, numbers).items()}
+    text = log_input.read_back((x.source, x.line_number) for items in evidence.values()
+                               for e in items for x in e.examples)
 
     def real(e: Evidence) -> Evidence:
         return replace(e, examples=tuple(replace(x, raw=text.get((x.source, x.line_number), x.raw))

@@ -237,6 +237,8 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--env-file", metavar="PATH",
                        help="KEY=value file read into the environment (default: ./.env if present); "
                        "variables already set win")
+
+
 class _FormatAction(argparse.Action):
     """``--format NAME``; ``--format list`` prints the presets and exits, like --version."""
 

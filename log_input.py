@@ -185,6 +185,16 @@ def rebuilt_line() -> pl.Expr:
                      text("referer"), text("user_agent"))
 
 
+def read_back(places: Iterable[tuple[str, int]]) -> dict[tuple[str, int], str]:
+    """The text of each (source, line number) that can be read again (files, not standard input),
+    one pass per source."""
+    wanted: dict[str, set[int]] = {}
+    for source, number in places:
+        wanted.setdefault(source, set()).add(number)
+    return {(source, n): line for source, numbers in wanted.items() if is_readable_again(source)
+            for n, line in read_lines(source, numbers).items()}
+
+
 def with_raw(frame: pl.DataFrame) -> pl.DataFrame:
     """``frame`` (a few events: examples, not the whole log) with a String ``raw`` column: each
     line read back from its file, or rebuilt from its fields where the file cannot be read again
@@ -192,13 +202,9 @@ def with_raw(frame: pl.DataFrame) -> pl.DataFrame:
     if frame.height == 0:
         return frame.with_columns(pl.lit(None, dtype=pl.String).alias("raw"))
     rebuilt = frame.select(rebuilt_line()).to_series().to_list()
-    sources = frame["source"].cast(pl.String).to_list()
-    numbers = frame["line_number"].to_list()
-    read: dict[str, dict[int, str]] = {}
-    for source in dict.fromkeys(sources):
-        if is_readable_again(source):
-            read[source] = read_lines(source, [n for s, n in zip(sources, numbers, strict=True) if s == source])
-    raw = [read.get(s, {}).get(n, r) for s, n, r in zip(sources, numbers, rebuilt, strict=True)]
+    places = list(zip(frame["source"].cast(pl.String).to_list(), frame["line_number"].to_list(), strict=True))
+    text = read_back(places)
+    raw = [text.get(place, line) for place, line in zip(places, rebuilt, strict=True)]
     return frame.with_columns(pl.Series("raw", raw, dtype=pl.String))
 
 
