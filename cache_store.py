@@ -80,6 +80,28 @@ class CacheStats:
         return sum(n.entries for n in self.namespaces)
 
 
+def _enter_wal(conn: sqlite3.Connection, deadline: float) -> None:
+    """Switch the file to WAL mode, waiting for other connections as the busy timeout promises.
+
+    SQLite answers ``PRAGMA journal_mode = WAL`` with "database is locked" at once, without calling
+    the busy handler, when another connection holds the file (two runs creating a new cache together),
+    so the wait is done here. WAL mode is stored in the file: once one run has set it, the others find
+    it set and need no lock.
+    """
+    delay = 0.005
+    while True:
+        try:
+            if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            busy = "locked" in str(exc) or "busy" in str(exc)
+            if not busy or time.monotonic() + delay > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.25)
+
+
 class CacheStore:
     """Namespaced JSON values with a time to live. Safe to share between threads and processes.
 
@@ -117,7 +139,7 @@ class CacheStore:
         conn = sqlite3.connect(self.path, timeout=busy_ms / 1000, isolation_level=None, check_same_thread=False)
         try:
             conn.execute(f"PRAGMA busy_timeout = {busy_ms}")
-            conn.execute("PRAGMA journal_mode = WAL")
+            _enter_wal(conn, deadline=time.monotonic() + busy_ms / 1000)
             conn.execute("PRAGMA synchronous = NORMAL")
             if conn.execute("PRAGMA quick_check").fetchone()[0] != "ok":
                 raise sqlite3.DatabaseError("integrity check failed")

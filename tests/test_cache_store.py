@@ -7,6 +7,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
 
 import pytest
 from conftest import ROOT
@@ -178,6 +179,26 @@ def test_two_processes_share_one_cache(tmp_path):
     with CacheStore(path) as store:
         assert store.stats().entries == 600
         assert store.get("ns", "a-299") == {"i": 299} and store.get("ns", "b-0") == {"i": 0}
+
+
+def test_a_new_file_held_by_another_writer_is_waited_for_before_entering_wal(tmp_path, caplog):
+    # SQLite refuses the switch to WAL at once (no busy handler) while another connection writes.
+    path = tmp_path / "c.sqlite3"
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    holder.execute("CREATE TABLE other (x)")
+    holder.execute("BEGIN IMMEDIATE")
+    holder.execute("INSERT INTO other VALUES (1)")
+    release = threading.Timer(0.4, holder.execute, ("COMMIT",))
+    release.start()
+    try:
+        with caplog.at_level(logging.WARNING), CacheStore(path) as store:
+            store.put("ns", "k", 1, 60)
+            assert store.get("ns", "k") == 1
+    finally:
+        release.join()
+        holder.close()
+    assert "continuing without it" not in caplog.text
+    assert sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
 def test_a_directory_in_the_way_is_never_moved(tmp_path, caplog):
