@@ -183,7 +183,6 @@ def detections(events: pl.DataFrame, settings: Settings, sigma_rules: sigma_engi
                ) -> tuple[dict[str, list[Evidence]], dict[str, int]]:
     """Evidence by client ip from the behaviour rules, payload signatures and Sigma rules, and the
     requests the allowlist kept out of them ('excluded because' -> count)."""
-    events = log_input.rule_view(events)
     excluded: dict[str, int] = {}
     if settings.allowlist is not None:
         mask, excluded = verdict.allowed_requests(events, settings.allowlist)
@@ -211,7 +210,6 @@ def _real_examples(evidence: dict[str, list[Evidence]]) -> dict[str, list[Eviden
 
 def _verdicts(events: pl.DataFrame, table: pl.DataFrame, anomaly: np.ndarray, settings: Settings,
               sigma_rules: sigma_engine.RuleSet) -> verdict.Verdicts:
-    events = log_input.rule_view(events)
     evidence, excluded = detections(events, settings, sigma_rules)
     verdicts = verdict.judge(table["client_ip"].to_list(), anomaly.tolist(), evidence,
                              verdict.crawler_clients(events), settings.allowlist)

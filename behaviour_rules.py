@@ -26,6 +26,7 @@ from pathlib import Path
 import polars as pl
 import yaml
 
+import log_events
 import log_input
 from analyser_errors import RulesError
 from evidence import AttackType, Evidence, ExampleLine, Severity
@@ -350,7 +351,7 @@ def prepare(events: pl.DataFrame) -> pl.DataFrame:
         target.alias("_target"),
         local.dt.hour().alias("_local_hour"),
         (pl.col("timestamp").dt.epoch("us").cast(pl.Float64) / 1e6).alias("_t"),
-    ).sort("client_ip", "_t", maintain_order=True)   # events arrive in file and line order
+    ).sort(log_input.client_order(events), "_t", maintain_order=True)   # events arrive in file and line order
 
 
 def _levels(matched: pl.DataFrame, bucket: Bucket) -> pl.Expr:
@@ -383,14 +384,11 @@ def _add_regex_columns(frame: pl.DataFrame, rules: Sequence[BehaviourRule]) -> p
     values only: user agents, paths and referers repeat a lot, so this is many times faster."""
     wanted = sorted(pair for pair in {p for rule in rules for p in rule.regexes}
                     if _regex_column(*pair) not in frame.columns)
-    columns, distinct = [], {}
-    for column, pattern in wanted:
-        if column not in distinct:
-            values = frame[column].fill_null("")
-            distinct[column] = (values, values.unique())
-        values, unique = distinct[column]
-        hits = unique.filter(unique.str.contains(pattern))
-        columns.append(values.is_in(hits.implode()).alias(_regex_column(column, pattern)))
+    columns = []
+    for column in sorted({column for column, _ in wanted}):
+        predicates = {_regex_column(c, pattern): (lambda text, pattern=pattern: text.str.contains(pattern))
+                      for c, pattern in wanted if c == column}
+        columns += [mask.alias(name) for name, mask in log_events.text_masks(frame[column], predicates).items()]
     return frame.with_columns(columns) if columns else frame
 
 
@@ -412,7 +410,7 @@ def evaluate(rule: BehaviourRule, prepared: pl.DataFrame, mask: pl.Series | None
         return {}
     counts = dict(matched.filter(pl.col("client_ip").is_in(hits["client_ip"].unique().implode()))
                   .group_by("client_ip").len().iter_rows())
-    examples = _examples(matched, hits, rule.window)
+    examples = log_input.with_rebuilt(_examples(matched, hits, rule.window))
     found: dict[str, list[ExampleLine]] = {}
     for ip, source, number, raw in examples.select("client_ip", "source", "line_number", "raw").iter_rows():
         found.setdefault(ip, []).append(ExampleLine(source, number, raw))
@@ -436,7 +434,6 @@ def _column(name: str) -> str:
 
 def detect(events: pl.DataFrame, rules: Iterable[BehaviourRule]) -> dict[str, list[Evidence]]:
     """Evidence from every rule, by client ip (rules in the given order)."""
-    events = log_input.rule_view(events)
     rules = list(rules)
     if not events.height:
         return {}

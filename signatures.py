@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import polars as pl
 
+import log_events
 import log_input
 from evidence import AttackType, Evidence, ExampleLine, Severity
 
@@ -84,8 +85,7 @@ def _parts(events: pl.DataFrame) -> list[pl.Series]:
     """The request target (path, newline, query with '+' as space) and the user agent."""
     query = pl.col("query").fill_null("").str.replace_all("+", " ", literal=True)
     target = pl.concat_str([pl.col("path").fill_null(""), query], separator="\n")
-    return [events.select(target.alias("target")).to_series(),
-            events["user_agent"].fill_null("")]
+    return [events.select(target.alias("target")).to_series(), events["user_agent"]]
 
 
 def matches(events: pl.DataFrame, signatures: tuple[Signature, ...] = SIGNATURES) -> pl.DataFrame:
@@ -94,18 +94,17 @@ def matches(events: pl.DataFrame, signatures: tuple[Signature, ...] = SIGNATURES
     Each part is decoded and matched once per distinct value (targets and user agents repeat)."""
     masks = {s.id: pl.Series([False] * events.height, dtype=pl.Boolean) for s in signatures}
     for values in _parts(events):
-        unique = values.unique()
-        text = pl.select(decoded(pl.lit(unique))).to_series()
-        for signature in signatures:
-            hits = unique.filter(text.str.contains(signature.pattern).fill_null(False))
-            masks[signature.id] = masks[signature.id] | values.is_in(hits.implode())
+        predicates = {s.id: (lambda text, pattern=s.pattern: text.str.contains(pattern)) for s in signatures}
+        found = log_events.text_masks(values, predicates, transform=lambda text: pl.select(decoded(pl.lit(text)))
+                                      .to_series())
+        masks = {name: mask | found[name] for name, mask in masks.items()}
     return pl.DataFrame([mask.alias(name) for name, mask in masks.items()])
 
 
 def detect(events: pl.DataFrame, signatures: tuple[Signature, ...] = SIGNATURES) -> dict[str, list[Evidence]]:
     """Evidence by client ip: one item per signature family a client's requests matched."""
-    events = log_input.rule_view(events)
-    hits = pl.concat([events.select("client_ip", "source", "line_number", "raw", "timestamp"),
+    events = events.with_row_index("_row")
+    hits = pl.concat([events.select("_row", "client_ip", "source", "line_number", "timestamp"),
                       matches(events, signatures)], how="horizontal")
     evidence: dict[str, list[Evidence]] = {}
     for signature in signatures:
@@ -113,9 +112,10 @@ def detect(events: pl.DataFrame, signatures: tuple[Signature, ...] = SIGNATURES)
         if not matched.height:
             continue
         counts = dict(matched.group_by("client_ip").len().iter_rows())
+        first = matched.group_by("client_ip", maintain_order=True).head(EXAMPLES)["_row"]
+        rows = log_input.with_rebuilt(events[first])
         examples: dict[str, list[ExampleLine]] = {}
-        for ip, source, number, raw in (matched.group_by("client_ip", maintain_order=True).head(EXAMPLES)
-                                        .select("client_ip", "source", "line_number", "raw").iter_rows()):
+        for ip, source, number, raw in rows.select("client_ip", "source", "line_number", "raw").iter_rows():
             examples.setdefault(ip, []).append(ExampleLine(source, number, raw))
         for ip, lines in examples.items():
             evidence.setdefault(ip, []).append(Evidence(

@@ -25,6 +25,7 @@ from pathlib import Path
 import polars as pl
 import yaml
 
+import log_events
 from analyser_errors import ConfigError
 from behaviour_rules import regex_problem
 from evidence import AttackType, Evidence, Severity
@@ -108,7 +109,7 @@ def allowed_requests(events: pl.DataFrame, allow: Allowlist) -> tuple[pl.Series,
     counts: dict[str, int] = {}
     for column, patterns, label in (("user_agent", allow.user_agents, "user agent"), ("path", allow.paths, "path")):
         for pattern in patterns:
-            hit = events[column].fill_null("").str.contains("(?i)" + pattern)
+            hit = log_events.text_matches(events[column], lambda text, p=pattern: text.str.contains("(?i)" + p))
             if hit.any():
                 counts[f"{label} matches {pattern!r} (requests)"] = int(hit.sum())
             mask = mask | hit
@@ -127,13 +128,13 @@ def is_internal(ip: str) -> bool:
 
 def crawler_clients(events: pl.DataFrame) -> set[str]:
     """Clients that mostly present a known crawler user agent (CRAWLER_SHARE of their requests)."""
-    events = events.with_columns(pl.col(pl.Categorical).cast(pl.String))
     if not events.height:
         return set()
-    claims = events["user_agent"].fill_null("").str.contains("(?i)" + CRAWLER_AGENTS.pattern)
+    claims = log_events.text_matches(events["user_agent"],
+                                     lambda text: text.str.contains("(?i)" + CRAWLER_AGENTS.pattern))
     share = events.select("client_ip").with_columns(claims.alias("claim")).group_by("client_ip").agg(
         pl.col("claim").mean())
-    return set(share.filter(pl.col("claim") >= CRAWLER_SHARE)["client_ip"])
+    return set(share.filter(pl.col("claim") >= CRAWLER_SHARE)["client_ip"].cast(pl.String))
 
 
 def _type_order(item: Evidence) -> tuple:
