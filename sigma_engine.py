@@ -305,13 +305,18 @@ def unrecorded_fields(events: pl.DataFrame, ruleset: RuleSet) -> list[str]:
 
 
 def searchable(events: pl.DataFrame, ruleset: RuleSet) -> pl.DataFrame:
-    """The events as the rules read them: text columns as String (the table keeps them
-    categorical), plus a ``raw`` line rebuilt from the fields when a keyword rule needs one."""
-    events = events.with_columns(pl.col(pl.Categorical).cast(pl.String))
-    if "raw" not in events.columns and any(v.startswith(sigma_compile.KEYWORDS)
-                                           for r in ruleset.rules for v in r.views):
+    """The events as the rules read them. Rules on request fields run on the distinct requests,
+    whose text columns are cast to String there (the table keeps them categorical); keyword rules
+    read every line, so when one is loaded the text columns are cast here and a ``raw`` line is
+    rebuilt from the fields."""
+    if "raw" not in events.columns and _keyword_rules(ruleset.rules):
+        events = events.with_columns(pl.col(pl.Categorical).cast(pl.String))
         events = events.with_columns(log_input.rebuilt_line().alias("raw"))
     return events
+
+
+def _keyword_rules(rules: Iterable[CompiledRule]) -> list[CompiledRule]:
+    return [r for r in rules if any(v.startswith(sigma_compile.KEYWORDS) for v in r.views)]
 
 
 def matches(events: pl.DataFrame, ruleset: RuleSet) -> pl.DataFrame:
@@ -321,7 +326,7 @@ def matches(events: pl.DataFrame, ruleset: RuleSet) -> pl.DataFrame:
     headers...), which web logs repeat many times over; keyword rules read the whole line, so
     they run on every row."""
     events = searchable(events, ruleset)
-    per_line = [r for r in ruleset.rules if any(v.startswith(sigma_compile.KEYWORDS) for v in r.views)]
+    per_line = _keyword_rules(ruleset.rules)
     per_request = [r for r in ruleset.rules if r not in per_line]
     frames = [_match(events, per_line, distinct=False), _match(events, per_request, distinct=True)]
     long = [f.unpivot(index="_row", variable_name="rule").filter(pl.col("value")).drop("value")
@@ -340,6 +345,7 @@ def _match(events: pl.DataFrame, rules: list[CompiledRule], distinct: bool) -> p
     if distinct:
         keys = sorted({c for v in views for c in sigma_compile.source_columns(v.split(":")[0])})
         frame = frame.group_by(keys).agg("_row") if keys else frame.select("_row")
+        frame = frame.with_columns(pl.col(pl.Categorical).cast(pl.String))   # the distinct requests only
         return _select(frame, rules, views, plain=False).explode("_row").collect()
     # Per line: lines without '%' or '+' (most of them) skip URL-decoding, which changes nothing there.
     encoded = pl.col("raw").str.contains_any(sigma_compile.ENCODING_MARKS)
