@@ -10,7 +10,7 @@ import logging
 import math
 import threading
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, cast
@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 SCHEMA_VERSION = "1.1"  # 1.1: contributions, explanation (and the optional stages' fields)
 PRELOAD_MAX_BYTES = 512 * 2**20
+DEEP_PRELOAD_MIN_BYTES = 4 * 2**20   # ~20k combined lines
 TRAIN_MIN_CLIENTS = 20  # fewer clients than this cannot describe a site's normal traffic
 
 
@@ -262,14 +263,25 @@ def _sigma_rules(settings: Settings) -> sigma_engine.RuleSet:
     return sigma_engine.load(folders)
 
 
-def _preload_detector(sources: Sequence[str]) -> threading.Thread | None:
-    """Import scikit-learn (about a second) on a thread while Polars parses (Polars releases the
-    GIL). Not on large inputs, where its ~90 MB would add to the peak of the feature stage."""
-    if file_parser.input_bytes(sources) >= PRELOAD_MAX_BYTES:
-        return None
-    thread = threading.Thread(target=importlib.import_module, args=("sklearn.ensemble",), daemon=True)
-    thread.start()
-    return thread
+def _preload_detectors(sources: Sequence[str], settings: Settings) -> list[threading.Thread]:
+    """Import the detectors' libraries on threads while Polars parses (Polars releases the GIL):
+    scikit-learn (about a second), except on large inputs, where its ~90 MB would add to the peak
+    of the feature stage; and Keras on TensorFlow (about 4 s and 650 MB, resident anyway by the
+    rule stages, where the peak is) when the autoencoder will likely run, i.e. on inputs large
+    enough to hold the clients it needs."""
+    size = file_parser.input_bytes(sources)
+    targets: list[Callable[[], object]] = []
+    if size < PRELOAD_MAX_BYTES:
+        targets.append(lambda: importlib.import_module("sklearn.ensemble"))
+    if size >= DEEP_PRELOAD_MIN_BYTES and settings.engine != "spark" and \
+            "autoencoder" in (settings.detectors or detect.available_detectors()):
+        import autoencoder
+
+        targets.append(autoencoder.preload)
+    threads = [threading.Thread(target=target, daemon=True) for target in targets]
+    for thread in threads:
+        thread.start()
+    return threads
 
 
 def _in_zone(events: pl.DataFrame, tz: str) -> pl.DataFrame:
@@ -334,10 +346,10 @@ def _aggregate(sources: Sequence[str], settings: Settings,
                                       max_unparsed_ratio=settings.max_unparsed_ratio)
         empty = pl.DataFrame(schema=file_parser.EVENT_SCHEMA)
         return file_parser.ParsedLog(events=empty, unparsed=done.unparsed_examples, stats=done.stats), done.features
-    warm = _preload_detector(sources)
+    warming = _preload_detectors(sources, settings)
     parsed = _parse(sources, settings, progress)
-    if warm:
-        warm.join()
+    for thread in warming:
+        thread.join()
     return parsed, ip_features.compute(_in_zone(parsed.events, settings.tz))
 
 

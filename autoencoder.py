@@ -12,7 +12,9 @@ import importlib.util
 import json
 import logging
 import os
+import re
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -51,23 +53,60 @@ def _keras():
     return keras
 
 
+# What TensorFlow's C++ layer writes straight to file descriptor 2: Abseil-format log lines
+# ("I0000 00:00:1795331351.999444   31562 port.cc:153] oneDNN custom operations are on...") and the
+# notice before Abseil's logging starts. TF_CPP_MIN_LOG_LEVEL stops neither.
+_NATIVE_NOTICE = re.compile(rb"^(?:[IWEF]\d{4} \d\d:\d\d:\d+\.\d+\s+\d+ \S+:\d+\] |"
+                            rb"WARNING: All log messages before absl::InitializeLog\(\) is called)")
+_REDIRECT = threading.Lock()   # one redirect of descriptor 2 at a time (the preload thread, the main thread)
+
+
+def preload() -> None:
+    """Import Keras and TensorFlow now (for a thread to do while the log is parsed); a missing extra
+    is left for the caller that needs it to report."""
+    if available():
+        _keras()
+
+
 @contextlib.contextmanager
 def _native_stderr_silenced(silence: bool):
-    """TensorFlow's C++ layer writes notices straight to file descriptor 2 (oneDNN and CPU features at
-    import, which TF_CPP_MIN_LOG_LEVEL does not stop; harmless graph-attribute complaints from tf.data
-    while training); hide them unless debugging. Python exceptions still propagate."""
+    """Hide TensorFlow's native notices (oneDNN and CPU features at import, graph-attribute complaints
+    from tf.data while training) unless debugging. Descriptor 2 goes through a pipe meanwhile and
+    everything else written to it, by any thread (a progress bar, a warning), is passed on at once."""
     if not silence:
         yield
         return
-    sys.stderr.flush()
-    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
+    with _REDIRECT:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        read_end, write_end = os.pipe()
+        forward = threading.Thread(target=_forward, args=(read_end, saved), daemon=True)
+        forward.start()
+        os.dup2(write_end, 2)
+        os.close(write_end)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)   # closes the pipe's last write end: the forwarder reads to the end, then stops
+            forward.join()
+            os.close(read_end)
+            os.close(saved)
+
+
+def _forward(read_end: int, target: int) -> None:
+    """Copy the pipe to ``target`` line by line, dropping TensorFlow's native notices."""
+    pending = b""
+    while chunk := os.read(read_end, 65536):
+        lines = (pending + chunk).split(b"\n")
+        pending = lines.pop()
+        kept = b"".join(line + b"\n" for line in lines if not _NATIVE_NOTICE.match(line))
+        if pending and b"\r" in pending:   # a progress bar redraws its line without ending it: pass it on now
+            kept, pending = kept + pending, b""
+        if kept:
+            os.write(target, kept)
+    if pending and not _NATIVE_NOTICE.match(pending):
+        os.write(target, pending)
 
 
 class AutoencoderDetector:
@@ -117,7 +156,7 @@ class AutoencoderDetector:
         with _native_stderr_silenced(not log.isEnabledFor(logging.DEBUG)):
             history = self.model_.fit(_batches(rows, self.batch_size, self.random_state),
                                       steps_per_epoch=steps, epochs=self.epochs,
-                                      validation_data=_batches(valid, len(valid)), validation_steps=1,
+                                      validation_data=_batches(valid, len(valid), repeat=False),
                                       verbose=0, callbacks=[stop])
         self.epochs_run_ = len(history.history["loss"])
         self.threshold_ = float(np.quantile(self.score_samples(X), THRESHOLD_QUANTILE))
@@ -185,8 +224,9 @@ class AutoencoderDetector:
                 "min_scale": self.min_scale, "random_state": self.random_state}
 
 
-def _batches(rows: np.ndarray, size: int, seed: int | None = None):
-    """Endless (input, target) batches of ``rows``, reshuffled every pass when ``seed`` is given.
+def _batches(rows: np.ndarray, size: int, seed: int | None = None, repeat: bool = True):
+    """(input, target) batches of ``rows``, endless unless ``repeat`` is false, reshuffled every pass
+    when ``seed`` is given.
 
     Fitting from this one repeated dataset with ``steps_per_epoch`` lets Keras keep a single iterator
     for the whole fit; given arrays, it builds new tf.data iterators every epoch for training and
@@ -197,7 +237,7 @@ def _batches(rows: np.ndarray, size: int, seed: int | None = None):
     data = tf.data.Dataset.from_tensor_slices((rows, rows))
     if seed is not None:
         data = data.shuffle(len(rows), seed=seed, reshuffle_each_iteration=True)
-    return data.batch(size).repeat()
+    return data.batch(size).repeat() if repeat else data.batch(size)
 
 
 def _split(Z: np.ndarray, random_state: int) -> tuple[np.ndarray, np.ndarray]:

@@ -2,10 +2,15 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import polars as pl
 import pytest
+from conftest import ROOT
 
 import anomaly_detector as detect
 import log_analyser
@@ -121,3 +126,28 @@ def _table(path):
     import ip_features
 
     return ip_features.compute(file_parser.parse([path]).events)
+
+
+NATIVE_NOISE = textwrap.dedent("""
+    import os, sys, threading
+    import autoencoder
+    def other_thread():   # e.g. the progress bar, writing while a preload thread imports TensorFlow
+        sys.stderr.write("parsing 40%\\r")
+        sys.stderr.flush()
+        print("warning: 3 lines do not parse", file=sys.stderr)
+    with autoencoder._native_stderr_silenced(True):
+        os.write(2, b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\\n")
+        os.write(2, b"I0000 00:00:1795331351.999444   31562 port.cc:153] oneDNN custom operations are on.\\n")
+        writer = threading.Thread(target=other_thread)
+        writer.start()
+        writer.join()
+        os.write(2, b"E0000 00:00:1795330621.672391   13193 node_def_util.cc:682] NodeDef mentions attribute\\n")
+    print("after", file=sys.stderr)
+""")
+
+
+def test_native_notices_are_hidden_but_other_output_to_stderr_passes(tmp_path):
+    run = subprocess.run([sys.executable, "-c", NATIVE_NOISE], capture_output=True, timeout=60,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert run.returncode == 0, run.stderr
+    assert run.stderr == b"parsing 40%\rwarning: 3 lines do not parse\nafter\n"
