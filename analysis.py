@@ -146,21 +146,28 @@ def analyse(sources: Sequence[str], settings: Settings = Settings(),
     """Run the whole pipeline over ``sources`` (paths, globs or '-' for stdin). ``llm_cache`` keeps
     the LLM stage's answers between runs."""
     rules = _sigma_rules(settings)  # before parsing: broken rules fail fast
-    parsed, table = _aggregate(sources, settings, progress)
+    warming = _preload_detectors(sources, settings)
+    try:
+        parsed, table = _aggregate(sources, settings, progress)
+        # the request-level detections first: they need no detector library, which meanwhile finishes loading
+        found = _Detected.of(parsed.events, settings, rules) if settings.engine != "spark" else None
+    finally:
+        for thread in warming:   # also on an error: a thread left importing TensorFlow can crash the exit
+            thread.join()
     used = ip_features.logged_features(table)
     baseline, used, model_notes = _baseline(table, used, settings, source=",".join(sources))
     scores, detector_scores, notes = detect.score_clients(table, used, n_estimators=settings.n_estimators,
                                                           random_state=settings.random_state, baseline=baseline,
                                                           fusion=settings.fusion)
     notes = model_notes + notes
-    if settings.engine == "spark":
-        # no events came back, so no request-level evidence: the anomaly score is the verdict
+    if found is None:
+        # engine spark: no events came back, so no request-level evidence: the anomaly score is the verdict
         verdicts = verdict.Verdicts(by_ip={}, excluded={})
         fused, allowed, stages = scores, np.zeros(len(scores), dtype=bool), tuple(detector_scores)
         notes = [*notes, "engine spark: rules, signatures and Sigma read single requests and ran only locally "
                  "(not on Spark); the anomaly score is the verdict"]
     else:
-        verdicts = _verdicts(parsed.events, table, scores, settings, rules)
+        verdicts = found.judge(table, scores, settings)
         fused = np.array([verdicts.by_ip[ip].score for ip in table["client_ip"]], dtype=np.float64)
         allowed = np.array([verdicts.by_ip[ip].allowlisted is not None for ip in table["client_ip"]], dtype=bool)
         stages = (*detector_scores, "rules", "signatures", "sigma")
@@ -209,12 +216,23 @@ def _real_examples(evidence: dict[str, list[Evidence]]) -> dict[str, list[Eviden
     return {ip: [real(e) for e in items] for ip, items in evidence.items()}
 
 
-def _verdicts(events: pl.DataFrame, table: pl.DataFrame, anomaly: np.ndarray, settings: Settings,
-              sigma_rules: sigma_engine.RuleSet) -> verdict.Verdicts:
-    evidence, excluded = detections(events, settings, sigma_rules)
-    verdicts = verdict.judge(table["client_ip"].to_list(), anomaly.tolist(), evidence,
-                             verdict.crawler_clients(events), settings.allowlist)
-    return replace(verdicts, excluded={**excluded, **verdicts.excluded})
+@dataclass(frozen=True)
+class _Detected:
+    """What the request-level stages found, before the anomaly scores join it in a verdict."""
+
+    evidence: dict[str, list[Evidence]]
+    excluded: dict[str, int]        # allowlisted requests by reason
+    crawlers: set[str]
+
+    @classmethod
+    def of(cls, events: pl.DataFrame, settings: Settings, sigma_rules: sigma_engine.RuleSet) -> _Detected:
+        evidence, excluded = detections(events, settings, sigma_rules)
+        return cls(evidence, excluded, verdict.crawler_clients(events))
+
+    def judge(self, table: pl.DataFrame, anomaly: np.ndarray, settings: Settings) -> verdict.Verdicts:
+        verdicts = verdict.judge(table["client_ip"].to_list(), anomaly.tolist(), self.evidence, self.crawlers,
+                                 settings.allowlist)
+        return replace(verdicts, excluded={**self.excluded, **verdicts.excluded})
 
 
 def _with_verdict(finding: Finding, judged: verdict.Verdict) -> Finding:
@@ -346,10 +364,7 @@ def _aggregate(sources: Sequence[str], settings: Settings,
                                       max_unparsed_ratio=settings.max_unparsed_ratio)
         empty = pl.DataFrame(schema=file_parser.EVENT_SCHEMA)
         return file_parser.ParsedLog(events=empty, unparsed=done.unparsed_examples, stats=done.stats), done.features
-    warming = _preload_detectors(sources, settings)
     parsed = _parse(sources, settings, progress)
-    for thread in warming:
-        thread.join()
     return parsed, ip_features.compute(_in_zone(parsed.events, settings.tz))
 
 

@@ -157,7 +157,7 @@ class AutoencoderDetector:
             history = self.model_.fit(_batches(rows, self.batch_size, self.random_state),
                                       steps_per_epoch=steps, epochs=self.epochs,
                                       validation_data=_batches(valid, len(valid), repeat=False),
-                                      verbose=0, callbacks=[stop])
+                                      shuffle=False, verbose=0, callbacks=[stop])  # the dataset shuffles
         self.epochs_run_ = len(history.history["loss"])
         self.threshold_ = float(np.quantile(self.score_samples(X), THRESHOLD_QUANTILE))
         log.debug("autoencoder: %d epochs, threshold %.4g", self.epochs_run_, self.threshold_)
