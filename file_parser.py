@@ -17,6 +17,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, BinaryIO, cast
+from zoneinfo import ZoneInfo
 
 import polars as pl
 
@@ -481,10 +482,11 @@ def _check_quality(result: ParsedLog, sources: Sequence[str], max_unparsed_ratio
 
 
 def validate_timezone(tz: str) -> str:
-    """Return ``tz`` if Polars knows the zone, else raise ConfigError."""
+    """Return ``tz`` if Polars (parsing) and zoneinfo (reports) both know the zone, else raise ConfigError."""
     try:
         pl.Series([0]).cast(pl.Datetime("us")).dt.replace_time_zone(tz)
-    except Exception:  # polars raises its own ComputeError family for unknown zones
+        ZoneInfo(tz)
+    except Exception:  # polars raises its own ComputeError family for unknown zones, zoneinfo a KeyError or ValueError
         raise ConfigError(f"unknown time zone {tz!r}", hint="use an IANA name such as Europe/Berlin") from None
     return tz
 
