@@ -215,7 +215,10 @@ def _shaped_candidates(lines: pl.Series) -> list[LogFormat]:
 
 def _match_rate(lines: pl.Series, fmt: LogFormat) -> float:
     if _is_w3c(fmt):  # each data line against the #Fields: header above it
-        which, formats = FieldsHeaders(fmt).blocks(lines)
+        try:
+            which, formats = FieldsHeaders(fmt).blocks(lines)
+        except ConfigError:   # a later header without c-ip or date: parse() reports it with file and line
+            return 0.0
         data = ~lines.str.starts_with("#")
         hits = sum(int(lines.filter(data & (which == i)).str.contains(cast(str, f.regex)).sum())
                    for i, f in enumerate(formats))

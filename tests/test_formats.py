@@ -219,14 +219,15 @@ def test_w3c_headers_are_per_file_and_lines_above_the_first_use_the_format_given
     assert result.stats.parsed_lines == 5
 
 
-def test_w3c_header_without_client_address_names_the_file_and_line(tmp_path):
+@pytest.mark.parametrize("format_name", ["w3c", "auto"])
+def test_w3c_header_without_client_address_names_the_file_and_line(tmp_path, format_name):
     path = tmp_path / "u_ex260310.log"
     path.write_text("#Fields: date time c-ip cs-method cs-uri-stem sc-status\n"
                     "2026-03-10 09:00:01 192.0.2.44 GET /x 500\n"
                     "#Fields: date time cs-method cs-uri-stem sc-status\n"
                     "2026-03-10 09:00:02 GET /y 200\n", encoding="utf-8")
     with pytest.raises(ConfigError, match="names no c-ip or date field") as raised:
-        fp.parse([str(path)], format_name="w3c")
+        fp.parse([str(path)], format_name=format_name)
     assert (raised.value.path, raised.value.line) == (str(path), 3)
 
 
