@@ -52,7 +52,7 @@ class Settings:
 
     format_name: str = "auto"
     log_format: str | None = None      # a custom Apache LogFormat / nginx log_format string
-    tz: str = "UTC"                    # zone for timestamps that carry no offset
+    tz: str = "UTC"                    # zone for timestamps that carry no offset, and for display
     json_fields: str | None = None     # JSON lines: FIELD=key,... over the default mapping
     real_ip_header: str | None = None  # x-forwarded-for, cf-connecting-ip or x-real-ip
     trusted_proxies: tuple = ()        # ipaddress networks whose real-IP header is believed
@@ -121,6 +121,7 @@ class Summary:
     notes: tuple[str, ...] = ()
     excluded: dict[str, int] = field(default_factory=dict)   # allowlist: 'excluded because' -> count
     enrichment: EnrichmentSummary | None = None    # only when enrichment ran
+    tz: str = "UTC"   # the zone (--tz) human-facing reports show times in; every datetime here stays UTC
 
     @property
     def unparsed_lines(self) -> int:
@@ -177,7 +178,7 @@ def analyse(sources: Sequence[str], settings: Settings = Settings(),
     findings = [_with_verdict(f, verdicts.by_ip[f.ip]) if f.ip in verdicts.by_ip else f for f in findings]
     notes = notes + rules.notes() + sigma_engine.unrecorded_fields(parsed.events, rules)
     summary = _summary(parsed, table, findings, used, stages, notes)
-    summary = replace(summary, excluded=verdicts.excluded)
+    summary = replace(summary, excluded=verdicts.excluded, tz=settings.tz)
     if settings.enrichment is not None:
         findings, summary = _enrich(findings, summary, settings, verdicts)
     result = AnalysisResult(summary=summary, findings=tuple(findings), features=table,

@@ -17,6 +17,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, BinaryIO, cast
+from zoneinfo import ZoneInfo
 
 import polars as pl
 
@@ -37,6 +38,7 @@ CHUNK_BYTES = 32 * 1024 * 1024
 DETECTION_SAMPLE = 2000
 _SEPARATOR = b"\x1f"  # ASCII unit separator: never in a log line; a block containing it takes the slow path
 _SYSLOG_PREFIX = r"^<\d{1,3}>(?:\d )?[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d \S+ [^\s:]+: "
+_FIELDS = "#Fields:"   # the W3C directive naming a block's columns
 _MAGIC: dict[bytes, Callable[..., Any]] = {b"\x1f\x8b": gzip.open, b"BZh": bz2.open, b"\xfd7zXZ\x00": lzma.open}
 Progress = Callable[[int], None]
 
@@ -196,7 +198,7 @@ def detect_format(sample: pl.Series) -> tuple[LogFormat, float]:
 def _shaped_candidates(lines: pl.Series) -> list[LogFormat]:
     """Candidates recognised by the file's shape (header lines, JSON objects), else none."""
     first = lines[0]
-    fields = lines.filter(lines.str.starts_with("#Fields:"))
+    fields = lines.filter(lines.str.starts_with(_FIELDS))
     if fields.len():
         data = lines.filter(~lines.str.starts_with("#"))
         name = "cloudfront" if "x-edge-location" in fields[0] else "w3c"
@@ -212,6 +214,15 @@ def _shaped_candidates(lines: pl.Series) -> list[LogFormat]:
 
 
 def _match_rate(lines: pl.Series, fmt: LogFormat) -> float:
+    if _is_w3c(fmt):  # each data line against the #Fields: header above it
+        try:
+            which, formats = FieldsHeaders(fmt).blocks(lines)
+        except ConfigError:   # a later header without c-ip or date: parse() reports it with file and line
+            return 0.0
+        data = ~lines.str.starts_with("#")
+        hits = sum(int(lines.filter(data & (which == i)).str.contains(cast(str, f.regex)).sum())
+                   for i, f in enumerate(formats))
+        return hits / int(data.sum()) if data.any() else 0.0
     if fmt.regex is not None:
         data = lines.filter(~lines.str.starts_with(fmt.header_prefix)) if fmt.header_prefix else lines
         return cast(float, data.str.contains(fmt.regex).mean() or 0.0) if data.len() else 0.0
@@ -244,19 +255,19 @@ def _reason(fmt: LogFormat) -> pl.Expr:
 
 
 def parse_lines(lines: pl.Series, fmt: LogFormat, *, source: str = "<lines>", first_line: int = 1,
-                tz: str = "UTC", options: InputOptions | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
+                tz: str = "UTC", options: InputOptions | None = None,
+                line_numbers: pl.Series | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Parse a column of raw lines with one format: (events, unparsed) frames.
 
+    Lines are numbered from ``first_line`` on, or take ``line_numbers`` (one per line) when given.
     ``events`` has EVENT_SCHEMA plus ``_naive`` (time logged without an offset); ``unparsed``
     has UNPARSED_SCHEMA.
     """
     options = options or InputOptions(tz=tz)
     real_ip_group = log_formats.REAL_IP_HEADERS.get(options.real_ip_header or "")
-    frame = (
-        lines.alias("raw").to_frame().lazy()
-        .with_row_index("line_number", offset=first_line)
-        .with_columns(pl.col("line_number").cast(pl.Int64), *_captured(fmt))
-    )
+    numbered = (lines.alias("raw").to_frame().with_row_index("line_number", offset=first_line)
+                if line_numbers is None else pl.DataFrame({"raw": lines, "line_number": line_numbers}))
+    frame = numbered.lazy().with_columns(pl.col("line_number").cast(pl.Int64), *_captured(fmt))
     if fmt.regex is not None:
         frame = frame.unnest("_m")
     first, second, final = canonical(fmt, options.tz, source, real_ip_group)
@@ -270,6 +281,79 @@ def parse_lines(lines: pl.Series, fmt: LogFormat, *, source: str = "<lines>", fi
         good = good.with_columns(resolve_real_ip(good, "_real_ip_hdr", options.trusted_proxies)
                                  .cast(pl.Categorical).alias("client_ip")).drop("_real_ip_hdr")
     return good, bad
+
+
+@dataclass
+class FieldsHeaders:
+    """The W3C ``#Fields:`` directive in force in one source, carried from chunk to chunk.
+
+    IIS starts a new header block (``#Software``, ``#Version``, ``#Date``, ``#Fields``) whenever
+    the service restarts or its logging fields change, so one file can hold several field lists.
+    Each data line is read with the ``#Fields:`` line above it; lines above the first one use
+    ``initial`` (the format given, or detected from the file's first lines). One format is
+    compiled per distinct field list and separator.
+    """
+
+    initial: LogFormat
+    source: str = "<lines>"
+    current: tuple[str, int] | None = None   # the last #Fields: line read so far, and its line number
+    compiled: dict[tuple[str, bool], LogFormat] = field(default_factory=dict)
+
+    def format_for(self, header: tuple[str, int] | None, sample: str) -> LogFormat:
+        """The format for data lines under ``header`` (its text and line number; None before the
+        first); ``sample`` is one of those lines, whose tabs choose the separator. A header that
+        names no c-ip or date is a ConfigError naming the source and line."""
+        if header is None:
+            return self.initial
+        text, line = header
+        key = (text, "\t" in sample)
+        if key not in self.compiled:
+            try:
+                fmt = log_formats.compile_w3c(text, sample, name=self.initial.name)
+            except ConfigError as exc:
+                raise ConfigError(exc.message, hint=exc.hint, path=self.source, line=line) from None
+            self.compiled[key] = replace(fmt, syslog=self.initial.syslog)
+        return self.compiled[key]
+
+    def blocks(self, lines: pl.Series, first_line: int = 1) -> tuple[pl.Series, list[LogFormat]]:
+        """Which format reads each line of a chunk: one index per line into the distinct formats,
+        and those formats. Block k of the chunk starts at its k-th ``#Fields:`` line (block 0
+        continues the header in force); only blocks with data lines compile a format. Advances
+        ``current``."""
+        is_header = lines.str.starts_with(_FIELDS).fill_null(False)
+        block = is_header.cum_sum()
+        numbers = (is_header.arg_true() + first_line).to_list()
+        headers = [self.current, *zip(lines.filter(is_header).to_list(), numbers, strict=True)]
+        data = ~lines.str.starts_with("#") & (lines.str.strip_chars() != "")
+        samples = (pl.DataFrame({"block": block, "raw": lines}).filter(data)
+                   .group_by("block").agg(pl.col("raw").first()).sort("block").iter_rows())
+        used = {number: self.format_for(headers[number], sample) for number, sample in samples}
+        self.current = headers[-1]
+        distinct = list(dict.fromkeys(used.values())) or [self.initial]
+        index = pl.Series([distinct.index(used[n]) if n in used else 0 for n in range(len(headers))],
+                          dtype=pl.UInt32)
+        return index.gather(block), distinct
+
+
+def _parse_chunk(lines: pl.Series, fmt: LogFormat, headers: FieldsHeaders | None, *, source: str,
+                 first_line: int, options: InputOptions) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """parse_lines, with W3C lines read under the ``#Fields:`` header above them: one parse per
+    distinct field list in the chunk, results put back in line order."""
+    if headers is None:
+        return parse_lines(lines, fmt, source=source, first_line=first_line, options=options)
+    which, formats = headers.blocks(lines, first_line)
+    if len(formats) == 1:
+        return parse_lines(lines, formats[0], source=source, first_line=first_line, options=options)
+    numbers = pl.int_range(first_line, first_line + lines.len(), dtype=pl.Int64, eager=True)
+    parts = [parse_lines(lines.filter(which == i), block_format, source=source, options=options,
+                         line_numbers=numbers.filter(which == i)) for i, block_format in enumerate(formats)]
+    good = pl.concat([part[0] for part in parts]).sort("line_number")
+    bad = pl.concat([part[1] for part in parts]).sort("line_number")
+    return good, bad
+
+
+def _is_w3c(fmt: LogFormat) -> bool:
+    return fmt.name in ("w3c", "cloudfront") and fmt.header_prefix == "#"
 
 
 def _format_for(name: str | None, custom: str | None, json_fields: str | None) -> LogFormat | None:
@@ -300,7 +384,7 @@ def _unprefixed_format(fixed: LogFormat | None, chunk: pl.Series) -> tuple[LogFo
         if fixed.name == "csv":
             header = lines[0] if lines.len() else None
         else:
-            found = lines.filter(lines.str.starts_with("#Fields:"))
+            found = lines.filter(lines.str.starts_with(_FIELDS))
             header = found[0] if found.len() else None
         data = lines.filter(~lines.str.starts_with("#"))
         return log_formats.from_header(fixed.name, header, data[0] if data.len() else " "), 1.0
@@ -322,14 +406,15 @@ def parse(sources: Sequence[str], *, format_name: str | None = "auto", log_forma
     fixed = _format_for(format_name, log_format, json_fields)
     run = _Run()
     for source in order_rotated(resolve_sources(sources)):
-        next_line = 1
+        next_line, headers = 1, None
         for chunk in iter_chunks(source, progress):
             if source not in run.formats:
                 fmt, rate = _format_from_sample(fixed, chunk)
                 run.formats[source] = fmt
+                headers = FieldsHeaders(fmt, source) if _is_w3c(fmt) else None
                 log.info("%s: format %s (%.0f%% of sampled lines match)", source, fmt.name, 100 * rate)
-            good, bad = parse_lines(chunk, run.formats[source], source=source, first_line=next_line,
-                                    options=options)
+            good, bad = _parse_chunk(chunk, run.formats[source], headers, source=source, first_line=next_line,
+                                     options=options)
             run.add(source, _window(good, options), bad)
             next_line += chunk.len()
     result = run.assemble(options)
@@ -400,10 +485,11 @@ def _check_quality(result: ParsedLog, sources: Sequence[str], max_unparsed_ratio
 
 
 def validate_timezone(tz: str) -> str:
-    """Return ``tz`` if Polars knows the zone, else raise ConfigError."""
+    """Return ``tz`` if Polars (parsing) and zoneinfo (reports) both know the zone, else raise ConfigError."""
     try:
         pl.Series([0]).cast(pl.Datetime("us")).dt.replace_time_zone(tz)
-    except Exception:  # polars raises its own ComputeError family for unknown zones
+        ZoneInfo(tz)
+    except Exception:  # polars raises its own ComputeError family for unknown zones, zoneinfo a KeyError or ValueError
         raise ConfigError(f"unknown time zone {tz!r}", hint="use an IANA name such as Europe/Berlin") from None
     return tz
 

@@ -272,8 +272,9 @@ def _add_input_options(parser: argparse.ArgumentParser) -> None:
                        help="proxies whose --real-ip-header is believed; the client is the rightmost "
                        "untrusted hop (default: trust every peer and take the leftmost address)")
     group.add_argument("--tz", default="UTC", metavar="ZONE",
-                       help="zone for timestamps logged without an offset, and for --since/--until dates "
-                       "without one (default UTC; e.g. Europe/Berlin)")
+                       help="zone for timestamps logged without an offset, for --since/--until dates without "
+                       "one, for the night-time feature, and in which the table summary, --details, CSV, HTML and "
+                       "PDF show times (JSON and exports stay UTC) (default UTC; e.g. Europe/Berlin)")
     group.add_argument("--since", metavar="TIME",
                        help="only events at or after TIME: relative (24h, 30m, 7d) or ISO 8601 (2026-03-10T08:00)")
     group.add_argument("--until", metavar="TIME", help="only events before TIME (same forms as --since)")

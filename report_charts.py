@@ -9,6 +9,7 @@ import io
 from collections.abc import Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from zoneinfo import ZoneInfo
 
 from analyser_errors import MissingExtraError
 from analysis import AnalysisResult
@@ -64,11 +65,12 @@ def _clip(label: str) -> str:
 def timeline_chart(result: AnalysisResult, theme: Theme = LIGHT, size=(8.0, 2.8)):
     """Requests per time bucket, flagged clients stacked in the alert colour on the rest."""
     frame, width = timeline(result)
+    tz = result.summary.tz
     with _style(theme):
         fig = _figure(*size)
         ax = fig.add_subplot()
         if frame.height:
-            x = frame["bucket"].dt.replace_time_zone(None).to_list()
+            x = _bucket_times(ax, frame["bucket"], tz)
             bar_width = width / 86400 * 0.9   # matplotlib dates are in days
             ax.bar(x, frame["other"].to_list(), width=bar_width, color=theme.accent, label="other clients",
                    align="edge")
@@ -76,9 +78,18 @@ def timeline_chart(result: AnalysisResult, theme: Theme = LIGHT, size=(8.0, 2.8)
                    color=theme.alert, label="flagged clients", align="edge")
             ax.legend(loc="lower right", bbox_to_anchor=(1.0, 1.0), ncols=2, frameon=False)
             fig.autofmt_xdate()
-        ax.set_title(f"Requests over time (UTC, per {_bucket_label(width)})", loc="left")
+        ax.set_title(f"Requests over time ({tz}, per {_bucket_label(width)})", loc="left")
         ax.set_ylabel("requests")
     return fig
+
+
+def _bucket_times(ax, buckets, tz: str) -> list:
+    """The buckets as x values, with the axis ticks labelled in ``tz``. Outside UTC the times stay
+    aware, so the buckets of the hour repeated when clocks go back do not fall on one another."""
+    if tz == "UTC":
+        return buckets.dt.replace_time_zone(None).to_list()
+    ax.xaxis_date(ZoneInfo(tz))
+    return buckets.to_list()
 
 
 def _bucket_label(seconds: int) -> str:

@@ -47,13 +47,13 @@ def _example(source: str, line_number: int, raw: str) -> str:
 def render_details(result: AnalysisResult, ip: str, colour: bool = False) -> str:
     """A multi-line report on one client: verdict, reasons, features vs typical, evidence,
     reputation, location, the LLM note and the client's first log lines."""
-    f = find(result, ip)
+    f, tz = find(result, ip), result.summary.tz
     severity = f.severity.label if f.flagged else f"{f.severity.label}, not flagged"
     if colour and f.flagged:
         severity = f"{SEVERITY_COLOURS[f.severity.label]}{severity}{RESET}"
     lines = [f"client {terminal_safe(f.ip)}: rank {f.rank} of {len(result.findings)}, score {f.score:.1f} ({severity})",
              f"  {f.requests:,} requests, {f.errors:,} errors, "
-             f"{model.fmt_time(f.first_seen)} to {model.fmt_time(f.last_seen)}",
+             f"{model.fmt_time(f.first_seen, tz)} to {model.fmt_time(f.last_seen, tz)}",
              f"  attack types: {', '.join(f.attack_types) or 'none named'}"]
     if f.detector_scores:
         lines.append("  detectors: " + ", ".join(f"{k} {v:.1f}" for k, v in f.detector_scores.items()))

@@ -152,11 +152,12 @@ def _evidence(finding: Finding) -> str:
     return "".join(parts)
 
 
-def _facts(finding: Finding) -> str:
+def _facts(finding: Finding, tz: str) -> str:
     facts = [("score", f"{finding.score:.1f} / 100"), ("severity", finding.severity.label if finding.flagged
                                                            else f"{finding.severity.label} (not flagged)"),
              ("requests", f"{finding.requests:,} ({finding.errors:,} errors)"),
-             ("first seen", model.fmt_time(finding.first_seen)), ("last seen", model.fmt_time(finding.last_seen)),
+             ("first seen", model.fmt_time(finding.first_seen, tz)),
+             ("last seen", model.fmt_time(finding.last_seen, tz)),
              ("attack types", ", ".join(finding.attack_types) or "none named"),
              ("detectors", ", ".join(f"{k} {v:.1f}" for k, v in finding.detector_scores.items()) or "-")]
     facts += [(k, v) for k, v in (("location", model.geo_text(finding.geo)),
@@ -164,9 +165,9 @@ def _facts(finding: Finding) -> str:
     return "<dl>" + "".join(f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>" for k, v in facts) + "</dl>"
 
 
-def _detail(finding: Finding, index: int, typical: dict[str, float], samples) -> str:
+def _detail(finding: Finding, index: int, typical: dict[str, float], samples, tz: str) -> str:
     parts = [f'<section class="detail" id="d-{index}" hidden><h2>#{finding.rank} {esc(finding.ip)}</h2>',
-             _facts(finding)]
+             _facts(finding, tz)]
     if finding.reasons:
         parts.append("<h3>Why it stands out</h3><ul>"
                      + "".join(f"<li>{esc(r)}</li>" for r in finding.reasons) + "</ul>")
@@ -186,8 +187,8 @@ def render_html(result: AnalysisResult, version: str = "") -> str:
     findings = model.pick_findings(result, TABLE_ROWS)
     typical = model.typical_values(result)
     samples = model.sample_requests(result, [f.ip for f in findings], SAMPLE_LINES)
-    details = "".join(_detail(f, i, typical, samples.get(f.ip, [])) for i, f in enumerate(findings))
-    span = f"{model.fmt_time(s.time_start)} to {model.fmt_time(s.time_end)}"
+    details = "".join(_detail(f, i, typical, samples.get(f.ip, []), s.tz) for i, f in enumerate(findings))
+    span = model.fmt_span(s.time_start, s.time_end, s.tz) or "-"
     notes = "".join(f'<p class="notes">note: {esc(n)}</p>' for n in s.notes)
     listed = (f"<p class=meta>{len(findings):,} of {len(result.findings):,} clients listed, flagged first.</p>"
               if len(findings) < len(result.findings) else "")

@@ -6,7 +6,8 @@ Nothing here scores: it only counts and formats what the pipeline already decide
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import polars as pl
 
@@ -77,8 +78,48 @@ def fmt_number(value: float | None) -> str:
     return f"{value:,.1f}" if abs(value) >= 100 else f"{value:.3g}"
 
 
-def fmt_time(value: datetime | None) -> str:
-    return f"{value:%Y-%m-%d %H:%M:%S} UTC" if value else "-"
+# --- times: every datetime in a result is UTC; human-facing writers show them in the --tz zone,
+# machine outputs (JSON, exports) keep UTC. Every writer formats times through these helpers.
+
+def in_zone(value: datetime, tz: str = "UTC") -> datetime:
+    """An aware time as wall-clock time in ``tz`` (an IANA name such as Europe/Berlin)."""
+    return value.astimezone(UTC if tz == "UTC" else ZoneInfo(tz))
+
+
+def zone_abbreviation(value: datetime, tz: str = "UTC") -> str:
+    """The zone's abbreviation at that moment: 'UTC', 'CET' in winter and 'CEST' in summer for Europe/Berlin."""
+    return "UTC" if tz == "UTC" else in_zone(value, tz).strftime("%Z")
+
+
+def fmt_time(value: datetime | None, tz: str = "UTC", seconds: bool = True) -> str:
+    """'2026-03-10 09:00:01 UTC'; in another zone its wall time and abbreviation ('2026-03-10 10:00:01 CET');
+    '-' for no time."""
+    if not value:
+        return "-"
+    pattern = "%Y-%m-%d %H:%M:%S" if seconds else "%Y-%m-%d %H:%M"
+    return f"{in_zone(value, tz).strftime(pattern)} {zone_abbreviation(value, tz)}"
+
+
+def fmt_span(start: datetime | None, end: datetime | None, tz: str = "UTC", seconds: bool = True) -> str:
+    """'START to END' in ``tz``, a zone other than UTC named after it by its IANA name. With seconds each
+    end carries its abbreviation ('2026-03-10 09:00:01 UTC to 2026-03-10 10:00:01 UTC'); without, the
+    abbreviation is written once when both ends share it ('2026-03-10 10:00 to 2026-03-10 11:00 CET
+    (Europe/Berlin)'), else at each end ('... 01:30 CET to 2026-03-29 04:30 CEST (Europe/Berlin)')."""
+    if not (start and end):
+        return ""
+    if seconds or zone_abbreviation(start, tz) != zone_abbreviation(end, tz):
+        text = f"{fmt_time(start, tz, seconds)} to {fmt_time(end, tz, seconds)}"
+    else:
+        text = f"{in_zone(start, tz):%Y-%m-%d %H:%M} to {fmt_time(end, tz, seconds=False)}"
+    return text if tz == "UTC" else f"{text} ({tz})"
+
+
+def iso_time(value: datetime | None, tz: str = "UTC") -> str | None:
+    """ISO 8601 with an explicit offset: UTC as 'Z' ('2026-03-10T09:00:01Z'), another zone with its
+    offset at that moment ('2026-03-10T10:00:01+01:00'); None for no time."""
+    if not value:
+        return None
+    return value.isoformat().replace("+00:00", "Z") if tz == "UTC" else in_zone(value, tz).isoformat()
 
 
 def reputation_text(rep: Reputation | None) -> str | None:
@@ -141,9 +182,10 @@ def country(finding: Finding) -> str:
 
 
 def timeline(result: AnalysisResult) -> tuple[pl.DataFrame, int]:
-    """Requests per time bucket split into flagged clients and the rest.
+    """Requests per time bucket split into flagged clients and the rest, bucketed in the display zone
+    (``summary.tz``: hour and day buckets start at its whole hours and midnights).
 
-    Returns (frame with columns bucket (UTC datetime), flagged, other; bucket width in seconds).
+    Returns (frame with columns bucket (aware datetime in that zone), flagged, other; bucket width in seconds).
     """
     events = result.events
     if not events.height:
@@ -153,13 +195,17 @@ def timeline(result: AnalysisResult) -> tuple[pl.DataFrame, int]:
     width = next((w for w in TIMELINE_BUCKETS if seconds / w <= TIMELINE_MAX_POINTS), TIMELINE_BUCKETS[-1])
     flagged = [f.ip for f in result.findings if f.flagged]
     frame = (events.lazy()
-             .select(pl.col("timestamp").dt.truncate(f"{width}s").alias("bucket"),
+             .select(_display_zone(pl.col("timestamp"), result.summary.tz).dt.truncate(f"{width}s").alias("bucket"),
                      pl.col("client_ip").is_in(flagged).alias("is_flagged"))
              .group_by("bucket")
              .agg(pl.col("is_flagged").sum().cast(pl.Int64).alias("flagged"),
                   (~pl.col("is_flagged")).sum().cast(pl.Int64).alias("other"))
              .sort("bucket").collect())
     return frame, width
+
+
+def _display_zone(stamp: pl.Expr, tz: str) -> pl.Expr:
+    return stamp if tz == "UTC" else stamp.dt.convert_time_zone(tz)
 
 
 def status_counts(result: AnalysisResult, limit: int = 12) -> list[tuple[str, int]]:

@@ -119,7 +119,7 @@ def _cover(pdf, result: AnalysisResult, version: str) -> None:
     unparsed = ", ".join(f"{reason} {n:,}" for reason, n in s.unparsed_by_reason.items())
     _pairs(pdf, [
         ("Log files", "\n".join(f"{src} ({s.formats.get(src, '?')})" for src in s.sources) or "-"),
-        ("Time span", f"{model.fmt_time(s.time_start)} to {model.fmt_time(s.time_end)}"),
+        ("Time span", model.fmt_span(s.time_start, s.time_end, s.tz) or "-"),
         ("Lines", f"{s.total_lines:,} read, {s.parsed_lines:,} parsed, {s.unparsed_lines:,} unparsed"
                   + (f" ({unparsed})" if unparsed else "")),
         ("Clients", f"{s.clients:,} distinct addresses, {s.flagged:,} flagged"),
@@ -188,7 +188,7 @@ def _findings_table(pdf, result: AnalysisResult) -> None:
                        _safe(pdf, f.reasons[0]) if f.reasons and f.flagged else ""])
 
 
-def _finding_page(pdf, finding: Finding, typical: dict[str, float], samples) -> None:
+def _finding_page(pdf, finding: Finding, typical: dict[str, float], samples, tz: str) -> None:
     pdf.add_page()
     _heading(pdf, f"#{finding.rank}  {finding.ip}")
     label = finding.severity.label if finding.flagged else "not flagged"
@@ -198,7 +198,7 @@ def _finding_page(pdf, finding: Finding, typical: dict[str, float], samples) -> 
     pdf.cell(60, 7, f" score {finding.score:.1f} · {label}", fill=True, new_x="LMARGIN", new_y="NEXT")
     pdf.ln(3)
     rows = [("Requests", f"{finding.requests:,} ({finding.errors:,} errors)"),
-            ("Active", f"{model.fmt_time(finding.first_seen)} to {model.fmt_time(finding.last_seen)}"),
+            ("Active", f"{model.fmt_time(finding.first_seen, tz)} to {model.fmt_time(finding.last_seen, tz)}"),
             ("Attack types", ", ".join(finding.attack_types) or "none named"),
             ("Detector scores", ", ".join(f"{k} {v:.1f}" for k, v in finding.detector_scores.items()) or "-")]
     rows += [(name, text) for name, text in (("Location", model.geo_text(finding.geo)),
@@ -268,5 +268,5 @@ def render_pdf(result: AnalysisResult, version: str = "", pages: int = 20) -> by
     flagged = [f for f in result.findings if f.flagged][:pages]
     samples = model.sample_requests(result, [f.ip for f in flagged], SAMPLE_LINES)
     for finding in flagged:
-        _finding_page(pdf, finding, typical, samples.get(finding.ip, []))
+        _finding_page(pdf, finding, typical, samples.get(finding.ip, []), result.summary.tz)
     return bytes(pdf.output())

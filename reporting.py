@@ -23,6 +23,7 @@ import ip_features
 from analyser_errors import ConfigError
 from analysis import SCHEMA_VERSION, AnalysisResult, Finding
 from evidence import Evidence, Geo, LLMNote, Reputation
+from report_model import fmt_span, iso_time
 
 if TYPE_CHECKING:
     from enrichment import EnrichmentSummary
@@ -52,7 +53,8 @@ def csv_safe(value: object) -> object:
 
 
 def _time(value: datetime | None) -> str | None:
-    return value.isoformat().replace("+00:00", "Z") if value else None
+    """Machine outputs (JSON) keep UTC: ISO 8601 ending in 'Z'."""
+    return iso_time(value)
 
 
 def summary_line(result: AnalysisResult, colour: bool = False) -> str:
@@ -68,7 +70,7 @@ def summary_line(result: AnalysisResult, colour: bool = False) -> str:
     if s.excluded:
         parts.append("excluded because " + ", ".join(f"{why}: {n:,}" for why, n in s.excluded.items()))
     if s.time_start and s.time_end:
-        parts.append(f"{s.time_start:%Y-%m-%d %H:%M} to {s.time_end:%Y-%m-%d %H:%M} UTC")
+        parts.append(fmt_span(s.time_start, s.time_end, s.tz, seconds=False))
     return " | ".join(parts)
 
 
@@ -211,12 +213,13 @@ def llm_cells(note: LLMNote | None) -> dict[str, object]:
             "llm_detail": note.detail or ""}
 
 
-def csv_row(finding: Finding, enriched: bool = False, llm: bool = False) -> dict[str, object]:
+def csv_row(finding: Finding, enriched: bool = False, llm: bool = False, tz: str = "UTC") -> dict[str, object]:
+    """One CSV row; first and last seen as ISO 8601 in ``tz`` with its offset (UTC as 'Z')."""
     row: dict[str, object] = {
         "rank": finding.rank, "ip": finding.ip, "flagged": finding.flagged, "score": finding.score,
         "severity": finding.severity.label, "attack_types": ";".join(finding.attack_types),
         "requests": finding.requests, "errors": finding.errors,
-        "first_seen": _time(finding.first_seen), "last_seen": _time(finding.last_seen),
+        "first_seen": iso_time(finding.first_seen, tz), "last_seen": iso_time(finding.last_seen, tz),
         "reasons": " | ".join(finding.reasons), "explanation": " | ".join(finding.explanation),
         "internal": finding.internal,
         "evidence": " | ".join(f"{e.kind}:{e.rule_id} x{e.count}" for e in finding.evidence),
@@ -231,11 +234,11 @@ def csv_row(finding: Finding, enriched: bool = False, llm: bool = False) -> dict
 
 def render_csv(result: AnalysisResult) -> str:
     """One row per client with every feature, score, severity and flag; llm_* columns (the model's
-    note) only when the run asked a model (--explain)."""
+    note) only when the run asked a model (--explain). Times are in the --tz zone, with its offset."""
     buffer = io.StringIO()
     enriched = result.summary.enrichment is not None
     llm = any(f.llm_note is not None for f in result.findings)
-    rows = [csv_row(f, enriched, llm) for f in result.findings]
+    rows = [csv_row(f, enriched, llm, result.summary.tz) for f in result.findings]
     header = list(rows[0]) if rows else ["rank", "ip", "flagged", "score", "severity"]
     writer = csv.DictWriter(buffer, fieldnames=header, lineterminator="\n")
     writer.writeheader()

@@ -104,12 +104,25 @@ def _format(spark: Any, paths: list[str], format_name: str | None, custom: str |
     if custom:
         return compile_format(custom)
     if format_name not in (None, "auto"):
-        return preset(format_name)
+        return require_support(preset(format_name))
     sample = [row.value for row in spark.read.text(paths).limit(file_parser.DETECTION_SAMPLE).collect()]
     if not sample:
         raise InputError("no log lines to analyse (the input is empty)", path=", ".join(paths))
     fmt, rate = file_parser.detect_format(pl.Series("raw", sample, dtype=pl.String))
     log.info("spark input: format %s (%.0f%% of sampled lines match)", fmt.name, 100 * rate)
+    return require_support(fmt)
+
+
+def require_support(fmt: LogFormat) -> LogFormat:
+    """``fmt`` if this engine reads it, else a ConfigError that says why (rather than a run that
+    reports every line unparsed). Spark reads regex formats with CLF or ISO 8601 times."""
+    if fmt.name in ("w3c", "cloudfront"):
+        raise ConfigError(f"--engine spark does not read {fmt.name} (W3C extended) logs: one file can hold several "
+                          "#Fields: header blocks with different columns, which only the local engine follows",
+                          hint="use the default engine, --engine polars")
+    if fmt.regex is None or not {"time_clf", "time_iso"} & set(fmt.groups):
+        raise ConfigError(f"--engine spark does not read the {fmt.name} format (its timestamps are not CLF or "
+                          "ISO 8601)", hint="use the default engine, --engine polars")
     return fmt
 
 

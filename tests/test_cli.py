@@ -8,6 +8,7 @@ import io
 import json
 import sys
 
+import jsonschema
 import pytest
 from conftest import DATA, ROOT
 
@@ -223,3 +224,26 @@ def test_internal_clients_are_marked_in_the_table(capsys, tmp_path):
     log.write_text((DATA / "small.log").read_text().replace("203.0.113.5 ", "10.1.2.3 "))
     code, out, _ = run(capsys, "-f", str(log))
     assert code == ExitCode.OK and "10.1.2.3 (internal)" in out
+
+
+def test_tz_shows_the_summary_in_the_zone_and_json_stays_utc(capsys, tmp_path):
+    # Berlin's clocks go forward at 01:00 UTC on 2026-03-29: the span starts in CET and ends in CEST.
+    log = tmp_path / "dst.log"
+    log.write_text("".join(f'{ip} - - [29/Mar/2026:{time} +0000] "GET /{n} HTTP/1.1" 200 10 "-" "curl/8.5"\n'
+                           for n, (ip, time) in enumerate([("192.0.2.1", "00:30:00"), ("192.0.2.2", "01:15:00"),
+                                                           ("192.0.2.3", "02:30:00")])))
+    report = tmp_path / "r.json"
+    code, _, err = run(capsys, "-f", str(log), "--tz", "Europe/Berlin", "-o", str(report))
+    assert code == ExitCode.OK
+    assert err.splitlines()[0] == ("parsed 3 of 3 lines | 3 clients | 0 flagged | "
+                                   "2026-03-29 01:30 CET to 2026-03-29 04:30 CEST (Europe/Berlin)")
+    document = json.loads(report.read_text())
+    schema = json.loads((ROOT / "schemas" / "report.schema.json").read_text())
+    jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker()).validate(document)
+    assert (document["summary"]["time_start"], document["summary"]["time_end"]) == (
+        "2026-03-29T00:30:00Z", "2026-03-29T02:30:00Z")
+    assert {f["ip"]: f["first_seen"] for f in document["findings"]}["192.0.2.2"] == "2026-03-29T01:15:00Z"
+    code, _, err = run(capsys, "-f", str(log), "-o", str(tmp_path / "default.json"))
+    assert err.splitlines()[0].endswith(" | 2026-03-29 00:30 to 2026-03-29 02:30 UTC")
+    # every request is at night in UTC and in Berlin, so even the night-time feature agrees: the same JSON
+    assert (tmp_path / "default.json").read_text() == report.read_text()

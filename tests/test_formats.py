@@ -167,6 +167,70 @@ def test_w3c_fields_header_decides_the_columns(tmp_path):
     assert (event["timestamp"], event["client_ip"], event["status"]) == (at(1), "192.0.2.44", 500)
 
 
+# tests/data/formats/w3c_blocks.log: IIS (CRLF lines) restarted with more logging fields, so the file holds two
+# header blocks whose #Fields: lists differ in length and column positions (c-ip is the 9th field, then the 10th).
+W3C_BLOCKS = FORMATS / "w3c_blocks.log"
+W3C_BLOCKS_GOLDEN = [
+    (at(1), 0, "203.0.113.9", "GET", "/default.aspx", "id=7", None, 200, None, None, None, None, None),
+    (at(2), 0, "2001:db8::3", "POST", "/owa/auth.owa", None, None, 401, None, None, None, None, None),
+    (at(1, 9).replace(minute=5), 0, "2001:db8::3", "GET", "/search", "q=%27%20OR%201%3D1--&page=2", "HTTP/1.1", 500,
+     5120, None, "sqlmap/1.8.2#stable (https://sqlmap.org)", "shop.example.org", 0.047),
+    (at(2, 9).replace(minute=5), 0, "198.51.100.7", "GET", "/default.aspx", None, "HTTP/2", 304, 0,
+     "https://shop.example.org/", "Mozilla/5.0 (Windows NT 10.0; Win64; x64)", "shop.example.org", 0.003),
+]
+W3C_BLOCKS_UNPARSED = [(n, "header line") for n in (1, 2, 3, 4, 7, 8, 9, 10)] + [(12, "does not match the w3c format")]
+
+
+def assert_w3c_blocks(result: fp.ParsedLog) -> None:
+    assert rows(result) == W3C_BLOCKS_GOLDEN
+    assert result.events["line_number"].to_list() == [5, 6, 11, 13]
+    assert result.unparsed.select("line_number", "reason").rows() == W3C_BLOCKS_UNPARSED
+    assert (result.stats.total_lines, result.stats.parsed_lines) == (13, 4)
+    assert result.stats.unparsed_by_reason == {"header line": 8, "does not match the w3c format": 1}
+
+
+def test_w3c_each_block_is_read_with_its_own_fields_header():
+    assert_w3c_blocks(fp.parse([str(W3C_BLOCKS)], format_name="w3c"))
+
+
+def test_w3c_auto_detection_picks_w3c_for_a_file_with_several_header_blocks(caplog):
+    caplog.set_level("INFO", logger="file_parser")
+    result = fp.parse([str(W3C_BLOCKS)])
+    assert result.stats.formats == {str(W3C_BLOCKS): "w3c"}
+    assert_w3c_blocks(result)
+    assert "format w3c (80% of sampled lines match)" in caplog.text   # 4 of 5 data lines, each by its own block
+
+
+def test_w3c_header_in_force_carries_across_chunks(monkeypatch):
+    whole = fp.iter_chunks
+    monkeypatch.setattr(fp, "iter_chunks", lambda source, progress=None: whole(source, progress, chunk_bytes=150))
+    assert len(list(fp.iter_chunks(str(W3C_BLOCKS)))) >= 8   # the second header's block spans several chunks
+    assert_w3c_blocks(fp.parse([str(W3C_BLOCKS)], format_name="w3c"))
+
+
+def test_w3c_headers_are_per_file_and_lines_above_the_first_use_the_format_given(tmp_path):
+    headerless = tmp_path / "excerpt.log"   # cut from a default IIS log: no header block of its own
+    headerless.write_text("2026-03-10 09:00:03 10.0.0.5 GET /a - 443 - 192.0.2.7 Wget/1.21 - 404 0 2 9\n", "utf-8")
+    sources = [str(W3C_BLOCKS), str(headerless)]
+    result = fp.parse(sources, format_name="w3c")
+    last = result.events.row(-1, named=True)
+    assert (last["client_ip"], last["path"], last["status"], last["user_agent"], last["request_time"]) == (
+        "192.0.2.7", "/a", 404, "Wget/1.21", pytest.approx(0.009))
+    assert result.stats.parsed_lines == 5
+
+
+@pytest.mark.parametrize("format_name", ["w3c", "auto"])
+def test_w3c_header_without_client_address_names_the_file_and_line(tmp_path, format_name):
+    path = tmp_path / "u_ex260310.log"
+    path.write_text("#Fields: date time c-ip cs-method cs-uri-stem sc-status\n"
+                    "2026-03-10 09:00:01 192.0.2.44 GET /x 500\n"
+                    "#Fields: date time cs-method cs-uri-stem sc-status\n"
+                    "2026-03-10 09:00:02 GET /y 200\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="names no c-ip or date field") as raised:
+        fp.parse([str(path)], format_name=format_name)
+    assert (raised.value.path, raised.value.line) == (str(path), 3)
+
+
 def test_csv_header_with_unknown_columns_and_no_address_is_an_error(tmp_path):
     path = tmp_path / "export.csv"
     path.write_text("when,who\n2026-03-10T09:00:01Z,x\n", encoding="utf-8")

@@ -6,10 +6,14 @@ from __future__ import annotations
 import html.parser
 import shutil
 
+import polars as pl
 import pytest
 import reportdata
+from test_reporting import in_zone
 
+import report_charts
 import report_html
+import report_model
 import reporting
 
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
@@ -192,3 +196,30 @@ def test_screenshot_renders(browser, page, tmp_path):
     with Image.open(shot) as image:
         colours = image.convert("RGB").resize((64, 64)).getcolors(64 * 64)
     assert colours and len(colours) > 20   # a drawn page, not a blank one
+
+
+def test_tz_shows_the_html_time_span_and_client_times_in_the_zone(small_result):
+    document = reporting.render_html(in_zone(small_result, "Europe/Berlin"), version="test")
+    assert "small.log · 2026-03-10 03:10:00 CET to 2026-03-10 09:08:00 CET (Europe/Berlin)</p>" in document
+    assert "<dt>first seen</dt><dd>2026-03-10 03:10:00 CET</dd>" in document
+    assert " UTC" not in document
+    assert "2026-03-10 02:10:00 UTC to 2026-03-10 08:08:00 UTC</p>" in reporting.render_html(small_result)
+
+
+def tick_labels(result) -> tuple[str, list[str]]:
+    figure = report_charts.timeline_chart(result)
+    figure.draw_without_rendering()
+    axes = figure.axes[0]
+    return axes.get_title(loc="left"), [label.get_text() for label in axes.get_xticklabels()]
+
+
+def test_timeline_is_bucketed_and_labelled_in_the_zone(small_result):
+    # small.log runs from 02:10 to 08:08 UTC: 03:10 to 09:08 in Berlin (CET, UTC+1)
+    assert tick_labels(small_result) == ("Requests over time (UTC, per 5 min)", [f"03-10 {h:02d}" for h in range(2, 9)])
+    assert tick_labels(in_zone(small_result, "Europe/Berlin")) == (
+        "Requests over time (Europe/Berlin, per 5 min)", [f"03-10 {h:02d}" for h in range(3, 10)])
+    utc, width = report_model.timeline(small_result)
+    kolkata, same_width = report_model.timeline(in_zone(small_result, "Asia/Kolkata"))
+    assert kolkata["bucket"].dtype == pl.Datetime("us", "Asia/Kolkata") and width == same_width == 300
+    assert kolkata["bucket"].dt.convert_time_zone("UTC").equals(utc["bucket"])   # +05:30: same 5-minute buckets
+    assert kolkata.drop("bucket").equals(utc.drop("bucket"))

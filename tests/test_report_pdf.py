@@ -9,7 +9,7 @@ import sys
 
 import pytest
 import reportdata
-from test_reporting import check_golden
+from test_reporting import check_golden, in_zone
 
 import reporting
 from analyser_errors import MissingExtraError
@@ -41,6 +41,15 @@ def test_small_report_text_golden_and_page_count(small_result, tmp_path):
     # cover, charts, findings table, and the one flagged client, whose rule hits run to a second page
     assert pages(path) == 5
     check_golden("small.pdf.txt", text(path))
+
+
+def test_tz_shows_the_pdf_time_span_and_client_times_in_the_zone(small_result, tmp_path):
+    path = tmp_path / "berlin.pdf"
+    path.write_bytes(reporting.render_pdf(in_zone(small_result, "Europe/Berlin"), version="test"))
+    content = text(path)
+    assert "2026-03-10 03:10:00 CET to 2026-03-10 09:08:00 CET (Europe/Berlin)" in content   # the cover
+    assert "2026-03-10 03:10:00 CET to 2026-03-10 03:10:04 CET" in content   # the flagged client's page
+    assert "UTC" not in content
 
 
 def page_tops(path) -> list[str]:

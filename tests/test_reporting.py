@@ -1,16 +1,20 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import os
+from datetime import UTC, datetime
 
 import jsonschema
 import pytest
 from conftest import GOLDEN, ROOT
 
+import report_model
 import reporting
 from analyser_errors import ConfigError
+from report_details import render_details
 
 
 def check_golden(name: str, text: str) -> None:
@@ -116,3 +120,39 @@ def test_render_passes_only_accepted_options(small_result):
 def test_format_for_unknown_extension():
     with pytest.raises(ConfigError, match="--output-format"):
         reporting.format_for("report.xlsx")
+
+
+def in_zone(result, tz: str):
+    """The same result, shown in ``tz`` (what --tz sets: Summary.tz)."""
+    return dataclasses.replace(result, summary=dataclasses.replace(result.summary, tz=tz))
+
+
+def test_tz_shows_the_summary_csv_and_details_in_the_zone_and_json_stays_utc(small_result):
+    berlin = in_zone(small_result, "Europe/Berlin")
+    assert reporting.summary_line(berlin).endswith(" | 2026-03-10 03:10 to 2026-03-10 09:08 CET (Europe/Berlin)")
+    assert reporting.summary_line(small_result).endswith(" | 2026-03-10 02:10 to 2026-03-10 08:08 UTC")
+    assert reporting.render_json(berlin, version="test") == reporting.render_json(small_result, version="test")
+    utc_rows = list(csv.DictReader(io.StringIO(reporting.render_csv(small_result))))
+    local_rows = list(csv.DictReader(io.StringIO(reporting.render_csv(berlin))))
+    assert local_rows[0]["first_seen"] == "2026-03-10T03:10:00+01:00"
+    for utc, local in zip(utc_rows, local_rows, strict=True):
+        for column in ("first_seen", "last_seen"):   # the same instant, written with Berlin's offset
+            assert local[column].endswith("+01:00") and utc[column].endswith("Z")
+            assert datetime.fromisoformat(local[column]) == datetime.fromisoformat(utc[column])
+        assert {k: v for k, v in local.items() if not k.endswith("_seen")} == \
+            {k: v for k, v in utc.items() if not k.endswith("_seen")}
+    details = render_details(berlin, "198.51.100.99")
+    assert "2026-03-10 03:10:00 CET to 2026-03-10 03:10:04 CET" in details and "UTC" not in details
+
+
+@pytest.mark.parametrize(("tz", "seconds", "expected"), [
+    ("UTC", False, "2026-03-29 00:30 to 2026-03-29 02:30 UTC"),
+    ("UTC", True, "2026-03-29 00:30:00 UTC to 2026-03-29 02:30:00 UTC"),
+    ("Europe/Berlin", False, "2026-03-29 01:30 CET to 2026-03-29 04:30 CEST (Europe/Berlin)"),   # clocks go forward
+    ("Asia/Kolkata", False, "2026-03-29 06:00 to 2026-03-29 08:00 IST (Asia/Kolkata)"),
+    ("America/New_York", True, "2026-03-28 20:30:00 EDT to 2026-03-28 22:30:00 EDT (America/New_York)"),
+])
+def test_time_span_in_a_zone_names_it(tz, seconds, expected):
+    start, end = datetime(2026, 3, 29, 0, 30, tzinfo=UTC), datetime(2026, 3, 29, 2, 30, tzinfo=UTC)
+    assert report_model.fmt_span(start, end, tz, seconds=seconds) == expected
+    assert report_model.iso_time(start) == "2026-03-29T00:30:00Z"

@@ -131,6 +131,14 @@ def test_cli_engine_spark(capsys, tmp_path):
     assert code == ExitCode.OK and '"clients": 7' in out.read_text()
 
 
+@pytest.mark.parametrize("format_name", ["auto", "w3c"])
+def test_w3c_logs_are_refused_not_misparsed(spark, format_name):
+    # A W3C file's columns can change at every #Fields: header block; only the local engine follows them.
+    with pytest.raises(ConfigError, match=r"does not read w3c \(W3C extended\) logs.*#Fields:") as raised:
+        spark_engine.aggregate([str(DATA / "formats/w3c_blocks.log")], options=LOCAL, format_name=format_name)
+    assert raised.value.hint == "use the default engine, --engine polars"
+
+
 def test_java_regex_keeps_group_numbers():
     regex, numbers = spark_engine.java_regex(file_parser.preset("combined"))
     assert "?P<" not in regex and numbers["client_ip"] == 1 and numbers["user_agent"] == 7
