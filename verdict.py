@@ -75,6 +75,8 @@ class Allowlist:
     paths: tuple[str, ...] = ()
 
     def network_for(self, ip: str) -> str | None:
+        if not self.networks:
+            return None
         try:
             address = ipaddress.ip_address(ip)
         except ValueError:
