@@ -343,16 +343,35 @@ def _window(spec: object, bad) -> Window | None:
     return Window(maxretry=int(maxretry), findtime=findtime, distinct=_distinct(spec, bad, "window"))
 
 
-def prepare(events: pl.DataFrame) -> pl.DataFrame:
-    """Events sorted per client by time, with the helper columns rule filters use."""
+def prepare(events: pl.DataFrame, rules: Sequence[BehaviourRule]) -> pl.DataFrame:
+    """The narrow table the rules run on, sorted per client by time: the event's row in ``events``
+    (``_row``), the client, time in seconds (``_t``), the fields filters read as they are (status,
+    bytes, method, local hour), one boolean per regex the rules read and one key per ``distinct``
+    column. No text is copied, so the sort and the per-rule filters stay small on big logs."""
     local = pl.col("timestamp") + pl.duration(minutes=pl.col("tz_offset_min").fill_null(0))
-    target = pl.col("path").fill_null("") + pl.lit("?") + pl.col("query").fill_null("")
-    return events.with_columns(
-        target.alias("_target"),
-        local.dt.hour().alias("_local_hour"),
+    narrow = events.select(
+        pl.int_range(pl.len(), dtype=pl.UInt32).alias("_row"), "client_ip",
         (pl.col("timestamp").dt.epoch("us").cast(pl.Float64) / 1e6).alias("_t"),
-    ).sort(log_input.client_order(events), "_t", maintain_order=True)   # events arrive in file and line order
+        "status", "bytes", "method", local.dt.hour().alias("_local_hour"),
+    ).with_columns(_regex_columns(events, rules))
+    keys = sorted({rule.window.distinct for rule in rules if rule.window.distinct})
+    narrow = narrow.with_columns(_distinct_key(events, name).alias(_column(name)) for name in keys)
+    # events arrive in file and line order, so maintain_order keeps ties in the order they were logged
+    return narrow.sort(log_input.client_order(events), "_t", maintain_order=True)
 
+
+def _target(events: pl.DataFrame) -> pl.Series:
+    """path?query, the request target as filters match it."""
+    return events.select(pl.col("path").fill_null("") + pl.lit("?") + pl.col("query").fill_null("")).to_series()
+
+
+def _distinct_key(events: pl.DataFrame, name: str) -> pl.Series:
+    """A key that is equal exactly when the column's values are: the category code of a categorical
+    column, else a 64-bit hash of the text (the target is hashed from path and query)."""
+    if name == "target":
+        return events.select(pl.struct("path", "query").hash(seed=0)).to_series()
+    column = events[name]
+    return column.to_physical() if column.dtype == pl.Categorical else column.hash(seed=0)
 
 def _levels(matched: pl.DataFrame, bucket: Bucket) -> pl.Expr:
     """Leaky-bucket level after each event, per client (closed form of the Lindley recursion)."""
@@ -379,24 +398,23 @@ def _window_hits(matched: pl.DataFrame, window: Window) -> pl.DataFrame:
     return matched.filter((pl.col("_t") - earlier) <= window.findtime)
 
 
-def _add_regex_columns(frame: pl.DataFrame, rules: Sequence[BehaviourRule]) -> pl.DataFrame:
+def _regex_columns(events: pl.DataFrame, rules: Sequence[BehaviourRule]) -> list[pl.Series]:
     """One boolean column per (column, pattern) the rules read, matched on the column's distinct
     values only: user agents, paths and referers repeat a lot, so this is many times faster."""
-    wanted = sorted(pair for pair in {p for rule in rules for p in rule.regexes}
-                    if _regex_column(*pair) not in frame.columns)
+    wanted = sorted({pair for rule in rules for pair in rule.regexes})
     columns = []
     for column in sorted({column for column, _ in wanted}):
         predicates = {_regex_column(c, pattern): (lambda text, pattern=pattern: text.str.contains(pattern))
                       for c, pattern in wanted if c == column}
-        columns += [mask.alias(name) for name, mask in log_events.text_masks(frame[column], predicates).items()]
-    return frame.with_columns(columns) if columns else frame
+        values = _target(events) if column == "_target" else events[column]
+        columns += [mask.alias(name) for name, mask in log_events.text_masks(values, predicates).items()]
+    return columns
 
 
-def evaluate(rule: BehaviourRule, prepared: pl.DataFrame, mask: pl.Series | None = None) -> dict[str, Evidence]:
-    """Evidence per client ip for one rule over ``prepare``d events (``mask``: the rule's filter, if
-    already computed)."""
-    if mask is None:
-        prepared = _add_regex_columns(prepared, [rule])
+def evaluate(rule: BehaviourRule, prepared: pl.DataFrame, events: pl.DataFrame,
+             mask: pl.Series | None = None) -> dict[str, Evidence]:
+    """Evidence per client ip for one rule over the ``prepare``d table of ``events`` (``mask``: the
+    rule's filter, if already computed)."""
     matched = prepared.filter(rule.condition if mask is None else mask)
     if rule.window.distinct:
         matched = matched.unique(subset=["client_ip", _column(rule.window.distinct)], keep="first",
@@ -410,7 +428,7 @@ def evaluate(rule: BehaviourRule, prepared: pl.DataFrame, mask: pl.Series | None
         return {}
     counts = dict(matched.filter(pl.col("client_ip").is_in(hits["client_ip"].unique().implode()))
                   .group_by("client_ip").len().iter_rows())
-    examples = log_input.with_rebuilt(_examples(matched, hits, rule.window))
+    examples = log_input.with_rebuilt(events[_examples(matched, hits, rule.window)["_row"]])
     found: dict[str, list[ExampleLine]] = {}
     for ip, source, number, raw in examples.select("client_ip", "source", "line_number", "raw").iter_rows():
         found.setdefault(ip, []).append(ExampleLine(source, number, raw))
@@ -435,13 +453,13 @@ def _column(name: str) -> str:
 def detect(events: pl.DataFrame, rules: Iterable[BehaviourRule]) -> dict[str, list[Evidence]]:
     """Evidence from every rule, by client ip (rules in the given order)."""
     rules = list(rules)
-    if not events.height:
+    if not events.height or not rules:
         return {}
-    prepared = _add_regex_columns(prepare(events), rules)
+    prepared = prepare(events, rules)
     # every rule's filter in one select, so Polars evaluates them in parallel
     masks = prepared.select(rule.condition.alias(str(i)) for i, rule in enumerate(rules))
     evidence: dict[str, list[Evidence]] = {}
     for i, rule in enumerate(rules):
-        for ip, item in evaluate(rule, prepared, masks[str(i)]).items():
+        for ip, item in evaluate(rule, prepared, events, masks[str(i)]).items():
             evidence.setdefault(ip, []).append(item)
     return evidence
