@@ -126,3 +126,78 @@ def test_every_option_is_in_the_readme_option_table():
         longs = [s for s in action.option_strings if s.startswith("--") and s != "--help"]
         for option in longs:
             assert any(f"`{option}" in row or f", {option}" in row for row in table), option
+
+
+def section(title: str) -> str:
+    """The README text under '## title', up to the next '## ' heading."""
+    return README.split(f"\n## {title}\n", 1)[1].split("\n## ", 1)[0]
+
+
+def test_quick_start_is_two_commands_and_ci_runs_the_second():
+    quick = [m["body"].strip() for m in BLOCK.finditer(section("Quick start"))]
+    assert len(quick) == 2 and all("\n" not in command for command in quick), quick
+    assert "examples/access.log" in quick[0]
+    ci = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines() if line.strip()]
+    assert ci[-1] == quick[1]
+
+
+def test_every_option_in_the_readme_tables_exists():
+    known = {s for action in log_analyser.build_parser()._actions for s in action.option_strings}
+    rows = [line for line in README.splitlines() if line.startswith("| `-")]
+    assert rows
+    for row in rows:
+        first_cell = row.split(" | ")[0]
+        for option in re.findall(r"(?<![\w-])(--?[a-z][a-z0-9-]*)", first_cell):
+            assert option in known, f"{option} (README table) is not an option of log_analyser"
+
+
+@pytest.mark.parametrize("argv", [["train"], ["evaluate"], ["rules", "check"], ["rules", "list"], ["cache"]])
+def test_every_subcommand_option_is_in_the_readme(argv, capsys):
+    assert log_analyser.main([*argv, "--help"]) == ExitCode.OK
+    options = set(re.findall(r"(?<![\w-])(--[a-z][a-z0-9-]*)", capsys.readouterr().out)) - {"--help"}
+    assert options
+    for option in options:
+        assert re.search(rf"{option}(?![a-z0-9-])", README), f"log_analyser {' '.join(argv)} {option}"
+
+
+def test_documented_exit_codes_match_the_code():
+    rows = re.findall(r"^\| (\d+) \|", section("Exit codes"), re.MULTILINE)
+    assert sorted(int(code) for code in rows) == sorted(int(code) for code in ExitCode)
+    in_help = re.findall(r"^  (\d+) ", log_analyser.EPILOG.split("exit codes:", 1)[1], re.MULTILINE)
+    assert sorted(int(code) for code in in_help) == sorted(int(code) for code in ExitCode)
+
+
+def test_every_top_level_module_is_in_the_layout():
+    layout = section("Development").split("**Layout**", 1)[1]
+    for module in sorted(path.name for path in ROOT.glob("*.py")):
+        assert f"`{module}`" in layout, module
+
+
+def test_readme_json_example_follows_the_schema():
+    import json
+
+    import jsonschema
+
+    from analysis import SCHEMA_VERSION
+
+    (body,) = [body for _, body in blocks("json")]
+    example = json.loads(body)
+    schema = json.loads((ROOT / "schemas" / "report.schema.json").read_text())
+    jsonschema.validate(example, schema)
+    assert example["schema_version"] == SCHEMA_VERSION
+    assert f"schema version `{SCHEMA_VERSION}`" in section("Output formats")
+    # the schema allows extra keys, so check the names: a misspelt field would still validate
+    assert set(example["summary"]) <= set(schema["properties"]["summary"]["properties"])
+    finding = schema["$defs"]["finding"]["properties"]
+    for item in example["findings"]:
+        assert set(item) <= set(finding)
+        for evidence in item["evidence"]:
+            assert set(evidence) <= set(schema["$defs"]["evidence"]["properties"])
+
+
+def test_readme_python_example_runs(tmp_path, monkeypatch, capsys):
+    (code,) = [body for _, body in blocks("python")]
+    (tmp_path / "access.log").write_bytes((ROOT / "examples" / "access.log").read_bytes())
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code, "README.md", "exec"), {})
+    assert "91.145.72.37" in capsys.readouterr().out
