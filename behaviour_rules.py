@@ -415,7 +415,8 @@ def evaluate(rule: BehaviourRule, prepared: pl.DataFrame, events: pl.DataFrame,
              mask: pl.Series | None = None) -> dict[str, Evidence]:
     """Evidence per client ip for one rule over the ``prepare``d table of ``events`` (``mask``: the
     rule's filter, if already computed)."""
-    matched = prepared.filter(rule.condition if mask is None else mask)
+    keep = ["_row", "client_ip", "_t", "bytes", *([_column(rule.window.distinct)] if rule.window.distinct else [])]
+    matched = prepared.filter(rule.condition if mask is None else mask).select(keep)
     if rule.window.distinct:
         matched = matched.unique(subset=["client_ip", _column(rule.window.distinct)], keep="first",
                                  maintain_order=True)

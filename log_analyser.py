@@ -14,7 +14,12 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from importlib import metadata
 
-from analyser_errors import AnalyserError, ConfigError, ExitCode
+# Polars allocates through jemalloc, which by default keeps freed pages for ten seconds; the stages
+# free and allocate hundreds of MB in turn, so a big log's peak RSS was mostly memory already freed.
+# A background thread returns it at once (read when Polars first allocates, so set before any import).
+os.environ.setdefault("_RJEM_MALLOC_CONF", "background_thread:true,dirty_decay_ms:0,muzzy_decay_ms:0")
+
+from analyser_errors import AnalyserError, ConfigError, ExitCode  # noqa: E402
 from evidence import Severity
 
 log = logging.getLogger("log_analyser")
