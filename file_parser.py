@@ -6,13 +6,16 @@ no Python code runs per line. Lines that do not parse are counted and kept with 
 from __future__ import annotations
 
 import bz2
+import contextlib
 import glob
 import gzip
 import io
 import logging
 import lzma
 import os
+import queue
 import sys
+import threading
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -141,6 +144,39 @@ def iter_chunks(source: str, progress: Progress | None = None,
     finally:
         if stream is not sys.stdin.buffer:
             stream.close()
+
+
+def read_ahead(chunks: Iterator[pl.Series]) -> Iterator[pl.Series]:
+    """``chunks``, read and split one chunk ahead on a thread while the caller parses the current
+    one: reading and splitting take about a third of the parse time and overlap with Polars' work
+    on the previous chunk (both release the GIL for most of it). Errors reach the caller in order."""
+    ahead: queue.Queue = queue.Queue(maxsize=1)
+    done = object()
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for chunk in chunks:
+                ahead.put(chunk)
+                if stop.is_set():
+                    return
+        except BaseException as exc:   # handed to the consumer, which raises it
+            ahead.put(exc)
+        ahead.put(done)
+
+    reader = threading.Thread(target=produce, daemon=True)
+    reader.start()
+    try:
+        while (item := ahead.get()) is not done:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while reader.is_alive():   # let a reader blocked on a full queue finish and close its file
+            with contextlib.suppress(queue.Empty):
+                ahead.get(timeout=0.05)
+        reader.join()
 
 
 def _split(block: bytes) -> pl.Series:
@@ -407,7 +443,7 @@ def parse(sources: Sequence[str], *, format_name: str | None = "auto", log_forma
     run = _Run()
     for source in order_rotated(resolve_sources(sources)):
         next_line, headers = 1, None
-        for chunk in iter_chunks(source, progress):
+        for chunk in read_ahead(iter_chunks(source, progress)):
             if source not in run.formats:
                 fmt, rate = _format_from_sample(fixed, chunk)
                 run.formats[source] = fmt

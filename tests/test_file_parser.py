@@ -214,3 +214,30 @@ def test_combined_round_trip(ip, method, path, query, status, size, referer, age
     assert event["tz_offset_min"] == offset
     expected = moment.replace(microsecond=0) - __import__("datetime").timedelta(minutes=offset)
     assert event["timestamp"].replace(tzinfo=None) == expected
+
+
+def test_read_ahead_keeps_the_order_and_raises_a_reading_error_where_it_happened():
+    def chunks():
+        yield pl.Series(["a"])
+        yield pl.Series(["b"])
+        raise InputError("cannot read: truncated", path="x.gz")
+
+    seen = []
+    with pytest.raises(InputError, match="truncated"):
+        for chunk in fp.read_ahead(chunks()):
+            seen.append(chunk.to_list())
+    assert seen == [["a"], ["b"]]
+
+
+def test_read_ahead_stops_reading_when_the_consumer_stops():
+    produced = []
+
+    def chunks():
+        for i in range(100):
+            produced.append(i)
+            yield pl.Series([i])
+
+    reader = fp.read_ahead(chunks())
+    assert next(reader).to_list() == [0]
+    reader.close()
+    assert len(produced) <= 4   # one being parsed, one queued, one in the reader's hands: not all 100
