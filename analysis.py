@@ -25,6 +25,7 @@ import explanations
 import file_parser
 import ip_features
 import log_input
+import log_reader
 import sigma_engine
 import signatures
 import spark_engine
@@ -288,7 +289,7 @@ def _preload_detectors(sources: Sequence[str], settings: Settings) -> list[threa
     of the feature stage; and Keras on TensorFlow (about 4 s and 650 MB, resident anyway by the
     rule stages, where the peak is) when the autoencoder will likely run, i.e. on inputs large
     enough to hold the clients it needs."""
-    size = file_parser.input_bytes(sources)
+    size = log_reader.input_bytes(sources)
     targets: list[Callable[[], object]] = []
     if size < PRELOAD_MAX_BYTES:
         targets.append(lambda: importlib.import_module("sklearn.ensemble"))

@@ -144,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
 def evaluate_command(argv: list[str]) -> ExitCode:
     """`log_analyser evaluate -f LOG --labels labels.csv [--json]`."""
     from analysis import Settings, analyse
-    from file_parser import resolve_sources
+    from log_reader import resolve_sources
 
     args = build_parser().parse_args(argv)
     if not 0.0 <= args.threshold <= 100.0:

@@ -570,7 +570,8 @@ def train_command(argv: list[str]) -> ExitCode:
     args = build_train_parser().parse_args(argv)
     _configure_logging(args)
     from analysis import Settings, train
-    from file_parser import resolve_sources, validate_timezone
+    from file_parser import validate_timezone
+    from log_reader import resolve_sources
 
     settings = Settings(format_name=args.format_name, log_format=args.log_format, tz=validate_timezone(args.tz),
                         random_state=args.seed, detectors=args.detectors)
@@ -606,7 +607,7 @@ def analyse_command(argv: list[str]) -> ExitCode:
     _configure_logging(args)
     settings = build_settings(args)
     from analysis import analyse
-    from file_parser import resolve_sources
+    from log_reader import resolve_sources
     from reporting import summary_line
 
     files = resolve_sources(args.files) if settings.engine == "polars" else args.files

@@ -149,7 +149,7 @@ def resolve_real_ip(frame: pl.DataFrame, header: str, trusted: tuple[Network, ..
 def read_lines(source: str, line_numbers: Iterable[int]) -> dict[int, str]:
     """The raw text of the given 1-based lines of ``source`` (decompressed as when parsing):
     how evidence fetches example lines, since the events table does not keep raw text."""
-    from file_parser import iter_chunks
+    from log_reader import iter_chunks
 
     if source == "-":
         raise InputError("lines read from standard input cannot be read again", path=source)
