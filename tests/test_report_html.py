@@ -4,6 +4,7 @@ and an XSS corpus planted in the log that never runs, with and without the CSP."
 from __future__ import annotations
 
 import html.parser
+import os
 import shutil
 
 import polars as pl
@@ -32,14 +33,18 @@ def browser(tmp_path_factory):
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
-    assert shutil.which("chromium") and shutil.which("chromedriver"), "install Debian's chromium and chromium-driver"
+    # Debian's chromium and chromium-driver (.ci/run); elsewhere CHROME_BIN and CHROMEDRIVER name a Chrome
+    # for Testing and its driver (the GitHub workflow's setup-chrome step)
+    binary = os.environ.get("CHROME_BIN") or shutil.which("chromium")
+    driver_path = os.environ.get("CHROMEDRIVER") or shutil.which("chromedriver")
+    assert binary and driver_path, "install Debian's chromium and chromium-driver"
     options = webdriver.ChromeOptions()
-    options.binary_location = shutil.which("chromium")
+    options.binary_location = binary
     for flag in CHROMIUM_FLAGS:
         options.add_argument(flag)
     options.add_argument(f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}")
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
+    driver = webdriver.Chrome(service=Service(driver_path), options=options)
     yield driver
     driver.quit()
 
