@@ -372,8 +372,8 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     """--detectors and --model: which anomaly detectors score, and against what."""
     parser.add_argument("--detectors", type=_detector_list, metavar="LIST",
                         help="anomaly detectors, comma-separated: iforest, autoencoder (default: every one "
-                        "whose dependencies are installed; the autoencoder needs pip install "
-                        "'log_analyser[deep]'; e.g. --detectors iforest)")
+                        "whose dependencies are installed; the autoencoder needs the deep extra, "
+                        "pip install '.[deep]' in the source tree; e.g. --detectors iforest)")
     parser.add_argument("--model", metavar="DIR",
                         help="score against a baseline saved by 'log_analyser train' instead of against the "
                         f"log itself (e.g. --model model/); {MODEL_SAFETY}")

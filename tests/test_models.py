@@ -130,14 +130,14 @@ def test_without_the_deep_extra_the_default_runs_the_forest_and_autoencoder_fail
     assert detect.available_detectors() == FOREST
     with pytest.raises(MissingExtraError) as raised:
         detect.resolve_detectors(("autoencoder",))
-    assert raised.value.hint == "pip install 'log_analyser[deep]'"
+    assert raised.value.hint == "pip install '.[deep]' in the log_analyser source tree"
     path, _ = planted_log
     anomaly = tuple(d for d in analyse([str(path)]).summary.detectors if d in ("iforest", "autoencoder"))
     assert anomaly == FOREST
     code = log_analyser.main(["-f", str(path), "--detectors", "iforest,autoencoder"])
     err = capsys.readouterr().err.strip()
     assert code == ExitCode.USAGE and err == ("error: the autoencoder detector needs the 'keras' package, which is "
-                                              "not installed (pip install 'log_analyser[deep]')")
+                                              "not installed (pip install '.[deep]' in the log_analyser source tree)")
 
 
 def test_summary_says_which_detectors_ran(capsys, planted_log):
