@@ -16,6 +16,8 @@ import spark_engine
 from analyser_errors import ConfigError, ExitCode
 from analysis import Settings, analyse
 
+# Slow (a JVM starts); the tests that need pyspark and Java are marked heavy as well (CI's core jobs lack
+# the spark extra), while those of the pure-Python helpers run everywhere.
 pytestmark = pytest.mark.slow
 LOCAL = spark_engine.SparkOptions(master="local[2]", conf=(("spark.sql.shuffle.partitions", "4"),))
 COUNTS = {f.name for f in ip_features.FEATURES if f.unit in ("requests", "paths", "agents", "bytes")}
@@ -63,6 +65,7 @@ def generated(tmp_path_factory):
     return folder, lines
 
 
+@pytest.mark.heavy
 def test_combined_with_awkward_lines(spark):
     local, table, remote = both(spark, [str(DATA / "small.log")])
     assert_same_tables(table, remote.features)
@@ -70,6 +73,7 @@ def test_combined_with_awkward_lines(spark):
     assert remote.stats.unparsed_by_reason == local.stats.unparsed_by_reason
 
 
+@pytest.mark.heavy
 def test_generated_combined_gzip_and_several_files(spark, generated, tmp_path):
     _, lines = generated
     plain = write(tmp_path, "access.log", lines[:2000])
@@ -81,6 +85,7 @@ def test_generated_combined_gzip_and_several_files(spark, generated, tmp_path):
     assert remote.stats.parsed_lines == local.stats.parsed_lines == len(lines)
 
 
+@pytest.mark.heavy
 def test_common_format_without_offset_in_a_zone(spark, shared):
     path = [str(shared / "seeds/Apache-Log-Analyser/access.log")]
     local, table, remote = both(spark, path, tz="America/New_York")
@@ -88,6 +93,7 @@ def test_common_format_without_offset_in_a_zone(spark, shared):
     assert remote.stats.formats[path[0]] == "common"
 
 
+@pytest.mark.heavy
 def test_nginx_with_request_time(spark, generated, tmp_path):
     _, lines = generated
     timed = [f"{line} {i % 997 / 1000:.3f}" for i, line in enumerate(lines[:1500])]
@@ -96,6 +102,7 @@ def test_nginx_with_request_time(spark, generated, tmp_path):
     assert_same_tables(table, remote.features)
 
 
+@pytest.mark.heavy
 def test_custom_apache_format(spark, generated, tmp_path):
     _, lines = generated
     custom = [f"{line} {1000 + i * 37} shop.example.com" for i, line in enumerate(lines[:1500])]
@@ -104,11 +111,13 @@ def test_custom_apache_format(spark, generated, tmp_path):
     assert_same_tables(table, remote.features)
 
 
+@pytest.mark.heavy
 def test_scanner_log_wrapped_in_quotes(spark, shared):
     local, table, remote = both(spark, [str(shared / "public/ocatak_apache-http-logs/w3af.txt")])
     assert_same_tables(table, remote.features)
 
 
+@pytest.mark.heavy
 def test_same_anomaly_scores_and_flagged_attackers(spark, planted_log):
     # The anomaly detectors see the same table, so they score every client the same. The stages that
     # read single requests (behaviour rules, signatures, Sigma) need the events, which Spark does not
@@ -124,6 +133,7 @@ def test_same_anomaly_scores_and_flagged_attackers(spark, planted_log):
     assert there.summary.total_lines == here.summary.total_lines
 
 
+@pytest.mark.heavy
 def test_cli_engine_spark(capsys, tmp_path):
     out = tmp_path / "r.json"
     code = log_analyser.main(["-f", str(DATA / "small.log"), "--engine", "spark", "--spark-master", "local[2]",
@@ -131,6 +141,7 @@ def test_cli_engine_spark(capsys, tmp_path):
     assert code == ExitCode.OK and '"clients": 7' in out.read_text()
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("format_name", ["auto", "w3c"])
 def test_w3c_logs_are_refused_not_misparsed(spark, format_name):
     # A W3C file's columns can change at every #Fields: header block; only the local engine follows them.
@@ -207,6 +218,7 @@ def connect_server(tmp_path):
         server.wait()
 
 
+@pytest.mark.heavy
 def test_spark_connect_gives_the_same_table(connect_server):
     from pyspark.sql import SparkSession
 
