@@ -103,7 +103,8 @@ def _add_detection_options(parser: argparse.ArgumentParser) -> None:
                         "beside the shipped ones (repeatable; e.g. --behaviour-rules site-rules/)")
     parser.add_argument("--allow", metavar="FILE",
                         help="allowlist YAML with ips (addresses/CIDRs), user_agents and paths (regexes): "
-                        "never reported as attacks, counted in the summary (e.g. --allow allow.yaml)")
+                        "never reported as attacks, counted in the summary; with --engine spark only the ips "
+                        "apply (e.g. --allow allow.yaml)")
 
 
 class _VersionAction(argparse.Action):
@@ -302,7 +303,9 @@ def _add_engine_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("engine (where parsing and per-client aggregation run)")
     group.add_argument("--engine", choices=("polars", "spark"), default="polars",
                        help="polars: this machine (default); spark: a Spark cluster, for logs too big for one "
-                       "machine (needs the spark extra; e.g. --engine spark -f 's3a://bucket/logs/*.gz')")
+                       "machine; it returns per-client features, not requests, so rules, signatures and Sigma "
+                       "do not run and the anomaly score is the verdict (needs the spark extra; e.g. "
+                       "--engine spark -f 's3a://bucket/logs/*.gz')")
     group.add_argument("--spark-master", default="local[*]", metavar="URL",
                        help="Spark master: local[N], spark://host:7077, yarn, k8s://..., or sc://host:15002 for "
                        "Spark Connect (no local Java needed) (default local[*])")

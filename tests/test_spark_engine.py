@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import gzip
+import ipaddress
 import math
 import sys
 
@@ -13,8 +14,9 @@ import file_parser
 import ip_features
 import log_analyser
 import spark_engine
+import verdict
 from analyser_errors import ConfigError, ExitCode
-from analysis import Settings, analyse
+from analysis import SPARK_NOTE, Settings, analyse
 
 # Slow (a JVM starts); the tests that need pyspark and Java are marked heavy as well (CI's core jobs lack
 # the spark extra), while those of the pure-Python helpers run everywhere.
@@ -131,6 +133,26 @@ def test_same_anomaly_scores_and_flagged_attackers(spark, planted_log):
     attackers = set(labels.filter(pl.col("label") == "attack")["ip"])
     assert attackers <= flagged_there <= {f.ip for f in here.findings if f.flagged}
     assert there.summary.total_lines == here.summary.total_lines
+
+
+@pytest.mark.heavy
+def test_allowlisted_networks_and_internal_clients_on_spark(spark, planted_log, tmp_path):
+    # The allowlist's networks and the internal marking apply to the per-client table Spark returns; its
+    # user-agent and path patterns match single requests, which do not come back, and a note says so.
+    path, labels = planted_log
+    attackers = dict(zip(*labels.filter(pl.col("label") == "attack")[["attack_type", "ip"]], strict=True))
+    scanner, office = attackers["scanner"], "10.20.30.40"
+    lines = path.read_text(encoding="utf-8").replace(f"{attackers['dos']} ", f"{office} ").splitlines()
+    allow = verdict.Allowlist(networks=(ipaddress.ip_network(f"{scanner}/32"),), user_agents=("^UptimeRobot/",))
+    result = analyse([write(tmp_path, "office.log", lines)],
+                     Settings(engine="spark", spark=LOCAL, detectors=("iforest",), allowlist=allow))
+    found = {f.ip: f for f in result.findings}
+    assert found[scanner].score >= Settings().threshold and not found[scanner].flagged
+    assert found[scanner].reasons[0] == f"allowlisted: ip in {scanner}/32"
+    assert result.summary.excluded == {f"ip in {scanner}/32 (clients)": 1}
+    assert found[office].flagged and [f.ip for f in result.findings if f.internal] == [office]
+    assert SPARK_NOTE in result.summary.notes
+    assert any(n.startswith("engine spark: the allowlist's ips were applied") for n in result.summary.notes)
 
 
 @pytest.mark.heavy
