@@ -59,6 +59,12 @@ class RulesError(AnalyserError):
     problems: list[str]  # set by behaviour_rules.load_rules: every problem found, one string each
 
 
+def install_hint(extra: str) -> str:
+    """The command that adds an optional extra. log_analyser is not on PyPI: it is installed from a
+    clone of its repository (or used as the Docker image), so the extra is named on the source tree."""
+    return f"pip install '.[{extra}]' in the log_analyser source tree"
+
+
 class MissingExtraError(AnalyserError):
     """An optional dependency is not installed; the hint names the ``pip install`` that fixes it."""
 
@@ -66,4 +72,4 @@ class MissingExtraError(AnalyserError):
 
     def __init__(self, feature: str, extra: str, module: str) -> None:
         super().__init__(f"{feature} needs the '{module}' package, which is not installed",
-                         hint=f"pip install 'log_analyser[{extra}]'")
+                         hint=install_hint(extra))

@@ -30,7 +30,7 @@ import sigma_engine
 import signatures
 import spark_engine
 import verdict
-from analyser_errors import InputError
+from analyser_errors import ConfigError, InputError
 from anomaly_detector import Baseline, Deviation
 from attribution import Contribution
 from evidence import Evidence, Geo, LLMNote, Reputation, Severity
@@ -45,6 +45,8 @@ SCHEMA_VERSION = "1.1"  # 1.1: contributions, explanation (and the optional stag
 PRELOAD_MAX_BYTES = 512 * 2**20
 DEEP_PRELOAD_MIN_BYTES = 4 * 2**20   # ~20k combined lines
 TRAIN_MIN_CLIENTS = 20  # fewer clients than this cannot describe a site's normal traffic
+SPARK_NOTE = ("engine spark: Spark returns no single requests, so the behaviour rules, payload signatures, Sigma "
+              "rules and crawler check did not run; the anomaly score is the verdict")
 
 
 @dataclass(frozen=True)
@@ -147,6 +149,7 @@ def analyse(sources: Sequence[str], settings: Settings = Settings(),
             llm_cache: explanations.AnswerCache | None = None) -> AnalysisResult:
     """Run the whole pipeline over ``sources`` (paths, globs or '-' for stdin). ``llm_cache`` keeps
     the LLM stage's answers between runs."""
+    spark_notes = _spark_notes(settings) if settings.engine == "spark" else []  # before any work: may refuse
     rules = _sigma_rules(settings)  # before parsing: broken rules fail fast
     warming = _preload_detectors(sources, settings)
     try:
@@ -161,18 +164,16 @@ def analyse(sources: Sequence[str], settings: Settings = Settings(),
     scores, detector_scores, notes = detect.score_clients(table, used, n_estimators=settings.n_estimators,
                                                           random_state=settings.random_state, baseline=baseline,
                                                           fusion=settings.fusion)
-    notes = model_notes + notes
+    notes = model_notes + notes + spark_notes
     if found is None:
         # engine spark: no events came back, so no request-level evidence: the anomaly score is the verdict
-        verdicts = verdict.Verdicts(by_ip={}, excluded={})
-        fused, allowed, stages = scores, np.zeros(len(scores), dtype=bool), tuple(detector_scores)
-        notes = [*notes, "engine spark: rules, signatures and Sigma read single requests and ran only locally "
-                 "(not on Spark); the anomaly score is the verdict"]
+        verdicts = verdict.anomaly_only(table["client_ip"].to_list(), scores.tolist(), settings.allowlist)
+        stages: tuple[str, ...] = tuple(detector_scores)
     else:
         verdicts = found.judge(table, scores, settings)
-        fused = np.array([verdicts.by_ip[ip].score for ip in table["client_ip"]], dtype=np.float64)
-        allowed = np.array([verdicts.by_ip[ip].allowlisted is not None for ip in table["client_ip"]], dtype=bool)
         stages = (*detector_scores, "rules", "signatures", "sigma")
+    fused = np.array([verdicts.by_ip[ip].score for ip in table["client_ip"]], dtype=np.float64)
+    allowed = np.array([verdicts.by_ip[ip].allowlisted is not None for ip in table["client_ip"]], dtype=bool)
     flagged = _flags(fused, settings) & ~allowed
     findings = _explain(_findings(table, used, fused, detector_scores, flagged, settings,
                                   baseline if settings.model else None), table, baseline)
@@ -265,7 +266,7 @@ def _enrich(findings: list[Finding], summary: Summary, settings: Settings,
 def _corroborate(findings: list[Finding], extra: dict[str, tuple[Evidence, ...]], verdicts: verdict.Verdicts,
                  settings: Settings) -> list[Finding]:
     """Judge again with later stages' evidence, then flag and rank again (scores 0-100)."""
-    if not verdicts.by_ip:   # engine spark: no verdicts to corroborate, reputation is shown only
+    if settings.engine == "spark":   # anomaly-only verdicts: nothing to corroborate, reputation is shown only
         return findings
     judged = {f.ip: verdicts.rejudge(f.ip, extra.get(f.ip, ())) for f in findings}
     scores = np.array([judged[f.ip].score for f in findings], dtype=np.float64)
@@ -276,6 +277,22 @@ def _corroborate(findings: list[Finding], extra: dict[str, tuple[Evidence, ...]]
                for f, flag in zip(findings, flags, strict=True)]
     updated.sort(key=lambda f: (-f.score, f.ip))
     return [replace(f, rank=rank) for rank, f in enumerate(updated, start=1)]
+
+
+def _spark_notes(settings: Settings) -> list[str]:
+    """What a Spark run leaves out, for the summary. Spark returns the per-client table, not the
+    requests: the allowlist's networks apply (to clients), its user-agent and path patterns (which
+    match requests) cannot, and an allowlist of nothing but patterns is refused rather than ignored."""
+    notes = [SPARK_NOTE]
+    allow = settings.allowlist
+    if allow is None or not (allow.user_agents or allow.paths):
+        return notes
+    if not allow.networks:
+        raise ConfigError("--engine spark cannot apply an allowlist of only user_agents and paths patterns: they "
+                          "match single requests, which Spark does not return",
+                          hint="list the clients under ips, or use the default engine, --engine polars")
+    return [*notes, "engine spark: the allowlist's ips were applied; its user_agents and paths patterns match "
+            "single requests and were not"]
 
 
 def _sigma_rules(settings: Settings) -> sigma_engine.RuleSet:

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import polars as pl
 
 import redaction
+from analyser_errors import install_hint
 from evidence import AttackType, LLMNote, Severity
 
 if TYPE_CHECKING:
@@ -283,7 +284,7 @@ def missing_extra() -> str | None:
     try:
         import llm_client  # noqa: F401
     except ImportError as exc:
-        return f"the '{exc.name or 'openai'}' package is not installed (pip install 'log_analyser[llm]')"
+        return f"the '{exc.name or 'openai'}' package is not installed ({install_hint('llm')})"
     return None
 
 

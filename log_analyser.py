@@ -111,7 +111,8 @@ def _add_detection_options(parser: argparse.ArgumentParser) -> None:
                         "beside the shipped ones (repeatable; e.g. --behaviour-rules site-rules/)")
     parser.add_argument("--allow", metavar="FILE",
                         help="allowlist YAML with ips (addresses/CIDRs), user_agents and paths (regexes): "
-                        "never reported as attacks, counted in the summary (e.g. --allow allow.yaml)")
+                        "never reported as attacks, counted in the summary; with --engine spark only the ips "
+                        "apply (e.g. --allow allow.yaml)")
 
 
 class _VersionAction(argparse.Action):
@@ -310,7 +311,9 @@ def _add_engine_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("engine (where parsing and per-client aggregation run)")
     group.add_argument("--engine", choices=("polars", "spark"), default="polars",
                        help="polars: this machine (default); spark: a Spark cluster, for logs too big for one "
-                       "machine (needs the spark extra; e.g. --engine spark -f 's3a://bucket/logs/*.gz')")
+                       "machine; it returns per-client features, not requests, so rules, signatures and Sigma "
+                       "do not run and the anomaly score is the verdict (needs the spark extra; e.g. "
+                       "--engine spark -f 's3a://bucket/logs/*.gz')")
     group.add_argument("--spark-master", default="local[*]", metavar="URL",
                        help="Spark master: local[N], spark://host:7077, yarn, k8s://..., or sc://host:15002 for "
                        "Spark Connect (no local Java needed) (default local[*])")
@@ -380,8 +383,8 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     """--detectors and --model: which anomaly detectors score, and against what."""
     parser.add_argument("--detectors", type=_detector_list, metavar="LIST",
                         help="anomaly detectors, comma-separated: iforest, autoencoder (default: every one "
-                        "whose dependencies are installed; the autoencoder needs pip install "
-                        "'log_analyser[deep]'; e.g. --detectors iforest)")
+                        "whose dependencies are installed; the autoencoder needs the deep extra, "
+                        "pip install '.[deep]' in the source tree; e.g. --detectors iforest)")
     parser.add_argument("--model", metavar="DIR",
                         help="score against a baseline saved by 'log_analyser train' instead of against the "
                         f"log itself (e.g. --model model/); {MODEL_SAFETY}")

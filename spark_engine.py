@@ -1,11 +1,17 @@
 """Parsing and per-client feature aggregation on Apache Spark (``--engine spark``).
 
 The heavy part of a run, reading the lines and aggregating them per client, runs on a Spark
-cluster (or ``local[N]``); the per-client feature table that comes back is small, and detection,
-enrichment and reporting continue locally. Formats come from the same ``log_formats`` definitions
-the local engine uses (the regex is translated to Java's dialect), and every feature in
-``ip_features.FEATURES`` has a Spark twin here; tests/test_spark_engine.py proves both engines
-give the same table. pyspark is imported lazily, only here.
+cluster (or ``local[N]``); only the per-client feature table comes back, which is small. The anomaly
+detectors, the allowlist's networks, the marking of internal addresses, enrichment and reporting then
+run locally on it. No single requests come back, so the stages that read them (behaviour rules,
+payload signatures, Sigma rules, the crawler check, the allowlist's user-agent and path patterns) do
+not run at all, here or locally: the anomaly score is the verdict, and analysis.analyse says so in
+the run summary.
+
+Formats come from the same ``log_formats`` definitions the local engine uses (the regex is
+translated to Java's dialect), and every feature in ``ip_features.FEATURES`` has a Spark twin here;
+tests/test_spark_engine.py proves both engines give the same table. pyspark is imported lazily,
+only here.
 """
 from __future__ import annotations
 

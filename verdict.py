@@ -224,20 +224,37 @@ class Verdicts:
         return fuse(given.anomaly, [*given.evidence, *more], crawler=given.crawler, internal=before.internal)
 
 
+def _allowlisted(ips: Sequence[str], allow: Allowlist | None) -> tuple[list[str | None], dict[str, int]]:
+    """Each client's allowlisted network (None when it is not in one), and the clients counted per network."""
+    networks = [allow.network_for(ip) if allow else None for ip in ips]
+    excluded: dict[str, int] = {}
+    for network in networks:
+        if network:
+            key = f"ip in {network} (clients)"
+            excluded[key] = excluded.get(key, 0) + 1
+    return networks, excluded
+
+
 def judge(ips: Sequence[str], anomaly: Sequence[float], evidence: dict[str, list[Evidence]],
           crawlers: set[str], allow: Allowlist | None = None) -> Verdicts:
     """Verdicts for every client (``ips`` and ``anomaly`` aligned); allowlisted clients keep a verdict
     (their evidence is dropped and they are never flagged) and are counted per network."""
-    allow = allow or Allowlist()
+    networks, excluded = _allowlisted(ips, allow)
     by_ip: dict[str, Verdict] = {}
-    excluded: dict[str, int] = {}
     inputs: dict[str, _Inputs] = {}
-    for ip, score in zip(ips, anomaly, strict=True):
-        network = allow.network_for(ip)
-        if network:
-            key = f"ip in {network} (clients)"
-            excluded[key] = excluded.get(key, 0) + 1
+    for ip, score, network in zip(ips, anomaly, networks, strict=True):
         inputs[ip] = _Inputs(float(score), tuple([] if network else evidence.get(ip, [])), ip in crawlers)
         by_ip[ip] = fuse(inputs[ip].anomaly, inputs[ip].evidence, crawler=inputs[ip].crawler,
                          internal=is_internal(ip), allowlisted=network)
     return Verdicts(by_ip=by_ip, excluded=excluded, inputs=inputs)
+
+
+def anomaly_only(ips: Sequence[str], anomaly: Sequence[float], allow: Allowlist | None = None) -> Verdicts:
+    """Verdicts when only the per-client table is known, not the requests (``--engine spark``): the
+    score is the 0-100 anomaly score unchanged, as there is no evidence to weigh it against. Internal
+    addresses are marked and the allowlist's networks apply as in judge(); its user-agent and path
+    patterns match single requests and cannot. Such verdicts are not rejudged (no ``inputs``)."""
+    networks, excluded = _allowlisted(ips, allow)
+    by_ip = {ip: Verdict(score=float(score), attack_types=(), evidence=(), internal=is_internal(ip),
+                         allowlisted=network) for ip, score, network in zip(ips, anomaly, networks, strict=True)}
+    return Verdicts(by_ip=by_ip, excluded=excluded)

@@ -1,4 +1,6 @@
-"""The autoencoder detector (the deep extra: Keras 3 on TensorFlow). Slow: marked, and still run by .ci/run."""
+"""The autoencoder detector (the deep extra: Keras 3 on TensorFlow). Slow: marked, and still run by .ci/run.
+Every test that trains or loads a network is marked heavy (CI's core jobs lack the deep extra); the stderr
+filter needs no TensorFlow."""
 from __future__ import annotations
 
 import json
@@ -42,6 +44,7 @@ def result(planted):
     return analyse([planted[0]], Settings(detectors=BOTH))
 
 
+@pytest.mark.heavy
 def test_follows_the_estimator_conventions_and_is_deterministic():
     from autoencoder import AutoencoderDetector
 
@@ -59,6 +62,7 @@ def test_follows_the_estimator_conventions_and_is_deterministic():
     assert first.feature_errors(X[-1:])[0].argmax() == 2
 
 
+@pytest.mark.heavy
 def test_both_detectors_run_and_every_planted_attacker_is_flagged(result, planted):
     _, attackers = planted
     findings = {f.ip: f for f in result.findings}
@@ -73,12 +77,14 @@ def test_both_detectors_run_and_every_planted_attacker_is_flagged(result, plante
     assert set(attackers.values()) <= {f.ip for f in autoencoder_top}
 
 
+@pytest.mark.heavy
 def test_autoencoder_scores_share_the_forest_scale(result):
     forest = np.sort([f.detector_scores["iforest"] for f in result.findings])
     network = np.sort([f.detector_scores["autoencoder"] for f in result.findings])
     assert np.abs(forest - network).max() <= 0.11   # quantile-mapped on the run's own clients
 
 
+@pytest.mark.heavy
 def test_planted_anomalies_are_explained_by_the_planted_feature(result, planted):
     _, attackers = planted
     findings = {f.ip: f for f in result.findings}
@@ -91,12 +97,14 @@ def test_planted_anomalies_are_explained_by_the_planted_feature(result, planted)
     assert any(line.startswith("autoencoder (") and "minute" in line for line in findings[attackers["dos"]].explanation)
 
 
+@pytest.mark.heavy
 def test_same_input_and_seed_give_the_same_report(result, planted):
     again = analyse([planted[0]], Settings(detectors=BOTH))
     assert [(f.ip, f.score, f.detector_scores) for f in again.findings] == \
         [(f.ip, f.score, f.detector_scores) for f in result.findings]
 
 
+@pytest.mark.heavy
 def test_a_trained_model_round_trips(tmp_path, planted, capsys):
     import loggen
 

@@ -325,7 +325,7 @@ def test_missing_extra_skips_once_and_names_the_install(baseline, monkeypatch, m
     with ChatServer() as server:
         result = explanations.explain(baseline, settings_for(server))
     assert server.bodies == [] and all(f.llm_note is None for f in result.findings)
-    assert "pip install 'log_analyser[llm]'" in llm_summary(result)
+    assert "(pip install '.[llm]' in the log_analyser source tree)" in llm_summary(result)
 
 
 def test_answers_are_cached_by_evidence_and_model(baseline, tmp_path):

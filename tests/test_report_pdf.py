@@ -113,7 +113,7 @@ def test_pages_render_to_pictures(hostile_pdf, tmp_path):
 
 def test_missing_report_extra_names_the_fix(small_result, monkeypatch):
     monkeypatch.setitem(sys.modules, "fpdf", None)
-    with pytest.raises(MissingExtraError, match=r"pip install 'log_analyser\[report\]'"):
+    with pytest.raises(MissingExtraError, match=r"\(pip install '\.\[report\]' in the log_analyser source tree\)"):
         reporting.render_pdf(small_result)
 
 

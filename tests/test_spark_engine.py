@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import gzip
+import ipaddress
 import math
 import sys
 
@@ -13,9 +14,12 @@ import file_parser
 import ip_features
 import log_analyser
 import spark_engine
+import verdict
 from analyser_errors import ConfigError, ExitCode
-from analysis import Settings, analyse
+from analysis import SPARK_NOTE, Settings, analyse
 
+# Slow (a JVM starts); the tests that need pyspark and Java are marked heavy as well (CI's core jobs lack
+# the spark extra), while those of the pure-Python helpers run everywhere.
 pytestmark = pytest.mark.slow
 LOCAL = spark_engine.SparkOptions(master="local[2]", conf=(("spark.sql.shuffle.partitions", "4"),))
 COUNTS = {f.name for f in ip_features.FEATURES if f.unit in ("requests", "paths", "agents", "bytes")}
@@ -63,6 +67,7 @@ def generated(tmp_path_factory):
     return folder, lines
 
 
+@pytest.mark.heavy
 def test_combined_with_awkward_lines(spark):
     local, table, remote = both(spark, [str(DATA / "small.log")])
     assert_same_tables(table, remote.features)
@@ -70,6 +75,7 @@ def test_combined_with_awkward_lines(spark):
     assert remote.stats.unparsed_by_reason == local.stats.unparsed_by_reason
 
 
+@pytest.mark.heavy
 def test_generated_combined_gzip_and_several_files(spark, generated, tmp_path):
     _, lines = generated
     plain = write(tmp_path, "access.log", lines[:2000])
@@ -81,6 +87,7 @@ def test_generated_combined_gzip_and_several_files(spark, generated, tmp_path):
     assert remote.stats.parsed_lines == local.stats.parsed_lines == len(lines)
 
 
+@pytest.mark.heavy
 def test_common_format_without_offset_in_a_zone(spark, shared):
     path = [str(shared / "seeds/Apache-Log-Analyser/access.log")]
     local, table, remote = both(spark, path, tz="America/New_York")
@@ -88,6 +95,7 @@ def test_common_format_without_offset_in_a_zone(spark, shared):
     assert remote.stats.formats[path[0]] == "common"
 
 
+@pytest.mark.heavy
 def test_nginx_with_request_time(spark, generated, tmp_path):
     _, lines = generated
     timed = [f"{line} {i % 997 / 1000:.3f}" for i, line in enumerate(lines[:1500])]
@@ -96,6 +104,7 @@ def test_nginx_with_request_time(spark, generated, tmp_path):
     assert_same_tables(table, remote.features)
 
 
+@pytest.mark.heavy
 def test_custom_apache_format(spark, generated, tmp_path):
     _, lines = generated
     custom = [f"{line} {1000 + i * 37} shop.example.com" for i, line in enumerate(lines[:1500])]
@@ -104,11 +113,13 @@ def test_custom_apache_format(spark, generated, tmp_path):
     assert_same_tables(table, remote.features)
 
 
+@pytest.mark.heavy
 def test_scanner_log_wrapped_in_quotes(spark, shared):
     local, table, remote = both(spark, [str(shared / "public/ocatak_apache-http-logs/w3af.txt")])
     assert_same_tables(table, remote.features)
 
 
+@pytest.mark.heavy
 def test_same_anomaly_scores_and_flagged_attackers(spark, planted_log):
     # The anomaly detectors see the same table, so they score every client the same. The stages that
     # read single requests (behaviour rules, signatures, Sigma) need the events, which Spark does not
@@ -124,6 +135,27 @@ def test_same_anomaly_scores_and_flagged_attackers(spark, planted_log):
     assert there.summary.total_lines == here.summary.total_lines
 
 
+@pytest.mark.heavy
+def test_allowlisted_networks_and_internal_clients_on_spark(spark, planted_log, tmp_path):
+    # The allowlist's networks and the internal marking apply to the per-client table Spark returns; its
+    # user-agent and path patterns match single requests, which do not come back, and a note says so.
+    path, labels = planted_log
+    attackers = dict(zip(*labels.filter(pl.col("label") == "attack")[["attack_type", "ip"]], strict=True))
+    scanner, office = attackers["scanner"], "10.20.30.40"
+    lines = path.read_text(encoding="utf-8").replace(f"{attackers['dos']} ", f"{office} ").splitlines()
+    allow = verdict.Allowlist(networks=(ipaddress.ip_network(f"{scanner}/32"),), user_agents=("^UptimeRobot/",))
+    result = analyse([write(tmp_path, "office.log", lines)],
+                     Settings(engine="spark", spark=LOCAL, detectors=("iforest",), allowlist=allow))
+    found = {f.ip: f for f in result.findings}
+    assert found[scanner].score >= Settings().threshold and not found[scanner].flagged
+    assert found[scanner].reasons[0] == f"allowlisted: ip in {scanner}/32"
+    assert result.summary.excluded == {f"ip in {scanner}/32 (clients)": 1}
+    assert found[office].flagged and [f.ip for f in result.findings if f.internal] == [office]
+    assert SPARK_NOTE in result.summary.notes
+    assert any(n.startswith("engine spark: the allowlist's ips were applied") for n in result.summary.notes)
+
+
+@pytest.mark.heavy
 def test_cli_engine_spark(capsys, tmp_path):
     out = tmp_path / "r.json"
     code = log_analyser.main(["-f", str(DATA / "small.log"), "--engine", "spark", "--spark-master", "local[2]",
@@ -131,6 +163,7 @@ def test_cli_engine_spark(capsys, tmp_path):
     assert code == ExitCode.OK and '"clients": 7' in out.read_text()
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("format_name", ["auto", "w3c"])
 def test_w3c_logs_are_refused_not_misparsed(spark, format_name):
     # A W3C file's columns can change at every #Fields: header block; only the local engine follows them.
@@ -164,7 +197,8 @@ def test_missing_extra_names_the_install(capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "pyspark.sql", None)
     code = log_analyser.main(["-f", str(DATA / "small.log"), "--engine", "spark"])
     err = capsys.readouterr().err
-    assert code == ExitCode.USAGE and "pip install 'log_analyser[spark]'" in err and "Traceback" not in err
+    assert code == ExitCode.USAGE and "Traceback" not in err
+    assert "(pip install '.[spark]' in the log_analyser source tree)" in err
 
 
 CONNECT_SERVER = """
@@ -206,6 +240,7 @@ def connect_server(tmp_path):
         server.wait()
 
 
+@pytest.mark.heavy
 def test_spark_connect_gives_the_same_table(connect_server):
     from pyspark.sql import SparkSession
 

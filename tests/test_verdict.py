@@ -115,3 +115,14 @@ def test_allowlist_excludes_clients_and_requests_and_says_why(tmp_path):
     assert result.summary.excluded == {"user agent matches '^uptimerobot' (requests)": 5,
                                        "ip in 203.0.113.0/24 (clients)": 1}
 
+
+
+def test_anomaly_only_verdicts_keep_the_score_and_apply_networks_and_internal_marking():
+    allow = verdict.Allowlist(networks=(verdict.ipaddress.ip_network("203.0.113.0/24"),), user_agents=("^x",))
+    judged = verdict.anomaly_only(["203.0.113.9", "10.1.2.3", "198.51.100.4", "203.0.113.10"],
+                                  [90.0, 75.5, 12.25, 3.0], allow)
+    assert [v.score for v in judged.by_ip.values()] == [90.0, 75.5, 12.25, 3.0]   # not halved as in fuse()
+    assert [v.allowlisted for v in judged.by_ip.values()] == ["203.0.113.0/24", None, None, "203.0.113.0/24"]
+    assert [v.internal for v in judged.by_ip.values()] == [False, True, False, False]
+    assert all(v.evidence == () and v.attack_types == () for v in judged.by_ip.values())
+    assert judged.excluded == {"ip in 203.0.113.0/24 (clients)": 2}
