@@ -51,6 +51,9 @@ def _keras():
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     with _native_stderr_silenced(not log.isEnabledFor(logging.DEBUG)):
         import keras
+    if not log.isEnabledFor(logging.DEBUG):
+        # tf.function's advice on retracing (scoring tables of new sizes) is for TensorFlow's users, not ours
+        logging.getLogger("tensorflow").setLevel(logging.ERROR)
     return keras
 
 
