@@ -9,7 +9,6 @@ import csv
 import dataclasses
 import inspect
 import io
-import json
 import math
 import re
 import textwrap
@@ -17,6 +16,8 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+import orjson
 
 import exports
 import ip_features
@@ -310,7 +311,9 @@ def result_json(result: AnalysisResult, version: str = "") -> dict[str, object]:
 
 def render_json(result: AnalysisResult, version: str = "") -> str:
     """The versioned JSON report (schema: schemas/report.schema.json)."""
-    return json.dumps(result_json(result, version), indent=2, ensure_ascii=False) + "\n"
+    # orjson: the standard library's encoder drops to pure Python when indenting (1 s for a 5M-line log's 25 MB)
+    options = orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE | orjson.OPT_SERIALIZE_NUMPY
+    return orjson.dumps(result_json(result, version), option=options).decode()
 
 
 def render_pdf(result: AnalysisResult, version: str = "", pages: int = 20) -> bytes:
