@@ -150,7 +150,8 @@ def analyse(sources: Sequence[str], settings: Settings = Settings(),
     """Run the whole pipeline over ``sources`` (paths, globs or '-' for stdin). ``llm_cache`` keeps
     the LLM stage's answers between runs."""
     spark_notes = _spark_notes(settings) if settings.engine == "spark" else []  # before any work: may refuse
-    rules = _sigma_rules(settings)  # before parsing: broken rules fail fast
+    # before parsing, so that broken rules fail fast; not on Spark, where no request-level stage runs
+    rules = _sigma_rules(settings) if settings.engine != "spark" else sigma_engine.RuleSet(folders=(), rules=())
     warming = _preload_detectors(sources, settings)
     try:
         parsed, table = _aggregate(sources, settings, progress)

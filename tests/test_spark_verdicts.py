@@ -14,7 +14,7 @@ import ip_features
 import log_analyser
 import spark_engine
 import verdict
-from analyser_errors import ConfigError, ExitCode
+from analyser_errors import ConfigError, ExitCode, RulesError
 from analysis import SPARK_NOTE, Settings, analyse
 
 FOREST = ("iforest",)
@@ -98,3 +98,15 @@ def test_the_note_says_the_request_level_stages_did_not_run(no_spark, planted_lo
     assert not any("ran only locally" in n for n in result.summary.notes)
     assert result.summary.detectors == FOREST and not result.summary.excluded
     assert all(f.evidence == () and f.attack_types == () for f in result.findings)
+
+
+def test_sigma_rules_are_not_loaded_where_they_cannot_run(no_spark, office_log, tmp_path):
+    path, _ = office_log
+    broken = tmp_path / "rules"
+    broken.mkdir()
+    (broken / "bad.yml").write_text("title: not a rule\ndetection: [\n", encoding="utf-8")
+    with pytest.raises(RulesError):   # locally, a broken rule folder stops the run before parsing
+        analyse([path], Settings(detectors=FOREST, rules_dirs=(str(broken),)))
+    there = analyse([path], Settings(engine="spark", detectors=FOREST, rules_dirs=(str(broken),)))
+    sigma_notes = [n for n in there.summary.notes if "Sigma rule" in n and ("skipped" in n or " read " in n)]
+    assert there.findings and sigma_notes == []
