@@ -33,7 +33,7 @@ import verdict
 from analyser_errors import ConfigError, InputError
 from anomaly_detector import Baseline, Deviation
 from attribution import Contribution
-from evidence import Evidence, Geo, LLMNote, Reputation, Severity
+from evidence import Evidence, ExampleLine, Geo, LLMNote, Reputation, Severity
 from log_input import InputOptions
 
 if TYPE_CHECKING:
@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from enrichment import EnrichmentSettings, EnrichmentSummary
 
 log = logging.getLogger(__name__)
-SCHEMA_VERSION = "1.1"  # 1.1: contributions, explanation (and the optional stages' fields)
+SCHEMA_VERSION = "1.2"  # 1.1: contributions, explanation (and the optional stages' fields); 1.2: examples' rebuilt
 PRELOAD_MAX_BYTES = 512 * 2**20
 DEEP_PRELOAD_MIN_BYTES = 4 * 2**20   # ~20k combined lines
 TRAIN_MIN_CLIENTS = 20  # fewer clients than this cannot describe a site's normal traffic
@@ -209,15 +209,16 @@ def detections(events: pl.DataFrame, settings: Settings, sigma_rules: sigma_engi
 
 
 def _real_examples(evidence: dict[str, list[Evidence]]) -> dict[str, list[Evidence]]:
-    """Evidence whose example lines are read back from the log files where they can be (not from
-    standard input, where the rebuilt line stays)."""
+    """Evidence whose example lines are read back from the log files where they can be, and then
+    no longer marked rebuilt (from standard input the rebuilt line and its mark stay)."""
     text = log_input.read_back((x.source, x.line_number) for items in evidence.values()
                                for e in items for x in e.examples)
 
-    def real(e: Evidence) -> Evidence:
-        return replace(e, examples=tuple(replace(x, raw=text.get((x.source, x.line_number), x.raw))
-                                         for x in e.examples))
-    return {ip: [real(e) for e in items] for ip, items in evidence.items()}
+    def real(x: ExampleLine) -> ExampleLine:
+        place = (x.source, x.line_number)
+        return replace(x, raw=text[place], rebuilt=False) if place in text else x
+    return {ip: [replace(e, examples=tuple(real(x) for x in e.examples)) for e in items]
+            for ip, items in evidence.items()}
 
 
 @dataclass(frozen=True)

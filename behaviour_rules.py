@@ -431,8 +431,9 @@ def evaluate(rule: BehaviourRule, prepared: pl.DataFrame, events: pl.DataFrame,
                   .group_by("client_ip").len().iter_rows())
     examples = log_input.with_rebuilt(events[_examples(matched, hits, rule.window)["_row"]])
     found: dict[str, list[ExampleLine]] = {}
-    for ip, source, number, raw in examples.select("client_ip", "source", "line_number", "raw").iter_rows():
-        found.setdefault(ip, []).append(ExampleLine(source, number, raw))
+    for ip, source, number, raw, rebuilt in examples.select("client_ip", "source", "line_number", "raw",
+                                                            "rebuilt").iter_rows():
+        found.setdefault(ip, []).append(ExampleLine(source, number, raw, rebuilt))
     return {ip: Evidence(kind="rule", rule_id=rule.id, title=rule.title, severity=rule.severity,
                          attack_type=rule.attack_type, count=int(counts[ip]), examples=tuple(lines),
                          tags=rule.tags) for ip, lines in found.items()}

@@ -46,13 +46,25 @@ class AttackType(enum.StrEnum):
     CRAWLER = "crawler"                  # well-behaved known crawlers: not attackers
 
 
+# Shown wherever an example line is not the logged text (the writers mark it; see ExampleLine.rebuilt).
+REBUILT_MARK = "rebuilt"
+REBUILT_NOTE = ("not the logged line: rebuilt in combined format from the parsed fields, because its input could "
+                "not be read again (standard input, or a file no longer at that path); times are written "
+                "at offset +0000, and fields the log's format has beyond the combined ones are not shown")
+
+
 @dataclass(frozen=True)
 class ExampleLine:
-    """A log line that supports a piece of evidence, with where it came from."""
+    """A log line that supports a piece of evidence, with where it came from.
+
+    ``rebuilt`` is True when ``raw`` is not the logged text but a combined-format line rebuilt from
+    the event's parsed fields (``log_input.rebuilt_line``), as for lines read from standard input.
+    """
 
     source: str
     line_number: int
     raw: str
+    rebuilt: bool = False
 
 
 @dataclass(frozen=True)

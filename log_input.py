@@ -196,21 +196,27 @@ def read_back(places: Iterable[tuple[str, int]]) -> dict[tuple[str, int], str]:
 
 
 def with_raw(frame: pl.DataFrame) -> pl.DataFrame:
-    """``frame`` (a few events: examples, not the whole log) with a String ``raw`` column: each
-    line read back from its file, or rebuilt from its fields where the file cannot be read again
-    (standard input)."""
+    """``frame`` (a few events: examples, not the whole log) with a String ``raw`` column and a
+    Boolean ``rebuilt`` one: each line read back from its file (``rebuilt`` False), or rebuilt from
+    its fields where the file cannot be read again (standard input; ``rebuilt`` True)."""
     if frame.height == 0:
-        return frame.with_columns(pl.lit(None, dtype=pl.String).alias("raw"))
+        return frame.with_columns(pl.lit(None, dtype=pl.String).alias("raw"),
+                                  pl.lit(None, dtype=pl.Boolean).alias("rebuilt"))
     rebuilt = frame.select(rebuilt_line()).to_series().to_list()
     places = list(zip(frame["source"].cast(pl.String).to_list(), frame["line_number"].to_list(), strict=True))
     text = read_back(places)
     raw = [text.get(place, line) for place, line in zip(places, rebuilt, strict=True)]
-    return frame.with_columns(pl.Series("raw", raw, dtype=pl.String))
+    return frame.with_columns(pl.Series("raw", raw, dtype=pl.String),
+                              pl.Series("rebuilt", [place not in text for place in places], dtype=pl.Boolean))
 
 
 def with_rebuilt(frame: pl.DataFrame) -> pl.DataFrame:
-    """``frame`` (a few events) with a ``raw`` line rebuilt from its fields, unless it has one."""
-    return frame if "raw" in frame.columns else frame.with_columns(rebuilt_line().alias("raw"))
+    """``frame`` (a few events) with a ``raw`` line rebuilt from its fields and ``rebuilt`` True,
+    unless it has a ``raw`` column: that is kept, with its ``rebuilt`` column or, lacking one, as
+    the logged text."""
+    if "raw" not in frame.columns:
+        return frame.with_columns(rebuilt_line().alias("raw"), pl.lit(True).alias("rebuilt"))
+    return frame if "rebuilt" in frame.columns else frame.with_columns(pl.lit(False).alias("rebuilt"))
 
 
 def client_order(frame: pl.DataFrame) -> pl.Expr:

@@ -6,14 +6,18 @@ shown as ``\\x1b`` and never reaches the terminal raw.
 from __future__ import annotations
 
 import ipaddress
+import textwrap
 
 import report_model as model
 from analyser_errors import ConfigError
 from analysis import AnalysisResult, Finding
+from evidence import REBUILT_MARK, REBUILT_NOTE, ExampleLine
 from reporting import RESET, SEVERITY_COLOURS, terminal_safe
 
 SAMPLE_LINES = 10
+EXAMPLES = 3            # example lines shown per piece of evidence
 EXAMPLE_CHARS = 300
+NOTE_WIDTH = 100
 
 
 def _normal(ip: str) -> str:
@@ -39,9 +43,10 @@ def _section(title: str, lines: list[str]) -> list[str]:
     return ["", title] + [f"  {line}" for line in lines] if lines else []
 
 
-def _example(source: str, line_number: int, raw: str) -> str:
-    raw = raw if len(raw) <= EXAMPLE_CHARS else raw[:EXAMPLE_CHARS] + "…"
-    return terminal_safe(f"{source}:{line_number}: {raw}")
+def _example(example: ExampleLine) -> str:
+    """'access.log:12: LINE', or '-:12 (rebuilt): LINE' for a line rebuilt from its fields."""
+    raw = example.raw if len(example.raw) <= EXAMPLE_CHARS else example.raw[:EXAMPLE_CHARS] + "…"
+    return terminal_safe(f"{model.example_place(example)}: {raw}")
 
 
 def render_details(result: AnalysisResult, ip: str, colour: bool = False) -> str:
@@ -67,7 +72,9 @@ def render_details(result: AnalysisResult, ip: str, colour: bool = False) -> str
                                                                 model.reputation_text(f.reputation)) if t])
     lines += _section("language-model note", [terminal_safe(t) for t in model.llm_lines(f.llm_note)])
     samples = model.sample_requests(result, [f.ip], SAMPLE_LINES).get(f.ip, [])
-    lines += _section(f"first {len(samples)} requests", [_example(e.source, e.line_number, e.raw) for e in samples])
+    lines += _section(f"first {len(samples)} requests", [_example(e) for e in samples])
+    if model.any_rebuilt([*samples, *(x for item in f.evidence for x in item.examples[:EXAMPLES])]):
+        lines += ["", *textwrap.wrap(f"({REBUILT_MARK}): {REBUILT_NOTE}", NOTE_WIDTH, subsequent_indent="  ")]
     return "\n".join(lines) + "\n"
 
 
@@ -75,5 +82,5 @@ def _evidence_lines(finding: Finding) -> list[str]:
     lines = []
     for item in finding.evidence:
         lines.append(terminal_safe(model.evidence_heading(item)))
-        lines.extend(f"    {_example(e.source, e.line_number, e.raw)}" for e in item.examples[:3])
+        lines.extend(f"    {_example(e)}" for e in item.examples[:EXAMPLES])
     return lines

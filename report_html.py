@@ -10,11 +10,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import html
+from collections.abc import Iterable
 
 import report_charts as charts
 import report_model as model
 from analysis import AnalysisResult, Finding
-from evidence import Severity
+from evidence import REBUILT_MARK, REBUILT_NOTE, ExampleLine, Severity
 from report_html_assets import CSS, JS
 from reporting import terminal_safe
 
@@ -135,9 +136,19 @@ def _bars(bars: list[model.FeatureBar]) -> str:
             f'<th>client</th><th>typical</th><th></th></tr></thead><tbody>{"".join(rows)}</tbody></table>{legend}')
 
 
-def _pre(example) -> str:
+def _pre(example: ExampleLine) -> str:
+    """A log line with where it came from, marked when it is rebuilt rather than the logged text."""
     raw = example.raw if len(example.raw) <= EXAMPLE_CHARS else example.raw[:EXAMPLE_CHARS] + "…"
-    return f"<pre>{esc(example.source)}:{example.line_number}: {esc(raw)}</pre>"
+    mark = (f' <span class="rebuilt" title="{esc(REBUILT_NOTE)}">({REBUILT_MARK})</span>'
+            if example.rebuilt else "")
+    return f"<pre>{esc(example.source)}:{example.line_number}{mark}: {esc(raw)}</pre>"
+
+
+def _rebuilt_note(examples: Iterable[ExampleLine]) -> str:
+    """The mark explained once per panel, when the panel shows a rebuilt line."""
+    if not model.any_rebuilt(examples):
+        return ""
+    return f'<p class="legend"><span class="rebuilt">({REBUILT_MARK})</span>: {esc(REBUILT_NOTE)}</p>'
 
 
 def _evidence(finding: Finding) -> str:
@@ -165,7 +176,7 @@ def _facts(finding: Finding, tz: str) -> str:
     return "<dl>" + "".join(f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>" for k, v in facts) + "</dl>"
 
 
-def _detail(finding: Finding, index: int, typical: dict[str, float], samples, tz: str) -> str:
+def _detail(finding: Finding, index: int, typical: dict[str, float], samples: list[ExampleLine], tz: str) -> str:
     parts = [f'<section class="detail" id="d-{index}" hidden><h2>#{finding.rank} {esc(finding.ip)}</h2>',
              _facts(finding, tz)]
     if finding.reasons:
@@ -178,6 +189,8 @@ def _detail(finding: Finding, index: int, typical: dict[str, float], samples, tz
         parts.append("<h3>Language-model note</h3>" + "".join(f"<p>{esc(line)}</p>" for line in note))
     if samples:
         parts.append("<h3>First requests</h3>" + "".join(_pre(example) for example in samples))
+    shown = [x for item in finding.evidence for x in item.examples[:EXAMPLES_PER_EVIDENCE]]
+    parts.append(_rebuilt_note([*shown, *samples]))
     return "".join(parts) + "</section>"
 
 

@@ -57,6 +57,7 @@ svg.bar rect.client{fill:var(--critical)}svg.bar rect.typical{fill:var(--accent)
 pre{white-space:pre-wrap;overflow-wrap:anywhere;background:var(--bg);border:1px solid var(--line);
 border-radius:4px;padding:6px 8px;font:12px/1.4 ui-monospace,"DejaVu Sans Mono",monospace;margin:4px 0}
 .legend{color:var(--dim);font-size:12px}
+.rebuilt{color:var(--medium);font-weight:600}
 .legend i{display:inline-block;width:10px;height:10px;margin:0 4px 0 10px}
 .legend i.client{background:var(--critical)}.legend i.typical{background:var(--accent)}
 .empty{color:var(--dim)}

@@ -5,6 +5,7 @@ Nothing here scores: it only counts and formats what the pipeline already decide
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -13,7 +14,7 @@ import polars as pl
 
 import ip_features
 from analysis import AnalysisResult, Finding
-from evidence import Evidence, ExampleLine, Geo, LLMNote, Reputation
+from evidence import REBUILT_MARK, Evidence, ExampleLine, Geo, LLMNote, Reputation
 
 # Key features drawn as client-vs-typical bars, besides the client's own deviations.
 KEY_FEATURES = ("requests", "peak_rpm", "error_4xx_ratio", "distinct_paths", "status_404", "sensitive_ratio")
@@ -170,6 +171,17 @@ def llm_lines(note: LLMNote | None) -> list[str]:
     return lines
 
 
+def example_place(example: ExampleLine) -> str:
+    """Where an example line is from: 'access.log:12', and for a line that is not the logged text
+    '-:12 (rebuilt)' (writers explain the mark once with ``evidence.REBUILT_NOTE``)."""
+    mark = f" ({REBUILT_MARK})" if example.rebuilt else ""
+    return f"{example.source}:{example.line_number}{mark}"
+
+
+def any_rebuilt(examples: Iterable[ExampleLine]) -> bool:
+    return any(example.rebuilt for example in examples)
+
+
 def evidence_heading(item: Evidence) -> str:
     """'[high] rule sqli-union (sqli): SQL injection UNION probe, 12 requests'."""
     kind = f" ({item.attack_type.value})" if item.attack_type else ""
@@ -246,8 +258,8 @@ def sample_requests(result: AnalysisResult, ips: list[str], per_client: int = 5)
             .filter(pl.col("client_ip").is_in(ips))
             .sort(["source", "line_number"])
             .group_by("client_ip", maintain_order=True).head(per_client).collect())
-    rows = log_input.with_raw(rows).select("client_ip", "source", "line_number", "raw")
+    rows = log_input.with_raw(rows).select("client_ip", "source", "line_number", "raw", "rebuilt")
     samples: dict[str, list[ExampleLine]] = {}
-    for ip, source, line_number, raw in rows.iter_rows():
-        samples.setdefault(ip, []).append(ExampleLine(source, line_number, raw))
+    for ip, source, line_number, raw, rebuilt in rows.iter_rows():
+        samples.setdefault(ip, []).append(ExampleLine(source, line_number, raw, rebuilt))
     return samples

@@ -16,6 +16,7 @@ import report_charts as charts
 import report_model as model
 from analyser_errors import MissingExtraError
 from analysis import AnalysisResult, Finding
+from evidence import REBUILT_MARK, REBUILT_NOTE, ExampleLine
 from reporting import terminal_safe
 
 log = logging.getLogger(__name__)
@@ -188,7 +189,7 @@ def _findings_table(pdf, result: AnalysisResult) -> None:
                        _safe(pdf, f.reasons[0]) if f.reasons and f.flagged else ""])
 
 
-def _finding_page(pdf, finding: Finding, typical: dict[str, float], samples, tz: str) -> None:
+def _finding_page(pdf, finding: Finding, typical: dict[str, float], samples: list[ExampleLine], tz: str) -> None:
     pdf.add_page()
     _heading(pdf, f"#{finding.rank}  {finding.ip}")
     label = finding.severity.label if finding.flagged else "not flagged"
@@ -221,6 +222,10 @@ def _finding_page(pdf, finding: Finding, typical: dict[str, float], samples, tz:
         _heading(pdf, "First requests", 11)
         for example in samples:
             _example(pdf, example)
+    shown = [x for item in finding.evidence for x in item.examples[:EXAMPLES_PER_EVIDENCE]]
+    if model.any_rebuilt([*shown, *samples]):
+        pdf.ln(2)
+        _para(pdf, f"({REBUILT_MARK}): {REBUILT_NOTE}", 8, colour=(100, 100, 100))
 
 
 def _bars_table(pdf, bars: list[model.FeatureBar]) -> None:
@@ -250,10 +255,11 @@ def _evidence(pdf, finding: Finding) -> None:
         pdf.ln(2)
 
 
-def _example(pdf, example) -> None:
-    """A log line in monospace, cut after EXAMPLE_CHARS and wrapped."""
+def _example(pdf, example: ExampleLine) -> None:
+    """A log line in monospace, cut after EXAMPLE_CHARS and wrapped; '(rebuilt)' after its line
+    number when it is not the logged text."""
     raw = example.raw if len(example.raw) <= EXAMPLE_CHARS else example.raw[:EXAMPLE_CHARS] + "…"
-    _para(pdf, f"{example.source}:{example.line_number}: {raw}", 7.5, MONO, (60, 60, 60))
+    _para(pdf, f"{model.example_place(example)}: {raw}", 7.5, MONO, (60, 60, 60))
 
 
 def render_pdf(result: AnalysisResult, version: str = "", pages: int = 20) -> bytes:

@@ -282,7 +282,8 @@ def evidence_json(item: Evidence) -> dict[str, object]:
     return {"kind": item.kind, "rule_id": item.rule_id, "title": item.title, "severity": item.severity.label,
             "attack_type": item.attack_type.value if item.attack_type else None, "count": item.count,
             "tags": list(item.tags),
-            "examples": [{"source": x.source, "line_number": x.line_number, "raw": x.raw} for x in item.examples]}
+            "examples": [{"source": x.source, "line_number": x.line_number, "raw": x.raw, "rebuilt": x.rebuilt}
+                         for x in item.examples]}
 
 
 def llm_note_json(note: LLMNote) -> dict[str, object]:

@@ -308,10 +308,10 @@ def searchable(events: pl.DataFrame, ruleset: RuleSet) -> pl.DataFrame:
     """The events as the rules read them. Rules on request fields run on the distinct requests,
     whose text columns are cast to String there (the table keeps them categorical); keyword rules
     read every line, so when one is loaded the text columns are cast here and a ``raw`` line is
-    rebuilt from the fields."""
+    rebuilt from the fields (and marked ``rebuilt``)."""
     if "raw" not in events.columns and _keyword_rules(ruleset.rules):
         events = events.with_columns(pl.col(pl.Categorical).cast(pl.String))
-        events = events.with_columns(log_input.rebuilt_line().alias("raw"))
+        events = log_input.with_rebuilt(events)
     return events
 
 
@@ -377,19 +377,16 @@ def evaluate(events: pl.DataFrame, ruleset: RuleSet, examples: int = 3) -> dict[
         pl.len().alias("count"), pl.col("source").head(examples), pl.col("line_number").head(examples))
     wanted = grouped.select("source", "line_number").explode("source", "line_number").unique()
     raw = log_input.with_raw(events.join(wanted, on=["source", "line_number"], how="semi"))
-    text = dict(zip(zip(raw["source"], raw["line_number"], strict=True), raw["raw"], strict=True))
-    grouped = grouped.with_columns(pl.struct("source", "line_number").map_elements(
-        lambda r: [text[(s, n)] for s, n in zip(r["source"], r["line_number"], strict=True)],
-        return_dtype=pl.List(pl.String)).alias("raw"))
+    by_place = {(s, n): ExampleLine(source=s, line_number=n, raw=r, rebuilt=b)
+                for s, n, r, b in raw.select("source", "line_number", "raw", "rebuilt").iter_rows()}
     by_id = {r.id: r for r in ruleset.rules}
     found: dict[str, list[Evidence]] = {}
     for row in grouped.iter_rows(named=True):
-        found.setdefault(row["client_ip"], []).append(_evidence(by_id[row["rule"]], row))
+        shown = tuple(by_place[(s, n)] for s, n in zip(row["source"], row["line_number"], strict=True))
+        found.setdefault(row["client_ip"], []).append(_evidence(by_id[row["rule"]], row, shown))
     return {ip: tuple(sorted(items, key=lambda e: (-e.severity, e.title))) for ip, items in found.items()}
 
 
-def _evidence(rule: CompiledRule, row: dict) -> Evidence:
-    lines = tuple(ExampleLine(source=s, line_number=n, raw=r)
-                  for s, n, r in zip(row["source"], row["line_number"], row["raw"], strict=True))
+def _evidence(rule: CompiledRule, row: dict, lines: tuple[ExampleLine, ...]) -> Evidence:
     return Evidence(kind="sigma", rule_id=rule.id, title=rule.title, severity=rule.severity,
                     attack_type=rule.attack_type, count=int(row["count"]), examples=lines, tags=rule.tags)

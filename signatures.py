@@ -115,8 +115,9 @@ def detect(events: pl.DataFrame, signatures: tuple[Signature, ...] = SIGNATURES)
         first = matched.group_by("client_ip", maintain_order=True).head(EXAMPLES)["_row"]
         rows = log_input.with_rebuilt(events[first])
         examples: dict[str, list[ExampleLine]] = {}
-        for ip, source, number, raw in rows.select("client_ip", "source", "line_number", "raw").iter_rows():
-            examples.setdefault(ip, []).append(ExampleLine(source, number, raw))
+        for ip, source, number, raw, rebuilt in rows.select("client_ip", "source", "line_number", "raw",
+                                                             "rebuilt").iter_rows():
+            examples.setdefault(ip, []).append(ExampleLine(source, number, raw, rebuilt))
         for ip, lines in examples.items():
             evidence.setdefault(ip, []).append(Evidence(
                 kind="signature", rule_id=signature.id, title=signature.title, severity=signature.severity,

@@ -78,3 +78,19 @@ def isolated_configuration(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.mktemp("xdg-config")))
     for name in [name for name in os.environ if name.startswith("LOG_ANALYSER_")]:
         monkeypatch.delenv(name)
+
+
+@pytest.fixture(scope="session")
+def piped_and_file_results():
+    """tests/data/small.log analysed twice, the forest alone: read from standard input (its example
+    lines cannot be read again, so they are rebuilt from the parsed fields) and from the file by its
+    absolute path (read back wherever the result is rendered)."""
+    import io
+
+    from analysis import Settings, analyse
+
+    settings = Settings(detectors=("iforest",))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO((DATA / "small.log").read_bytes())))
+        piped = analyse(["-"], settings)
+    return piped, analyse([str(DATA / "small.log")], settings)

@@ -65,7 +65,8 @@ def _examples(result: AnalysisResult, ip: str, limit: int = 4) -> tuple[ExampleL
     import log_input
 
     rows = log_input.with_raw(result.events.filter(pl.col("client_ip").cast(pl.String) == ip).head(limit))
-    return tuple(ExampleLine(str(r["source"]), r["line_number"], r["raw"]) for r in rows.iter_rows(named=True))
+    return tuple(ExampleLine(str(r["source"]), r["line_number"], r["raw"], r["rebuilt"])
+                 for r in rows.iter_rows(named=True))
 
 
 def enrich(result: AnalysisResult) -> AnalysisResult:

@@ -6,6 +6,8 @@ import csv
 import gzip
 import io
 import json
+import re
+import subprocess
 import sys
 
 import jsonschema
@@ -247,3 +249,59 @@ def test_tz_shows_the_summary_in_the_zone_and_json_stays_utc(capsys, tmp_path):
     assert err.splitlines()[0].endswith(" | 2026-03-29 00:30 to 2026-03-29 02:30 UTC")
     # every request is at night in UTC and in Berlin, so even the night-time feature agrees: the same JSON
     assert (tmp_path / "default.json").read_text() == report.read_text()
+
+
+# --- example lines: read back from a file, rebuilt from the parsed fields (and marked) from stdin --
+
+LOGGED = (DATA / "small.log").read_text(encoding="utf-8").splitlines()
+ATTACKER = "198.51.100.99"   # small.log's one flagged client, with rule, signature and Sigma evidence
+
+
+def evidence_examples(document: dict) -> list[dict]:
+    return [x for f in document["findings"] for e in f["evidence"] for x in e["examples"]]
+
+
+def quoted_lines(text: str, source: str) -> list[str]:
+    """The lines of --details output that quote a log line of ``source`` ('SOURCE:N...: LINE')."""
+    return [line.strip() for line in text.splitlines() if re.match(rf"\s+{re.escape(source)}:\d+[ :]", line)]
+
+
+def test_stdin_examples_are_marked_rebuilt_in_json(capsys, monkeypatch):
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO((DATA / "small.log").read_bytes())))
+    code, out, _ = run(capsys, "-f", "-", "-o", "-", "--output-format", "json")
+    document = json.loads(out)
+    schema = json.loads((ROOT / "schemas" / "report.schema.json").read_text())
+    jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker()).validate(document)
+    shown = evidence_examples(document)
+    assert code == ExitCode.OK and len(shown) >= 8
+    assert all(x["source"] == "-" and x["rebuilt"] is True for x in shown)
+    # and they are indeed not the logged lines: small.log is logged at +0100, a rebuilt line says +0000
+    assert all(x["raw"] != LOGGED[x["line_number"] - 1] and "+0000]" in x["raw"] for x in shown)
+
+
+def test_file_examples_are_the_logged_lines_unmarked(capsys):
+    code, out, _ = run(capsys, "-f", SMALL, "-o", "-", "--output-format", "json")
+    shown = evidence_examples(json.loads(out))
+    assert code == ExitCode.OK and len(shown) >= 8
+    assert all(x["rebuilt"] is False and x["raw"] == LOGGED[x["line_number"] - 1] for x in shown)
+
+
+def test_piped_details_mark_every_example_line_rebuilt():
+    # a real pipe into a separate process, as `zcat access.log.gz | log_analyser -f - --details IP`
+    done = subprocess.run([sys.executable, str(ROOT / "log_analyser.py"), "-f", "-", "--details", ATTACKER],
+                          input=(DATA / "small.log").read_bytes(), capture_output=True, timeout=300, check=False)
+    out = done.stdout.decode()
+    quoted = quoted_lines(out, "-")
+    assert done.returncode == ExitCode.OK and len(quoted) >= 8 + 3   # evidence examples and first requests
+    assert all(re.match(r"-:\d+ \(rebuilt\): ", line) for line in quoted), quoted
+    assert ("(rebuilt): not the logged line: rebuilt in combined format from the parsed fields"
+            in " ".join(out.split()))
+
+
+def test_file_details_quote_the_logged_lines_unmarked(capsys):
+    code, out, _ = run(capsys, "-f", SMALL, "--details", ATTACKER)
+    quoted = quoted_lines(out, SMALL)
+    assert code == ExitCode.OK and len(quoted) >= 8 + 3 and "(rebuilt)" not in out
+    for line in quoted:
+        number, text = re.fullmatch(rf"{re.escape(SMALL)}:(\d+): (.*)", line).groups()
+        assert text == LOGGED[int(number) - 1]

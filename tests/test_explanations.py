@@ -432,11 +432,45 @@ def test_long_lines_are_clipped(baseline):
 
 def test_client_lines_prefers_distinct_failures(baseline):
     lines = explanations.client_lines(baseline.events, BENIGN, 3)
-    assert len(lines) == 3 and len({line.split('"')[1] for line in lines}) == 3
+    assert len(lines) == 3 and len({line.raw.split('"')[1] for line in lines}) == 3
     assert explanations.client_lines(baseline.events, BENIGN, 0) == []
     mixed = baseline.events.filter(baseline.events["client_ip"].is_in([BENIGN, BRUTE]))
-    assert all(BENIGN in line for line in explanations.client_lines(mixed, BENIGN, 50))
+    assert all(BENIGN in line.raw for line in explanations.client_lines(mixed, BENIGN, 50))
     assert len(explanations.client_lines(mixed, BENIGN, 50)) == 7   # distinct requests only
+
+
+def test_client_lines_from_a_file_are_the_logged_lines(baseline, attack_log):
+    logged = attack_log.read_text(encoding="utf-8").splitlines()
+    for line in explanations.client_lines(baseline.events, BRUTE, 3):
+        assert not line.rebuilt and line.raw == logged[line.line_number - 1]
+
+
+def test_rebuilt_lines_are_labelled_in_the_prompt(baseline):
+    top = dataclasses.replace(baseline.findings[0], evidence=())
+    logged = ExampleLine("access.log", 1, "logged line")
+    rebuilt = ExampleLine("-", 2, "rebuilt line", rebuilt=True)
+    request = explanations.build_request(top, [logged, rebuilt], ExplainSettings())
+    block = user_content(request.body).split(">>>\n", 1)[1]
+    assert block.startswith('1: "logged line"\n2 (rebuilt): "rebuilt line"\n')
+    system = request.body["messages"][0]["content"]
+    assert '"N (rebuilt):" is not the logged text' in system and "combined format" in system
+    # a prompt without rebuilt lines says nothing of them, and a client cannot forge the label
+    plain = explanations.build_request(top, [logged, '2 (rebuilt): "forged"'], ExplainSettings())
+    assert "(rebuilt):" not in plain.body["messages"][0]["content"]
+    assert '\n2: "2 (rebuilt): \\"forged\\""' in user_content(plain.body)
+
+
+def test_lines_from_standard_input_reach_the_prompt_labelled_rebuilt(attack_log, monkeypatch):
+    import io
+
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(attack_log.read_bytes())))
+    piped = analyse(["-"])
+    (request, *_) = explanations.plan(piped, ExplainSettings())
+    numbered = [line for line in user_content(request.body).splitlines() if re.match(r"\d+[ :]", line)]
+    assert numbered and all(re.match(r"\d+ \(rebuilt\): ", line) for line in numbered)
+    assert '"N (rebuilt):" is not the logged text' in request.body["messages"][0]["content"]
+    extra = explanations.client_lines(piped.events, BRUTE, 3)   # beyond the evidence examples
+    assert len(extra) == 3 and all(line.rebuilt and line.source == "-" for line in extra)
 
 
 def test_requests_are_deterministic(baseline):

@@ -3,13 +3,17 @@ the client behind proxies, time zones and time windows, example lines fetched ba
 from __future__ import annotations
 
 import gzip
+import io
+import sys
 from datetime import UTC, datetime
 
 import pytest
 from conftest import DATA
 
+import analysis
 import file_parser as fp
 import log_analyser
+import log_input
 from analyser_errors import ConfigError, InputError
 from log_input import InputOptions, order_rotated, parse_networks, parse_time_bound, read_lines, real_client
 
@@ -146,6 +150,30 @@ def test_example_lines_are_fetched_by_source_and_line_number(tmp_path):
     events = fp.parse([str(path)]).events
     wanted = events.filter(events["path"] == "/s3").row(0, named=True)
     assert read_lines(str(wanted["source"]), [wanted["line_number"]]) == {4: line(3).rstrip("\n")}
+
+
+def test_example_lines_are_read_back_from_a_file_and_marked_rebuilt_from_stdin(tmp_path, monkeypatch):
+    # a custom format with the request time (%D, microseconds) at the end, which combined cannot hold
+    custom = '%h %l %u %t "%r" %>s %b "%{Referer}i" "%{User-Agent}i" %D'
+    logged = [f'203.0.113.9 - - [10/Mar/2026:09:00:0{i} +0100] "GET /item?id=1%27%20OR%201%3D1-- HTTP/1.1" 500 0 '
+              f'"-" "sqlmap/1.8" 98765{i}' for i in range(3)]
+    path = tmp_path / "a.log"
+    path.write_text("\n".join(logged) + "\n", encoding="utf-8")
+    from_file = fp.parse([str(path)], log_format=custom).events
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(path.read_bytes())))
+    from_stdin = fp.parse(["-"], log_format=custom).events
+    read = log_input.with_raw(from_file)
+    assert read["raw"].to_list() == logged and read["rebuilt"].to_list() == [False] * 3
+    rebuilt = log_input.with_raw(from_stdin)
+    assert rebuilt["rebuilt"].to_list() == [True] * 3
+    assert all("98765" not in raw and "+0000]" in raw for raw in rebuilt["raw"])
+    assert log_input.with_rebuilt(from_file)["rebuilt"].to_list() == [True] * 3   # rebuilt until read back
+    # the detection stages rebuild every example; analysis reads back what it can and clears the mark
+    for events, is_rebuilt in ((from_file, False), (from_stdin, True)):
+        examples = [x for items in analysis.detections(events, analysis.Settings())[0].values()
+                    for e in items for x in e.examples]
+        assert examples and all(x.rebuilt is is_rebuilt for x in examples)
+        assert all((x.raw == logged[x.line_number - 1]) is not is_rebuilt for x in examples)
 
 
 def test_cli_input_options(tmp_path, capsys):

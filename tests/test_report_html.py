@@ -3,8 +3,10 @@ chromium-driver, driven by Selenium): no console errors, sorting, filtering, the
 and an XSS corpus planted in the log that never runs, with and without the CSP."""
 from __future__ import annotations
 
+import html
 import html.parser
 import os
+import re
 import shutil
 
 import polars as pl
@@ -16,6 +18,7 @@ import report_charts
 import report_html
 import report_model
 import reporting
+from evidence import REBUILT_NOTE
 
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--disable-quic", "--window-size=1400,1000")
@@ -228,3 +231,33 @@ def test_timeline_is_bucketed_and_labelled_in_the_zone(small_result):
     assert kolkata["bucket"].dtype == pl.Datetime("us", "Asia/Kolkata") and width == same_width == 300
     assert kolkata["bucket"].dt.convert_time_zone("UTC").equals(utc["bucket"])   # +05:30: same 5-minute buckets
     assert kolkata.drop("bucket").equals(utc.drop("bucket"))
+
+
+def quoted(document: str, source: str) -> list[str]:
+    """The <pre> blocks quoting a log line of ``source``."""
+    return [block for block in re.findall(r"<pre>(.*?)</pre>", document, re.S) if block.startswith(f"{source}:")]
+
+
+def test_lines_rebuilt_from_standard_input_are_marked(piped_and_file_results):
+    piped, from_file = piped_and_file_results
+    document = reporting.render_html(piped, version="test")
+    blocks = quoted(document, "-")
+    assert len(blocks) >= 8 and all(re.match(r'-:\d+ <span class="rebuilt" title="not the logged line', block)
+                                    for block in blocks)
+    assert f'<span class="rebuilt">(rebuilt)</span>: {html.escape(REBUILT_NOTE, quote=True)}</p>' in document
+    plain = reporting.render_html(from_file, version="test")
+    source = str(from_file.summary.sources[0])
+    assert len(quoted(plain, source)) >= 8 and 'class="rebuilt"' not in plain
+
+
+def test_the_rebuilt_mark_is_visible_in_the_panel(browser, piped_and_file_results, tmp_path):
+    piped, _ = piped_and_file_results
+    path = tmp_path / "piped.html"
+    path.write_text(reporting.render_html(piped, version="test"), encoding="utf-8")
+    assert load(browser, path) == []
+    browser.find_element("css selector", "#findings tbody tr").click()   # the flagged client, ranked first
+    (panel,) = [p for p in browser.find_elements("css selector", "section.detail") if p.is_displayed()]
+    marks = panel.find_elements("css selector", "pre .rebuilt")
+    assert marks and marks[0].is_displayed() and marks[0].text == "(rebuilt)"
+    assert "standard input" in panel.find_element("css selector", "p.legend .rebuilt").find_element(
+        "xpath", "..").text

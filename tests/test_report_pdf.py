@@ -139,3 +139,18 @@ def test_characters_without_a_glyph_are_escaped_not_dropped(tmp_path, caplog):
     content = text(pdf)
     assert "\\u4e2d\\u6587" in content and "\\U0001f600" in content
     assert re.search(r"part0\.log\s+\(combined\)\s+\S*part1\.log", content) and "\\x0a" not in content
+
+
+def test_lines_rebuilt_from_standard_input_are_marked(piped_and_file_results, tmp_path):
+    piped, from_file = piped_and_file_results
+    path = tmp_path / "piped.pdf"
+    path.write_bytes(reporting.render_pdf(piped, version="test"))
+    content = text(path)
+    quoted = [line for line in content.splitlines() if re.match(r"-:\d+", line)]
+    assert len(quoted) >= 8 and all(re.match(r"-:\d+ \(rebuilt\): ", line) for line in quoted), quoted
+    assert "(rebuilt): not the logged line: rebuilt in combined format from the parsed fields" in " ".join(
+        content.split())
+    path.write_bytes(reporting.render_pdf(from_file, version="test"))
+    content = text(path)
+    source = from_file.summary.sources[0]
+    assert sum(line.startswith(f"{source}:") for line in content.splitlines()) >= 8 and "(rebuilt)" not in content
