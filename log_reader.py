@@ -82,10 +82,11 @@ def iter_chunks(source: str, progress: Progress | None = None,
     """
     stream, raw = _open(source)
     carry, position = b"", 0
+    measured = progress is not None and source != "-" and raw.seekable()   # not a pipe, e.g. -f <(zcat ...)
     try:
         while True:
             block = _read(stream, chunk_bytes, source)
-            if progress and source != "-":
+            if progress and measured:
                 now = raw.tell()
                 progress(now - position)
                 position = now

@@ -4,7 +4,9 @@ import bz2
 import gzip
 import io
 import lzma
+import os
 import sys
+import threading
 from datetime import UTC, datetime
 
 import polars as pl
@@ -241,3 +243,18 @@ def test_read_ahead_stops_reading_when_the_consumer_stops():
     assert next(reader).to_list() == [0]
     reader.close()
     assert len(produced) <= 4   # one being parsed, one queued, one in the reader's hands: not all 100
+
+
+def test_a_named_pipe_is_read_like_a_file_with_progress_on(tmp_path):
+    # what the shell passes for `log_analyser -f <(zcat access.log.gz)`: /dev/fd/N, a pipe that cannot seek
+    read_end, write_end = os.pipe()
+    text = "".join(f"{COMBINED}\n" for _ in range(50)).encode()
+    writer = threading.Thread(target=lambda: (os.write(write_end, text), os.close(write_end)))
+    writer.start()
+    seen: list[int] = []
+    try:
+        result = fp.parse([f"/dev/fd/{read_end}"], progress=seen.append)
+    finally:
+        writer.join()
+        os.close(read_end)
+    assert result.stats.parsed_lines == 50 and result.stats.unparsed_lines == 0
