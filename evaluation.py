@@ -130,14 +130,16 @@ def render(scores: Scores) -> str:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="log_analyser evaluate",
                                      description="Score detection quality against per-IP labels.")
-    parser.add_argument("-f", "--file", dest="files", action="extend", nargs="+", required=True, metavar="LOG")
+    parser.add_argument("-f", "--file", dest="files", action="extend", nargs="+", required=True, metavar="LOG",
+                        help="access log(s) to analyse: paths, globs, '-' for stdin")
     parser.add_argument("--labels", required=True, help="CSV with ip,label,attack_type (label: attack/benign)")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.add_argument("-o", "--output", metavar="PATH", help="write the report to PATH instead of stdout")
-    parser.add_argument("--format", dest="format_name", default="auto", metavar="NAME", help="log format preset")
+    parser.add_argument("--format", dest="format_name", default="auto", metavar="NAME",
+                        help="log format preset (log_analyser --format list), default auto")
     parser.add_argument("--threshold", type=float, default=40.0, metavar="SCORE",
                         help="flag clients scoring at least SCORE (default 40)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="random seed for the models (default 0)")
     return parser
 
 

@@ -557,7 +557,7 @@ def build_train_parser() -> argparse.ArgumentParser:
     parser.add_argument("--save", required=True, metavar="DIR",
                         help="model directory to write (created; an existing model there is replaced)")
     parser.add_argument("--format", dest="format_name", default="auto", metavar="NAME",
-                        help="log format preset: auto (default), combined, common, nginx")
+                        help="log format preset (log_analyser --format list), default auto")
     parser.add_argument("--log-format", metavar="STRING", help="a custom Apache LogFormat or nginx log_format")
     parser.add_argument("--tz", default="UTC", metavar="ZONE", help="zone for timestamps without an offset")
     parser.add_argument("--seed", type=int, default=0, help="random seed for the models (default 0)")
