@@ -22,6 +22,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeGuard
 
 import polars as pl
 import yaml
@@ -304,12 +305,19 @@ def _distinct(spec: dict, bad, field: str) -> str | None:
     return column
 
 
-def _bucket(spec: object, bad) -> Bucket | None:
+def _known_mapping(spec: object, field: str, known: set[str], bad) -> TypeGuard[dict]:
+    """Whether ``spec`` is a mapping (reported if not); each key outside ``known`` is reported."""
     if not isinstance(spec, dict):
-        bad("bucket", "must be a mapping")
+        bad(field, "must be a mapping")
+        return False
+    for key in sorted(set(spec) - known):
+        bad(f"{field}.{key}", "unknown field")
+    return True
+
+
+def _bucket(spec: object, bad) -> Bucket | None:
+    if not _known_mapping(spec, "bucket", BUCKET_FIELDS, bad):
         return None
-    for key in sorted(set(spec) - BUCKET_FIELDS):
-        bad(f"bucket.{key}", "unknown field")
     capacity, leak = _positive(spec, "capacity", bad, "bucket"), _positive(spec, "leak_speed", bad, "bucket")
     if spec.get("weight") not in (None, "bytes"):
         bad("bucket.weight", "only 'bytes' is supported")
@@ -329,11 +337,8 @@ def _bucket(spec: object, bad) -> Bucket | None:
 
 
 def _window(spec: object, bad) -> Window | None:
-    if not isinstance(spec, dict):
-        bad("window", "must be a mapping")
+    if not _known_mapping(spec, "window", WINDOW_FIELDS, bad):
         return None
-    for key in sorted(set(spec) - WINDOW_FIELDS):
-        bad(f"window.{key}", "unknown field")
     maxretry, findtime = _positive(spec, "maxretry", bad, "window"), _positive(spec, "findtime", bad, "window")
     if maxretry is None or findtime is None:
         return None
@@ -404,10 +409,9 @@ def _regex_columns(events: pl.DataFrame, rules: Sequence[BehaviourRule]) -> list
     wanted = sorted({pair for rule in rules for pair in rule.regexes})
     columns = []
     for column in sorted({column for column, _ in wanted}):
-        predicates = {_regex_column(c, pattern): (lambda text, pattern=pattern: text.str.contains(pattern))
-                      for c, pattern in wanted if c == column}
+        patterns = {_regex_column(c, pattern): pattern for c, pattern in wanted if c == column}
         values = _target(events) if column == "_target" else events[column]
-        columns += [mask.alias(name) for name, mask in log_events.text_masks(values, predicates).items()]
+        columns += [mask.alias(name) for name, mask in log_events.text_masks(values, patterns).items()]
     return columns
 
 

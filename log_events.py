@@ -62,27 +62,27 @@ def per_distinct(transform: Callable[[pl.Series], pl.Series],
     return apply
 
 
-def text_masks(values: pl.Series, predicates: Mapping[str, Callable[[pl.Series], pl.Series]],
+def text_masks(values: pl.Series, patterns: Mapping[str, str],
                transform: Callable[[pl.Series], pl.Series] | None = None) -> dict[str, pl.Series]:
-    """Boolean masks over ``values`` (a String or Categorical column), one per named predicate, each
-    evaluated on the text of the distinct values only (null as the empty string; ``transform``, such
-    as URL-decoding, applied to that text once) and mapped back to every row. A log repeats its user
-    agents, referers and paths many times over, so this matches a fraction of the rows, and a
-    categorical column is never cast to text as a whole."""
+    """Boolean masks over ``values`` (a String or Categorical column), one per named regular
+    expression, each matched on the text of the distinct values only (null as the empty string;
+    ``transform``, such as URL-decoding, applied to that text once) and mapped back to every row. A
+    log repeats its user agents, referers and paths many times over, so this matches a fraction of
+    the rows, and a categorical column is never cast to text as a whole."""
     distinct = values.unique()
     text = distinct.cast(pl.String).fill_null("")
     text = transform(text) if transform is not None else text
     masks = {}
-    for name, predicate in predicates.items():
-        matched = distinct.filter(predicate(text).fill_null(False))
+    for name, pattern in patterns.items():
+        matched = distinct.filter(text.str.contains(pattern).fill_null(False))
         mask = values.is_in(matched.drop_nulls().implode()).fill_null(False)
         masks[name] = mask | values.is_null() if matched.null_count() else mask
     return masks
 
 
-def text_matches(values: pl.Series, predicate: Callable[[pl.Series], pl.Series]) -> pl.Series:
-    """``text_masks`` for one predicate."""
-    return text_masks(values, {"": predicate})[""]
+def text_matches(values: pl.Series, pattern: str) -> pl.Series:
+    """``text_masks`` for one regular expression."""
+    return text_masks(values, {"": pattern})[""]
 
 
 def _url_unquote(values: pl.Series) -> pl.Series:

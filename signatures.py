@@ -93,9 +93,9 @@ def matches(events: pl.DataFrame, signatures: tuple[Signature, ...] = SIGNATURES
 
     Each part is decoded and matched once per distinct value (targets and user agents repeat)."""
     masks = {s.id: pl.Series([False] * events.height, dtype=pl.Boolean) for s in signatures}
+    patterns = {s.id: s.pattern for s in signatures}
     for values in _parts(events):
-        predicates = {s.id: (lambda text, pattern=s.pattern: text.str.contains(pattern)) for s in signatures}
-        found = log_events.text_masks(values, predicates, transform=lambda text: pl.select(decoded(pl.lit(text)))
+        found = log_events.text_masks(values, patterns, transform=lambda text: pl.select(decoded(pl.lit(text)))
                                       .to_series())
         masks = {name: mask | found[name] for name, mask in masks.items()}
     return pl.DataFrame([mask.alias(name) for name, mask in masks.items()])
