@@ -292,11 +292,10 @@ def unrecorded_fields(events: pl.DataFrame, ruleset: RuleSet) -> list[str]:
     combined log, which does not record it): conditions on them cannot match."""
     used: dict[str, int] = {}
     for rule in ruleset.rules:
-        for name in rule.fields:
+        for name in rule.fields - {sigma_compile.KEYWORDS}:   # every event has a line to search
             used[name] = used.get(name, 0) + 1
     if not used or events.height == 0:
         return []
-    events = searchable(events, ruleset)
     columns = {name: sigma_compile.source_columns(sigma_compile.FIELDS[name].column) for name in used}
     empty = events.select([pl.col(c).is_null().all() for c in {c for cs in columns.values() for c in cs}]).row(
         0, named=True)
