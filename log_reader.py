@@ -82,7 +82,7 @@ def iter_chunks(source: str, progress: Progress | None = None,
     """
     stream, raw = _open(source)
     carry, position = b"", 0
-    measured = progress is not None and source != "-" and raw.seekable()   # not a pipe, e.g. -f <(zcat ...)
+    measured = source != "-" and raw.seekable()   # not standard input or a pipe, e.g. -f <(zcat ...)
     try:
         while True:
             block = _read(stream, chunk_bytes, source)
