@@ -16,7 +16,7 @@ from log_formats import LogFormat
 # The one canonical events schema. Every format produces exactly these columns, in this order.
 # Repeated strings are dictionary-encoded (Categorical: 4 bytes a row) so that 5M events fit in
 # well under 1 GB; cast to pl.String before using .str on them. The raw line is not kept: fetch
-# example lines by (source, line_number) with log_input.read_lines.
+# example lines by (source, line_number) with log_reader.read_lines.
 EVENT_SCHEMA: dict[str, pl.DataType] = {
     "timestamp": pl.Datetime("us", "UTC"),   # the request time, normalised to UTC
     "tz_offset_min": pl.Int16(),             # the offset the server logged, minutes east of UTC

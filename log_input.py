@@ -15,7 +15,8 @@ from datetime import UTC, datetime, timedelta
 
 import polars as pl
 
-from analyser_errors import ConfigError, InputError
+import log_reader
+from analyser_errors import ConfigError
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 _COMPRESSED = re.compile(r"\.(?:gz|bz2|xz)$")
@@ -146,25 +147,6 @@ def resolve_real_ip(frame: pl.DataFrame, header: str, trusted: tuple[Network, ..
     return joined["_client"]
 
 
-def read_lines(source: str, line_numbers: Iterable[int]) -> dict[int, str]:
-    """The raw text of the given 1-based lines of ``source`` (decompressed as when parsing):
-    how evidence fetches example lines, since the events table does not keep raw text."""
-    from log_reader import iter_chunks
-
-    if source == "-":
-        raise InputError("lines read from standard input cannot be read again", path=source)
-    wanted = sorted(set(line_numbers))
-    found: dict[int, str] = {}
-    first = 1
-    for chunk in iter_chunks(source):
-        inside = [n for n in wanted if first <= n < first + chunk.len()]
-        found.update({n: chunk[n - first] for n in inside})
-        first += chunk.len()
-        if wanted and first > wanted[-1]:
-            break
-    return found
-
-
 def is_readable_again(source: str) -> bool:
     """Whether example lines can be fetched later (files yes, standard input no)."""
     return source != "-" and os.path.isfile(source)
@@ -192,7 +174,7 @@ def read_back(places: Iterable[tuple[str, int]]) -> dict[tuple[str, int], str]:
     for source, number in places:
         wanted.setdefault(source, set()).add(number)
     return {(source, n): line for source, numbers in wanted.items() if is_readable_again(source)
-            for n, line in read_lines(source, numbers).items()}
+            for n, line in log_reader.read_lines(source, numbers).items()}
 
 
 def with_raw(frame: pl.DataFrame) -> pl.DataFrame:

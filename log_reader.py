@@ -5,6 +5,7 @@ Bytes that are not UTF-8 are kept as ``\\xNN`` escapes; nothing here parses a li
 """
 from __future__ import annotations
 
+import bisect
 import bz2
 import contextlib
 import glob
@@ -15,7 +16,8 @@ import os
 import queue
 import sys
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 import polars as pl
@@ -75,14 +77,24 @@ def _read(stream: BinaryIO, size: int, source: str) -> bytes:
 
 
 def iter_chunks(source: str, progress: Progress | None = None,
-                chunk_bytes: int = CHUNK_BYTES) -> Iterator[pl.Series]:
+                chunk_bytes: int | None = None) -> Iterator[pl.Series]:
     """Yield the file's lines as String Series of roughly ``chunk_bytes`` each, in order.
 
     Bytes that are not UTF-8 are kept as ``\\xNN`` escapes, the way Apache logs them.
     """
+    return (_split(block) for block in line_blocks(source, progress, chunk_bytes))
+
+
+def line_blocks(source: str, progress: Progress | None = None,
+                chunk_bytes: int | None = None) -> Iterator[bytes]:
+    """The file's bytes (decompressed) in blocks of whole lines, roughly ``chunk_bytes`` (default
+    CHUNK_BYTES) each, without their last newline: a block of n lines holds n - 1 newlines.
+    A plain file read to its end leaves a LineIndex of it for ``read_lines``."""
+    chunk_bytes = chunk_bytes or CHUNK_BYTES
     stream, raw = _open(source)
     carry, position = b"", 0
     measured = source != "-" and raw.seekable()   # not standard input or a pipe, e.g. -f <(zcat ...)
+    index = LineIndex.of(raw) if measured and stream is raw else None
     try:
         while True:
             block = _read(stream, chunk_bytes, source)
@@ -98,12 +110,118 @@ def iter_chunks(source: str, progress: Progress | None = None,
                 carry = block
                 continue
             carry = block[cut:]
-            yield _split(block[:cut - 1])
+            if index:
+                index.add(block, cut)
+            yield block[:cut - 1]
         if carry:
-            yield _split(carry)
+            yield carry
+        if index:
+            _INDEXES[source] = index
     finally:
         if stream is not sys.stdin.buffer:
             stream.close()
+
+
+def decode_line(line: bytes) -> str:
+    """One line's text exactly as ``iter_chunks`` gives it (``\\xNN`` escapes, no trailing CR)."""
+    return line.decode("utf-8", errors="backslashreplace").removesuffix("\r")
+
+
+@dataclass
+class LineIndex:
+    """Where, every few dozen kilobytes of a plain file, a line starts: (line number, byte offset)
+    pairs, so that example lines can be read back without reading the file again from the top
+    (the idea of the standard library's linecache, without keeping the text). It holds while the
+    file is the same one, only grown: same device and inode, no smaller."""
+
+    identity: tuple[int, int, int]          # device, inode, size when indexed
+    lines: list[int] = field(default_factory=lambda: [1])
+    offsets: list[int] = field(default_factory=lambda: [0])
+    _next_line: int = 1
+    _next_offset: int = 0
+
+    @classmethod
+    def of(cls, file: BinaryIO) -> LineIndex:
+        status = os.fstat(file.fileno())
+        return cls((status.st_dev, status.st_ino, status.st_size))
+
+    def add(self, block: bytes, end: int) -> None:
+        """Index the whole lines ``block[:end]`` (``end`` just after a newline), read next in the file."""
+        start = 0
+        while (cut := block.find(b"\n", start + INDEX_STEP, end) + 1) > 0:
+            self._next_line += block.count(b"\n", start, cut)
+            self._next_offset += cut - start
+            self.lines.append(self._next_line)
+            self.offsets.append(self._next_offset)
+            start = cut
+        self._next_line += block.count(b"\n", start, end)
+        self._next_offset += end - start
+
+    def holds_for(self, path: str) -> bool:
+        try:
+            status = os.stat(path)
+        except OSError:
+            return False
+        device, inode, size = self.identity
+        return (status.st_dev, status.st_ino) == (device, inode) and status.st_size >= size
+
+
+INDEX_STEP = 64 * 1024
+_INDEXES: dict[str, LineIndex] = {}   # by source, as given to line_blocks
+
+
+def read_lines(source: str, line_numbers: Iterable[int]) -> dict[int, str]:
+    """The text of the given 1-based lines of ``source`` (decompressed), exactly as ``iter_chunks``
+    gives them: how evidence fetches example lines, since the events table keeps no raw text.
+    A plain file already read through has its LineIndex: only the pieces holding a wanted line
+    are read. Otherwise the file is read from the top, only blocks holding one being split."""
+    if source == "-":
+        raise InputError("lines read from standard input cannot be read again", path=source)
+    wanted = sorted({n for n in line_numbers if n >= 1})
+    index = _INDEXES.get(source)
+    if index is not None and index.holds_for(source):
+        return _read_indexed(source, index, wanted)
+    found: dict[int, str] = {}
+    first = 1
+    for block in line_blocks(source):
+        if not wanted:
+            break
+        first = _take(block, first, wanted, found)
+    return found
+
+
+def _take(block: bytes, first: int, wanted: list[int], found: dict[int, str]) -> int:
+    """Move the lines of ``wanted`` (sorted, popped from the front) inside ``block``, whose first
+    line is number ``first``, into ``found``; the number of the line after the block."""
+    end = first + block.count(b"\n") + 1
+    if wanted and wanted[0] < end:
+        lines = block.split(b"\n")
+        while wanted and wanted[0] < end:
+            number = wanted.pop(0)
+            found[number] = decode_line(lines[number - first])
+    return end
+
+
+def _read_indexed(source: str, index: LineIndex, wanted: list[int]) -> dict[int, str]:
+    """read_lines through the index: from the indexed line before each wanted one, read until that
+    line is whole (or the file ends), then take every wanted line the bytes read hold."""
+    found: dict[int, str] = {}
+    with open(source, "rb") as file:
+        while wanted:
+            piece = bisect.bisect_right(index.lines, wanted[0]) - 1
+            first = index.lines[piece]
+            file.seek(index.offsets[piece])
+            data, ended = file.read(INDEX_STEP), False
+            while data.count(b"\n") <= wanted[0] - first and not ended:
+                more = file.read(INDEX_STEP)
+                data, ended = data + more, not more
+            whole = data.removesuffix(b"\n") if ended else data[:data.rfind(b"\n")]
+            before = len(wanted)
+            if data or not ended:
+                _take(whole, first, wanted, found)
+            if len(wanted) == before:
+                break   # past the end of the file: there is no such line
+    return found
 
 
 def read_ahead(chunks: Iterator[pl.Series]) -> Iterator[pl.Series]:

@@ -9,13 +9,17 @@ from datetime import UTC, datetime
 
 import pytest
 from conftest import DATA
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import analysis
 import file_parser as fp
 import log_analyser
 import log_input
+import log_reader
 from analyser_errors import ConfigError, InputError
-from log_input import InputOptions, order_rotated, parse_networks, parse_time_bound, read_lines, real_client
+from log_input import InputOptions, order_rotated, parse_networks, parse_time_bound, real_client
+from log_reader import read_lines
 
 NOW = datetime(2026, 3, 10, 12, 0, 0, tzinfo=UTC)
 
@@ -150,6 +154,31 @@ def test_example_lines_are_fetched_by_source_and_line_number(tmp_path):
     events = fp.parse([str(path)]).events
     wanted = events.filter(events["path"] == "/s3").row(0, named=True)
     assert read_lines(str(wanted["source"]), [wanted["line_number"]]) == {4: line(3).rstrip("\n")}
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(lines=st.lists(st.binary(max_size=40).map(lambda b: b.replace(b"\n", b"")), min_size=1, max_size=30),
+       ending=st.sampled_from([b"", b"\n", b"\r\n", b"\n\n"]), chunk=st.integers(1, 64), step=st.integers(1, 64),
+       data=st.data())
+def test_lines_read_back_are_the_lines_the_parser_read(tmp_path, monkeypatch, lines, ending, chunk, step, data):
+    # lines are numbered as the parser's reader numbers them, whether read through the line index
+    # left by the parse or from the top: with bytes that are not UTF-8, carriage returns, blank
+    # lines, and lines straddling blocks and index steps of any size
+    path = tmp_path / "b.log"
+    path.write_bytes(b"\n".join([b"a first line: no compression magic", *lines]) + ending)
+    monkeypatch.setattr(log_reader, "CHUNK_BYTES", chunk)
+    monkeypatch.setattr(log_reader, "INDEX_STEP", step)
+    monkeypatch.setattr(log_reader, "_INDEXES", {})
+    read = [text for block in log_reader.iter_chunks(str(path)) for text in block.to_list()]
+    wanted = data.draw(st.lists(st.integers(0, len(read) + 2)))
+    expected = {n: read[n - 1] for n in wanted if 1 <= n <= len(read)}
+    index = log_reader._INDEXES[str(path)]
+    content = path.read_bytes()   # each indexed line starts at its offset
+    assert all(content.count(b"\n", 0, offset) + 1 == number and content[offset - 1:offset] in (b"", b"\n")
+               for number, offset in zip(index.lines, index.offsets, strict=True))
+    assert read_lines(str(path), wanted) == expected
+    log_reader._INDEXES.clear()
+    assert read_lines(str(path), wanted) == expected
 
 
 def test_example_lines_are_read_back_from_a_file_and_marked_rebuilt_from_stdin(tmp_path, monkeypatch):
