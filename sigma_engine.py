@@ -179,11 +179,15 @@ def load(folders: Sequence[str | Path], columns: Iterable[str] = SEARCHABLE) -> 
     return ruleset
 
 
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)   # what SigmaCollection.from_yaml does, in C
+
+
 def _read(path: Path) -> tuple[list[SigmaRule], list[Problem]]:
     """The rules of one file, and its load errors (YAML, schema, condition, modifiers)."""
     try:
         text = path.read_text(encoding="utf-8")
-        collection = SigmaCollection.from_yaml(text, collect_errors=True, source=SigmaRuleLocation(path))
+        collection = SigmaCollection.from_dicts(list(yaml.load_all(text, Loader=_YAML_LOADER)), collect_errors=True,
+                                                source=SigmaRuleLocation(path))
     except (OSError, UnicodeDecodeError) as exc:
         return [], [Problem("error", str(path), "-", f"cannot read: {exc}")]
     except yaml.YAMLError as exc:
