@@ -11,6 +11,7 @@ import math
 import threading
 from collections import Counter
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, cast
@@ -155,17 +156,16 @@ def analyse(sources: Sequence[str], settings: Settings = Settings(),
     warming = _preload_detectors(sources, settings)
     try:
         parsed, table = _aggregate(sources, settings, progress)
-        # the request-level detections first: they need no detector library, which meanwhile finishes loading
-        found = _Detected.of(parsed.events, settings, rules) if settings.engine != "spark" else None
+        # the detectors fit and score on a thread while the request-level stages run: both spend
+        # most of their time in Polars, scikit-learn or TensorFlow code that releases the GIL
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="detectors") as pool:
+            scoring = pool.submit(_score, table, settings, ",".join(sources), warming)
+            found = _Detected.of(parsed.events, settings, rules) if settings.engine != "spark" else None
+            baseline, used, scores, detector_scores, notes = scoring.result()
     finally:
         for thread in warming:   # also on an error: a thread left importing TensorFlow can crash the exit
             thread.join()
-    used = ip_features.logged_features(table)
-    baseline, used, model_notes = _baseline(table, used, settings, source=",".join(sources))
-    scores, detector_scores, notes = detect.score_clients(table, used, n_estimators=settings.n_estimators,
-                                                          random_state=settings.random_state, baseline=baseline,
-                                                          fusion=settings.fusion)
-    notes = model_notes + notes + spark_notes
+    notes = notes + spark_notes
     if found is None:
         # engine spark: no events came back, so no request-level evidence: the anomaly score is the verdict
         verdicts = verdict.anomaly_only(table["client_ip"].to_list(), scores.tolist(), settings.allowlist)
@@ -189,6 +189,19 @@ def analyse(sources: Sequence[str], settings: Settings = Settings(),
     if settings.explain.enabled:
         result = explanations.explain(result, settings.explain, cache=llm_cache)
     return result
+
+
+def _score(table: pl.DataFrame, settings: Settings, source: str, warming: list[threading.Thread]
+           ) -> tuple[Baseline | None, list[str], np.ndarray, dict[str, np.ndarray], list[str]]:
+    """The detectors fitted (or loaded) and scoring every client, once their libraries are loaded:
+    (baseline, features used, fused scores, scores by detector, notes)."""
+    for thread in warming:
+        thread.join()
+    baseline, used, model_notes = _baseline(table, ip_features.logged_features(table), settings, source)
+    scores, detector_scores, notes = detect.score_clients(table, used, n_estimators=settings.n_estimators,
+                                                          random_state=settings.random_state, baseline=baseline,
+                                                          fusion=settings.fusion)
+    return baseline, used, scores, detector_scores, model_notes + notes
 
 
 def detections(events: pl.DataFrame, settings: Settings, sigma_rules: sigma_engine.RuleSet | None = None
