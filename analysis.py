@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from functools import partial
 from typing import TYPE_CHECKING, cast
 
 import numpy as np
@@ -43,7 +44,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 SCHEMA_VERSION = "1.2"  # 1.1: contributions, explanation (and the optional stages' fields); 1.2: examples' rebuilt
-PRELOAD_MAX_BYTES = 512 * 2**20
+PRELOAD_MAX_BYTES = 512 * 2**20   # larger inputs: no preloading, no overlap of stages (memory first)
 DEEP_PRELOAD_MIN_BYTES = 4 * 2**20   # ~20k combined lines
 TRAIN_MIN_CLIENTS = 20  # fewer clients than this cannot describe a site's normal traffic
 SPARK_NOTE = ("engine spark: Spark returns no single requests, so the behaviour rules, payload signatures, Sigma "
@@ -153,15 +154,23 @@ def analyse(sources: Sequence[str], settings: Settings = Settings(),
     spark_notes = _spark_notes(settings) if settings.engine == "spark" else []  # before any work: may refuse
     # before parsing, so that broken rules fail fast; not on Spark, where no request-level stage runs
     rules = _sigma_rules(settings) if settings.engine != "spark" else sigma_engine.RuleSet(folders=(), rules=())
-    warming = _preload_detectors(sources, settings)
+    size = log_reader.input_bytes(sources)
+    warming = _preload_detectors(size, settings)
     try:
         parsed, table = _aggregate(sources, settings, progress)
-        # the detectors fit and score on a thread while the request-level stages run: both spend
-        # most of their time in Polars, scikit-learn or TensorFlow code that releases the GIL
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="detectors") as pool:
-            scoring = pool.submit(_score, table, settings, ",".join(sources), warming)
-            found = _Detected.of(parsed.events, settings, rules) if settings.engine != "spark" else None
-            baseline, used, scores, detector_scores, notes = scoring.result()
+        score = partial(_score, table, settings, ",".join(sources), warming)
+        detected = partial(_Detected.of, parsed.events, settings, rules) if settings.engine != "spark" else None
+        if size < PRELOAD_MAX_BYTES:
+            # the detectors fit and score on a thread while the request-level stages run: both spend most
+            # of their time in Polars, scikit-learn or TensorFlow code that releases the GIL. On larger
+            # inputs one runs after the other, so that their memory does not add to the rules' peak.
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="detectors") as pool:
+                scoring = pool.submit(score)
+                found = detected() if detected else None
+                baseline, used, scores, detector_scores, notes = scoring.result()
+        else:
+            found = detected() if detected else None
+            baseline, used, scores, detector_scores, notes = score()
     finally:
         for thread in warming:   # also on an error: a thread left importing TensorFlow can crash the exit
             thread.join()
@@ -315,13 +324,12 @@ def _sigma_rules(settings: Settings) -> sigma_engine.RuleSet:
     return sigma_engine.load(folders)
 
 
-def _preload_detectors(sources: Sequence[str], settings: Settings) -> list[threading.Thread]:
+def _preload_detectors(size: int, settings: Settings) -> list[threading.Thread]:
     """Import the detectors' libraries on threads while Polars parses (Polars releases the GIL):
     scikit-learn (about a second), except on large inputs, where its ~90 MB would add to the peak
     of the feature stage; and Keras on TensorFlow (about 4 s and 650 MB, resident anyway by the
     rule stages, where the peak is) when the autoencoder will likely run, i.e. on inputs large
-    enough to hold the clients it needs."""
-    size = log_reader.input_bytes(sources)
+    enough to hold the clients it needs. ``size``: the input's bytes on disk."""
     targets: list[Callable[[], object]] = []
     if size < PRELOAD_MAX_BYTES:
         targets.append(lambda: importlib.import_module("sklearn.ensemble"))
