@@ -65,7 +65,7 @@ def ensure_goaccess() -> str | None:
 
 
 def timed(command: list[str]) -> dict:
-    """Wall seconds and peak RSS (bytes) of one child process."""
+    """Wall seconds, CPU seconds (user + system) and peak RSS (bytes) of one child process."""
     start = time.perf_counter()
     child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(child.pid, 0)
@@ -73,7 +73,7 @@ def timed(command: list[str]) -> dict:
     error = child.stderr.read().decode(errors="replace") if child.stderr else ""
     if os.waitstatus_to_exitcode(status) != 0:
         raise RuntimeError(f"{command[:3]} failed: {error[-500:]}")
-    return {"seconds": seconds, "rss": usage.ru_maxrss * 1024}
+    return {"seconds": seconds, "cpu": usage.ru_utime + usage.ru_stime, "rss": usage.ru_maxrss * 1024}
 
 
 def commands(path: Path, folder: Path, goaccess: str | None) -> dict[str, list[str]]:
@@ -98,8 +98,9 @@ def bench_size(lines: int, args: argparse.Namespace, folder: Path, goaccess: str
     for mode, runs in results.items():
         seconds = statistics.median(r["seconds"] for r in runs)
         rss = statistics.median(r["rss"] for r in runs)
+        cpu = statistics.median(r["cpu"] for r in runs)
         print(f"{mode:>18}: median {seconds:6.2f} s over {len(runs)} runs = {count / seconds:>9,.0f} lines/s, "
-              f"peak RSS {rss / 2**20:,.0f} MiB")
+              f"CPU {cpu:5.1f} s, peak RSS {rss / 2**20:,.0f} MiB")
     for mode in ("end-to-end", "end-to-end iforest"):
         if "goaccess" not in results or mode not in results:
             continue
