@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import glob
 import logging
 import os
 import sys
@@ -13,17 +14,19 @@ import traceback
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from importlib import metadata
+from typing import NoReturn
 
-# Polars allocates through jemalloc, which keeps freed pages for a while (Polars' default: half a
-# second dirty, one more muzzy). The stages free and allocate hundreds of MB in turn, so the peak RSS
-# of a big log was largely memory already freed (5M lines: 2.1 GiB, 1.4 GiB with this). A background
-# thread returns it at once. Polars reads this when it is first imported, so it is set here, before
-# any module that imports Polars; a value the user set is kept.
+from analyser_errors import AnalyserError, ConfigError, ExitCode
+from evidence import Severity
+
+# Polars allocates through jemalloc, which keeps freed pages for a while. The stages free and allocate
+# hundreds of MB in turn, so the peak RSS of a big log was largely memory already freed (5M lines:
+# 2.1 GiB, 1.4 GiB returning it at once). Returning every page at once costs system time, though
+# (1M lines: +1.4 s of CPU, a fifth of the run), so a small input keeps freed pages a quarter of a
+# second. Polars reads this when it is first imported: main() sets it before anything imports Polars.
 RETURN_FREED_MEMORY = "background_thread:true,dirty_decay_ms:0,muzzy_decay_ms:0"
-os.environ.setdefault("_RJEM_MALLOC_CONF", RETURN_FREED_MEMORY)
-
-from analyser_errors import AnalyserError, ConfigError, ExitCode  # noqa: E402
-from evidence import Severity  # noqa: E402
+RETURN_FREED_MEMORY_SOON = "background_thread:true,dirty_decay_ms:250,muzzy_decay_ms:0"
+LARGE_INPUT_BYTES = 512 * 2**20
 
 log = logging.getLogger("log_analyser")
 
@@ -660,9 +663,35 @@ def _configure_logging(args: argparse.Namespace) -> None:
     logging.getLogger("urllib3").setLevel(logging.DEBUG if args.debug else logging.ERROR)
 
 
+class _Peek(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:   # the real parser reports usage errors
+        raise ValueError(message)
+
+
+def allocator_settings(argv: Sequence[str]) -> str:
+    """jemalloc's settings for a run over the ``-f`` inputs in ``argv``: freed memory returned at
+    once when they are large (LARGE_INPUT_BYTES on disk, all told), read from standard input or
+    compressed (their size is not known); soon after otherwise."""
+    peek = _Peek(add_help=False)
+    peek.add_argument("-f", "--file", nargs="+", action="extend", default=[])
+    try:
+        patterns = peek.parse_known_args(argv)[0].file
+    except ValueError:
+        return RETURN_FREED_MEMORY
+    size = 0
+    for pattern in patterns:
+        if pattern == "-" or pattern.endswith((".gz", ".bz2", ".xz")):
+            return RETURN_FREED_MEMORY
+        for path in glob.glob(pattern) if glob.has_magic(pattern) else [pattern]:
+            with contextlib.suppress(OSError):
+                size += os.path.getsize(path)
+    return RETURN_FREED_MEMORY if size >= LARGE_INPUT_BYTES else RETURN_FREED_MEMORY_SOON
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """The console script: run() with errors mapped to one line and an exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    os.environ.setdefault("_RJEM_MALLOC_CONF", allocator_settings(argv))   # a value the user set is kept
     debug = "--debug" in argv
     try:
         return int(run(argv))

@@ -247,18 +247,40 @@ def test_tz_sets_the_zone_of_the_night_time_feature(tmp_path):
     assert tokyo.events["tz_offset_min"].to_list() == [0] * 12  # the logged offset is kept
 
 
-def test_the_cli_has_the_allocator_return_freed_memory_unless_the_user_configured_it():
+def test_the_cli_sets_the_allocator_before_polars_loads_unless_the_user_configured_it(tmp_path):
     import os
     import subprocess
     import sys
 
     from conftest import ROOT
 
-    code = ("import os, sys, log_analyser; assert 'polars' not in sys.modules; import polars; "
+    path = tmp_path / "a.log"
+    path.write_text("".join(line(s) for s in range(30)))
+    code = ("import os, sys, log_analyser; assert 'polars' not in sys.modules; "
+            f"assert log_analyser.main(['-f', {str(path)!r}, '-o', {str(tmp_path / 'r.json')!r}]) == 0; "
             "print(os.environ['_RJEM_MALLOC_CONF'])")
     env = {k: v for k, v in os.environ.items() if k != "_RJEM_MALLOC_CONF"} | {"PYTHONPATH": str(ROOT)}
     runs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env | extra,
                            check=True).stdout.strip() for extra in ({}, {"_RJEM_MALLOC_CONF": "narenas:2"})]
     # Polars puts its own defaults first and the configured value after them, which wins
-    assert runs[0].endswith("," + log_analyser.RETURN_FREED_MEMORY)
+    assert runs[0].endswith("," + log_analyser.RETURN_FREED_MEMORY_SOON)
     assert runs[1].endswith(",narenas:2") and "background_thread" not in runs[1]
+
+
+def test_freed_memory_goes_back_at_once_on_large_compressed_or_piped_inputs(tmp_path):
+    small, large = tmp_path / "small.log", tmp_path / "large.log"
+    small.write_text(line(0))
+    with open(large, "wb") as sparse:   # takes no disk space
+        sparse.truncate(log_analyser.LARGE_INPUT_BYTES)
+    soon, at_once = log_analyser.RETURN_FREED_MEMORY_SOON, log_analyser.RETURN_FREED_MEMORY
+    assert log_analyser.allocator_settings(["-f", str(small), "-o", "r.json"]) == soon
+    assert log_analyser.allocator_settings(["evaluate", "--file", str(small), "--labels", "l.csv"]) == soon
+    assert log_analyser.allocator_settings(["-f", str(small), str(tmp_path / "missing.log")]) == soon
+    assert log_analyser.allocator_settings(["-f", str(large)]) == at_once
+    assert log_analyser.allocator_settings(["-f", str(tmp_path / "*.log")]) == at_once   # globs add up
+    assert log_analyser.allocator_settings(["-f", str(small), "-f", str(large)]) == at_once
+    assert log_analyser.allocator_settings(["-f", "-"]) == at_once
+    assert log_analyser.allocator_settings(["-f", str(small) + ".gz"]) == at_once
+    assert log_analyser.allocator_settings(["-f"]) == at_once   # a usage error, reported by the real parser
+
+
