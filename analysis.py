@@ -327,9 +327,10 @@ def _sigma_rules(settings: Settings) -> sigma_engine.RuleSet:
 def _preload_detectors(size: int, settings: Settings) -> list[threading.Thread]:
     """Import the detectors' libraries on threads while Polars parses (Polars releases the GIL):
     scikit-learn (about a second), except on large inputs, where its ~90 MB would add to the peak
-    of the feature stage; and Keras on TensorFlow (about 4 s and 650 MB, resident anyway by the
-    rule stages, where the peak is) when the autoencoder will likely run, i.e. on inputs large
-    enough to hold the clients it needs. ``size``: the input's bytes on disk."""
+    of the feature stage; and Keras on TensorFlow (about 4 s and 650 MB, held from training to the
+    report anyway, so that importing early raises the peak by under 0.1 GB at 5M lines) when the
+    autoencoder will likely run, i.e. on inputs large enough to hold the clients it needs.
+    ``size``: the input's bytes on disk."""
     targets: list[Callable[[], object]] = []
     if size < PRELOAD_MAX_BYTES:
         targets.append(lambda: importlib.import_module("sklearn.ensemble"))

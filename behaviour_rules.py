@@ -11,16 +11,17 @@ Each rule selects events with a ``filter`` and counts them per client in one of 
 * ``window`` -- fail2ban's ``maxretry`` events within ``findtime`` seconds.
 
 ``distinct: COLUMN`` counts only the first event of each distinct value (distinct 404 paths,
-distinct user agents). Both windows are evaluated for all clients at once with Polars window
+distinct user agents). Both windows are evaluated for many clients at once with Polars window
 expressions (the bucket level has the closed form ``1 + A_i - cummin(A)_i`` with
-``A_i = cumsum(w)_{<i} - t_i / leak_speed``), never a per-event Python loop.
+``A_i = cumsum(w)_{<i} - t_i / leak_speed``), never a per-event Python loop; a big log is read
+one partition of clients at a time (see ``detect``).
 """
 from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeGuard
 
@@ -41,6 +42,10 @@ BUCKET_FIELDS = {"capacity", "leak_speed", "distinct", "weight", "baseline"}
 WINDOW_FIELDS = {"maxretry", "findtime", "distinct"}
 DISTINCT_COLUMNS = {"path", "query", "user_agent", "referer", "target"}
 EXAMPLES = 3
+PARTITION_EVENTS = 2**20   # events the rules read at once (a partition of the clients, see detect)
+# the event columns prepare reads (filters, distinct keys, the bucket's time and weight)
+_READ_COLUMNS = ("timestamp", "tz_offset_min", "client_ip", "status", "bytes", "method", "path", "query",
+                 "user_agent", "referer")
 
 
 @dataclass(frozen=True)
@@ -348,14 +353,17 @@ def _window(spec: object, bad) -> Window | None:
     return Window(maxretry=int(maxretry), findtime=findtime, distinct=_distinct(spec, bad, "window"))
 
 
-def prepare(events: pl.DataFrame, rules: Sequence[BehaviourRule]) -> pl.DataFrame:
+def prepare(events: pl.DataFrame, rules: Sequence[BehaviourRule], rows: pl.Series | None = None) -> pl.DataFrame:
     """The narrow table the rules run on, sorted per client by time: the event's row in ``events``
     (``_row``), the client, time in seconds (``_t``), the fields filters read as they are (status,
     bytes, method, local hour), one boolean per regex the rules read and one key per ``distinct``
-    column. No text is copied, so the sort and the per-rule filters stay small on big logs."""
+    column. No text is copied, so the sort and the per-rule filters stay small on big logs.
+    ``rows`` (UInt32 row numbers) limits it to those events."""
+    if rows is not None:
+        events = events.select(_READ_COLUMNS)[rows]
     local = pl.col("timestamp") + pl.duration(minutes=pl.col("tz_offset_min").fill_null(0))
     narrow = events.select(
-        pl.int_range(pl.len(), dtype=pl.UInt32).alias("_row"), "client_ip",
+        (pl.int_range(pl.len(), dtype=pl.UInt32) if rows is None else pl.lit(rows)).alias("_row"), "client_ip",
         (pl.col("timestamp").dt.epoch("us").cast(pl.Float64) / 1e6).alias("_t"),
         "status", "bytes", "method", local.dt.hour().alias("_local_hour"),
     ).with_columns(_regex_columns(events, rules))
@@ -389,13 +397,35 @@ def _levels(matched: pl.DataFrame, bucket: Bucket) -> pl.Expr:
 
 
 def _bucket_hits(matched: pl.DataFrame, bucket: Bucket) -> pl.DataFrame:
-    levelled = matched.with_columns(_levels(matched, bucket).alias("_level"))
-    capacity = bucket.capacity
-    if bucket.baseline_quantile is not None and levelled.height:
-        peaks = levelled.group_by("client_ip").agg(pl.col("_level").max())["_level"]
-        baseline = float(peaks.quantile(bucket.baseline_quantile, "lower") or 0.0)
-        capacity = max(capacity, bucket.baseline_factor * baseline)
-    return levelled.filter(pl.col("_level") > capacity)
+    """The events that overflow the bucket's own capacity, with their level (``_level``)."""
+    return matched.with_columns(_levels(matched, bucket).alias("_level")).filter(pl.col("_level") > bucket.capacity)
+
+
+@dataclass
+class _Baseline:
+    """A ``baseline`` bucket rule over every partition of clients: its capacity is a quantile of
+    every client's peak level, known once all partitions are read. Only a client whose peak exceeds
+    the rule's own capacity can overflow the raised one, so until then only those clients' events
+    are kept (with their level); of the others, only the peak."""
+
+    bucket: Bucket
+    peaks: list[pl.Series] = field(default_factory=list)
+    kept: list[pl.DataFrame] = field(default_factory=list)
+
+    def add(self, matched: pl.DataFrame) -> None:
+        levelled = matched.with_columns(_levels(matched, self.bucket).alias("_level"))
+        peaks = levelled.group_by("client_ip").agg(pl.col("_level").max())
+        self.peaks.append(peaks["_level"])
+        over = peaks.filter(pl.col("_level") > self.bucket.capacity)["client_ip"]
+        self.kept.append(levelled.filter(pl.col("client_ip").is_in(over.implode())))
+
+    def matched_and_hits(self) -> tuple[pl.DataFrame, pl.DataFrame]:
+        """(the kept clients' events, those that overflow the capacity raised to the baseline)."""
+        assert self.bucket.baseline_quantile is not None, "only made for baseline buckets"
+        matched = pl.concat(self.kept)
+        baseline = float(pl.concat(self.peaks).quantile(self.bucket.baseline_quantile, "lower") or 0.0)
+        capacity = max(self.bucket.capacity, self.bucket.baseline_factor * baseline)
+        return matched, matched.filter(pl.col("_level") > capacity)
 
 
 def _window_hits(matched: pl.DataFrame, window: Window) -> pl.DataFrame:
@@ -415,20 +445,21 @@ def _regex_columns(events: pl.DataFrame, rules: Sequence[BehaviourRule]) -> list
     return columns
 
 
-def evaluate(rule: BehaviourRule, prepared: pl.DataFrame, events: pl.DataFrame,
-             mask: pl.Series | None = None) -> dict[str, Evidence]:
-    """Evidence per client ip for one rule over the ``prepare``d table of ``events`` (``mask``: the
-    rule's filter, if already computed)."""
+def _matched(rule: BehaviourRule, prepared: pl.DataFrame, mask: pl.Series) -> pl.DataFrame:
+    """The events the rule counts (its filter ``mask``, then the first of each ``distinct`` value),
+    numbered per client (``_n``)."""
     keep = ["_row", "client_ip", "_t", "bytes", *([_column(rule.window.distinct)] if rule.window.distinct else [])]
-    matched = prepared.filter(rule.condition if mask is None else mask).select(keep)
+    matched = prepared.filter(mask).select(keep)
     if rule.window.distinct:
         matched = matched.unique(subset=["client_ip", _column(rule.window.distinct)], keep="first",
                                  maintain_order=True)
-    if not matched.height:
-        return {}
-    matched = matched.with_columns(pl.int_range(pl.len()).over("client_ip").alias("_n"))
-    hits = (_bucket_hits(matched, rule.window) if isinstance(rule.window, Bucket)
-            else _window_hits(matched, rule.window))
+    return matched.with_columns(pl.int_range(pl.len()).over("client_ip").alias("_n"))
+
+
+def _evidence(rule: BehaviourRule, matched: pl.DataFrame, hits: pl.DataFrame,
+              events: pl.DataFrame) -> dict[str, Evidence]:
+    """Evidence per client ip with ``hits`` (rows of ``matched``, the rule's events), example
+    lines fetched from ``events`` by row."""
     if not hits.height:
         return {}
     counts = dict(matched.filter(pl.col("client_ip").is_in(hits["client_ip"].unique().implode()))
@@ -456,16 +487,63 @@ def _column(name: str) -> str:
     return "_target" if name == "target" else name
 
 
-def detect(events: pl.DataFrame, rules: Iterable[BehaviourRule]) -> dict[str, list[Evidence]]:
-    """Evidence from every rule, by client ip (rules in the given order)."""
+def detect(events: pl.DataFrame, rules: Iterable[BehaviourRule],
+           partition_events: int = PARTITION_EVENTS) -> dict[str, list[Evidence]]:
+    """Evidence from every rule, by client ip (rules in the given order). The rules run on one
+    partition of clients at a time, of about ``partition_events`` events, so that only its narrow
+    table and windows are in memory at once: a rule reads each client's events apart, so this
+    finds what one pass over all clients would, but for ``baseline`` buckets (see _Baseline)."""
     rules = list(rules)
     if not events.height or not rules:
         return {}
-    prepared = prepare(events, rules)
-    # every rule's filter in one select, so Polars evaluates them in parallel
-    masks = prepared.select(rule.condition.alias(str(i)) for i, rule in enumerate(rules))
+    found: list[dict[str, Evidence]] = [{} for _ in rules]
+    baselines = {i: _Baseline(rule.window) for i, rule in enumerate(rules)
+                 if isinstance(rule.window, Bucket) and rule.window.baseline_quantile is not None}
+    for rows in _partitions(events, partition_events):
+        for i, more in _partition_evidence(events, rows, rules, baselines):
+            found[i].update(more)
+    for i, baseline in baselines.items():
+        if baseline.kept:
+            found[i] = _evidence(rules[i], *baseline.matched_and_hits(), events)
     evidence: dict[str, list[Evidence]] = {}
-    for i, rule in enumerate(rules):
-        for ip, item in evaluate(rule, prepared, events, masks[str(i)]).items():
+    for per_client in found:
+        for ip, item in per_client.items():
             evidence.setdefault(ip, []).append(item)
     return evidence
+
+
+def _partition_evidence(events: pl.DataFrame, rows: pl.Series | None, rules: list[BehaviourRule],
+                        baselines: dict[int, _Baseline]) -> Iterator[tuple[int, dict[str, Evidence]]]:
+    """(rule index, evidence by client ip) from the clients at ``rows`` of ``events``, for each rule
+    they match; the events of a rule in ``baselines`` are added there instead."""
+    prepared = prepare(events, rules, rows)
+    # every rule's filter in one select, so Polars evaluates them in parallel
+    masks = prepared.select(rule.condition.alias(str(i)) for i, rule in enumerate(rules))
+    for i, rule in enumerate(rules):
+        matched = _matched(rule, prepared, masks[str(i)])
+        if not matched.height:
+            continue
+        if i in baselines:
+            baselines[i].add(matched)
+            continue
+        hits = (_bucket_hits(matched, rule.window) if isinstance(rule.window, Bucket)
+                else _window_hits(matched, rule.window))
+        yield i, _evidence(rule, matched, hits, events)
+
+
+def _partitions(events: pl.DataFrame, size: int) -> Iterator[pl.Series | None]:
+    """Row numbers (UInt32) of consecutive runs of clients in the order ``prepare`` sorts them, of
+    about ``size`` events each (a client is never split; one with more events is a partition of its
+    own); one ``None`` (every row) when the log holds no more than ``size`` events."""
+    if events.height <= size:
+        yield None
+        return
+    key = log_input.client_order(events).alias("_key")
+    # select first: a group_by on the table itself would copy every column of a table read in chunks
+    clients = events.select(key).group_by("_key").len().sort("_key")
+    # a client's partition: where its first event falls in the sorted table, in steps of ``size``
+    first = pl.col("len").cum_sum() - pl.col("len")
+    bounds = clients.group_by((first // size).alias("_part"), maintain_order=True).agg(
+        pl.col("_key").first().alias("low"), pl.col("_key").last().alias("high"))
+    for low, high in bounds.select("low", "high").iter_rows():
+        yield events.select(key.is_between(low, high)).to_series().arg_true().cast(pl.UInt32)

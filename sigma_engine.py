@@ -35,6 +35,7 @@ SEARCHABLE = (*EVENT_SCHEMA, "raw")
 
 log = logging.getLogger(__name__)
 
+CHUNK_EVENTS = 2**20   # events matched at once (see matches)
 BUILTIN_DIR = "sigma"   # our rule pack, beside this module in a checkout
 LEVELS = {"informational": Severity.INFO, "low": Severity.LOW, "medium": Severity.MEDIUM,
           "high": Severity.HIGH, "critical": Severity.CRITICAL}
@@ -311,7 +312,7 @@ def searchable(events: pl.DataFrame, ruleset: RuleSet) -> pl.DataFrame:
     """The events as the rules read them. Rules on request fields run on the distinct requests,
     whose text columns are cast to String there (the table keeps them categorical); keyword rules
     read every line, so when one is loaded the text columns are cast here and a ``raw`` line is
-    rebuilt from the fields (and marked ``rebuilt``)."""
+    rebuilt from the fields (and marked ``rebuilt``): pass a chunk of a big log, not all of it."""
     if "raw" not in events.columns and _keyword_rules(ruleset.rules):
         events = events.with_columns(pl.col(pl.Categorical).cast(pl.String))
         events = log_input.with_rebuilt(events)
@@ -322,29 +323,36 @@ def _keyword_rules(rules: Iterable[CompiledRule]) -> list[CompiledRule]:
     return [r for r in rules if any(v.startswith(sigma_compile.KEYWORDS) for v in r.views)]
 
 
-def matches(events: pl.DataFrame, ruleset: RuleSet) -> pl.DataFrame:
+def matches(events: pl.DataFrame, ruleset: RuleSet, chunk_events: int = CHUNK_EVENTS) -> pl.DataFrame:
     """Every (row, rule) match: ``row`` indexes ``events``, ``rule`` is the rule id; sorted.
 
     Rules that read only request fields run once per distinct request (method, URI, status,
     headers...), which web logs repeat many times over; keyword rules read the whole line, so
-    they run on every row."""
-    events = searchable(events, ruleset)
+    they run on every row. Both run on ``chunk_events`` events at a time: finding the distinct
+    requests of a big log at once (or its text, for keyword rules) would take several times the
+    memory of the events table. A request repeated in several chunks is matched in each, which
+    costs little, as only logs that repeat their requests have many such."""
     per_line = _keyword_rules(ruleset.rules)
     per_request = [r for r in ruleset.rules if r not in per_line]
-    frames = [_match(events, per_line, distinct=False), _match(events, per_request, distinct=True)]
-    long = [f.unpivot(index="_row", variable_name="rule").filter(pl.col("value")).drop("value")
-            for f in frames if f.width > 1]
+    long = []
+    for offset in range(0, events.height, chunk_events):
+        chunk = searchable(events.slice(offset, chunk_events), ruleset)
+        frames = [_match(chunk, per_line, distinct=False, offset=offset),
+                  _match(chunk, per_request, distinct=True, offset=offset)]
+        long += [f.unpivot(index="_row", variable_name="rule").filter(pl.col("value")).drop("value")
+                 for f in frames if f.width > 1]
     if not long:
         return pl.DataFrame(schema={"_row": pl.UInt32, "rule": pl.String})
     return pl.concat(long).sort("_row", "rule")
 
 
-def _match(events: pl.DataFrame, rules: list[CompiledRule], distinct: bool) -> pl.DataFrame:
-    """Rows (``_row``) on which at least one of ``rules`` matches, one boolean column per rule."""
+def _match(events: pl.DataFrame, rules: list[CompiledRule], distinct: bool, offset: int = 0) -> pl.DataFrame:
+    """Rows (``_row``, counted from ``offset``) on which at least one of ``rules`` matches, one
+    boolean column per rule."""
     if not rules:
         return pl.DataFrame()
     views: set[str] = set().union(*(r.views for r in rules))
-    frame = events.lazy().with_row_index("_row")
+    frame = events.lazy().with_row_index("_row", offset=offset)
     if distinct:
         keys = sorted({c for v in views for c in sigma_compile.source_columns(v.split(":")[0])})
         frame = frame.group_by(keys).agg("_row") if keys else frame.select("_row")
@@ -369,17 +377,16 @@ def evaluate(events: pl.DataFrame, ruleset: RuleSet, examples: int = 3) -> dict[
     match count and the first ``examples`` matching lines; severest first, then by rule title."""
     if not ruleset.rules or events.height == 0:
         return {}
-    events = searchable(events, ruleset)
     hits = matches(events, ruleset)
     if hits.height == 0:
         return {}
     lines = events.select("client_ip", "source", "line_number")[hits["_row"]]
-    long = pl.concat([lines, hits.select("rule")], how="horizontal").sort("client_ip", "rule", "source",
-                                                                          "line_number")
+    long = pl.concat([lines, hits], how="horizontal").sort("client_ip", "rule", "source", "line_number")
     grouped = long.group_by("client_ip", "rule", maintain_order=True).agg(
-        pl.len().alias("count"), pl.col("source").head(examples), pl.col("line_number").head(examples))
-    wanted = grouped.select("source", "line_number").explode("source", "line_number").unique()
-    raw = log_input.with_raw(events.join(wanted, on=["source", "line_number"], how="semi"))
+        pl.len().alias("count"), pl.col("source").head(examples), pl.col("line_number").head(examples),
+        pl.col("_row").head(examples))
+    # the example events fetched by row: a join on the whole table would copy it
+    raw = log_input.with_raw(events[grouped["_row"].explode().unique()])
     by_place = {(s, n): ExampleLine(source=s, line_number=n, raw=r, rebuilt=b)
                 for s, n, r, b in raw.select("source", "line_number", "raw", "rebuilt").iter_rows()}
     by_id = {r.id: r for r in ruleset.rules}

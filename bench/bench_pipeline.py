@@ -22,6 +22,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
+# The children's environment, taken before loggen imports Polars here: Polars writes its allocator's
+# settings into os.environ on import, and a child that inherited them would keep them over the CLI's
+# own (log_analyser.RETURN_FREED_MEMORY), so it would not measure what a user's run does.
+CHILD_ENV = dict(os.environ)
 
 MODES = {
     "parse": "import file_parser; r = file_parser.parse([PATH]); n = r.stats.total_lines",
@@ -67,7 +71,7 @@ def ensure_goaccess() -> str | None:
 def timed(command: list[str]) -> dict:
     """Wall seconds, CPU seconds (user + system) and peak RSS (bytes) of one child process."""
     start = time.perf_counter()
-    child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=CHILD_ENV)
     _, status, usage = os.wait4(child.pid, 0)
     seconds = time.perf_counter() - start
     error = child.stderr.read().decode(errors="replace") if child.stderr else ""

@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import behaviour_rules
+import file_parser
 from analyser_errors import RulesError
 from analysis import analyse
 
@@ -154,3 +155,33 @@ def test_window_counts_maxretry_within_findtime():
     frame = pl.DataFrame({"client_ip": ["a"] * 4 + ["b"] * 3, "_t": [0.0, 50, 100, 101, 0, 100, 200]})
     hits = behaviour_rules._window_hits(frame, behaviour_rules.Window(maxretry=3, findtime=100))
     assert hits["client_ip"].to_list() == ["a", "a"]   # b never has 3 within 100 s
+
+
+@pytest.mark.parametrize("partition_events", [1, 7, 100])
+def test_rules_per_partition_of_clients_find_what_one_pass_finds(tmp_path, partition_events):
+    """Every case's clients in one log, the rules run over partitions of a few clients each (of one
+    with partition_events=1) and in one pass: the same evidence. The request flood shows only when its
+    baseline is taken over every client: alone in a partition, a client never reaches 20x its own peak."""
+    requests = [group for case in case_files() for group in yaml.safe_load(case.read_text())["requests"]]
+    log = tmp_path / "cases.log"
+    log.write_text(render(requests + BACKGROUND))
+    events = file_parser.parse([str(log)]).events
+    rules = list(RULES.values())
+    whole = behaviour_rules.detect(events, rules)
+    assert behaviour_rules.detect(events, rules, partition_events=partition_events) == whole
+    assert "request-flood" in {e.rule_id for e in whole["203.0.113.70"]}
+
+
+@settings(max_examples=80, deadline=None, derandomize=True)
+@given(clients=st.lists(st.integers(0, 9), min_size=1, max_size=60), size=st.integers(1, 20))
+def test_partitions_hold_whole_clients_in_sort_order(clients, size):
+    events = pl.DataFrame({"client_ip": pl.Series([f"10.0.0.{c}" for c in clients], dtype=pl.Categorical)})
+    codes = events["client_ip"].to_physical().to_list()
+    found = list(behaviour_rules._partitions(events, size))
+    assert (found[0] is None) == (events.height <= size)   # None: every row, when one partition holds them
+    parts = [list(range(events.height)) if rows is None else rows.to_list() for rows in found]
+    assert sorted(row for rows in parts for row in rows) == list(range(events.height))
+    keys = [sorted({codes[row] for row in rows}) for rows in parts]
+    assert all(a[-1] < b[0] for a, b in zip(keys, keys[1:], strict=False))   # whole clients, in order
+    for rows, held in zip(parts, keys, strict=True):   # full before its last client starts
+        assert sum(codes[row] != held[-1] for row in rows) < size

@@ -281,6 +281,22 @@ def test_missing_rules_folder_is_a_rules_error(tmp_path):
         sigma_engine.check([tmp_path / "nope"])
 
 
+@pytest.mark.parametrize("chunk_events", [1, 3, 7])
+def test_matching_in_chunks_finds_what_one_pass_finds(tmp_path, chunk_events):
+    """Requests repeated across chunks, and a keyword rule, which reads lines rebuilt per chunk."""
+    write_rule(tmp_path, "keyword.yml", "keywords:\n    - 'union'\ncondition: keywords",
+               rule_id="66666666-6666-4666-8666-666666666666")
+    ruleset = sigma_engine.load([PACK, tmp_path])
+    lines = [line("GET /.env", 404), line("GET /?q=union+select"), line("GET /"),
+             line("GET /.git/config", 404, ip="198.51.100.9")] * 5
+    path = tmp_path / "access.log"
+    path.write_text("\n".join(lines) + "\n")
+    events = file_parser.parse([str(path)]).events
+    whole = sigma_engine.matches(events, ruleset)
+    assert "66666666-6666-4666-8666-666666666666" in set(whole["rule"]) and whole["rule"].n_unique() > 2
+    assert sigma_engine.matches(events, ruleset, chunk_events=chunk_events).equals(whole)
+
+
 # --- evidence ------------------------------------------------------------------------------------
 
 def test_evaluate_builds_evidence_per_client(tmp_path):
