@@ -82,7 +82,10 @@ def iter_chunks(source: str, progress: Progress | None = None,
 
     Bytes that are not UTF-8 are kept as ``\\xNN`` escapes, the way Apache logs them.
     """
-    return (_split(block) for block in line_blocks(source, progress, chunk_bytes))
+    for block in line_blocks(source, progress, chunk_bytes):
+        lines = _split(block)
+        del block   # not held while the caller parses the lines
+        yield lines
 
 
 def line_blocks(source: str, progress: Progress | None = None,
@@ -112,7 +115,8 @@ def line_blocks(source: str, progress: Progress | None = None,
             carry = block[cut:]
             if index:
                 index.add(block, cut)
-            yield block[:cut - 1]
+            block = block[:cut - 1]   # the whole block read is let go before the caller gets its lines
+            yield block
         if carry:
             yield carry
         if index:
