@@ -157,20 +157,21 @@ def analyse(sources: Sequence[str], settings: Settings = Settings(),
     size = log_reader.input_bytes(sources)
     warming = _preload_detectors(size, settings)
     try:
-        parsed, table = _aggregate(sources, settings, progress)
-        score = partial(_score, table, settings, ",".join(sources), warming)
+        parsed, features = _aggregate(sources, settings, progress)
+        score = partial(_score, features, settings, ",".join(sources), warming)
         detected = partial(_Detected.of, parsed.events, settings, rules) if settings.engine != "spark" else None
         if size < PRELOAD_MAX_BYTES:
-            # the detectors fit and score on a thread while the request-level stages run: both spend most
-            # of their time in Polars, scikit-learn or TensorFlow code that releases the GIL. On larger
-            # inputs one runs after the other, so that their memory does not add to the rules' peak.
+            # the features are computed and the detectors fit and score on a thread while the request-level
+            # stages run: both spend most of their time in Polars, scikit-learn or TensorFlow code, which
+            # releases the GIL. On larger inputs one runs after the other, so that their memory does not add
+            # to the rules' peak.
             with ThreadPoolExecutor(max_workers=1, thread_name_prefix="detectors") as pool:
                 scoring = pool.submit(score)
                 found = detected() if detected else None
-                baseline, used, scores, detector_scores, notes = scoring.result()
+                table, baseline, used, scores, detector_scores, notes = scoring.result()
         else:
             found = detected() if detected else None
-            baseline, used, scores, detector_scores, notes = score()
+            table, baseline, used, scores, detector_scores, notes = score()
     finally:
         for thread in warming:   # also on an error: a thread left importing TensorFlow can crash the exit
             thread.join()
@@ -200,17 +201,19 @@ def analyse(sources: Sequence[str], settings: Settings = Settings(),
     return result
 
 
-def _score(table: pl.DataFrame, settings: Settings, source: str, warming: list[threading.Thread]
-           ) -> tuple[Baseline | None, list[str], np.ndarray, dict[str, np.ndarray], list[str]]:
-    """The detectors fitted (or loaded) and scoring every client, once their libraries are loaded:
-    (baseline, features used, fused scores, scores by detector, notes)."""
+def _score(features: Callable[[], pl.DataFrame], settings: Settings, source: str, warming: list[threading.Thread]
+           ) -> tuple[pl.DataFrame, Baseline | None, list[str], np.ndarray, dict[str, np.ndarray], list[str]]:
+    """The per-client table from ``features``, and the detectors fitted (or loaded) and scoring every
+    client once their libraries are loaded: (table, baseline, features used, fused scores, scores by
+    detector, notes)."""
+    table = features()
     for thread in warming:
         thread.join()
     baseline, used, model_notes = _baseline(table, ip_features.logged_features(table), settings, source)
     scores, detector_scores, notes = detect.score_clients(table, used, n_estimators=settings.n_estimators,
                                                           random_state=settings.random_state, baseline=baseline,
                                                           fusion=settings.fusion)
-    return baseline, used, scores, detector_scores, model_notes + notes
+    return table, baseline, used, scores, detector_scores, model_notes + notes
 
 
 def detections(events: pl.DataFrame, settings: Settings, sigma_rules: sigma_engine.RuleSet | None = None
@@ -397,18 +400,20 @@ def _explain(findings: list[Finding], table: pl.DataFrame, baseline: Baseline | 
     return findings
 
 
-def _aggregate(sources: Sequence[str], settings: Settings,
-               progress: file_parser.Progress | None) -> tuple[file_parser.ParsedLog, pl.DataFrame]:
-    """Parse and aggregate per client, locally or on Spark; Spark returns no event rows, so the
-    stages that read single requests (rules, signatures, Sigma) have nothing to read there."""
+def _aggregate(sources: Sequence[str], settings: Settings, progress: file_parser.Progress | None
+               ) -> tuple[file_parser.ParsedLog, Callable[[], pl.DataFrame]]:
+    """Parse, and how to aggregate per client (run when called), locally or on Spark; Spark returns
+    the aggregate and no event rows, so the stages that read single requests (rules, signatures,
+    Sigma) have nothing to read there."""
     if settings.engine == "spark":
         done = spark_engine.aggregate(sources, options=settings.spark, format_name=settings.format_name,
                                       log_format=settings.log_format, tz=settings.tz,
                                       max_unparsed_ratio=settings.max_unparsed_ratio)
         empty = pl.DataFrame(schema=file_parser.EVENT_SCHEMA)
-        return file_parser.ParsedLog(events=empty, unparsed=done.unparsed_examples, stats=done.stats), done.features
+        return (file_parser.ParsedLog(events=empty, unparsed=done.unparsed_examples, stats=done.stats),
+                lambda: done.features)
     parsed = _parse(sources, settings, progress)
-    return parsed, ip_features.compute(_in_zone(parsed.events, settings.tz))
+    return parsed, lambda: ip_features.compute(_in_zone(parsed.events, settings.tz))
 
 
 def _flags(scores: np.ndarray, settings: Settings) -> np.ndarray:
