@@ -97,22 +97,25 @@ def line_blocks(source: str, progress: Progress | None = None,
     stream, raw = _open(source)
     carry, position = b"", 0
     measured = source != "-" and raw.seekable()   # not standard input or a pipe, e.g. -f <(zcat ...)
-    index = LineIndex.of(raw) if measured and stream is raw else None
+    plain = measured and stream is raw
+    index = LineIndex.of(raw) if plain else None
     try:
-        while True:
-            block = _read(stream, chunk_bytes, source)
+        while block := _read(stream, chunk_bytes, source):
+            block = carry + block if carry else block
+            cut = block.rfind(b"\n") + 1
+            if cut == 0:
+                carry = block
+            elif plain and cut < len(block):   # the partial last line is read again with the next block, not copied
+                stream.seek(cut - len(block), os.SEEK_CUR)
+                carry = b""
+            else:
+                carry = block[cut:]
             if progress and measured:
                 now = raw.tell()
                 progress(now - position)
                 position = now
-            if not block:
-                break
-            block = carry + block
-            cut = block.rfind(b"\n") + 1
             if cut == 0:
-                carry = block
                 continue
-            carry = block[cut:]
             if index:
                 index.add(block, cut)
             block = block[:cut - 1]   # the whole block read is let go before the caller gets its lines
@@ -270,7 +273,7 @@ def _split(block: bytes) -> pl.Series:
         lines = pl.read_csv(io.BytesIO(block), has_header=False, separator=_SEPARATOR.decode(), quote_char=None,
                             schema={"raw": pl.String}).to_series().fill_null("")
         if lines.len() == expected:
-            return lines.str.strip_suffix("\r")
+            return lines.str.strip_suffix("\r") if b"\r" in block else lines   # a copy of every line, else
     text = block.decode("utf-8", errors="backslashreplace")
     return pl.Series("raw", text.split("\n")).str.strip_suffix("\r")
 
