@@ -17,6 +17,7 @@ import log_input
 from evidence import AttackType, Evidence, ExampleLine, Severity
 
 EXAMPLES = 3
+CHUNK_EVENTS = 2**20   # events matched at once (see matches)
 
 
 @dataclass(frozen=True)
@@ -88,10 +89,18 @@ def _parts(events: pl.DataFrame) -> list[pl.Series]:
     return [events.select(target.alias("target")).to_series(), events["user_agent"]]
 
 
-def matches(events: pl.DataFrame, signatures: tuple[Signature, ...] = SIGNATURES) -> pl.DataFrame:
+def matches(events: pl.DataFrame, signatures: tuple[Signature, ...] = SIGNATURES,
+            chunk_events: int = CHUNK_EVENTS) -> pl.DataFrame:
     """One boolean column per signature id, over every event (same row order as ``events``).
 
-    Each part is decoded and matched once per distinct value (targets and user agents repeat)."""
+    Each part is decoded and matched once per distinct value (targets and user agents repeat), on
+    ``chunk_events`` events at a time: the decoded text of every distinct target of a log whose
+    requests are all unique would take several times the memory of the events table."""
+    return pl.concat([_matches(events.slice(offset, chunk_events), signatures)
+                      for offset in range(0, max(events.height, 1), chunk_events)])
+
+
+def _matches(events: pl.DataFrame, signatures: tuple[Signature, ...]) -> pl.DataFrame:
     masks = {s.id: pl.Series([False] * events.height, dtype=pl.Boolean) for s in signatures}
     patterns = {s.id: s.pattern for s in signatures}
     for values in _parts(events):

@@ -68,3 +68,14 @@ def test_detect_groups_by_client_with_examples(tmp_path):
 def test_real_traffic_has_few_signature_hits(shared):
     events = parse([str(shared / "public" / "elastic_examples" / "apache_logs")]).events
     assert len(signatures.detect(events)) <= 2   # of 1,753 clients of a real blog
+
+
+@pytest.mark.parametrize("chunk_events", [97, 1000, 4096])
+def test_matching_in_chunks_finds_what_one_pass_finds(shared, chunk_events):
+    # a scanner's payloads among its crawling; the chunk sizes split the rows at different places,
+    # so that a value repeated across chunks is matched in each
+    events = parse([str(shared / "public" / "ocatak_apache-http-logs" / "acunetix.txt")]).events
+    whole = signatures.matches(events)
+    assert whole.height == events.height and whole.select(pl.any_horizontal(pl.all())).to_series().sum() == 300
+    assert signatures.matches(events, chunk_events=chunk_events).equals(whole)
+    assert signatures.matches(events.head(0), chunk_events=chunk_events).columns == whole.columns
