@@ -160,18 +160,14 @@ def analyse(sources: Sequence[str], settings: Settings = Settings(),
         parsed, features = _aggregate(sources, settings, progress)
         score = partial(_score, features, settings, ",".join(sources), warming)
         detected = partial(_Detected.of, parsed.events, settings, rules) if settings.engine != "spark" else None
-        if size < PRELOAD_MAX_BYTES:
-            # the features are computed and the detectors fit and score on a thread while the request-level
-            # stages run: both spend most of their time in Polars, scikit-learn or TensorFlow code, which
-            # releases the GIL. On larger inputs one runs after the other, so that their memory does not add
-            # to the rules' peak.
-            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="detectors") as pool:
-                scoring = pool.submit(score)
-                found = detected() if detected else None
-                table, baseline, used, scores, detector_scores, notes = scoring.result()
-        else:
+        # the features are computed and the detectors fit and score on a thread while the request-level
+        # stages run: both spend most of their time in Polars, scikit-learn or TensorFlow code, which
+        # releases the GIL. On larger inputs one runs after the other, so that their memory does not add
+        # to the rules' peak.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="detectors") as pool:
+            scoring = pool.submit(score) if size < PRELOAD_MAX_BYTES else None
             found = detected() if detected else None
-            table, baseline, used, scores, detector_scores, notes = score()
+            table, baseline, used, scores, detector_scores, notes = scoring.result() if scoring else score()
     finally:
         for thread in warming:   # also on an error: a thread left importing TensorFlow can crash the exit
             thread.join()
