@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 
 import polars as pl
 
+import client_address
 import log_reader
 from analyser_errors import ConfigError
 
@@ -124,12 +125,8 @@ def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     text = text.strip().strip('"').strip("[]")
     if text.count(":") == 1 and "." in text:  # ip:port
         text = text.split(":", 1)[0]
-    try:
-        address = ipaddress.ip_address(text)
-    except ValueError:
-        return None
-    mapped = getattr(address, "ipv4_mapped", None)
-    return mapped or address
+    text = client_address.canonical(text)   # a scoped IPv6 address is not one: its scope is free text
+    return None if text is None else ipaddress.ip_address(text)
 
 
 def _trusted(address, trusted: tuple[Network, ...]) -> bool:

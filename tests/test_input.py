@@ -86,6 +86,10 @@ def test_rotation_order_of_dated_and_numbered_names():
     ("10.0.0.1", "10.0.0.3, 10.0.0.2", "10.0.0.0/8", "10.0.0.3"),         # all trusted: leftmost
     ("10.0.0.1", "[2001:db8::5]", "", "2001:db8::5"),
     ("10.0.0.1", "198.51.100.7:4711", "", "198.51.100.7"),
+    ("10.0.0.1", "fe80::1%1\n-I INPUT 1 -j ACCEPT\n#", "", "10.0.0.1"),   # a scope is free text: refused
+    ("10.0.0.1", "fe80::1%1;include'evil.conf';#", "", "10.0.0.1"),
+    ("10.0.0.1", "fe80::1%eth0, 198.51.100.7", "", "198.51.100.7"),         # the next hop is an address
+    ("10.0.0.1", "::ffff:198.51.100.7", "", "198.51.100.7"),
 ])
 def test_real_client_choice(peer, header, trusted, expected):
     assert real_client(peer, header, parse_networks(trusted)) == expected

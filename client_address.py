@@ -1,0 +1,33 @@
+"""One notion of a client address: canonical IPv4 or IPv6 text, or nothing.
+
+Every address in a log was written by the client (or by whoever set its X-Forwarded-For), and
+blocklists are applied to firewalls and web servers. Python's ``ipaddress`` accepts a scoped IPv6
+address (``fe80::1%<scope>``) whose scope may hold any character but ``/`` (newlines, ``;``, ``}``)
+and keeps the scope in ``str()``: such text is not an address here. What :func:`canonical` returns
+holds only hexadecimal digits, ``.`` and ``:``.
+"""
+from __future__ import annotations
+
+import ipaddress
+import re
+
+_CANONICAL_TEXT = re.compile(r"[0-9a-f.:]{2,39}")   # what str() of an unscoped address can be
+
+
+def canonical(text: str | None) -> str | None:
+    """The canonical text of an IPv4 or IPv6 address (lower case, IPv6 compressed, IPv4-mapped
+    IPv6 folded to IPv4), or None for anything else: a scoped IPv6 address, a host name, markup."""
+    if not text or "%" in text:
+        return None
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    mapped = getattr(address, "ipv4_mapped", None)
+    result = str(mapped or address)
+    return result if _CANONICAL_TEXT.fullmatch(result) else None
+
+
+def is_canonical(text: str) -> bool:
+    """Whether ``text`` is already an address in its canonical form (what a blocklist may write)."""
+    return canonical(text) == text

@@ -1,0 +1,39 @@
+"""The one notion of a client address: canonical text or nothing, whatever a log holds."""
+from __future__ import annotations
+
+import ipaddress
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from client_address import canonical, is_canonical
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("192.0.2.9", "192.0.2.9"),
+    ("2001:DB8:0:0::1", "2001:db8::1"),
+    ("::ffff:192.0.2.9", "192.0.2.9"),
+    ("fe80::1%1\n-I INPUT 1 -j ACCEPT\n#", None),
+    ("fe80::1%eth0", None),
+    ("fe80::1%1;include'evil.conf';#", None),
+    ("192.0.2.9;include x", None),
+    ("example.org", None),
+    ("", None),
+    (None, None),
+])
+def test_canonical(text, expected):
+    assert canonical(text) == expected
+
+
+@given(st.text(alphabet=st.characters(codec="utf-8"), max_size=60))
+def test_anything_canonical_is_plain_address_text(text):
+    result = canonical(text)
+    if result is not None:
+        assert set(result) <= set("0123456789abcdef.:")
+        assert str(ipaddress.ip_address(result)) == result and is_canonical(result)
+
+
+@given(st.ip_addresses())
+def test_every_unscoped_address_is_kept(address):
+    assert canonical(str(address)) is not None
