@@ -1,9 +1,11 @@
 """Machine outputs: blocklists of flagged addresses for web servers and firewalls, CrowdSec decisions,
 and ECS-style JSON Lines for SIEMs.
 
-A client address comes from the log, so an attacker chose it. Only strings that ``ipaddress``
-accepts as an IPv4 or IPv6 address reach a blocklist: anything else (``1.2.3.4;include x``) is left
-out and counted, so no export can carry a directive or a shell word. Clients whose only attack type
+A client address comes from the log, so an attacker chose it. Only an address in the canonical form
+of :mod:`client_address` reaches a blocklist: anything else (``1.2.3.4;include x``, a scoped IPv6
+address ``fe80::1%<scope>`` whose scope holds a newline and a firewall rule) is left out and
+counted, so no export can carry a directive or a shell word. Each renderer checks every address it
+writes once more (:func:`_written`). Clients whose only attack type
 is ``crawler`` (well-behaved crawlers) are never blocked.
 """
 from __future__ import annotations
@@ -15,6 +17,7 @@ from collections.abc import Iterable
 
 import polars as pl
 
+import client_address
 from analysis import AnalysisResult, Finding
 from evidence import AttackType, Severity
 from report_model import fmt_span, iso_time
@@ -34,14 +37,11 @@ def blocked(result: AnalysisResult, severity: Severity) -> tuple[list[Finding], 
     for finding in result.at_least(severity):
         if set(finding.attack_types) == {AttackType.CRAWLER.value}:
             continue
-        try:
-            address = ipaddress.ip_address(finding.ip)
-        except ValueError:
+        address = client_address.canonical(finding.ip)   # ::ffff:192.0.2.9 is blocked as 192.0.2.9
+        if address is None:
             rejected.append(finding.ip)
             continue
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-            address = address.ipv4_mapped   # ::ffff:192.0.2.9 is blocked as 192.0.2.9
-        kept.append(finding if str(address) == finding.ip else _with_ip(finding, str(address)))
+        kept.append(finding if address == finding.ip else _with_ip(finding, address))
     if rejected:
         log.warning("left %d client(s) out of the blocklist: not an IP address", len(rejected))
     return kept, rejected
@@ -53,11 +53,18 @@ def _with_ip(finding: Finding, ip: str) -> Finding:
     return replace(finding, ip=ip)
 
 
+def _written(ip: str) -> str:
+    """``ip`` as a blocklist may write it; anything else is a bug upstream and stops the export."""
+    if not client_address.is_canonical(ip):
+        raise ValueError(f"refusing to write {ip!r} into a blocklist: not a canonical IP address")
+    return ip
+
+
 def _split(findings: Iterable[Finding]) -> tuple[list[str], list[str]]:
     v4: list[str] = []
     v6: list[str] = []
     for finding in findings:
-        (v4 if ipaddress.ip_address(finding.ip).version == 4 else v6).append(finding.ip)
+        (v4 if ipaddress.ip_address(finding.ip).version == 4 else v6).append(_written(finding.ip))
     return v4, v6
 
 
@@ -79,20 +86,20 @@ def _comment(finding: Finding) -> str:
 def render_blocklist(result: AnalysisResult, severity: Severity = Severity.HIGH) -> str:
     """One address per line, worst first; '#' comment lines at the top."""
     kept, rejected = blocked(result, severity)
-    return _header(result, severity, len(kept), rejected) + "".join(f"{f.ip}\n" for f in kept)
+    return _header(result, severity, len(kept), rejected) + "".join(f"{_written(f.ip)}\n" for f in kept)
 
 
 def render_nginx(result: AnalysisResult, severity: Severity = Severity.HIGH) -> str:
     """An nginx include: ``deny ADDRESS;`` lines for an http, server or location block."""
     kept, rejected = blocked(result, severity)
     return _header(result, severity, len(kept), rejected) + "".join(
-        f"deny {f.ip};  # {_comment(f)}\n" for f in kept)
+        f"deny {_written(f.ip)};  # {_comment(f)}\n" for f in kept)
 
 
 def render_apache(result: AnalysisResult, severity: Severity = Severity.HIGH) -> str:
     """An Apache 2.4 include: a ``<RequireAll>`` block that grants all but ``Require not ip`` addresses."""
     kept, rejected = blocked(result, severity)
-    body = "".join(f"    # {_comment(f)}\n    Require not ip {f.ip}\n" for f in kept)
+    body = "".join(f"    # {_comment(f)}\n    Require not ip {_written(f.ip)}\n" for f in kept)
     block = f"<RequireAll>\n    Require all granted\n{body}</RequireAll>\n"
     return _header(result, severity, len(kept), rejected) + block
 
@@ -136,7 +143,7 @@ def render_nftables(result: AnalysisResult, severity: Severity = Severity.HIGH) 
 def render_crowdsec(result: AnalysisResult, severity: Severity = Severity.HIGH, duration: str = DEFAULT_BAN) -> str:
     """CrowdSec decisions for ``cscli decisions import -i FILE --format json``: one ban per address."""
     kept, _ = blocked(result, severity)
-    decisions = [{"value": f.ip, "scope": "ip", "type": "ban", "duration": duration, "origin": "log_analyser",
+    decisions = [{"value": _written(f.ip), "scope": "ip", "type": "ban", "duration": duration, "origin": "log_analyser",
                   "reason": f"log_analyser: {_comment(f)}"} for f in kept]
     return json.dumps(decisions, indent=2) + "\n"
 

@@ -82,3 +82,50 @@ def test_nft_accepts_the_ruleset(mixed, tmp_path):
     assert result.returncode == 0, result.stderr
     path.write_text(exports.render_nftables(mixed, Severity.LOW).replace("ipv4_addr", "ipv9_addr"))
     assert check([tool("nft"), "-c", "-f", str(path)]).returncode != 0
+
+
+# Addresses a client can put in its peer field or X-Forwarded-For: a scoped IPv6 address's scope is
+# free text to Python's ipaddress (newlines, ';', '}'), so each of these once reached a blocklist.
+HOSTILE_IPS = [
+    "fe80::1%1\n-I INPUT 1 -j ACCEPT\n#",
+    "fe80::1%1;include'evil.conf';#",
+    "fe80::1%1}\ntable inet filter { chain input { policy accept; } }\n#",
+    "fe80::1%" + "x" * 6000,
+    "192.0.2.1\n-A INPUT -j ACCEPT",
+    "192.0.2.1 ; deny all",
+]
+
+
+@pytest.fixture(scope="module")
+def hostile_ips(mixed):
+    """The mixed result with one flagged client for each hostile address, at high severity."""
+    flagged = [i for i, f in enumerate(mixed.findings) if f.flagged and f.ip != "2001:db8::dead:beef"]
+    findings = list(mixed.findings)
+    template = findings[flagged[0]]
+    extra = [replace(template, ip=ip, severity=Severity.CRITICAL, attack_types=("rce",)) for ip in HOSTILE_IPS]
+    return replace(mixed, findings=tuple(extra + findings))
+
+
+def test_hostile_addresses_are_never_written(hostile_ips):
+    for render in (exports.render_blocklist, exports.render_nginx, exports.render_apache, exports.render_iptables,
+                   exports.render_ip6tables, exports.render_nftables, exports.render_crowdsec):
+        text = render(hostile_ips, Severity.LOW)
+        assert "%" not in text and "ACCEPT" not in text and "evil" not in text and "deny all" not in text, render
+    assert "7 flagged client(s) left out" in exports.render_nginx(hostile_ips, Severity.LOW)   # and the markup one
+
+
+def test_every_export_with_hostile_addresses_passes_its_checker(hostile_ips, tmp_path):
+    assert nginx_test(tmp_path, exports.render_nginx(hostile_ips, Severity.LOW)).returncode == 0
+    assert apache_test(tmp_path, exports.render_apache(hostile_ips, Severity.LOW)).returncode == 0
+    for program, render in (("iptables-restore", exports.render_iptables),
+                            ("ip6tables-restore", exports.render_ip6tables)):
+        result = check([tool(program), "--test", "--noflush"], render(hostile_ips, Severity.LOW))
+        assert result.returncode == 0, result.stderr
+    path = tmp_path / "blocklist.nft"
+    path.write_text(exports.render_nftables(hostile_ips, Severity.LOW))
+    assert check([tool("nft"), "-c", "-f", str(path)]).returncode == 0
+
+
+def test_a_non_canonical_address_is_refused_at_write_time():
+    with pytest.raises(ValueError, match="refusing to write"):
+        exports._written("fe80::1%1\n-I INPUT 1 -j ACCEPT")
