@@ -41,6 +41,7 @@ NAMESPACE = "abuseipdb"
 FREE_TIER_DAILY_CHECKS = 1000
 UNREACHABLE_AFTER = 3          # consecutive connection failures before giving up for the run
 RETRY_STATUSES = frozenset({500, 502, 503, 504})
+TEXT_FIELD_CHARS = 200         # longest ISP, domain or usage type kept from an answer
 
 
 @dataclass(frozen=True)
@@ -118,9 +119,9 @@ def parse_check(body: bytes) -> Reputation:
     if not isinstance(score, int) or isinstance(score, bool) or not 0 <= score <= 100:
         return _unknown("malformed answer from AbuseIPDB")
 
-    def text(name: str) -> str | None:
+    def text(name: str) -> str | None:   # clipped: an answer's strings reach every report and the cache
         value = data.get(name)
-        return value if isinstance(value, str) and value else None
+        return value[:TEXT_FIELD_CHARS] if isinstance(value, str) and value else None
     reports = data.get("totalReports")
     tor = data.get("isTor")
     return Reputation(status="ok", abuse_score=score, total_reports=reports if isinstance(reports, int) else None,

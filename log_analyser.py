@@ -437,9 +437,17 @@ def _write_reports(result, args: argparse.Namespace) -> None:
                                                 width=_table_width(sys.stdout)))
     targets = [reporting.format_for(path, args.output_format) for path in args.output]
     options = {"top": args.top, "version": version(), "severity": args.block_severity, "pages": args.pdf_pages}
-    for kind, path in targets:
-        _write(reporting.render(kind, result, **options), path)
+    failed: list[Exception] = []
+    for kind, path in targets:   # one failing report (a full disk, a bug) must not cost the blocklists after it
+        try:
+            _write(reporting.render(kind, result, **options), path)
+        except Exception as exc:   # noqa: BLE001 - re-raised below, once every other report is written
+            failed.append(exc)
+            log.error("%s report to %s failed: %s", kind, path, exc)
+            continue
         log.info("wrote %s report to %s", kind, path)
+    if failed:
+        raise failed[0]
 
 
 def _write(content: str | bytes, path: str) -> None:

@@ -23,6 +23,8 @@ log = logging.getLogger(__name__)
 FONT = "DejaVu"
 MONO = "DejaVuMono"
 TABLE_ROWS = 40          # rows in the findings table
+CELL_CHARS = 300         # characters of one value in a table cell or heading (a row must fit a page)
+PARAGRAPH_CHARS = 2000   # characters of one paragraph (paragraphs may break across pages)
 EXAMPLES_PER_EVIDENCE = 5
 SAMPLE_LINES = 3         # first log lines of each client on its page
 EXAMPLE_CHARS = 600      # an example log line is cut after this many characters
@@ -42,10 +44,15 @@ def _font_dir() -> Path:
     return Path(charts.matplotlib_module().get_data_path()) / "fonts" / "ttf"
 
 
-def _safe(pdf, text: object) -> str:
+def _safe(pdf, text: object, limit: int = CELL_CHARS) -> str:
     """Control characters escaped, and characters the fonts cannot draw (CJK, most emoji) shown as
-    ``\\uXXXX`` instead of silently vanishing from the evidence."""
-    lines = (terminal_safe(line) for line in str(text).split("\n"))   # our own line breaks stay
+    ``\\uXXXX`` instead of silently vanishing from the evidence; clipped after ``limit`` characters
+    with a visible marker, so that no string from a log or an API can make a table row taller than
+    a page (fpdf2 refuses such a row)."""
+    text = str(text)
+    if len(text) > limit:
+        text = f"{text[:limit]}… [{len(text) - limit:,} more characters]"
+    lines = (terminal_safe(line) for line in text.split("\n"))   # our own line breaks stay
     return "\n".join("".join(c if ord(c) in pdf.glyphs else _escape(c) for c in line) for line in lines)
 
 
@@ -88,7 +95,7 @@ def _heading(pdf, text: str, size: int = 14) -> None:
 def _para(pdf, text: str, size: float = 9.5, font: str = FONT, colour=(30, 30, 30)) -> None:
     pdf.set_font(font, "", size)
     pdf.set_text_color(*colour)
-    pdf.multi_cell(0, size * 0.48, _safe(pdf, text), new_x="LMARGIN", new_y="NEXT", wrapmode="WORD",
+    pdf.multi_cell(0, size * 0.48, _safe(pdf, text, PARAGRAPH_CHARS), new_x="LMARGIN", new_y="NEXT", wrapmode="WORD",
                    align="L")
 
 

@@ -158,3 +158,10 @@ def test_details_accepts_other_spellings_of_an_address(capsys):
     for spelling, ip in (("2001:0db8:0000::0042", "2001:db8::42"), ("::ffff:192.0.2.10", "192.0.2.10")):
         code, out, _ = run(capsys, "-f", SMALL, "--details", spelling)
         assert code == ExitCode.OK and out.startswith(f"client {ip}:")
+
+
+def test_a_failing_report_does_not_stop_the_ones_after_it(capsys, tmp_path):
+    deny = tmp_path / "deny.conf"
+    code, _, err = run(capsys, "-f", SMALL, "-o", str(tmp_path / "missing" / "r.pdf"), "-o", str(deny))
+    assert code == ExitCode.USAGE and "cannot write report" in err
+    assert "deny 198.51.100.99;" in deny.read_text()

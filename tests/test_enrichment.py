@@ -316,3 +316,11 @@ def test_a_proxy_from_the_environment_is_used(abuseipdb, monkeypatch):
     monkeypatch.setenv("no_proxy", "abuseipdb.invalid")
     assert enrichment._proxy_for("http://abuseipdb.invalid/api/v2") is None
     assert enrichment._proxy_for("http://127.0.0.1:9/api/v2") is None
+
+
+def test_answer_strings_are_clipped_before_reports_and_cache_see_them():
+    import json
+
+    body = json.dumps({"data": {"abuseConfidenceScore": 5, "isp": "I" * 50_000_000, "domain": "d" * 300}}).encode()
+    reputation = enrichment.parse_check(body)
+    assert reputation.isp == "I" * enrichment.TEXT_FIELD_CHARS and len(reputation.domain) == enrichment.TEXT_FIELD_CHARS

@@ -154,3 +154,20 @@ def test_lines_rebuilt_from_standard_input_are_marked(piped_and_file_results, tm
     content = text(path)
     source = from_file.summary.sources[0]
     assert sum(line.startswith(f"{source}:") for line in content.splitlines()) >= 8 and "(rebuilt)" not in content
+
+
+def test_huge_strings_from_a_log_or_an_api_are_clipped_not_fatal(hostile_result, tmp_path):
+    """A 6,000-character 'address' and a megabyte ISP name once made fpdf2 refuse a row taller than a page."""
+    from dataclasses import replace
+
+    from evidence import Reputation
+
+    findings = list(hostile_result.findings)
+    first = next(i for i, f in enumerate(findings) if f.flagged)
+    findings[first] = replace(findings[first], ip="fe80::1%" + "x" * 6000,
+                              reputation=Reputation(status="ok", abuse_score=90, isp="I" * 1_000_000))
+    path = tmp_path / "huge.pdf"
+    path.write_bytes(reporting.render_pdf(replace(hostile_result, findings=tuple(findings)), version="test"))
+    content = text(path)
+    assert "more characters]" in content
+    assert "x" * 2001 not in content.replace("\n", "")   # a paragraph keeps 2,000 characters, a cell 300
