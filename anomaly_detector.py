@@ -12,9 +12,9 @@ from typing import Protocol, cast
 import numpy as np
 import polars as pl
 
-from analyser_errors import ConfigError
-from evidence import Severity
-from ip_features import BY_NAME
+from log_analyser_core.errors import ConfigError
+from log_analyser_core.features.client import BY_NAME
+from log_analyser_core.results import Deviation, Severity
 
 # Score bands (0-100 score, lower bound inclusive) and the severity each one means.
 SEVERITY_BANDS = ((80.0, "critical"), (60.0, "high"), (40.0, "medium"), (20.0, "low"), (0.0, "info"))
@@ -86,7 +86,7 @@ MIN_CLIENTS_FOR = {"iforest": MIN_CLIENTS, "autoencoder": 50}
 
 def available_detectors() -> tuple[str, ...]:
     """Detectors whose dependencies are installed (imports nothing heavy)."""
-    import autoencoder
+    from log_analyser_core.detectors import autoencoder
 
     return tuple(name for name in DETECTOR_NAMES if name != "autoencoder" or autoencoder.available())
 
@@ -103,7 +103,7 @@ def resolve_detectors(names: Sequence[str] | None) -> tuple[str, ...]:
         raise ConfigError(f"unknown detector {', '.join(unknown) or '(none given)'}",
                           hint=f"choose from {', '.join(DETECTOR_NAMES)}")
     if "autoencoder" in names:
-        import autoencoder
+        from log_analyser_core.detectors import autoencoder
 
         autoencoder.require()
     return tuple(name for name in DETECTOR_NAMES if name in names)
@@ -112,7 +112,7 @@ def resolve_detectors(names: Sequence[str] | None) -> tuple[str, ...]:
 def make_detector(name: str, features: Sequence[str], *, n_estimators: int = 200, random_state: int = 0):
     """A fresh, unfitted detector by name, for a feature matrix with these columns."""
     if name == "autoencoder":
-        from autoencoder import AutoencoderDetector
+        from log_analyser_core.detectors.autoencoder import AutoencoderDetector
 
         return AutoencoderDetector(min_scale=spread_floors(features).tolist(), random_state=random_state)
     return IsolationForestDetector(n_estimators=n_estimators, random_state=random_state)
@@ -240,16 +240,6 @@ def detectors_note(baseline: Baseline, fusion: str = DEFAULT_FUSION) -> str:
 def calibrate(raw: np.ndarray) -> np.ndarray:
     """Map Isolation Forest scores s(x) to 0-100, linear between ORDINARY_S (0) and EXTREME_S (100)."""
     return np.clip((raw - ORDINARY_S) / (EXTREME_S - ORDINARY_S) * 100.0, 0.0, 100.0)
-
-
-@dataclass(frozen=True)
-class Deviation:
-    """How far one client's feature lies above the site's typical client."""
-
-    feature: str
-    value: float
-    typical: float
-    z: float      # robust z-score: (value - median) / max(1.4826 * MAD, floor), log scale if heavy-tailed
 
 
 def robust_z(table: pl.DataFrame, features: Sequence[str],

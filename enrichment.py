@@ -29,10 +29,10 @@ from urllib.parse import urlsplit
 import urllib3
 from urllib3.util import Retry, Timeout
 
-from analyser_errors import ConfigError
-from cache_store import CacheStore, KeyValueCache
-from evidence import Evidence, Geo, Reputation, Severity
-from geolocation import build_locator, is_public, locate_all
+from log_analyser_core.enrich.cache import CacheStore, KeyValueCache
+from log_analyser_core.enrich.geolocation import build_locator, is_public, locate_all
+from log_analyser_core.errors import ConfigError
+from log_analyser_core.results import EnrichmentSummary, Evidence, Geo, Reputation, Severity
 
 log = logging.getLogger(__name__)
 
@@ -381,22 +381,6 @@ def _notes(report: ReputationReport, settings: EnrichmentSettings) -> tuple[str,
 
 def _not_asked(report: ReputationReport) -> int:
     return sum(rep.status == "skipped" and rep.detail == report.stopped for rep in report.reputations.values())
-
-
-@dataclass(frozen=True)
-class EnrichmentSummary:
-    """Run-level enrichment facts for the report: how lookups went, and clients by country and ASN."""
-
-    status: str                       # ok | partial | unavailable | skipped (no API key)
-    lookups: int                      # AbuseIPDB requests answered this run
-    cache_hits: int
-    by_status: dict[str, int]         # reputation status -> clients
-    stopped: str | None               # why lookups stopped early
-    quota_reset: datetime | None
-    geo_source: str
-    by_country: tuple[dict[str, object], ...]   # {country, clients, flagged, requests}, most flagged first
-    by_asn: tuple[dict[str, object], ...]       # {asn, as_org, clients, flagged, requests}
-    reputation_source: str = "abuseipdb"
 
 
 class EnrichedClient(Client, Protocol):

@@ -15,12 +15,12 @@ from zoneinfo import ZoneInfo
 
 import polars as pl
 
-import log_formats
-from analyser_errors import ConfigError, InputError
-from log_events import EVENT_SCHEMA, canonical
-from log_formats import LogFormat, compile_format, detection_candidates, preset
-from log_input import InputOptions, order_rotated, resolve_real_ip
-from log_reader import Progress, iter_chunks, read_ahead, resolve_sources
+from log_analyser_core.errors import ConfigError, InputError
+from log_analyser_core.parsing import formats as log_formats
+from log_analyser_core.parsing.events import EVENT_SCHEMA, canonical
+from log_analyser_core.parsing.formats import LogFormat, compile_format, detection_candidates, preset
+from log_analyser_core.parsing.reader import Progress, iter_chunks, read_ahead, resolve_sources
+from log_analyser_core.parsing.sources import InputOptions, order_rotated, resolve_real_ip
 
 log = logging.getLogger(__name__)
 

@@ -16,8 +16,8 @@ from datetime import UTC, datetime
 from importlib import metadata
 from typing import NoReturn
 
-from analyser_errors import AnalyserError, ConfigError, ExitCode
-from evidence import Severity
+from log_analyser_core.errors import AnalyserError, ConfigError, ExitCode
+from log_analyser_core.results import Severity
 
 # Polars allocates through jemalloc, which keeps freed pages for a while. The stages free and allocate
 # hundreds of MB in turn, so the peak RSS of a big log was largely memory already freed (5M lines:
@@ -125,7 +125,7 @@ class _VersionAction(argparse.Action):
         super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
 
     def __call__(self, parser, namespace, values, option_string=None):
-        from geolocation import packaged_data_version
+        from log_analyser_core.enrich.geolocation import packaged_data_version
 
         sys.stdout.write(f"{parser.prog} {version()}\ngeography: {packaged_data_version()}\n")
         parser.exit()
@@ -173,7 +173,7 @@ def enrichment_settings(args: argparse.Namespace):
     from pathlib import Path
 
     from enrichment import EnrichmentSettings, resolve_api_key, resolve_base_url
-    from geolocation import MaxMindGeo
+    from log_analyser_core.enrich.geolocation import MaxMindGeo
 
     for path in args.geoip_db:
         MaxMindGeo(path)   # a bad file fails now, not after the log has been read
@@ -188,7 +188,7 @@ def enrichment_settings(args: argparse.Namespace):
 
 
 def _add_llm_options(parser: argparse.ArgumentParser) -> None:
-    from explanations import DEFAULT_MODEL
+    from log_analyser_core.explain.explanations import DEFAULT_MODEL
 
     group = parser.add_argument_group(
         "LLM explanations (advisory; need the llm extra and OPENAI_API_KEY, any value for a local server)")
@@ -256,7 +256,7 @@ class _FormatAction(argparse.Action):
 
     def __call__(self, parser, namespace, values, option_string=None):
         if values == "list":
-            from log_presets import PRESETS
+            from log_analyser_core.parsing.presets import PRESETS
 
             rows = [f"  {name:<11} {spec.description}" for name, spec in PRESETS.items()]
             print("log formats (--format NAME; auto detects):", *rows, sep="\n")
@@ -295,7 +295,7 @@ def _add_input_options(parser: argparse.ArgumentParser) -> None:
 def _input_settings(args: argparse.Namespace, now: datetime | None = None) -> dict:
     """Settings fields for the input options; relative times count back from ``now``."""
     from file_parser import validate_timezone
-    from log_input import parse_networks, parse_time_bound
+    from log_analyser_core.parsing.sources import parse_networks, parse_time_bound
 
     tz = validate_timezone(args.tz)
     now = now or datetime.now(UTC)
@@ -332,7 +332,7 @@ def _severity(text: str) -> Severity:
 
 
 def build_settings(args: argparse.Namespace, now: datetime | None = None):
-    from analysis import Settings
+    from log_analyser_core.pipeline import Settings
 
     if not 0.0 <= args.threshold <= 100.0:
         raise ConfigError(f"--threshold must be between 0 and 100, not {args.threshold}")
@@ -340,8 +340,8 @@ def build_settings(args: argparse.Namespace, now: datetime | None = None):
         raise ConfigError(f"--contamination must be in (0, 0.5], not {args.contamination}")
     if args.top < 1:
         raise ConfigError(f"--top must be at least 1, not {args.top}")
-    from spark_engine import SparkOptions, parse_conf
-    from verdict import load_allowlist
+    from log_analyser_core.engines.spark import SparkOptions, parse_conf
+    from log_analyser_core.verdict import load_allowlist
 
     allowlist = load_allowlist(args.allow) if args.allow else None
     spark = SparkOptions(master=args.spark_master, conf=parse_conf(args.spark_conf))
@@ -353,7 +353,7 @@ def build_settings(args: argparse.Namespace, now: datetime | None = None):
 
 
 def _explain_settings(args: argparse.Namespace):
-    from explanations import ExplainSettings
+    from log_analyser_core.explain.explanations import ExplainSettings
 
     if args.explain_top < 1:
         raise ConfigError(f"--explain-top must be at least 1, not {args.explain_top}")
@@ -368,7 +368,7 @@ def _print_llm_dry_run(result, settings) -> None:
     """--dry-run-llm: every request body exactly as it would be POSTed, on stderr."""
     import json
 
-    import explanations
+    from log_analyser_core.explain import explanations
 
     requests = explanations.plan(result, settings.explain)
     url = f"{explanations.base_url(settings.explain)}/chat/completions"
@@ -428,7 +428,7 @@ def _write_reports(result, args: argparse.Namespace) -> None:
     import reporting
 
     if args.details:
-        from report_details import render_details
+        from log_analyser_core.report.details import render_details
 
         texts = [render_details(result, ip, colour=_colour(sys.stdout)) for ip in args.details]
         sys.stdout.write("\n".join(texts))
@@ -488,7 +488,7 @@ def rules_command(argv: list[str]) -> ExitCode:
     listing = actions.add_parser("list", help="show the rules a run would use, and those skipped")
     _add_rules_options(listing)
     args = parser.parse_args(argv)
-    import sigma_engine
+    from log_analyser_core.rules import sigma_engine
     from reporting import terminal_safe
 
     if args.action == "check":
@@ -521,7 +521,7 @@ def cache_command(argv: list[str]) -> ExitCode:
     """`log_analyser cache stats|clear [--cache PATH]`: inspect or empty the lookup cache."""
     from pathlib import Path
 
-    from cache_store import CacheStore, default_cache_path
+    from log_analyser_core.enrich.cache import CacheStore, default_cache_path
 
     parser = argparse.ArgumentParser(prog="log_analyser cache", description="Inspect or empty the lookup cache "
                                      "(AbuseIPDB answers and other stages' stored results).")
@@ -583,9 +583,9 @@ def train_command(argv: list[str]) -> ExitCode:
     """`log_analyser train -f LOG --save DIR`: fit and save a baseline model."""
     args = build_train_parser().parse_args(argv)
     _configure_logging(args)
-    from analysis import Settings, train
     from file_parser import validate_timezone
-    from log_reader import resolve_sources
+    from log_analyser_core.parsing.reader import resolve_sources
+    from log_analyser_core.pipeline import Settings, train
 
     settings = Settings(format_name=args.format_name, log_format=args.log_format, tz=validate_timezone(args.tz),
                         random_state=args.seed, detectors=args.detectors)
@@ -597,7 +597,7 @@ def train_command(argv: list[str]) -> ExitCode:
 
 COMMANDS["train"] = train_command
 def _evaluate(argv: list[str]) -> ExitCode:
-    from evaluation import evaluate_command
+    from log_analyser_core.evaluation import evaluate_command
 
     return evaluate_command(argv)
 
@@ -615,13 +615,13 @@ def run(argv: Sequence[str] | None = None) -> ExitCode:
 
 def analyse_command(argv: list[str]) -> ExitCode:
     """The default command: `log_analyser -f LOG [options]`."""
-    import config
+    from log_analyser_core.cli import config
 
     args = config.parse_arguments(build_parser, argv)
     _configure_logging(args)
     settings = build_settings(args)
-    from analysis import analyse
-    from log_reader import resolve_sources
+    from log_analyser_core.parsing.reader import resolve_sources
+    from log_analyser_core.pipeline import analyse
     from reporting import summary_line
 
     files = resolve_sources(args.files) if settings.engine == "polars" else args.files
@@ -652,7 +652,7 @@ def _llm_cache(args: argparse.Namespace):
     """The shared SQLite cache (--cache or the user cache dir), where LLM answers are kept."""
     from pathlib import Path
 
-    from cache_store import CacheStore
+    from log_analyser_core.enrich.cache import CacheStore
 
     return CacheStore(Path(args.cache) if args.cache else None)
 def _detected_formats(formats: dict[str, str]) -> str:

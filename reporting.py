@@ -19,12 +19,11 @@ from typing import TYPE_CHECKING
 
 import orjson
 
-import exports
-import ip_features
-from analyser_errors import ConfigError
-from analysis import SCHEMA_VERSION, AnalysisResult, Finding
-from evidence import Evidence, Geo, LLMNote, Reputation
-from report_model import fmt_span, iso_time
+from log_analyser_core.errors import ConfigError
+from log_analyser_core.features import client as ip_features
+from log_analyser_core.report import exports
+from log_analyser_core.report.model import fmt_span, iso_time
+from log_analyser_core.results import SCHEMA_VERSION, AnalysisResult, Evidence, Finding, Geo, LLMNote, Reputation
 
 if TYPE_CHECKING:
     from enrichment import EnrichmentSummary
@@ -319,14 +318,14 @@ def render_json(result: AnalysisResult, version: str = "") -> str:
 
 def render_pdf(result: AnalysisResult, version: str = "", pages: int = 20) -> bytes:
     """The PDF report (report_pdf; needs the ``report`` extra)."""
-    import report_pdf
+    from log_analyser_core.report import pdf as report_pdf
 
     return report_pdf.render_pdf(result, version=version, pages=pages)
 
 
 def render_html(result: AnalysisResult, version: str = "") -> str:
     """The self-contained HTML dashboard (report_html; needs the ``report`` extra)."""
-    import report_html
+    from log_analyser_core.report import html as report_html
 
     return report_html.render_html(result, version=version)
 

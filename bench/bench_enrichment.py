@@ -22,7 +22,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 
 def public_ips(count: int, seed: int) -> list[str]:
-    from geolocation import is_public
+    from log_analyser_core.enrich.geolocation import is_public
 
     rng = np.random.default_rng(seed)
     octets = rng.integers(1, 255, size=(count * 2, 4))
@@ -31,7 +31,7 @@ def public_ips(count: int, seed: int) -> list[str]:
 
 
 def geo_rate(ips: list[str]) -> float:
-    from geolocation import PackagedGeo, locate_all
+    from log_analyser_core.enrich.geolocation import PackagedGeo, locate_all
 
     geo = PackagedGeo()
     geo.locate("8.8.8.8")   # load the data outside the timing
@@ -41,7 +41,7 @@ def geo_rate(ips: list[str]) -> float:
 
 
 def cache_rates(ips: list[str]) -> tuple[float, float]:
-    from cache_store import CacheStore
+    from log_analyser_core.enrich.cache import CacheStore
 
     with tempfile.TemporaryDirectory() as folder, CacheStore(Path(folder) / "c.sqlite3") as store:
         start = time.perf_counter()

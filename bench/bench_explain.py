@@ -36,9 +36,8 @@ def main() -> None:
 
     import bench_pipeline
 
-    import explanations
-    import redaction
-    from analysis import Settings, analyse
+    from log_analyser_core.explain import explanations, redaction
+    from log_analyser_core.pipeline import Settings, analyse
 
     with tempfile.TemporaryDirectory(prefix="bench_explain_") as folder:
         path = bench_pipeline.ensure_log(args.lines, 0, Path(folder))

@@ -27,7 +27,8 @@ CHILD = """
 import json, resource, sys, time
 sys.path.insert(0, {root!r})
 import polars as pl
-import anomaly_detector as detect, attribution, model_store
+import anomaly_detector as detect
+from log_analyser_core.detectors import attribution, model_store
 table = pl.read_parquet({table!r})
 used = [c for c in {features!r}]
 detectors = tuple({detectors!r})
@@ -58,7 +59,7 @@ def client_table(clients: int, seed: int) -> tuple[pl.DataFrame, list[str]]:
     import loggen
 
     import file_parser
-    import ip_features
+    from log_analyser_core.features import client as ip_features
 
     generated = loggen.generate(300_000, seed=seed, dirbuster=True)
     folder = Path(tempfile.mkdtemp(prefix="bench_models_"))

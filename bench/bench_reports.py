@@ -31,8 +31,8 @@ def main() -> None:
     import loggen
 
     import reporting
-    from analysis import analyse
-    from evidence import Severity
+    from log_analyser_core.pipeline import analyse
+    from log_analyser_core.results import Severity
 
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "access.log"

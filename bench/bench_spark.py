@@ -24,7 +24,7 @@ import json, sys, time
 sys.path.insert(0, {root!r})
 start = time.perf_counter()
 if {engine!r} == "spark":
-    import spark_engine
+    from log_analyser_core.engines import spark as spark_engine
     options = spark_engine.SparkOptions(master="local[2]")
     table = spark_engine.aggregate([{path!r}], options=options).features
 else:

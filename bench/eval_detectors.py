@@ -26,7 +26,7 @@ import loggen  # noqa: E402
 
 import anomaly_detector as detect  # noqa: E402
 import file_parser  # noqa: E402
-import ip_features  # noqa: E402
+from log_analyser_core.features import client as ip_features  # noqa: E402
 
 SCANNER_FILES = ("acunetix.txt", "netsparker.txt", "w3af.txt")
 

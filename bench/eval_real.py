@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from analysis import analyse  # noqa: E402
+from log_analyser_core.pipeline import analyse  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "public"
 SCANNER_IPS = {"acunetix.txt": {"192.168.4.25"}, "netsparker.txt": {"192.168.4.164"},

@@ -62,7 +62,7 @@ def small_result():
     """The pipeline's result on tests/data/small.log, read by a relative path so that golden
     files do not depend on where the checkout lives; the forest alone, so that they do not depend
     on whether the deep extra (TensorFlow) is installed."""
-    from analysis import Settings, analyse
+    from log_analyser_core.pipeline import Settings, analyse
 
     here = os.getcwd()
     os.chdir(DATA)
@@ -87,7 +87,7 @@ def piped_and_file_results():
     absolute path (read back wherever the result is rendered)."""
     import io
 
-    from analysis import Settings, analyse
+    from log_analyser_core.pipeline import Settings, analyse
 
     settings = Settings(detectors=("iforest",))
     with pytest.MonkeyPatch.context() as patch:

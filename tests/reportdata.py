@@ -12,8 +12,17 @@ from pathlib import Path
 
 import polars as pl
 
-from analysis import AnalysisResult, Settings, analyse
-from evidence import AttackType, Evidence, ExampleLine, Geo, LLMNote, Reputation, Severity
+from log_analyser_core.pipeline import Settings, analyse
+from log_analyser_core.results import (
+    AnalysisResult,
+    AttackType,
+    Evidence,
+    ExampleLine,
+    Geo,
+    LLMNote,
+    Reputation,
+    Severity,
+)
 
 XSS_IP = "203.0.113.66"
 CYRILLIC_IP = "198.51.100.23"
@@ -62,7 +71,7 @@ def write_hostile_log(folder: Path) -> Path:
 
 
 def _examples(result: AnalysisResult, ip: str, limit: int = 4) -> tuple[ExampleLine, ...]:
-    import log_input
+    from log_analyser_core.parsing import sources as log_input
 
     rows = log_input.with_raw(result.events.filter(pl.col("client_ip").cast(pl.String) == ip).head(limit))
     return tuple(ExampleLine(str(r["source"]), r["line_number"], r["raw"], r["rebuilt"])

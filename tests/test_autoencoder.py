@@ -16,9 +16,9 @@ from conftest import ROOT
 
 import anomaly_detector as detect
 import log_analyser
-import model_store
-from analyser_errors import ExitCode
-from analysis import Settings, analyse, train
+from log_analyser_core.detectors import model_store
+from log_analyser_core.errors import ExitCode
+from log_analyser_core.pipeline import Settings, analyse, train
 
 pytestmark = pytest.mark.slow
 BOTH = ("iforest", "autoencoder")
@@ -46,7 +46,7 @@ def result(planted):
 
 @pytest.mark.heavy
 def test_follows_the_estimator_conventions_and_is_deterministic():
-    from autoencoder import AutoencoderDetector
+    from log_analyser_core.detectors.autoencoder import AutoencoderDetector
 
     # eight features driven by two hidden factors; the last client breaks that pattern in feature 2 only
     rng = np.random.default_rng(0)
@@ -131,14 +131,14 @@ def test_a_trained_model_round_trips(tmp_path, planted, capsys):
 
 def _table(path):
     import file_parser
-    import ip_features
+    from log_analyser_core.features import client as ip_features
 
     return ip_features.compute(file_parser.parse([path]).events)
 
 
 NATIVE_NOISE = textwrap.dedent("""
     import os, sys, threading
-    import autoencoder
+    from log_analyser_core.detectors import autoencoder
     def other_thread():   # e.g. the progress bar, writing while a preload thread imports TensorFlow
         sys.stderr.write("parsing 40%\\r")
         sys.stderr.flush()

@@ -10,10 +10,10 @@ from conftest import DATA
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import behaviour_rules
 import file_parser
-from analyser_errors import RulesError
-from analysis import analyse
+from log_analyser_core.errors import RulesError
+from log_analyser_core.pipeline import analyse
+from log_analyser_core.rules import behaviour as behaviour_rules
 
 CASES = DATA.parent / "behaviour_cases"
 RULES = {rule.id: rule for rule in behaviour_rules.load_rules()}

@@ -12,8 +12,8 @@ import threading
 import pytest
 from conftest import ROOT
 
-import cache_store
-from cache_store import CacheStore
+from log_analyser_core.enrich import cache as cache_store
+from log_analyser_core.enrich.cache import CacheStore
 
 
 class Clock:
@@ -158,7 +158,7 @@ def test_an_unusable_location_is_a_warning_not_a_failure(tmp_path, caplog):
 
 WRITER = textwrap.dedent("""
     import sys
-    from cache_store import CacheStore
+    from log_analyser_core.enrich.cache import CacheStore
     path, name, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
     with CacheStore(path) as store:
         for i in range(count):

@@ -14,9 +14,10 @@ import jsonschema
 import pytest
 from conftest import DATA, ROOT
 
-import analysis
 import log_analyser
-from analyser_errors import ExitCode
+from log_analyser_core import pipeline as analysis
+from log_analyser_core import results
+from log_analyser_core.errors import ExitCode
 
 SMALL = str(DATA / "small.log")
 
@@ -51,7 +52,7 @@ def test_csv_and_json_outputs_follow_the_extension(capsys, tmp_path):
 
 def test_output_format_override_to_stdout(capsys):
     code, out, _ = run(capsys, "-f", SMALL, "-o", "-", "--output-format", "json")
-    assert code == ExitCode.OK and json.loads(out)["schema_version"] == analysis.SCHEMA_VERSION
+    assert code == ExitCode.OK and json.loads(out)["schema_version"] == results.SCHEMA_VERSION
 
 
 def test_stdin(capsys, monkeypatch):

@@ -14,7 +14,7 @@ import termios
 from conftest import DATA, ROOT
 
 import log_analyser
-from analyser_errors import ExitCode
+from log_analyser_core.errors import ExitCode
 
 SMALL = str(DATA / "small.log")
 

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from client_address import canonical, is_canonical
+from log_analyser_core.parsing.address import canonical, is_canonical
 
 
 @pytest.mark.parametrize(("text", "expected"), [

@@ -6,10 +6,10 @@ import json
 import pytest
 from conftest import DATA
 
-import config
 import log_analyser
-from analyser_errors import ConfigError, ExitCode
-from evidence import Severity
+from log_analyser_core.cli import config
+from log_analyser_core.errors import ConfigError, ExitCode
+from log_analyser_core.results import Severity
 
 SMALL = str(DATA / "small.log")  # top score 48.3: one client flagged at 40, none at 50, all at 0
 

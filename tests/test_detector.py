@@ -5,9 +5,9 @@ import polars as pl
 import pytest
 
 import anomaly_detector as detect
-from analyser_errors import InputError
-from analysis import Settings, analyse
-from evidence import Severity
+from log_analyser_core.errors import InputError
+from log_analyser_core.pipeline import Settings, analyse
+from log_analyser_core.results import Severity
 
 COMBINED = '{ip} - - [10/Mar/2026:09:{m:02d}:{s:02d} +0000] "GET /page HTTP/1.1" 200 512 "-" "Mozilla/5.0"'
 

@@ -13,11 +13,11 @@ from conftest import ROOT
 
 import log_analyser
 import reporting
-from analyser_errors import ExitCode
-from analysis import Settings, analyse
-from cache_store import CacheStore
 from enrichment import EnrichmentSettings
-from evidence import Severity
+from log_analyser_core.enrich.cache import CacheStore
+from log_analyser_core.errors import ExitCode
+from log_analyser_core.pipeline import Settings, analyse
+from log_analyser_core.results import Severity
 
 SAMPLE = str(ROOT / "examples" / "access.log")
 FLAGGED = ["91.145.72.37", "151.94.124.1", "185.160.112.131"]   # the sample's planted attackers

@@ -9,10 +9,10 @@ import pytest
 from abuseipdb_server import RESET_EPOCH, TEST_KEY, closed_port_url
 
 import enrichment
-from analyser_errors import ConfigError
-from cache_store import CacheStore
 from enrichment import EnrichmentSettings, lookup_reputations, reputation_evidence
-from evidence import Reputation, Severity
+from log_analyser_core.enrich.cache import CacheStore
+from log_analyser_core.errors import ConfigError
+from log_analyser_core.results import Reputation, Severity
 
 PUBLIC = ["8.8.8.8", "1.1.1.1", "9.9.9.9", "185.220.101.1", "2001:4860:4860::8888"]
 

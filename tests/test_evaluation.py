@@ -6,10 +6,10 @@ import polars as pl
 import pytest
 from conftest import SHARED
 
-import evaluation
 import log_analyser
-from analyser_errors import ExitCode, InputError
-from analysis import analyse
+from log_analyser_core import evaluation
+from log_analyser_core.errors import ExitCode, InputError
+from log_analyser_core.pipeline import analyse
 
 # Floors a little below what the shipped rules reach on the dev set (README, 'Detection quality').
 RECALL_FLOOR, FPR_CEILING, TYPE_ACCURACY_FLOOR = 0.95, 0.01, 0.95

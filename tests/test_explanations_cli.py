@@ -13,7 +13,7 @@ from llm_server import ChatServer, answer
 from test_explanations import BRUTE, INJECTOR, attack_log_lines, closed_port_url, gullible
 
 import log_analyser
-from analyser_errors import ExitCode
+from log_analyser_core.errors import ExitCode
 
 DRY_RUN_HEADER = re.compile(r"--- request (\d+) of (\d+): POST (\S+)\n")
 

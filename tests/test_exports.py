@@ -11,8 +11,8 @@ import polars as pl
 import pytest
 import reportdata
 
-import exports
-from evidence import AttackType, Severity
+from log_analyser_core.report import exports
+from log_analyser_core.results import AttackType, Severity
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,8 @@ from dataclasses import replace
 
 import pytest
 
-import exports
-from evidence import Severity
+from log_analyser_core.report import exports
+from log_analyser_core.results import Severity
 
 
 @pytest.fixture(scope="module")

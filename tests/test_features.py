@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import file_parser as fp
-import ip_features
+from log_analyser_core.features import client as ip_features
 
 RATIOS = [f.name for f in ip_features.FEATURES if f.unit == "ratio"]
 

@@ -16,8 +16,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import file_parser as fp
-from analyser_errors import ConfigError, InputError
-from log_reader import read_lines
+from log_analyser_core.errors import ConfigError, InputError
+from log_analyser_core.parsing.reader import read_lines
 
 COMBINED = ('203.0.113.9 - - [10/Mar/2026:09:00:01 +0100] "GET /a/b?x=1&y=2 HTTP/1.1" 200 512 '
             '"https://ref.example/" "Mozilla/5.0 (X11)"')

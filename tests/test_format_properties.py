@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import file_parser as fp
-import log_formats
+from log_analyser_core.parsing import formats as log_formats
 
 _SAFE = st.characters(codec="utf-8", exclude_categories=("Cs", "Cc", "Zl", "Zp", "Zs"))
 _text = st.text(st.one_of(_SAFE, st.just(" ")), max_size=30).map(str.strip)

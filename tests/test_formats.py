@@ -9,9 +9,9 @@ import pytest
 from conftest import DATA
 
 import file_parser as fp
-from analyser_errors import ConfigError
-from log_events import EVENT_SCHEMA
-from log_presets import PRESETS
+from log_analyser_core.errors import ConfigError
+from log_analyser_core.parsing.events import EVENT_SCHEMA
+from log_analyser_core.parsing.presets import PRESETS
 
 FORMATS = DATA / "formats"
 LONG = "/search/" + "a%2Fb" * 800

@@ -5,9 +5,9 @@ import re
 
 import pytest
 
-import geolocation
-from analyser_errors import ConfigError
-from evidence import Geo
+from log_analyser_core.enrich import geolocation
+from log_analyser_core.errors import ConfigError
+from log_analyser_core.results import Geo
 
 
 @pytest.fixture(scope="module")

@@ -12,14 +12,14 @@ from conftest import DATA
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import analysis
 import file_parser as fp
 import log_analyser
-import log_input
-import log_reader
-from analyser_errors import ConfigError, InputError
-from log_input import InputOptions, order_rotated, parse_networks, parse_time_bound, real_client
-from log_reader import read_lines
+from log_analyser_core import pipeline as analysis
+from log_analyser_core.errors import ConfigError, InputError
+from log_analyser_core.parsing import reader as log_reader
+from log_analyser_core.parsing import sources as log_input
+from log_analyser_core.parsing.reader import read_lines
+from log_analyser_core.parsing.sources import InputOptions, order_rotated, parse_networks, parse_time_bound, real_client
 
 NOW = datetime(2026, 3, 10, 12, 0, 0, tzinfo=UTC)
 
@@ -240,7 +240,7 @@ def test_format_list(capsys):
 
 
 def test_tz_sets_the_zone_of_the_night_time_feature(tmp_path):
-    from analysis import Settings, analyse
+    from log_analyser_core.pipeline import Settings, analyse
 
     path = tmp_path / "night.log"  # 02:00 UTC is night in UTC but 11:00 in Tokyo
     path.write_text("".join(line(s).replace("09:00:", "02:00:", 1).replace("192.0.2.1", f"192.0.2.{s % 4}")

@@ -10,11 +10,10 @@ import pytest
 from conftest import DATA
 
 import anomaly_detector as detect
-import attribution
 import log_analyser
-import model_store
-from analyser_errors import ConfigError, ExitCode, MissingExtraError
-from analysis import Settings, analyse, train
+from log_analyser_core.detectors import attribution, model_store
+from log_analyser_core.errors import ConfigError, ExitCode, MissingExtraError
+from log_analyser_core.pipeline import Settings, analyse, train
 
 FOREST = ("iforest",)
 SCANNER = '{ip} - - [10/Mar/2026:10:{m:02d}:{s:02d} +0000] "GET /{word}.php HTTP/1.1" 404 180 "-" "Mozilla/5.0"'
@@ -101,7 +100,7 @@ def test_planted_directory_brute_force_is_explained_by_distinct_404_paths(buster
 
 def _baseline_and_rows(path, ip):
     import file_parser
-    import ip_features
+    from log_analyser_core.features import client as ip_features
 
     table = ip_features.compute(file_parser.parse([path]).events)
     used = ip_features.logged_features(table)

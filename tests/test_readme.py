@@ -20,7 +20,7 @@ import pytest
 from conftest import ROOT, SHARED
 
 import log_analyser
-from analyser_errors import ExitCode
+from log_analyser_core.errors import ExitCode
 
 README = (ROOT / "README.md").read_text()
 BLOCK = re.compile(r"(?:<!-- readme-test: skip \((?P<reason>[^)]*)\) -->\n)?```(?P<lang>\w+)\n(?P<body>.*?)```",
@@ -109,7 +109,7 @@ def test_readme_config_file_and_env_file_examples_are_valid(tmp_path, capsys, mo
 
 
 def test_env_example_file_documents_only_real_settings():
-    import config
+    from log_analyser_core.cli import config
 
     options = config.configurable_options(log_analyser.build_parser())
     names = re.findall(r"^# (LOG_ANALYSER_\w+)=", (ROOT / ".env.example").read_text(), re.MULTILINE)
@@ -178,7 +178,7 @@ def test_readme_json_example_follows_the_schema():
 
     import jsonschema
 
-    from analysis import SCHEMA_VERSION
+    from log_analyser_core.results import SCHEMA_VERSION
 
     (body,) = [body for _, body in blocks("json")]
     example = json.loads(body)

@@ -10,9 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-import explanations
-import llm_client
-import redaction
+from log_analyser_core.explain import explanations, llm_client, redaction
 
 
 @pytest.mark.parametrize(("text", "expected"), [

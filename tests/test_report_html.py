@@ -14,11 +14,11 @@ import pytest
 import reportdata
 from test_reporting import in_zone
 
-import report_charts
-import report_html
-import report_model
 import reporting
-from evidence import REBUILT_NOTE
+from log_analyser_core.report import charts as report_charts
+from log_analyser_core.report import html as report_html
+from log_analyser_core.report import model as report_model
+from log_analyser_core.results import REBUILT_NOTE
 
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--disable-quic", "--window-size=1400,1000")

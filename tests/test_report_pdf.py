@@ -12,7 +12,7 @@ import reportdata
 from test_reporting import check_golden, in_zone
 
 import reporting
-from analyser_errors import MissingExtraError
+from log_analyser_core.errors import MissingExtraError
 
 
 def poppler(tool: str, *args: str) -> str:
@@ -123,7 +123,7 @@ def test_markup_in_the_log_is_text_in_the_pdf(hostile_pdf):
 
 
 def test_characters_without_a_glyph_are_escaped_not_dropped(tmp_path, caplog):
-    from analysis import Settings, analyse
+    from log_analyser_core.pipeline import Settings, analyse
 
     files = []
     for n, agent in enumerate(("Mozilla/5.0 中文爬虫 😀", "curl/8.5 ✓")):
@@ -160,7 +160,7 @@ def test_huge_strings_from_a_log_or_an_api_are_clipped_not_fatal(hostile_result,
     """A 6,000-character 'address' and a megabyte ISP name once made fpdf2 refuse a row taller than a page."""
     from dataclasses import replace
 
-    from evidence import Reputation
+    from log_analyser_core.results import Reputation
 
     findings = list(hostile_result.findings)
     first = next(i for i, f in enumerate(findings) if f.flagged)

@@ -11,10 +11,10 @@ import jsonschema
 import pytest
 from conftest import GOLDEN, ROOT
 
-import report_model
 import reporting
-from analyser_errors import ConfigError
-from report_details import render_details
+from log_analyser_core.errors import ConfigError
+from log_analyser_core.report import model as report_model
+from log_analyser_core.report.details import render_details
 
 
 def check_golden(name: str, text: str) -> None:

@@ -7,9 +7,9 @@ from conftest import DATA, ROOT
 from test_sigma_engine import line, write_rule
 
 import log_analyser
-from analyser_errors import ExitCode
-from analysis import Settings, analyse
-from evidence import Severity
+from log_analyser_core.errors import ExitCode
+from log_analyser_core.pipeline import Settings, analyse
+from log_analyser_core.results import Severity
 
 SMALL = str(DATA / "small.log")
 PACK = ROOT / "sigma"

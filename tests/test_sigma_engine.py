@@ -12,9 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import file_parser
-import sigma_compile
-import sigma_engine
-from evidence import AttackType, Severity
+from log_analyser_core.results import AttackType, Severity
+from log_analyser_core.rules import sigma_compile, sigma_engine
 
 PACK = ROOT / "sigma"
 CASES = ROOT / "tests" / "sigma_cases"

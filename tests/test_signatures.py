@@ -3,8 +3,8 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-import signatures
 from file_parser import parse
+from log_analyser_core.rules import signatures
 
 
 def frame(path: str, query: str | None = None, ua: str = "Mozilla/5.0") -> pl.DataFrame:

@@ -11,12 +11,12 @@ import pytest
 from conftest import DATA
 
 import file_parser
-import ip_features
 import log_analyser
-import spark_engine
-import verdict
-from analyser_errors import ConfigError, ExitCode
-from analysis import SPARK_NOTE, Settings, analyse
+from log_analyser_core import verdict
+from log_analyser_core.engines import spark as spark_engine
+from log_analyser_core.errors import ConfigError, ExitCode
+from log_analyser_core.features import client as ip_features
+from log_analyser_core.pipeline import SPARK_NOTE, Settings, analyse
 
 # Slow (a JVM starts); the tests that need pyspark and Java are marked heavy as well (CI's core jobs lack
 # the spark extra), while those of the pure-Python helpers run everywhere.

@@ -10,12 +10,12 @@ import polars as pl
 import pytest
 
 import file_parser
-import ip_features
 import log_analyser
-import spark_engine
-import verdict
-from analyser_errors import ConfigError, ExitCode, RulesError
-from analysis import SPARK_NOTE, Settings, analyse
+from log_analyser_core import verdict
+from log_analyser_core.engines import spark as spark_engine
+from log_analyser_core.errors import ConfigError, ExitCode, RulesError
+from log_analyser_core.features import client as ip_features
+from log_analyser_core.pipeline import SPARK_NOTE, Settings, analyse
 
 FOREST = ("iforest",)
 INTERNAL_FLOOD = "10.20.30.40"

@@ -3,10 +3,10 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-import verdict
-from analyser_errors import ConfigError
-from analysis import Settings, analyse
-from evidence import AttackType, Evidence, Severity
+from log_analyser_core import verdict
+from log_analyser_core.errors import ConfigError
+from log_analyser_core.pipeline import Settings, analyse
+from log_analyser_core.results import AttackType, Evidence, Severity
 
 GOOGLEBOT = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"
 

@@ -1,1 +1,0 @@
-"""Behavioural detection rules shipped with log_analyser (YAML files; see behaviour_rules.py)."""

@@ -1,0 +1,1 @@
+"""log_analyser's cli stage."""

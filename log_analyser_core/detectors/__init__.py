@@ -1,0 +1,1 @@
+"""log_analyser's detectors stage."""

@@ -1,0 +1,428 @@
+"""The pipeline as a library: ``analyse(sources, settings) -> AnalysisResult``.
+
+parse (file_parser) -> per-client features (ip_features) -> anomaly scores and reasons
+(anomaly_detector) -> one immutable result that every report writer renders.
+"""
+from __future__ import annotations
+
+import importlib
+import logging
+import math
+import threading
+from collections import Counter
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from datetime import datetime
+from functools import partial
+from typing import TYPE_CHECKING, cast
+
+import numpy as np
+import polars as pl
+
+import anomaly_detector as detect
+import file_parser
+from anomaly_detector import Baseline
+from log_analyser_core import verdict
+from log_analyser_core.detectors import attribution
+from log_analyser_core.engines import spark as spark_engine
+from log_analyser_core.errors import ConfigError, InputError
+from log_analyser_core.explain import explanations
+from log_analyser_core.features import client as ip_features
+from log_analyser_core.parsing import reader as log_reader
+from log_analyser_core.parsing import sources as log_input
+from log_analyser_core.parsing.sources import InputOptions
+from log_analyser_core.results import AnalysisResult, Evidence, ExampleLine, Finding, Severity, Summary
+from log_analyser_core.rules import behaviour as behaviour_rules
+from log_analyser_core.rules import sigma_engine, signatures
+
+if TYPE_CHECKING:
+    from enrichment import EnrichmentSettings
+    from log_analyser_core.detectors.autoencoder import AutoencoderDetector
+
+log = logging.getLogger(__name__)
+PRELOAD_MAX_BYTES = 512 * 2**20   # larger inputs: no preloading, no overlap of stages (memory first)
+DEEP_PRELOAD_MIN_BYTES = 4 * 2**20   # ~20k combined lines
+TRAIN_MIN_CLIENTS = 20  # fewer clients than this cannot describe a site's normal traffic
+SPARK_NOTE = ("engine spark: Spark returns no single requests, so the behaviour rules, payload signatures, Sigma "
+              "rules and crawler check did not run; the anomaly score is the verdict")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a run depends on; built once by the CLI (or a caller) and never changed."""
+
+    format_name: str = "auto"
+    log_format: str | None = None      # a custom Apache LogFormat / nginx log_format string
+    tz: str = "UTC"                    # zone for timestamps that carry no offset, and for display
+    json_fields: str | None = None     # JSON lines: FIELD=key,... over the default mapping
+    real_ip_header: str | None = None  # x-forwarded-for, cf-connecting-ip or x-real-ip
+    trusted_proxies: tuple = ()        # ipaddress networks whose real-IP header is believed
+    since: datetime | None = None      # keep events at or after this (aware, UTC)
+    until: datetime | None = None      # keep events before this
+    threshold: float = 40.0            # flag clients scoring at least this (0-100)
+    contamination: float | None = None  # or: flag this fraction of clients, highest scores first
+    n_estimators: int = 200
+    random_state: int = 0
+    max_unparsed_ratio: float = 0.5    # more unparsed lines than this is an input error
+    reasons: int = 3                   # reasons listed per client
+    rule_paths: tuple[str, ...] = ()   # extra behaviour rule files/folders, beside the shipped ones
+    allowlist: verdict.Allowlist | None = None   # --allow FILE
+    enrichment: EnrichmentSettings | None = None   # --enrich: reputation and geography
+    explain: explanations.ExplainSettings = explanations.ExplainSettings()  # the LLM stage (--explain)
+    rules_dirs: tuple[str, ...] = ()   # Sigma rule folders added to the built-in pack
+    builtin_rules: bool = True         # run the built-in Sigma pack (sigma/)
+    detectors: tuple[str, ...] | None = None  # anomaly detectors to run; None: every installed one
+    model: str | None = None           # a model directory from `log_analyser train`: score against it
+    fusion: str = detect.DEFAULT_FUSION  # how detector scores combine: min, mean or max
+    engine: str = "polars"             # "polars" (local) or "spark" (parse and aggregate on Spark)
+    spark: spark_engine.SparkOptions = spark_engine.SparkOptions()
+
+
+def analyse(sources: Sequence[str], settings: Settings = Settings(),
+            progress: file_parser.Progress | None = None, *,
+            llm_cache: explanations.AnswerCache | None = None) -> AnalysisResult:
+    """Run the whole pipeline over ``sources`` (paths, globs or '-' for stdin). ``llm_cache`` keeps
+    the LLM stage's answers between runs."""
+    spark_notes = _spark_notes(settings) if settings.engine == "spark" else []  # before any work: may refuse
+    # before parsing, so that broken rules fail fast; not on Spark, where no request-level stage runs
+    rules = _sigma_rules(settings) if settings.engine != "spark" else sigma_engine.RuleSet(folders=(), rules=())
+    size = log_reader.input_bytes(sources)
+    warming = _preload_detectors(size, settings)
+    try:
+        parsed, features = _aggregate(sources, settings, progress)
+        score = partial(_score, features, settings, ",".join(sources), warming)
+        detected = partial(_Detected.of, parsed.events, settings, rules) if settings.engine != "spark" else None
+        # the features are computed and the detectors fit and score on a thread while the request-level
+        # stages run: both spend most of their time in Polars, scikit-learn or TensorFlow code, which
+        # releases the GIL. On larger inputs one runs after the other, so that their memory does not add
+        # to the rules' peak.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="detectors") as pool:
+            scoring = pool.submit(score) if size < PRELOAD_MAX_BYTES else None
+            found = detected() if detected else None
+            table, baseline, used, scores, detector_scores, notes = scoring.result() if scoring else score()
+    finally:
+        for thread in warming:   # also on an error: a thread left importing TensorFlow can crash the exit
+            thread.join()
+    notes = notes + spark_notes
+    if found is None:
+        # engine spark: no events came back, so no request-level evidence: the anomaly score is the verdict
+        verdicts = verdict.anomaly_only(table["client_ip"].to_list(), scores.tolist(), settings.allowlist)
+        stages: tuple[str, ...] = tuple(detector_scores)
+    else:
+        verdicts = found.judge(table, scores, settings)
+        stages = (*detector_scores, "rules", "signatures", "sigma")
+    fused = np.array([verdicts.by_ip[ip].score for ip in table["client_ip"]], dtype=np.float64)
+    allowed = np.array([verdicts.by_ip[ip].allowlisted is not None for ip in table["client_ip"]], dtype=bool)
+    flagged = _flags(fused, settings) & ~allowed
+    findings = _explain(_findings(table, used, fused, detector_scores, flagged, settings,
+                                  baseline if settings.model else None), table, baseline)
+    findings = [_with_verdict(f, verdicts.by_ip[f.ip]) if f.ip in verdicts.by_ip else f for f in findings]
+    notes = notes + rules.notes() + sigma_engine.unrecorded_fields(parsed.events, rules)
+    summary = _summary(parsed, table, findings, used, stages, notes)
+    summary = replace(summary, excluded=verdicts.excluded, tz=settings.tz)
+    if settings.enrichment is not None:
+        findings, summary = _enrich(findings, summary, settings, verdicts)
+    result = AnalysisResult(summary=summary, findings=tuple(findings), features=table,
+                            unparsed=parsed.unparsed, events=parsed.events)
+    if settings.explain.enabled:
+        result = explanations.explain(result, settings.explain, cache=llm_cache)
+    return result
+
+
+def _score(features: Callable[[], pl.DataFrame], settings: Settings, source: str, warming: list[threading.Thread]
+           ) -> tuple[pl.DataFrame, Baseline | None, list[str], np.ndarray, dict[str, np.ndarray], list[str]]:
+    """The per-client table from ``features``, and the detectors fitted (or loaded) and scoring every
+    client once their libraries are loaded: (table, baseline, features used, fused scores, scores by
+    detector, notes)."""
+    table = features()
+    for thread in warming:
+        thread.join()
+    baseline, used, model_notes = _baseline(table, ip_features.logged_features(table), settings, source)
+    scores, detector_scores, notes = detect.score_clients(table, used, n_estimators=settings.n_estimators,
+                                                          random_state=settings.random_state, baseline=baseline,
+                                                          fusion=settings.fusion)
+    return table, baseline, used, scores, detector_scores, model_notes + notes
+
+
+def detections(events: pl.DataFrame, settings: Settings, sigma_rules: sigma_engine.RuleSet | None = None
+               ) -> tuple[dict[str, list[Evidence]], dict[str, int]]:
+    """Evidence by client ip from the behaviour rules, payload signatures and Sigma rules, and the
+    requests the allowlist kept out of them ('excluded because' -> count)."""
+    excluded: dict[str, int] = {}
+    if settings.allowlist is not None:
+        mask, excluded = verdict.allowed_requests(events, settings.allowlist)
+        events = events.filter(~mask)
+    rules = behaviour_rules.load_rules([behaviour_rules.default_rule_dir(), *settings.rule_paths])
+    evidence = behaviour_rules.detect(events, rules)
+    for ip, items in signatures.detect(events).items():
+        evidence.setdefault(ip, []).extend(items)
+    for ip, matched in (sigma_engine.evaluate(events, sigma_rules) if sigma_rules else {}).items():
+        evidence.setdefault(ip, []).extend(matched)
+    return _real_examples(evidence), excluded
+
+
+def _real_examples(evidence: dict[str, list[Evidence]]) -> dict[str, list[Evidence]]:
+    """Evidence whose example lines are read back from the log files where they can be, and then
+    no longer marked rebuilt (from standard input the rebuilt line and its mark stay)."""
+    text = log_input.read_back((x.source, x.line_number) for items in evidence.values()
+                               for e in items for x in e.examples)
+
+    def real(x: ExampleLine) -> ExampleLine:
+        place = (x.source, x.line_number)
+        return replace(x, raw=text[place], rebuilt=False) if place in text else x
+    return {ip: [replace(e, examples=tuple(real(x) for x in e.examples)) for e in items]
+            for ip, items in evidence.items()}
+
+
+@dataclass(frozen=True)
+class _Detected:
+    """What the request-level stages found, before the anomaly scores join it in a verdict."""
+
+    evidence: dict[str, list[Evidence]]
+    excluded: dict[str, int]        # allowlisted requests by reason
+    crawlers: set[str]
+
+    @classmethod
+    def of(cls, events: pl.DataFrame, settings: Settings, sigma_rules: sigma_engine.RuleSet) -> _Detected:
+        evidence, excluded = detections(events, settings, sigma_rules)
+        return cls(evidence, excluded, verdict.crawler_clients(events))
+
+    def judge(self, table: pl.DataFrame, anomaly: np.ndarray, settings: Settings) -> verdict.Verdicts:
+        verdicts = verdict.judge(table["client_ip"].to_list(), anomaly.tolist(), self.evidence, self.crawlers,
+                                 settings.allowlist)
+        return replace(verdicts, excluded={**self.excluded, **verdicts.excluded})
+
+
+def _with_verdict(finding: Finding, judged: verdict.Verdict) -> Finding:
+    reasons = tuple(f"{e.title} ({e.count}x)" for e in judged.evidence if e.attack_type is not None)[:2]
+    if judged.allowlisted:
+        reasons = (f"allowlisted: ip in {judged.allowlisted}",)
+    return replace(finding, attack_types=judged.attack_types, evidence=judged.evidence, internal=judged.internal,
+                   reasons=reasons + finding.reasons)
+
+
+def _enrich(findings: list[Finding], summary: Summary, settings: Settings,
+            verdicts: verdict.Verdicts) -> tuple[list[Finding], Summary]:
+    """Reputation, geography and reputation evidence on every finding; the reputation evidence then
+    joins the verdict as corroboration (it never flags a client on its own)."""
+    import enrichment
+
+    assert settings.enrichment is not None, "only called when --enrich is on"
+    found = enrichment.enrich(findings, settings.enrichment)
+    enriched = [replace(f, reputation=found.reputation.get(f.ip), geo=found.geo.get(f.ip)) for f in findings]
+    enriched = _corroborate(enriched, found.evidence, verdicts, settings)
+    rollup = enrichment.summarise(enriched, found, has_key=settings.enrichment.api_key is not None)
+    severities = Counter(f.severity.label for f in enriched if f.flagged)
+    return enriched, replace(summary, notes=summary.notes + found.notes, enrichment=rollup,
+                             flagged=sum(f.flagged for f in enriched),
+                             by_severity={s.label: severities.get(s.label, 0) for s in reversed(Severity)})
+
+
+def _corroborate(findings: list[Finding], extra: dict[str, tuple[Evidence, ...]], verdicts: verdict.Verdicts,
+                 settings: Settings) -> list[Finding]:
+    """Judge again with later stages' evidence, then flag and rank again (scores 0-100)."""
+    if settings.engine == "spark":   # anomaly-only verdicts: nothing to corroborate, reputation is shown only
+        return findings
+    judged = {f.ip: verdicts.rejudge(f.ip, extra.get(f.ip, ())) for f in findings}
+    scores = np.array([judged[f.ip].score for f in findings], dtype=np.float64)
+    allowed = np.array([judged[f.ip].allowlisted is not None for f in findings], dtype=bool)
+    flags = _flags(scores, settings) & ~allowed
+    updated = [replace(f, score=judged[f.ip].score, severity=detect.severity_for(judged[f.ip].score),
+                       flagged=bool(flag), attack_types=judged[f.ip].attack_types, evidence=judged[f.ip].evidence)
+               for f, flag in zip(findings, flags, strict=True)]
+    updated.sort(key=lambda f: (-f.score, f.ip))
+    return [replace(f, rank=rank) for rank, f in enumerate(updated, start=1)]
+
+
+def _spark_notes(settings: Settings) -> list[str]:
+    """What a Spark run leaves out, for the summary. Spark returns the per-client table, not the
+    requests: the allowlist's networks apply (to clients), its user-agent and path patterns (which
+    match requests) cannot, and an allowlist of nothing but patterns is refused rather than ignored."""
+    notes = [SPARK_NOTE]
+    allow = settings.allowlist
+    if allow is None or not (allow.user_agents or allow.paths):
+        return notes
+    if not allow.networks:
+        raise ConfigError("--engine spark cannot apply an allowlist of only user_agents and paths patterns: they "
+                          "match single requests, which Spark does not return",
+                          hint="list the clients under ips, or use the default engine, --engine polars")
+    return [*notes, "engine spark: the allowlist's ips were applied; its user_agents and paths patterns match "
+            "single requests and were not"]
+
+
+def _sigma_rules(settings: Settings) -> sigma_engine.RuleSet:
+    folders = ([sigma_engine.builtin_dir()] if settings.builtin_rules else []) + list(settings.rules_dirs)
+    return sigma_engine.load(folders)
+
+
+def _preload_detectors(size: int, settings: Settings) -> list[threading.Thread]:
+    """Import the detectors' libraries on threads while Polars parses (Polars releases the GIL):
+    scikit-learn (about a second), except on large inputs, where its ~90 MB would add to the peak
+    of the feature stage; and Keras on TensorFlow (about 4 s and 650 MB, held from training to the
+    report anyway, so that importing early raises the peak by under 0.1 GB at 5M lines) when the
+    autoencoder will likely run, i.e. on inputs large enough to hold the clients it needs.
+    ``size``: the input's bytes on disk."""
+    targets: list[Callable[[], object]] = []
+    if size < PRELOAD_MAX_BYTES:
+        targets.append(lambda: importlib.import_module("sklearn.ensemble"))
+    if size >= DEEP_PRELOAD_MIN_BYTES and settings.engine != "spark" and \
+            "autoencoder" in (settings.detectors or detect.available_detectors()):
+        from log_analyser_core.detectors import autoencoder
+
+        targets.append(autoencoder.preload)
+    threads = [threading.Thread(target=target, daemon=True) for target in targets]
+    for thread in threads:
+        thread.start()
+    return threads
+
+
+def _in_zone(events: pl.DataFrame, tz: str) -> pl.DataFrame:
+    """Events whose local offset is that of ``tz`` (for the night-time feature) when a zone other
+    than UTC is set; by default the offset each server logged is used. The result keeps its own."""
+    if tz == "UTC":
+        return events
+    local = pl.col("timestamp").dt.convert_time_zone(tz).dt.replace_time_zone(None)
+    offset = (local - pl.col("timestamp").dt.replace_time_zone(None)).dt.total_minutes().cast(pl.Int16)
+    return events.with_columns(offset.alias("tz_offset_min"))
+
+
+def _parse(sources: Sequence[str], settings: Settings, progress: file_parser.Progress | None):
+    options = InputOptions(tz=settings.tz, real_ip_header=settings.real_ip_header,
+                           trusted_proxies=settings.trusted_proxies, since=settings.since, until=settings.until)
+    return file_parser.parse(sources, format_name=settings.format_name, log_format=settings.log_format,
+                             json_fields=settings.json_fields, max_unparsed_ratio=settings.max_unparsed_ratio,
+                             progress=progress, options=options)
+
+
+def _baseline(table: pl.DataFrame, used: list[str], settings: Settings,
+              source: str) -> tuple[Baseline | None, list[str], list[str]]:
+    """(fitted or loaded detectors, the features they use, notes); None when too few clients to fit."""
+    if settings.model:
+        from log_analyser_core.detectors import model_store
+
+        model = model_store.load(settings.model, settings.detectors)
+        model_store.check_features(model, used, source)
+        training = model.metadata["training"]
+        note = (f"scored against the baseline model {settings.model} (trained on {training['clients']} clients, "
+                f"{training.get('time_start') or '?'} to {training.get('time_end') or '?'})")
+        return model.baseline, list(model.baseline.features), [note]
+    if table.height < detect.MIN_CLIENTS:
+        return None, used, []
+    detectors = detect.resolve_detectors(settings.detectors)
+    return detect.fit_baseline(table, used, detectors, n_estimators=settings.n_estimators,
+                               random_state=settings.random_state), used, []
+
+
+def _explain(findings: list[Finding], table: pl.DataFrame, baseline: Baseline | None) -> list[Finding]:
+    """Add each detector's feature contributions (and sentences) to the flagged findings."""
+    if baseline is None:
+        return findings
+    index = {ip: i for i, ip in enumerate(table["client_ip"].to_list())}
+    flagged = [k for k, f in enumerate(findings) if f.flagged]
+    rows = [index[findings[k].ip] for k in flagged]
+    explained = attribution.explain(baseline, detect.feature_matrix(table, baseline.features), rows)
+    findings = list(findings)
+    for k, row, contributions in zip(flagged, rows, explained, strict=True):
+        text = attribution.sentences(contributions, table.row(row, named=True))
+        findings[k] = replace(findings[k], contributions=contributions, explanation=tuple(text))
+    return findings
+
+
+def _aggregate(sources: Sequence[str], settings: Settings, progress: file_parser.Progress | None
+               ) -> tuple[file_parser.ParsedLog, Callable[[], pl.DataFrame]]:
+    """Parse, and how to aggregate per client (run when called), locally or on Spark; Spark returns
+    the aggregate and no event rows, so the stages that read single requests (rules, signatures,
+    Sigma) have nothing to read there."""
+    if settings.engine == "spark":
+        done = spark_engine.aggregate(sources, options=settings.spark, format_name=settings.format_name,
+                                      log_format=settings.log_format, tz=settings.tz,
+                                      max_unparsed_ratio=settings.max_unparsed_ratio)
+        empty = pl.DataFrame(schema=file_parser.EVENT_SCHEMA)
+        return (file_parser.ParsedLog(events=empty, unparsed=done.unparsed_examples, stats=done.stats),
+                lambda: done.features)
+    parsed = _parse(sources, settings, progress)
+    return parsed, lambda: ip_features.compute(_in_zone(parsed.events, settings.tz))
+
+
+def _flags(scores: np.ndarray, settings: Settings) -> np.ndarray:
+    if settings.contamination is None:
+        return scores >= settings.threshold
+    count = math.ceil(settings.contamination * len(scores))
+    order = np.argsort(-scores, kind="stable")[:count]
+    flags = np.zeros(len(scores), dtype=bool)
+    flags[order] = True
+    return flags & (scores > 0)
+
+
+def _findings(table: pl.DataFrame, used: list[str], scores: np.ndarray, detector_scores: dict[str, np.ndarray],
+              flagged: np.ndarray, settings: Settings, reference: Baseline | None = None) -> list[Finding]:
+    z, typical = detect.robust_z(table, used, reference)
+    rows = table.to_dicts()
+    order = sorted(range(len(rows)), key=lambda i: (-round(float(scores[i]), 6), rows[i]["client_ip"]))
+    findings = []
+    for rank, i in enumerate(order, start=1):
+        row = rows[i]
+        values = [row[name] or 0.0 for name in used]
+        deviations = detect.top_deviations(z[i], values, typical, used, settings.reasons) if used else []
+        score = round(float(scores[i]), 1)
+        reasons = [detect.describe(d, row) for d in deviations]
+        if flagged[i] and not reasons:
+            reasons = ["an unusual combination of features, none far from typical on its own"]
+        findings.append(Finding(
+            ip=row["client_ip"], rank=rank, flagged=bool(flagged[i]), score=score,
+            severity=detect.severity_for(score), requests=int(row["requests"]), errors=int(row["errors"]),
+            first_seen=row["first_seen"], last_seen=row["last_seen"],
+            reasons=tuple(reasons), deviations=tuple(deviations),
+            detector_scores={name: round(float(values[i]), 1) for name, values in detector_scores.items()},
+            features={name: row[name] for name in ip_features.FEATURE_NAMES},
+        ))
+    return findings
+
+
+def _summary(parsed: file_parser.ParsedLog, table: pl.DataFrame, findings: list[Finding], used: list[str],
+             detectors: tuple[str, ...], notes: list[str]) -> Summary:
+    severities = Counter(f.severity.label for f in findings if f.flagged)
+    return Summary(
+        sources=tuple(parsed.stats.formats), formats=dict(parsed.stats.formats),
+        total_lines=parsed.stats.total_lines, parsed_lines=parsed.stats.parsed_lines,
+        unparsed_by_reason=dict(parsed.stats.unparsed_by_reason), clients=len(findings),
+        flagged=sum(f.flagged for f in findings),
+        by_severity={s.label: severities.get(s.label, 0) for s in reversed(Severity)},
+        time_start=table["first_seen"].min() if table.height else None,  # type: ignore[arg-type]
+        time_end=table["last_seen"].max() if table.height else None,     # type: ignore[arg-type]
+        detectors=detectors, features_used=tuple(used), notes=(*parsed.stats.notes, *notes),
+    )
+
+
+def train(sources: Sequence[str], directory: str, settings: Settings = Settings()) -> dict:
+    """Fit the detectors on trusted traffic and save them to ``directory`` (model_store); returns the
+    training summary recorded with the model. Raises InputError when there are too few clients."""
+    from log_analyser_core.detectors import model_store
+
+    parsed = file_parser.parse(sources, format_name=settings.format_name, log_format=settings.log_format,
+                               tz=settings.tz, max_unparsed_ratio=settings.max_unparsed_ratio)
+    table = ip_features.compute(parsed.events)
+    if table.height < TRAIN_MIN_CLIENTS:
+        raise InputError(f"{table.height} client(s) is too few to learn what normal traffic looks like",
+                         hint=f"train on a period with at least {TRAIN_MIN_CLIENTS} clients")
+    used = ip_features.logged_features(table)
+    detectors = detect.resolve_detectors(settings.detectors)
+    baseline = detect.fit_baseline(table, used, detectors, n_estimators=settings.n_estimators,
+                                   random_state=settings.random_state)
+    events = parsed.events
+    summary = {"sources": list(parsed.stats.formats), "formats": dict(parsed.stats.formats),
+               "total_lines": parsed.stats.total_lines, "parsed_lines": parsed.stats.parsed_lines,
+               "clients": table.height, "detectors": list(detectors), "seed": settings.random_state,
+               "n_estimators": settings.n_estimators,
+               "time_start": _iso(events["timestamp"].min()), "time_end": _iso(events["timestamp"].max())}
+    if "autoencoder" in baseline.detectors:
+        network = cast("AutoencoderDetector", baseline.detectors["autoencoder"])
+        summary["autoencoder"] = {"epochs_run": network.epochs_run_, "threshold": network.threshold_}
+    model_store.save(baseline, directory, summary)
+    log.info("saved a %s model of %d clients to %s", "+".join(detectors), table.height, directory)
+    return summary
+
+
+def _iso(value) -> str | None:
+    return value.isoformat().replace("+00:00", "Z") if value is not None else None

@@ -1,0 +1,241 @@
+"""The result vocabulary: what the pipeline returns and every report writer reads.
+
+Severities, the attack-type taxonomy, the evidence a stage attaches to a client (which rule, how
+often, and example log lines), one ``Finding`` per client, the run's ``Summary`` and the whole
+``AnalysisResult``. Writers import this module and nothing of the pipeline.
+"""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:   # annotations only: the vocabulary does not load Polars
+    import polars as pl
+
+SCHEMA_VERSION = "1.2"  # 1.1: contributions, explanation (and the optional stages' fields); 1.2: examples' rebuilt
+
+
+class Severity(enum.IntEnum):
+    """Finding severities, ordered so that comparisons mean 'at least as severe'."""
+
+    INFO = 0
+    LOW = 1
+    MEDIUM = 2
+    HIGH = 3
+    CRITICAL = 4
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+    @classmethod
+    def parse(cls, text: str) -> Severity:
+        try:
+            return cls[text.strip().upper()]
+        except KeyError:
+            names = ", ".join(s.label for s in cls)
+            raise ValueError(f"unknown severity {text!r} (one of {names})") from None
+
+
+class AttackType(enum.StrEnum):
+    """One taxonomy, used in JSON ``attack_types``, CSV, reports and evaluation."""
+
+    SQLI = "sqli"
+    XSS = "xss"
+    PATH_TRAVERSAL = "path_traversal"
+    RCE = "rce"                          # command injection, RCE/CVE exploit probes, log4shell
+    SCANNER = "scanner"                  # vulnerability scanners
+    DIR_BRUTEFORCE = "dir_bruteforce"    # content discovery
+    BRUTE_FORCE = "brute_force"          # many login attempts from one client
+    CREDENTIAL_STUFFING = "credential_stuffing"
+    DOS = "dos"                          # request floods
+    BAD_BOT = "bad_bot"                  # scrapers, secret-file probes, fake crawlers
+    DATA_EXFILTRATION = "data_exfiltration"
+    CRAWLER = "crawler"                  # well-behaved known crawlers: not attackers
+
+
+# Shown wherever an example line is not the logged text (the writers mark it; see ExampleLine.rebuilt).
+REBUILT_MARK = "rebuilt"
+REBUILT_NOTE = ("not the logged line: rebuilt in combined format from the parsed fields, because its input could "
+                "not be read again (standard input, or a file no longer at that path); times are written "
+                "at offset +0000, and fields the log's format has beyond the combined ones are not shown")
+
+
+@dataclass(frozen=True)
+class ExampleLine:
+    """A log line that supports a piece of evidence, with where it came from.
+
+    ``rebuilt`` is True when ``raw`` is not the logged text but a combined-format line rebuilt from
+    the event's parsed fields (``log_input.rebuilt_line``), as for lines read from standard input.
+    """
+
+    source: str
+    line_number: int
+    raw: str
+    rebuilt: bool = False
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """One detection stage's finding about one client.
+
+    ``kind`` names the stage ("rule", "signature", "sigma", "reputation", ...); ``rule_id`` and
+    ``title`` identify what matched; ``count`` is how many requests matched.
+    """
+
+    kind: str
+    rule_id: str
+    title: str
+    severity: Severity
+    attack_type: AttackType | None
+    count: int
+    examples: tuple[ExampleLine, ...] = ()
+    tags: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Reputation:
+    """What a reputation service says of an address. ``status`` is "ok" when the lookup
+    answered; "unknown" (failed lookup: never a score of 0) or "skipped" (not looked up)."""
+
+    status: str
+    abuse_score: int | None = None       # 0-100 abuse confidence
+    total_reports: int | None = None
+    last_reported: str | None = None     # ISO 8601
+    usage_type: str | None = None
+    isp: str | None = None
+    domain: str | None = None
+    is_tor: bool | None = None
+    detail: str | None = None            # why it is unknown or skipped
+
+
+@dataclass(frozen=True)
+class Geo:
+    """Offline country and network owner of an address; fields are None when unknown."""
+
+    country: str | None = None           # ISO 3166-1 alpha-2
+    asn: int | None = None
+    as_org: str | None = None
+
+
+@dataclass(frozen=True)
+class LLMNote:
+    """A language model's advisory note on a finding. It never changes a score, flag or
+    severity; ``status`` says whether the answer was valid ("ok") or why it was set aside."""
+
+    status: str
+    model: str
+    summary: str | None = None
+    attack_type: str | None = None
+    severity: str | None = None
+    confidence: float | None = None
+    recommended_actions: tuple[str, ...] = ()
+    detail: str | None = None            # why the answer was set aside or is missing
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One client's verdict. ``score`` is 0-100, higher = more suspicious."""
+
+    ip: str
+    rank: int
+    flagged: bool
+    score: float
+    severity: Severity
+    requests: int
+    errors: int
+    first_seen: datetime
+    last_seen: datetime
+    reasons: tuple[str, ...]
+    deviations: tuple[Deviation, ...]
+    attack_types: tuple[str, ...] = ()          # evidence.AttackType values
+    evidence: tuple[Evidence, ...] = ()         # what the rule and signature stages found
+    reputation: Reputation | None = None        # filled by enrichment (--enrich)
+    geo: Geo | None = None                      # filled by enrichment
+    llm_note: LLMNote | None = None             # filled by the explanation stage (--explain)
+    internal: bool = False                      # a private, loopback or link-local address
+    detector_scores: dict[str, float] = field(default_factory=dict)
+    contributions: dict[str, tuple[Contribution, ...]] = field(default_factory=dict)  # per detector, flagged only
+    explanation: tuple[str, ...] = ()           # the contributions as sentences
+    features: dict[str, float | None] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Summary:
+    sources: tuple[str, ...]
+    formats: dict[str, str]
+    total_lines: int
+    parsed_lines: int
+    unparsed_by_reason: dict[str, int]
+    clients: int
+    flagged: int
+    by_severity: dict[str, int]
+    time_start: datetime | None
+    time_end: datetime | None
+    detectors: tuple[str, ...]
+    features_used: tuple[str, ...]
+    notes: tuple[str, ...] = ()
+    excluded: dict[str, int] = field(default_factory=dict)   # allowlist: 'excluded because' -> count
+    enrichment: EnrichmentSummary | None = None    # only when enrichment ran
+    tz: str = "UTC"   # the zone (--tz) human-facing reports show times in; every datetime here stays UTC
+
+    @property
+    def unparsed_lines(self) -> int:
+        return self.total_lines - self.parsed_lines
+
+
+@dataclass(frozen=True)
+class AnalysisResult:
+    summary: Summary
+    findings: tuple[Finding, ...]   # every client once, highest score first, then by IP
+    features: pl.DataFrame          # one row per client (ip_features.compute)
+    unparsed: pl.DataFrame          # file_parser.UNPARSED_SCHEMA
+    events: pl.DataFrame            # file_parser.EVENT_SCHEMA
+
+    def at_least(self, severity: Severity) -> list[Finding]:
+        """Flagged findings whose severity is ``severity`` or worse."""
+        return [f for f in self.findings if f.flagged and f.severity >= severity]
+
+
+@dataclass(frozen=True)
+class Deviation:
+    """How far one client's feature lies above the site's typical client."""
+
+    feature: str
+    value: float
+    typical: float
+    z: float      # robust z-score: (value - median) / max(1.4826 * MAD, floor), log scale if heavy-tailed
+
+
+@dataclass(frozen=True)
+class Contribution:
+    """One feature's part in a detector's score for one client.
+
+    ``contribution`` is in the detector's own unit (forest: path length removed, in splits;
+    autoencoder: squared reconstruction error of the scaled feature); ``share`` is its fraction of
+    the client's positive contributions (0-1). Higher = pushed the client towards anomalous.
+    """
+
+    feature: str
+    value: float
+    typical: float
+    contribution: float
+    share: float
+
+
+@dataclass(frozen=True)
+class EnrichmentSummary:
+    """Run-level enrichment facts for the report: how lookups went, and clients by country and ASN."""
+
+    status: str                       # ok | partial | unavailable | skipped (no API key)
+    lookups: int                      # AbuseIPDB requests answered this run
+    cache_hits: int
+    by_status: dict[str, int]         # reputation status -> clients
+    stopped: str | None               # why lookups stopped early
+    quota_reset: datetime | None
+    geo_source: str
+    by_country: tuple[dict[str, object], ...]   # {country, clients, flagged, requests}, most flagged first
+    by_asn: tuple[dict[str, object], ...]       # {asn, as_org, clients, flagged, requests}
+    reputation_source: str = "abuseipdb"

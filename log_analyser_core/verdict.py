@@ -1,0 +1,256 @@
+"""One verdict per client: anomaly score and every stage's Evidence fused into score, severity and types.
+
+Fusion (scores 0-100, higher = more suspicious):
+
+* the strongest *behavioural* evidence (any kind except the corroborating ones such as
+  "reputation") sets a base from its severity (SEVERITY_SCORE); each further attack type adds
+  TYPE_BONUS, and the Isolation Forest score adds up to ANOMALY_BONUS;
+* without behavioural evidence the client scores ANOMALY_ONLY_WEIGHT x its anomaly score, plus
+  corroborating evidence, capped at CORROBORATION_CAP: an unusual client or a bad reputation alone
+  never reaches the medium band;
+* a client whose user agent is a known crawler and that shows no attack is ``crawler`` and capped at
+  CRAWLER_CAP; a crawler claim with attack evidence becomes ``bad_bot`` first.
+
+Attack types are listed primary first: a confident (high or worse) scanner identification, then
+severity, then TYPE_PRECEDENCE.
+"""
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import polars as pl
+import yaml
+
+from log_analyser_core.errors import ConfigError
+from log_analyser_core.parsing import events as log_events
+from log_analyser_core.results import AttackType, Evidence, Severity
+from log_analyser_core.rules.behaviour import regex_problem
+
+SEVERITY_SCORE = {Severity.INFO: 5.0, Severity.LOW: 25.0, Severity.MEDIUM: 50.0, Severity.HIGH: 70.0,
+                  Severity.CRITICAL: 85.0}
+TYPE_BONUS, MAX_TYPE_BONUS = 5.0, 15.0
+ANOMALY_BONUS = 10.0                 # the anomaly score's share on top of behavioural evidence
+ANOMALY_ONLY_WEIGHT = 0.5            # an anomaly with no evidence reaches at most 50 (medium at >= 80)
+CORROBORATING_KINDS = frozenset({"reputation"})
+CORROBORATION_CAP = 35.0
+CRAWLER_CAP = 15.0
+CRAWLER_SHARE = 0.5                  # share of a client's requests with a crawler user agent
+SCANNER_BREADTH = 3                  # this many payload/discovery families from one client = a scanner
+BREADTH_SEVERITY = Severity.HIGH     # counting only confident evidence (a stray medium Sigma hit is not a family)
+BREADTH_TYPES = frozenset({AttackType.SQLI, AttackType.XSS, AttackType.PATH_TRAVERSAL, AttackType.RCE,
+                           AttackType.DIR_BRUTEFORCE})
+# Most specific explanation first: a fast login brute force or content discovery also floods, so
+# `dos` is what is left when nothing more specific explains the volume.
+TYPE_PRECEDENCE = (AttackType.SCANNER, AttackType.RCE, AttackType.SQLI, AttackType.XSS, AttackType.PATH_TRAVERSAL,
+                   AttackType.BRUTE_FORCE, AttackType.CREDENTIAL_STUFFING, AttackType.DIR_BRUTEFORCE,
+                   AttackType.DATA_EXFILTRATION, AttackType.BAD_BOT, AttackType.DOS, AttackType.CRAWLER)
+CRAWLER_AGENTS = re.compile(
+    r"(googlebot|google-inspectiontool|adsbot-google|bingbot|bingpreview|msnbot|yandex(bot|images)|baiduspider"
+    r"|duckduckbot|applebot|slurp|sogou|petalbot|seznambot|qwantify|ahrefsbot|semrushbot|mj12bot|dotbot"
+    r"|facebookexternalhit|twitterbot|linkedinbot|exabot|ia_archiver|archive\.org_bot|uptimerobot)", re.I)
+INTERNAL_NETWORKS = tuple(ipaddress.ip_network(n) for n in (
+    "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16",
+    "::1/128", "fc00::/7", "fe80::/10"))
+
+
+@dataclass(frozen=True)
+class Verdict:
+    score: float                               # 0-100, higher = more suspicious
+    attack_types: tuple[str, ...]              # AttackType values, primary first
+    evidence: tuple[Evidence, ...]             # strongest first
+    internal: bool = False
+    allowlisted: str | None = None             # why the client is excluded, when it is
+
+
+@dataclass(frozen=True)
+class Allowlist:
+    """Clients and requests never reported as attacks (``--allow FILE``)."""
+
+    networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    user_agents: tuple[str, ...] = ()          # regular expressions, case-insensitive
+    paths: tuple[str, ...] = ()
+
+    def network_for(self, ip: str) -> str | None:
+        if not self.networks:
+            return None
+        try:
+            address = ipaddress.ip_address(ip)
+        except ValueError:
+            return None
+        return next((str(n) for n in self.networks if address.version == n.version and address in n), None)
+
+
+def load_allowlist(path: str | Path) -> Allowlist:
+    """YAML with optional lists ``ips`` (addresses or CIDRs), ``user_agents`` and ``paths`` (regexes)."""
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise ConfigError(f"cannot read allowlist: {str(exc).splitlines()[0]}", path=str(path)) from None
+    if not isinstance(data, dict) or not set(data) <= {"ips", "user_agents", "paths"}:
+        raise ConfigError("allowlist must be a mapping of ips, user_agents and paths", path=str(path))
+    try:
+        networks = tuple(ipaddress.ip_network(str(item), strict=False) for item in data.get("ips") or ())
+    except ValueError as exc:
+        raise ConfigError(f"allowlist: {exc}", path=str(path)) from None
+    patterns = {key: tuple(str(p) for p in data.get(key) or ()) for key in ("user_agents", "paths")}
+    for key, items in patterns.items():
+        for pattern in items:
+            if problem := regex_problem(pattern):
+                raise ConfigError(f"allowlist {key}: invalid regular expression {pattern!r}: {problem}",
+                                  path=str(path))
+    return Allowlist(networks=networks, **patterns)
+
+
+def allowed_requests(events: pl.DataFrame, allow: Allowlist) -> tuple[pl.Series, dict[str, int]]:
+    """(boolean mask of allowlisted requests, request count per 'excluded because' reason)."""
+    mask = pl.Series([False] * events.height, dtype=pl.Boolean)
+    counts: dict[str, int] = {}
+    for column, patterns, label in (("user_agent", allow.user_agents, "user agent"), ("path", allow.paths, "path")):
+        for pattern in patterns:
+            hit = log_events.text_matches(events[column], "(?i)" + pattern)
+            if hit.any():
+                counts[f"{label} matches {pattern!r} (requests)"] = int(hit.sum())
+            mask = mask | hit
+    return mask, counts
+
+
+def is_internal(ip: str) -> bool:
+    """True for RFC 1918, carrier-grade NAT, loopback, link-local and unique-local addresses
+    (analysed like any other and marked; documentation ranges such as 192.0.2.0/24 are not internal)."""
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return False
+    return any(address in network for network in INTERNAL_NETWORKS if network.version == address.version)
+
+
+def crawler_clients(events: pl.DataFrame) -> set[str]:
+    """Clients that mostly present a known crawler user agent (CRAWLER_SHARE of their requests)."""
+    if not events.height:
+        return set()
+    claims = log_events.text_matches(events["user_agent"], "(?i)" + CRAWLER_AGENTS.pattern)
+    share = events.select("client_ip").with_columns(claims.alias("claim")).group_by("client_ip").agg(
+        pl.col("claim").mean())
+    return set(share.filter(pl.col("claim") >= CRAWLER_SHARE)["client_ip"].cast(pl.String))
+
+
+def _type_order(item: Evidence) -> tuple:
+    known = item.attack_type in TYPE_PRECEDENCE
+    precedence = TYPE_PRECEDENCE.index(item.attack_type) if known else len(TYPE_PRECEDENCE)
+    # a confident scanner identification (tool agent, test token, breadth) names the client first
+    identity = 0 if item.attack_type == AttackType.SCANNER and item.severity >= Severity.HIGH else 1
+    return identity, -int(item.severity), precedence, -item.count, item.rule_id
+
+
+def _breadth(evidence: Sequence[Evidence]) -> Evidence | None:
+    """A derived scanner verdict when one client tried many attack families."""
+    families = sorted({e.attack_type for e in evidence
+                       if e.attack_type in BREADTH_TYPES and e.severity >= BREADTH_SEVERITY})
+    if len(families) < SCANNER_BREADTH:
+        return None
+    return Evidence(kind="verdict", rule_id="scanner-by-breadth", severity=Severity.HIGH,
+                    title=f"{len(families)} attack families from one client ({', '.join(families)}): "
+                          "an automated scanner", attack_type=AttackType.SCANNER, count=len(families))
+
+
+def order_types(evidence: Iterable[Evidence]) -> tuple[str, ...]:
+    types: list[str] = []
+    for item in sorted(evidence, key=_type_order):
+        if item.attack_type is not None and item.attack_type.value not in types:
+            types.append(item.attack_type.value)
+    return tuple(types)
+
+
+def fuse(anomaly: float, evidence: Sequence[Evidence], *, crawler: bool = False, internal: bool = False,
+         allowlisted: str | None = None) -> Verdict:
+    """One client's verdict from its 0-100 anomaly score and all evidence gathered about it."""
+    behaviour = [e for e in evidence if e.kind not in CORROBORATING_KINDS]
+    support = [e for e in evidence if e.kind in CORROBORATING_KINDS]
+    derived = _breadth(behaviour)
+    behaviour = behaviour + [derived] if derived else behaviour
+    attacks = [e for e in behaviour if e.attack_type is not None]
+    if crawler and attacks:
+        behaviour.append(Evidence(kind="verdict", rule_id="crawler-claim-contradicted", severity=Severity.MEDIUM,
+                                  title="claims to be a search engine crawler but behaves like an attacker",
+                                  attack_type=AttackType.BAD_BOT, count=len(attacks)))
+    ordered = tuple(sorted(behaviour, key=_type_order)) + tuple(sorted(support, key=_type_order))
+    score = _score(anomaly, behaviour, support)
+    types = order_types(behaviour) if attacks or crawler else ()
+    if crawler and attacks:
+        types = (AttackType.BAD_BOT.value,) + tuple(t for t in types if t != AttackType.BAD_BOT.value)
+    elif crawler:
+        score, types = min(score, CRAWLER_CAP), (AttackType.CRAWLER.value,)
+    return Verdict(score=round(score, 1), attack_types=types, evidence=ordered, internal=internal,
+                   allowlisted=allowlisted)
+
+
+def _score(anomaly: float, behaviour: Sequence[Evidence], support: Sequence[Evidence]) -> float:
+    corroboration = max((SEVERITY_SCORE[e.severity] for e in support), default=0.0) / 4
+    if not behaviour:
+        return min(ANOMALY_ONLY_WEIGHT * anomaly + corroboration, max(CORROBORATION_CAP, ANOMALY_ONLY_WEIGHT * anomaly))
+    base = max(SEVERITY_SCORE[e.severity] for e in behaviour)
+    types = {e.attack_type for e in behaviour if e.attack_type is not None}
+    bonus = min(TYPE_BONUS * max(len(types) - 1, 0), MAX_TYPE_BONUS) + ANOMALY_BONUS * anomaly / 100
+    return min(max(base + bonus + corroboration, ANOMALY_ONLY_WEIGHT * anomaly), 100.0)
+
+
+@dataclass(frozen=True)
+class _Inputs:
+    anomaly: float
+    evidence: tuple[Evidence, ...]
+    crawler: bool
+
+
+@dataclass(frozen=True)
+class Verdicts:
+    by_ip: dict[str, Verdict] = field(default_factory=dict)
+    excluded: dict[str, int] = field(default_factory=dict)   # 'excluded because' reason -> count
+    inputs: dict[str, _Inputs] = field(default_factory=dict)
+
+    def rejudge(self, ip: str, more: Sequence[Evidence]) -> Verdict:
+        """The client's verdict with later stages' evidence (e.g. reputation) added."""
+        before = self.by_ip[ip]
+        if not more or before.allowlisted:
+            return before
+        given = self.inputs[ip]
+        return fuse(given.anomaly, [*given.evidence, *more], crawler=given.crawler, internal=before.internal)
+
+
+def _allowlisted(ips: Sequence[str], allow: Allowlist | None) -> tuple[list[str | None], dict[str, int]]:
+    """Each client's allowlisted network (None when it is not in one), and the clients counted per network."""
+    networks = [allow.network_for(ip) if allow else None for ip in ips]
+    excluded: dict[str, int] = {}
+    for network in networks:
+        if network:
+            key = f"ip in {network} (clients)"
+            excluded[key] = excluded.get(key, 0) + 1
+    return networks, excluded
+
+
+def judge(ips: Sequence[str], anomaly: Sequence[float], evidence: dict[str, list[Evidence]],
+          crawlers: set[str], allow: Allowlist | None = None) -> Verdicts:
+    """Verdicts for every client (``ips`` and ``anomaly`` aligned); allowlisted clients keep a verdict
+    (their evidence is dropped and they are never flagged) and are counted per network."""
+    networks, excluded = _allowlisted(ips, allow)
+    by_ip: dict[str, Verdict] = {}
+    inputs: dict[str, _Inputs] = {}
+    for ip, score, network in zip(ips, anomaly, networks, strict=True):
+        inputs[ip] = _Inputs(float(score), tuple([] if network else evidence.get(ip, [])), ip in crawlers)
+        by_ip[ip] = fuse(inputs[ip].anomaly, inputs[ip].evidence, crawler=inputs[ip].crawler,
+                         internal=is_internal(ip), allowlisted=network)
+    return Verdicts(by_ip=by_ip, excluded=excluded, inputs=inputs)
+
+
+def anomaly_only(ips: Sequence[str], anomaly: Sequence[float], allow: Allowlist | None = None) -> Verdicts:
+    """Verdicts when only the per-client table is known, not the requests (``--engine spark``): the
+    score is the 0-100 anomaly score unchanged, as there is no evidence to weigh it against. Internal
+    addresses are marked and the allowlist's networks apply as in judge(); its user-agent and path
+    patterns match single requests and cannot. Such verdicts are not rejudged (no ``inputs``)."""
+    networks, excluded = _allowlisted(ips, allow)
+    by_ip = {ip: Verdict(score=float(score), attack_types=(), evidence=(), internal=is_internal(ip),
+                         allowlisted=network) for ip, score, network in zip(ips, anomaly, networks, strict=True)}
+    return Verdicts(by_ip=by_ip, excluded=excluded)
