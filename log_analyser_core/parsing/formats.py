@@ -25,6 +25,8 @@ from log_analyser_core.parsing.presets import CSV_COLUMNS, JSON_FIELDS, PRESETS,
 # A quoted field's body with Apache/nginx backslash escapes, as an unrolled loop: about 1.6x
 # faster than the equivalent alternation (?:[^"\\]|\\.)* in Polars' regex engine.
 QUOTED = r'[^"\\]*(?:\\.[^"\\]*)*'
+CSV_CELL = r'(?:"(?:[^"]|"")*"|[^,"]*)'
+CSV_LOOSE_CELL = r'(?:".*"|[^,]*)'
 NON_SPACE = r"\S+"
 ADDRESS = r'[^\s"]+'
 # Real-client headers a format may log; file_parser picks one with --real-ip-header.
@@ -130,13 +132,24 @@ class LogFormat:
     decoders: tuple[tuple[str, str], ...] = ()
     absolute_targets: bool = False
     header_prefix: str | None = None   # lines starting with this are headers, not events
-    syslog: bool = False               # lines carry a syslog prefix ('<150>Jan 28 08:10:00 host tag: ')
+    ignored: tuple[str, ...] = ()      # unknown variables / directives read over as opaque fields
 
     @property
     def groups(self) -> tuple[str, ...]:
         if self.regex is None:
             return tuple(group for group, _ in self.json_fields)
         return tuple(re.compile(self.regex).groupindex)
+
+    @property
+    def lenient(self) -> str | None:
+        """The regex of the second, anchored pass, or None when there is nothing to relax: every
+        quoted field may hold any text, quotes included (Traefik, Envoy, HAProxy's captures and
+        many CSV exports do not escape them). The fields before and after each quoted field, from
+        both ends of the line, decide where it ends."""
+        if self.regex is None:
+            return None
+        loose = self.regex.replace(QUOTED, ".*").replace(CSV_CELL, CSV_LOOSE_CELL)
+        return loose if loose != self.regex else None
 
 
 def _directive_pattern(directive: Directive, quoted: bool, seen: set[str]) -> str:
@@ -246,7 +259,7 @@ def compile_w3c(fields_line: str, sample: str, name: str = "w3c") -> LogFormat:
 
 def compile_csv(header: str, name: str = "csv") -> LogFormat:
     """A CSV log with a header row: recognised column names become event fields, others are skipped."""
-    cell = r'(?:"(?:[^"]|"")*"|[^,"]*)'
+    cell = CSV_CELL
     parts, decoders, seen = [], [], set()
     for column in _csv_cells(header):
         group = CSV_COLUMNS.get(column.strip().strip('"').lower().replace(" ", "_").replace("-", "_"))
