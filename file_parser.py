@@ -20,6 +20,7 @@ from log_analyser_core.parsing import formats as log_formats
 from log_analyser_core.parsing import wrappers
 from log_analyser_core.parsing.events import EVENT_SCHEMA, canonical
 from log_analyser_core.parsing.formats import LogFormat, compile_format, detection_candidates, preset
+from log_analyser_core.parsing.presets import PRESETS
 from log_analyser_core.parsing.reader import Progress, iter_chunks, read_ahead, resolve_sources
 from log_analyser_core.parsing.sources import InputOptions, order_rotated, resolve_real_ip
 from log_analyser_core.parsing.wrappers import Wrapper
@@ -108,7 +109,7 @@ def _shaped_candidates(lines: pl.Series) -> list[LogFormat]:
         name = "cloudfront" if "x-edge-location" in fields[0] else "w3c"
         return [log_formats.from_header(name, fields[0], data[0] if data.len() else " ")]
     if cast(float, lines.str.starts_with("{").mean() or 0.0) > 0.5:
-        return [preset("caddy"), preset("json")]
+        return [preset(name) for name, spec in PRESETS.items() if spec.kind == "json"]
     if "," in first and not first[:1].isdigit() and first.count('"') == 0:
         try:
             return [log_formats.compile_csv(first)]

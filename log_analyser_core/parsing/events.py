@@ -153,7 +153,10 @@ def _iso_time(column: str) -> tuple[pl.Expr, pl.Expr]:
 
 
 def _epoch_time(column: str) -> tuple[pl.Expr, pl.Expr]:
-    seconds = pl.col(column).cast(pl.Float64, strict=False)
+    """Unix epoch time in seconds, or in ms, us or ns (Cloudflare's unixnano), told apart by size."""
+    number = pl.col(column).cast(pl.Float64, strict=False)
+    seconds = (pl.when(number > 1e17).then(number / 1e9).when(number > 1e14).then(number / 1e6)
+               .when(number > 1e11).then(number / 1e3).otherwise(number))
     return (seconds * 1e6).round().cast(pl.Int64).cast(pl.Datetime("us")), pl.lit(0, dtype=pl.Int32)
 
 
@@ -195,10 +198,12 @@ def utc_time(tz: str) -> tuple[pl.Expr, pl.Expr, pl.Expr]:
 
 def request_time(groups: set[str]) -> pl.Expr:
     """Seconds the server spent, from whichever unit the format logs; negative (ELB's -1) is null."""
-    def number(name: str) -> pl.Expr:
-        return pl.col(name).cast(pl.Float64, strict=False)
+    def number(name: str) -> pl.Expr:   # Google's latency is '0.123s'
+        return pl.col(name).cast(pl.String).str.strip_suffix("s").cast(pl.Float64, strict=False)
     seconds = pl.lit(None, dtype=pl.Float64)
-    if "request_time_us" in groups:
+    if "request_time_ns" in groups:
+        seconds = number("request_time_ns") / 1e9
+    elif "request_time_us" in groups:
         seconds = number("request_time_us") / 1e6
     elif "request_time_ms" in groups:
         seconds = number("request_time_ms") / 1e3
