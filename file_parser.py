@@ -17,7 +17,7 @@ import polars as pl
 
 from log_analyser_core.errors import ConfigError, InputError
 from log_analyser_core.parsing import formats as log_formats
-from log_analyser_core.parsing import wrappers
+from log_analyser_core.parsing import variants, wrappers
 from log_analyser_core.parsing.events import EVENT_SCHEMA, canonical
 from log_analyser_core.parsing.formats import LogFormat, compile_format, detection_candidates, preset
 from log_analyser_core.parsing.presets import PRESETS
@@ -46,6 +46,7 @@ _ERROR_LOG = "|".join((
 ))
 
 DETECTION_SAMPLE = 2000
+VARIANT_BELOW = 0.98   # when no preset reads this share of the sample, combined variants are inferred
 _FIELDS = "#Fields:"   # the W3C directive naming a block's columns
 
 
@@ -91,12 +92,19 @@ def detect_format(sample: pl.Series) -> tuple[LogFormat, float]:
     if lines.len() == 0:
         return detection_candidates()[0], 0.0
     lines = lines.to_frame().select(_unwrap(pl.col("raw"))).to_series()
-    candidates = _shaped_candidates(lines) or detection_candidates()
+    shaped = _shaped_candidates(lines)
+    candidates = shaped or detection_candidates()
     best, best_rate = candidates[0], -1.0
     for candidate in candidates:
         rate = _match_rate(lines, candidate)
         if rate > best_rate:
             best, best_rate = candidate, rate
+    if not shaped and best_rate < VARIANT_BELOW:   # combined with a lead or trailing fields of its own?
+        variant = variants.infer(lines)
+        rate = _match_rate(lines, variant) if variant is not None else 0.0
+        if variant is not None and rate > best_rate:
+            log.info("format %s: read as log_format '%s'", variant.name, variant.source)
+            best, best_rate = variant, rate
     return best, best_rate
 
 
