@@ -3,11 +3,13 @@
 ``combined`` reads a generated log (bench/loggen.py); every other preset reads its golden sample
 (tests/data/formats/NAME.log) repeated to the same length. Each run is a fresh process that times
 only ``file_parser.parse``; presets alternate within a run so that load on a shared machine hits
-them alike, and the figures are medians over --runs runs. ``--root`` measures another checkout
-(e.g. main, for a before/after comparison) on the same files.
+them alike, and the figures are medians over --runs runs. ``--baseline DIR`` also measures
+another checkout (e.g. main before a change) on the same files, alternating with this one run by
+run, and prints the median of the per-run time ratios (this / baseline): on a shared machine the
+ratio of neighbouring runs is steadier than either time.
 
     python bench/bench_formats.py --lines 1000000 --runs 5 --presets combined traefik
-    python bench/bench_formats.py --root /work/main --presets combined
+    python bench/bench_formats.py --baseline /tmp/main-before --presets combined --runs 7
 """
 from __future__ import annotations
 
@@ -66,27 +68,41 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--presets", nargs="+", help="default: every preset with a golden sample")
-    parser.add_argument("--root", default=str(ROOT), help="the checkout whose file_parser is measured")
+    parser.add_argument("--baseline", help="another checkout to compare with, run by run")
     parser.add_argument("--workdir", default=str(Path(tempfile.gettempdir()) / "log_analyser_bench_formats"))
     args = parser.parse_args()
     folder = Path(args.workdir)
     folder.mkdir(parents=True, exist_ok=True)
     names = args.presets or sorted(p.stem for p in SAMPLES.glob("*.log") if p.stem != "w3c_blocks")
     paths = {name: sample_log(name, args.lines, folder, args.seed) for name in names}
-    print(f"{os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.1f} at start; root {args.root}")
-    times: dict[str, list[float]] = {name: [] for name in names}
-    counts: dict[str, tuple[int, int]] = {}
+    print(f"{os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.1f} at start")
+    roots = {"this": str(ROOT), **({"baseline": args.baseline} if args.baseline else {})}
+    times: dict[tuple[str, str], list[float]] = {}
+    counts: dict[tuple[str, str], tuple[int, int]] = {}
     for _ in range(args.runs):
         for name in names:
-            seconds, total, parsed = run_once(args.root, paths[name], name)
-            times[name].append(seconds)
-            counts[name] = (total, parsed)
+            for label, root in roots.items():
+                try:
+                    seconds, total, parsed = run_once(root, paths[name], name)
+                except subprocess.CalledProcessError:   # e.g. a preset the baseline does not have
+                    continue
+                times.setdefault((label, name), []).append(seconds)
+                counts[(label, name)] = (total, parsed)
     for name in names:
-        total, parsed = counts[name]
-        median = statistics.median(times[name])
-        print(f"{name:>16}: median {median:6.2f} s over {args.runs} runs = {total / median:>11,.0f} lines/s "
-              f"({parsed:,} of {total:,} parsed; runs {', '.join(f'{t:.2f}' for t in times[name])})")
-    print(json.dumps({name: [round(t, 3) for t in ts] for name, ts in times.items()}))
+        for label in roots:
+            if (label, name) not in times:
+                continue
+            total, parsed = counts[(label, name)]
+            runs = times[(label, name)]
+            median = statistics.median(runs)
+            print(f"{name:>16} {label:>8}: median {median:6.2f} s over {len(runs)} runs = "
+                  f"{total / median:>11,.0f} lines/s ({parsed:,} of {total:,} parsed; "
+                  f"runs {', '.join(f'{t:.2f}' for t in runs)})")
+        if ("baseline", name) in times and ("this", name) in times:
+            ratios = [a / b for a, b in zip(times[("this", name)], times[("baseline", name)], strict=True)]
+            print(f"{name:>16}    ratio: this / baseline time, median {statistics.median(ratios):.3f} "
+                  f"({', '.join(f'{r:.3f}' for r in ratios)})")
+    print(json.dumps({f"{label}:{name}": [round(t, 3) for t in ts] for (label, name), ts in times.items()}))
 
 
 if __name__ == "__main__":
