@@ -14,7 +14,9 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:   # annotations only: the vocabulary does not load Polars
     import polars as pl
 
-SCHEMA_VERSION = "1.3"  # 1.1: contributions, explanation (and the optional stages' fields); 1.2: examples' rebuilt; 1.3: summary not_access, recovered
+# 1.1: contributions, explanation (and the optional stages' fields); 1.2: examples' rebuilt;
+# 1.3: the summary's not_access and recovered
+SCHEMA_VERSION = "1.3"
 
 
 class Severity(enum.IntEnum):

@@ -165,7 +165,8 @@ RENDERERS = {
                 f'{f["bytes"]} - - ---- 1/1/1/1/0 0/0 {{{f["word"]}}} "{f["method"]} {target(f)} HTTP/1.1"',
                 ALL - {"referer", "user_agent"} | {"request_time"}),
     "haproxy-clf": (lambda f: f'{f["ip"]} - - [{clf(f)}] "{f["method"]} {target(f)} HTTP/1.1" {f["status"]} '
-                    f'{f["bytes"]} "" "" 4711 123 "fe" "be" "s1" 0 0 1 2 {f["millis"]} "----" 1 1 1 1 0 0 0 "" "" "" ""',
+                    f'{f["bytes"]} "" "" 4711 123 "fe" "be" "s1" 0 0 1 2 {f["millis"]} "----" 1 1 1 1 0 0 0 '
+                    '"" "" "" ""',
                     ALL - {"referer", "user_agent"} | {"request_time", "tz_offset_min"}),
     "envoy": (lambda f: f'[{iso(f)}] "{f["method"]} {target(f)} HTTP/1.1" {f["status"]} - 0 {f["bytes"]} '
               f'{f["millis"]} - "{f["ip"]}, 10.0.0.1" "{f["agent"] or "-"}" "id" "h.example" "10.0.0.9:80"',
