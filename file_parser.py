@@ -22,28 +22,16 @@ from log_analyser_core.parsing.events import EVENT_SCHEMA, canonical
 from log_analyser_core.parsing.formats import LogFormat, compile_format, detection_candidates, preset
 from log_analyser_core.parsing.presets import PRESETS
 from log_analyser_core.parsing.reader import Progress, iter_chunks, read_ahead, resolve_sources
+from log_analyser_core.parsing.reasons import NOT_ACCESS_REASONS, unparsed_reason
 from log_analyser_core.parsing.sources import InputOptions, order_rotated, resolve_real_ip
 from log_analyser_core.parsing.wrappers import Wrapper
 
 log = logging.getLogger(__name__)
 
+UNCOUNTED_REASONS = NOT_ACCESS_REASONS   # the former name
 UNPARSED_SCHEMA: dict[str, pl.DataType] = {
     "source": pl.String(), "line_number": pl.Int64(), "reason": pl.String(), "raw": pl.String(),
 }
-# Lines that are not access lines at all: counted apart by kind (ParseStats.not_access), not kept
-# with the unparsed lines and never part of the unparsed ratio that stops a run.
-NOT_ACCESS_REASONS = ("blank line", "header line", "error-log line")
-UNCOUNTED_REASONS = NOT_ACCESS_REASONS
-# Error-log lines that servers interleave with access lines (nginx, Apache 2.2/2.4, klog as the
-# ingress-nginx controller writes it, Envoy's own log). Anchored at the start of the line, which
-# the server writes: no client can make an access line look like one.
-_ERROR_LOG = "|".join((
-    r"^\d{4}/\d\d/\d\d \d\d:\d\d:\d\d \[(?:debug|info|notice|warn|error|crit|alert|emerg)\] \d+#\d+: ",
-    r"^\[[A-Z][a-z]{2} [A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d(?:\.\d+)? \d{4}\] \[(?:[\w-]+:)?"
-    r"(?:emerg|alert|crit|error|warn|notice|info|debug|trace\d)\] ",
-    r"^[IWEF]\d{4} \d\d:\d\d:\d\d\.\d+ +\d+ \S+:\d+\] ",
-    r"^\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}\]\[\d+\]\[\w+\]",
-))
 
 DETECTION_SAMPLE = 2000
 VARIANT_BELOW = 0.98   # when no preset reads this share of the sample, combined variants are inferred
@@ -159,27 +147,6 @@ def _captured(fmt: LogFormat) -> list[pl.Expr]:
     return [unwrapped.str.extract_groups(fmt.regex).alias("_m")]
 
 
-def _reason(fmt: LogFormat, wrapper: Wrapper | None) -> pl.Expr:
-    """Why a line gave no event; evaluated on those lines only."""
-    line = pl.col("_line")
-    header = line.str.starts_with("#")
-    if fmt.header_prefix:
-        header = header | line.str.starts_with(fmt.header_prefix)
-    error_log = line.str.contains(_ERROR_LOG)
-    partial = pl.lit(False)
-    if wrapper is not None:
-        error_log = error_log | wrapper.stderr(pl.col("raw"))
-        partial = wrapper.partial(pl.col("raw"))
-    return (pl.when(line.str.contains(r"^\s*$")).then(pl.lit("blank line"))
-            .when(header).then(pl.lit("header line"))
-            .when(partial).then(pl.lit(f"partial line (split by {wrapper.name if wrapper else ''})"))
-            .when(error_log).then(pl.lit("error-log line"))
-            .when(pl.col("_matched") & pl.col("client_ip").is_null())
-            .then(pl.lit("client address is not an IP address"))
-            .when(pl.col("client_ip").is_null()).then(pl.lit(f"does not match the {fmt.name} format"))
-            .otherwise(pl.lit("unreadable timestamp")))
-
-
 def parse_lines(lines: pl.Series, fmt: LogFormat, *, source: str = "<lines>", first_line: int = 1,
                 tz: str = "UTC", options: InputOptions | None = None,
                 line_numbers: pl.Series | None = None, wrapper: Wrapper | None = None,
@@ -208,7 +175,7 @@ def parse_lines(lines: pl.Series, fmt: LogFormat, *, source: str = "<lines>", fi
     parsed = pl.col("client_ip").is_not_null() & pl.col("timestamp").is_not_null()
     good = events.filter(parsed).drop("raw", "_line", "_matched").with_columns(_recovered=pl.lit(False))
     bad = events.filter(~parsed).select(
-        pl.col("source").cast(pl.String), "line_number", _reason(fmt, wrapper).alias("reason"), "raw")
+        pl.col("source").cast(pl.String), "line_number", unparsed_reason(fmt, wrapper).alias("reason"), "raw")
     if real_ip_group:
         good = good.with_columns(resolve_real_ip(good, "_real_ip_hdr", options.trusted_proxies)
                                  .cast(pl.Categorical).alias("client_ip")).drop("_real_ip_hdr")
