@@ -22,7 +22,7 @@ from log_analyser_core.parsing.events import EVENT_SCHEMA, canonical
 from log_analyser_core.parsing.formats import LogFormat, compile_format, detection_candidates, preset
 from log_analyser_core.parsing.presets import PRESETS
 from log_analyser_core.parsing.reader import Progress, iter_chunks, read_ahead, resolve_sources
-from log_analyser_core.parsing.reasons import NOT_ACCESS_REASONS, unparsed_reason
+from log_analyser_core.parsing.reasons import ERROR_LOG, NOT_ACCESS_REASONS, unparsed_reason
 from log_analyser_core.parsing.sources import InputOptions, order_rotated, resolve_real_ip
 from log_analyser_core.parsing.wrappers import Wrapper
 
@@ -80,6 +80,8 @@ def detect_format(sample: pl.Series) -> tuple[LogFormat, float]:
     if lines.len() == 0:
         return detection_candidates()[0], 0.0
     lines = lines.to_frame().select(_unwrap(pl.col("raw"))).to_series()
+    access = lines.filter(~lines.str.contains(ERROR_LOG))   # error-log lines interleaved tell nothing
+    lines = access if access.len() else lines
     shaped = _shaped_candidates(lines)
     candidates = shaped or detection_candidates()
     best, best_rate = candidates[0], -1.0
@@ -295,12 +297,14 @@ def _format_from_sample(fixed: LogFormat | None, chunk: pl.Series) -> tuple[Wrap
     most lines is taken off first; of the envelopes that fit, the one whose lines parse best wins."""
     sample = chunk.head(DETECTION_SAMPLE * 2)
     found = wrappers.candidates(sample.head(DETECTION_SAMPLE))
-    best: tuple[Wrapper | None, LogFormat, float] = (None, *_unprefixed_format(fixed, sample, rated=bool(found)))
-    for wrapper in found:
-        fmt, rate = _unprefixed_format(fixed, wrappers.unwrap(sample, wrapper), rated=True)
-        if rate > best[2]:
+    plain: tuple[Wrapper | None, LogFormat, float] = (None, *_unprefixed_format(fixed, sample, rated=bool(found)))
+    best = None
+    for wrapper in found:   # the access lines inside: not what the container wrote to stderr, nor pieces
+        kept = sample.to_frame("raw").filter(~wrapper.stderr(pl.col("raw")) & ~wrapper.partial(pl.col("raw")))
+        fmt, rate = _unprefixed_format(fixed, wrappers.unwrap(kept.to_series(), wrapper), rated=True)
+        if best is None or rate > best[2]:
             best = (wrapper, fmt, rate)
-    return best
+    return plain if best is None or plain[2] > best[2] else best   # the envelope on most lines wins ties
 
 
 def _unprefixed_format(fixed: LogFormat | None, chunk: pl.Series, rated: bool = False) -> tuple[LogFormat, float]:

@@ -170,3 +170,15 @@ def test_csv_export_with_unescaped_quotes_is_recovered(tmp_path):
     assert result.stats.parsed_lines == 2 and result.stats.recovered == 1
     assert result.events["status"].to_list() == [200, 404]
     assert result.stats.not_access == {"header line": 1}
+
+
+def test_a_pod_log_that_is_mostly_its_error_log_still_reads_the_brute_force(tmp_path):
+    access = [f'2026-03-10T09:01:{i:02d}.1Z stdout F 198.51.100.66 - - [10/Mar/2026:09:01:{i:02d} +0000] '
+              f'"POST /wp-login.php HTTP/1.1" 401 0 "-" "python-requests/2.31"' for i in range(40)]
+    errors = [f'2026-03-10T09:02:{i % 60:02d}.1Z stderr F 2026/03/10 09:02:{i % 60:02d} [error] 31#31: *{i} '
+              'open() "/x" failed (2: No such file or directory), client: 198.51.100.66' for i in range(150)]
+    result = parse_text(tmp_path, "\n".join(access + errors) + "\n")
+    assert list(result.stats.formats.values()) == ["cri + combined"]
+    assert result.stats.parsed_lines == 40 and result.stats.not_access == {"error-log line": 150}
+    plain = parse_text(tmp_path, "\n".join(line.split(" ", 3)[3] for line in access + errors) + "\n")
+    assert list(plain.stats.formats.values()) == ["combined"] and plain.stats.parsed_lines == 40

@@ -14,7 +14,7 @@ NOT_ACCESS_REASONS = ("blank line", "header line", "error-log line")
 # Error-log lines that servers interleave with access lines (nginx, Apache 2.2/2.4, klog as the
 # ingress-nginx controller writes it, Envoy's own log). Anchored at the start of the line, which
 # the server writes: no client can make an access line look like one.
-_ERROR_LOG = "|".join((
+ERROR_LOG = "|".join((
     r"^\d{4}/\d\d/\d\d \d\d:\d\d:\d\d \[(?:debug|info|notice|warn|error|crit|alert|emerg)\] \d+#\d+: ",
     r"^\[[A-Z][a-z]{2} [A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d(?:\.\d+)? \d{4}\] \[(?:[\w-]+:)?"
     r"(?:emerg|alert|crit|error|warn|notice|info|debug|trace\d)\] ",
@@ -29,7 +29,7 @@ def unparsed_reason(fmt: LogFormat, wrapper: Wrapper | None) -> pl.Expr:
     header = line.str.starts_with("#")
     if fmt.header_prefix:
         header = header | line.str.starts_with(fmt.header_prefix)
-    error_log = line.str.contains(_ERROR_LOG)
+    error_log = line.str.contains(ERROR_LOG)
     partial = pl.lit(False)
     if wrapper is not None:
         error_log = error_log | wrapper.stderr(pl.col("raw"))
