@@ -22,7 +22,7 @@ from log_analyser_core.parsing.events import EVENT_SCHEMA, canonical
 from log_analyser_core.parsing.formats import LogFormat, compile_format, detection_candidates, preset
 from log_analyser_core.parsing.presets import PRESETS
 from log_analyser_core.parsing.reader import Progress, iter_chunks, read_ahead, resolve_sources
-from log_analyser_core.parsing.reasons import ERROR_LOG, NOT_ACCESS_REASONS, unparsed_reason
+from log_analyser_core.parsing.reasons import ERROR_LOG, JOINED_PIECE, NOT_ACCESS_REASONS, unparsed_reason
 from log_analyser_core.parsing.sources import InputOptions, order_rotated, resolve_real_ip
 from log_analyser_core.parsing.wrappers import Wrapper
 
@@ -166,6 +166,9 @@ def parse_lines(lines: pl.Series, fmt: LogFormat, *, source: str = "<lines>", fi
     real_ip_group = log_formats.REAL_IP_HEADERS.get(options.real_ip_header or "")
     numbered = (lines.alias("raw").to_frame().with_row_index("line_number", offset=first_line)
                 if line_numbers is None else pl.DataFrame({"raw": lines, "line_number": line_numbers}))
+    pieces = None
+    if wrapper is not None and wrapper.name == "cri":
+        numbered, pieces = wrappers.join_pieces(numbered.with_columns(pl.col("line_number").cast(pl.Int64)))
     line = wrapper.strip(pl.col("raw")) if wrapper else pl.col("raw")
     frame = numbered.lazy().with_columns(pl.col("line_number").cast(pl.Int64), line.alias("_line")) \
         .with_columns(*_captured(fmt))
@@ -178,6 +181,9 @@ def parse_lines(lines: pl.Series, fmt: LogFormat, *, source: str = "<lines>", fi
     good = events.filter(parsed).drop("raw", "_line", "_matched").with_columns(_recovered=pl.lit(False))
     bad = events.filter(~parsed).select(
         pl.col("source").cast(pl.String), "line_number", unparsed_reason(fmt, wrapper).alias("reason"), "raw")
+    if pieces is not None and pieces.height:   # joined into the line they continue: counted apart
+        bad = pl.concat([bad, pieces.select(pl.lit(source).alias("source"), "line_number",
+                                            pl.lit(JOINED_PIECE).alias("reason"), "raw")]).sort("line_number")
     if real_ip_group:
         good = good.with_columns(resolve_real_ip(good, "_real_ip_hdr", options.trusted_proxies)
                                  .cast(pl.Categorical).alias("client_ip")).drop("_real_ip_hdr")

@@ -182,3 +182,17 @@ def test_a_pod_log_that_is_mostly_its_error_log_still_reads_the_brute_force(tmp_
     assert result.stats.parsed_lines == 40 and result.stats.not_access == {"error-log line": 150}
     plain = parse_text(tmp_path, "\n".join(line.split(" ", 3)[3] for line in access + errors) + "\n")
     assert list(plain.stats.formats.values()) == ["combined"] and plain.stats.parsed_lines == 40
+
+
+def test_cri_pieces_of_a_long_line_are_joined(tmp_path):
+    agent = "A" * 300   # an attacker's long user agent: the runtime writes the line in pieces
+    line = COMBINED.replace("Mozilla/5.0 (X11)", agent)
+    pieces = [line[:100], line[100:250], line[250:]]
+    text = "\n".join([f"2026-03-10T08:00:01Z stdout F {OTHER}",
+                      *(f"2026-03-10T08:00:02Z stdout {'P' if i < 2 else 'F'} {p}" for i, p in enumerate(pieces)),
+                      f"2026-03-10T08:00:03Z stdout F {OTHER}", f"2026-03-10T08:00:04Z stdout P {line[:50]}"]) + "\n"
+    result = parse_text(tmp_path, text)
+    assert result.events["line_number"].to_list() == [1, 2, 5]
+    assert result.events.row(1, named=True)["user_agent"] == agent
+    assert result.stats.not_access == {"piece joined to the line it continues": 2}
+    assert result.stats.unparsed_by_reason == {"partial line (split by cri)": 1}   # its end never came

@@ -10,7 +10,8 @@ from log_analyser_core.parsing.wrappers import Wrapper
 
 # Lines that are not access lines at all: counted apart by kind (ParseStats.not_access), not kept
 # with the unparsed lines and never part of the unparsed ratio that stops a run.
-NOT_ACCESS_REASONS = ("blank line", "header line", "error-log line")
+JOINED_PIECE = "piece joined to the line it continues"   # CRI 'P' pieces, read as part of the next line
+NOT_ACCESS_REASONS = ("blank line", "header line", "error-log line", JOINED_PIECE)
 # Error-log lines that servers interleave with access lines (nginx, Apache 2.2/2.4, klog as the
 # ingress-nginx controller writes it, Envoy's own log). Anchored at the start of the line, which
 # the server writes: no client can make an access line look like one.

@@ -9,8 +9,9 @@ format behind it is then detected as usual.
 * ``cri``: the Kubernetes / containerd CRI log (``2024-05-01T10:00:00.123456789Z stdout F <line>``);
 * ``docker``: Docker's json-file (``{"log":"<line>\\n","stream":"stdout","time":"..."}``).
 
-A collector splits a long line into pieces (CRI ``P`` tags, Docker entries without their ``\\n``);
-the pieces are counted apart as ``partial line`` rather than parsed as a whole.
+A collector splits a long line into pieces (CRI ``P`` tags, Docker entries without their ``\\n``).
+CRI pieces are joined to the line they continue (:func:`join_pieces`); Docker's, and a CRI piece
+whose end is not in the same chunk, are counted as unparsed ``partial line``.
 """
 from __future__ import annotations
 
@@ -95,3 +96,31 @@ def candidates(sample: pl.Series) -> list[Wrapper]:
 def unwrap(sample: pl.Series, wrapper: Wrapper) -> pl.Series:
     """``sample`` with the envelope taken off every line that has it."""
     return sample.to_frame("raw").select(wrapper.strip(pl.col("raw"))).to_series()
+
+
+_CRI_ENVELOPE = r"^(\S+ (?:stdout|stderr) )[FP] "
+
+
+def join_pieces(numbered: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame | None]:
+    """CRI lines (``raw``, ``line_number``) with each run of ``P`` pieces joined to the ``F`` line
+    that ends it: the joined line keeps the first piece's number and reads as one ``F`` line. Also
+    returns the pieces after the first of each joined run (``line_number``, ``raw``), or None.
+    Pieces with no ``F`` line after them in ``numbered`` stay as they are."""
+    raw = pl.col("raw")
+    piece = raw.str.contains(r"^\S+ (?:stdout|stderr) P ").fill_null(False)
+    flags = numbered.select(piece.alias("p")).to_series()
+    if not flags.any():
+        return numbered, None
+    run = (~flags).cast(pl.UInt32).cum_sum().shift(1, fill_value=0)   # a run ends with its F line
+    closed = run < int((~flags).sum())                                  # the last run may be open
+    frame = numbered.with_columns(_run=run, _closed=closed, _n=pl.len().over(run))
+    joined = (frame.filter(pl.col("_closed") & (pl.col("_n") > 1))
+              .group_by("_run", maintain_order=True)
+              .agg(pl.col("line_number").first(),
+                   (pl.col("raw").last().str.extract(_CRI_ENVELOPE, 1) + "F "
+                    + raw.str.replace(_CRI_ENVELOPE, "").str.join("")).alias("raw")))
+    whole = frame.filter(~pl.col("_closed") | (pl.col("_n") == 1)).select("raw", "line_number")
+    lines = pl.concat([whole, joined.select("raw", "line_number")]).sort("line_number")
+    firsts = joined["line_number"]
+    rest = frame.filter(pl.col("_closed") & (pl.col("_n") > 1) & ~pl.col("line_number").is_in(firsts.implode()))
+    return lines, rest.select("line_number", "raw")
