@@ -1,5 +1,5 @@
 # syntax=docker/dockerfile:1.7
-# log_analyser as a container: the full product, core plus the deep, llm and report extras.
+# log_analyser as a container: the full product, the core (PDF and HTML reports included) plus the deep and llm extras.
 #   docker build -t log_analyser .
 #   docker run --rm -v "$PWD:/logs:ro" -v "$PWD/out:/out" log_analyser -f /logs/access.log -o /out/report.csv
 # tests/test_container.py replays the install and entrypoint steps of this file in a virtual
@@ -20,11 +20,12 @@ COPY requirements.txt requirements-extras.txt ./
 RUN --mount=type=cache,target=/root/.cache/pip \
     pip install -r requirements.txt -r requirements-extras.txt
 COPY . .
-ARG EXTRAS=deep,llm,report
+ARG EXTRAS=deep,llm
 # The pins above already satisfy every requirement, so this adds only log_analyser itself.
 RUN --mount=type=cache,target=/root/.cache/pip \
     pip install -c requirements.txt -c requirements-extras.txt ".[${EXTRAS}]" \
-    && pip check
+    && pip check \
+    && touch "$VIRTUAL_ENV/.log_analyser-image"
 
 FROM python:${PYTHON_VERSION}-slim-bookworm AS runtime
 ARG VERSION=0.1.0

@@ -25,7 +25,7 @@ from conftest import ROOT
 from packaging.requirements import Requirement
 
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
-IMAGE_EXTRAS = ("deep", "llm", "report")
+IMAGE_EXTRAS = ("deep", "llm")   # report (PDF, HTML) is in the core dependencies
 
 
 # --- a small reader for the Dockerfile subset this project uses ---------------------------------

@@ -35,7 +35,7 @@ def matplotlib_module():
     try:
         import matplotlib
     except ImportError:
-        raise MissingExtraError("charts in reports", "report", "matplotlib") from None
+        raise MissingExtraError("the charts of the PDF and HTML reports", "report", "matplotlib") from None
     return matplotlib
 
 
