@@ -63,3 +63,23 @@ WORKDIR /out
 VOLUME ["/data"]
 ENTRYPOINT ["log_analyser"]
 CMD ["--help"]
+
+# The GitHub Action (action.yml) builds this file's last stage, so it comes last: the core install
+# only (no TensorFlow: the step builds in a minute or two), run as root, as GitHub requires of
+# container actions (they write to the workspace and $GITHUB_OUTPUT, owned by the runner's user).
+# The published image is the `runtime` stage above: docker build --target runtime -t log_analyser .
+FROM python:${PYTHON_VERSION}-slim-bookworm AS action
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_INPUT=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    MPLCONFIGDIR=/tmp/matplotlib
+COPY requirements.txt /opt/log_analyser/
+RUN --mount=type=cache,target=/root/.cache/pip \
+    pip install -r /opt/log_analyser/requirements.txt
+COPY . /opt/log_analyser/
+RUN --mount=type=cache,target=/root/.cache/pip \
+    pip install -c /opt/log_analyser/requirements.txt /opt/log_analyser \
+    && pip check \
+    && touch /usr/local/.log_analyser-image
+ENTRYPOINT ["python", "-m", "log_analyser_core.cli.action"]

@@ -158,7 +158,11 @@ def test_compose_service_mounts_logs_read_only_output_cache_and_env_file():
 
 
 def dockerfile() -> tuple[dict[str, str], list[Stage]]:
-    return stages(ROOT / "Dockerfile")
+    """Global ARGs and the (build, runtime) stages of the published image; the GitHub Action's
+    stage, last in the file, is checked by tests/test_action.py."""
+    global_args, found = stages(ROOT / "Dockerfile")
+    by_name = {stage.name: stage for stage in found}
+    return global_args, [by_name["build"], by_name["runtime"]]
 
 
 def test_image_shape_base_pinned_non_root_entrypoint_volumes_labels():

@@ -36,7 +36,7 @@ def browser(tmp_path_factory):
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
-    # Debian's chromium and chromium-driver (.ci/run); elsewhere CHROME_BIN and CHROMEDRIVER name a Chrome
+    # Debian's chromium and chromium-driver (scripts/test); elsewhere CHROME_BIN and CHROMEDRIVER name a Chrome
     # for Testing and its driver (the GitHub workflow's setup-chrome step)
     binary = os.environ.get("CHROME_BIN") or shutil.which("chromium")
     driver_path = os.environ.get("CHROMEDRIVER") or shutil.which("chromedriver")

@@ -40,7 +40,7 @@ def test_actionlint_would_catch_a_broken_workflow(tmp_path):
     result = subprocess.run(["actionlint", "-no-color", str(bad)], capture_output=True, text=True)
     assert result.returncode == 1
     assert "no-such-input" in result.stdout and "nonexistent_context_key" in result.stdout
-    if shutil.which("shellcheck"):  # .ci/run installs it; then the run: scripts are checked too
+    if shutil.which("shellcheck"):  # scripts/test installs it; then the run: scripts are checked too
         assert "SC2086" in result.stdout
 
 
