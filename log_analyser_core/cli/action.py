@@ -2,9 +2,9 @@
 
 ``python -m log_analyser_core.cli.action``: GitHub hands the action's inputs over as INPUT_<NAME>
 environment variables (INPUT_LOGS, INPUT_FAIL-ON, ...). LOGS and ARGS are split like a shell would; an
-empty fail-on, report or junit turns that part off. The report paths are written to $GITHUB_OUTPUT (``report``, ``junit``) and
-the exit code is the analyser's, so ``fail-on`` fails the step. The Markdown summary goes to
-$GITHUB_STEP_SUMMARY, as on any run where that variable is set.
+empty fail-on, report or junit turns that part off. The report paths are written to $GITHUB_OUTPUT
+(``report``, ``junit``) and the exit code is the analyser's, so ``fail-on`` fails the step. The
+Markdown summary goes to $GITHUB_STEP_SUMMARY, as on any run where that variable is set.
 """
 from __future__ import annotations
 
