@@ -199,11 +199,13 @@ def _findings_table(pdf, result: AnalysisResult) -> None:
     flagged, unflagged = model.flagged_then_next(result, TABLE_ROWS)
     if flagged:
         more = f" of {result.summary.flagged:,}" if result.summary.flagged > len(flagged) else ""
-        text = f"The {len(flagged):,}{more} flagged clients, worst first"
+        text = (f"The {len(flagged):,}{more} flagged clients, worst first" if len(flagged) > 1 or more
+                else "The flagged client")
     else:
         text = "No client was flagged"
     if unflagged:
-        text += f"; then the {len(unflagged)} highest-scoring clients below the threshold, marked 'not flagged'"
+        which = f"{len(unflagged)} highest-scoring clients" if len(unflagged) > 1 else "highest-scoring client"
+        text += f"; then the {which} below the threshold, marked 'not flagged'"
     _para(pdf, f"{text}. {len(result.findings):,} clients in all.", 9)
     pdf.ln(2)
     rows = flagged + unflagged
