@@ -416,13 +416,13 @@ def _detector_list(text: str) -> tuple[str, ...]:
     return names
 
 
-def _progress_bar(files: Sequence[str]):
-    """A byte-counting progress callback on stderr, shown only on a TTY and after one second."""
+def _progress_bar(files: Sequence[str], quiet: bool = False):
+    """A byte-counting progress callback on stderr, shown only on a TTY, after one second and without -q."""
     from tqdm import tqdm
 
     sizes = [os.path.getsize(f) for f in files if f != "-" and os.path.isfile(f)]
     bar = tqdm(total=sum(sizes) or None, unit="B", unit_scale=True, delay=1.0, leave=False,
-               file=sys.stderr, disable=not sys.stderr.isatty(), desc="reading")
+               file=sys.stderr, disable=quiet or not sys.stderr.isatty(), desc="reading")
     return bar
 
 
@@ -670,7 +670,7 @@ def analyse_command(argv: list[str]) -> ExitCode:
     from reporting import summary_line
 
     files = resolve_sources(args.files) if settings.engine == "polars" else args.files
-    bar = _progress_bar(files)
+    bar = _progress_bar(files, quiet=args.quiet)
     with contextlib.ExitStack() as stack:
         llm_cache = stack.enter_context(_llm_cache(args)) if settings.explain.enabled else None
         try:

@@ -45,6 +45,8 @@ def next_steps(result: AnalysisResult, outputs: Sequence[str], enriched: bool, h
 
 def _files(result: AnalysisResult) -> str:
     sources = result.summary.sources
+    if not sources or "-" in sources:   # standard input cannot be read again: the user names it
+        return "-f LOG"
     return "-f " + " ".join(_shell_word(s) for s in sources[:3]) + (" ..." if len(sources) > 3 else "")
 
 
