@@ -81,6 +81,7 @@ def isolated_configuration(tmp_path_factory, monkeypatch):
         monkeypatch.delenv(name)
     monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
     monkeypatch.delenv("GITHUB_OUTPUT", raising=False)
+    monkeypatch.delenv("COLUMNS", raising=False)   # the table's width: tests that want one set it
 
 
 @pytest.fixture(scope="session")
