@@ -169,7 +169,7 @@ def test_documented_exit_codes_match_the_code():
 
 
 def test_every_top_level_module_is_in_the_layout():
-    layout = section("Development").split("**Layout", 1)[1]
+    layout = section("Development").split("**Layout**", 1)[1]
     for module in sorted(path.name for path in ROOT.glob("*.py")):
         assert f"`{module}`" in layout, module
 
