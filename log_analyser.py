@@ -478,7 +478,13 @@ def _write_reports(result, args: argparse.Namespace) -> None:
 def _wrote(kind: str, path: str, result, args: argparse.Namespace) -> str:
     from log_analyser_core.cli import messages
 
-    listed = messages.blocked_count(result, args.block_severity) if kind in messages.BLOCKLISTS else None
+    listed = None
+    if kind in messages.BLOCKLISTS:
+        listed = messages.blocked_count(result, args.block_severity)
+    elif kind == "table":
+        from log_analyser_core.report.table import choose_rows
+
+        listed = len(choose_rows(result, args.top, args.all_clients).shown)
     return messages.wrote_line(kind, path, result, listed)
 
 

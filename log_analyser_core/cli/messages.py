@@ -73,13 +73,13 @@ def fail_on_line(result: AnalysisResult, fail_on: Severity) -> str | None:
 
 
 def wrote_line(kind: str, path: str, result: AnalysisResult, listed: int | None = None) -> str:
-    """'wrote report.csv (43 clients)'; blocklists count the addresses they list."""
+    """'wrote report.csv (43 clients)'; blocklists and the table count the clients they list (``listed``)."""
     from reporting import terminal_safe
 
-    if kind in BLOCKLISTS or kind in ("ecs", "junit", "markdown"):
+    if kind in BLOCKLISTS or kind in ("table", "ecs", "junit", "markdown"):
         count = listed if listed is not None else sum(1 for f in result.findings if f.flagged)
         what = f"{count:,} {'client' if count == 1 else 'clients'}"
-        what += " listed" if kind in BLOCKLISTS else " flagged"
+        what += " listed" if kind in BLOCKLISTS or kind == "table" else " flagged"
     else:
         what = f"{len(result.findings):,} {'client' if len(result.findings) == 1 else 'clients'}"
     return f"wrote {terminal_safe(path)} ({what})"
