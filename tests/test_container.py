@@ -204,7 +204,7 @@ def test_every_package_of_the_image_extras_is_pinned_within_its_declared_range()
                     continue
                 matching = [pin for pin in pins if pin.name == declared.name
                             and (pin.marker is None or pin.marker.evaluate({"platform_machine": machine}))]
-                assert matching, f"{declared.name} ({extra}, {machine}) is not pinned in requirements-extras.txt or -deep.txt"
+                assert matching, f"{declared.name} ({extra}, {machine}) is not pinned in requirements-*.txt"
                 version = next(iter(matching[0].specifier)).version
                 assert declared.specifier.contains(version), f"{declared.name}=={version} is outside {declared}"
 

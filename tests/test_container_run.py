@@ -58,7 +58,8 @@ def debian_mirror() -> str:
 def harness(tmp_path_factory):
     """(folder, environment for podman, environment for the README's lines with the shims first on PATH)."""
     for tool in ("podman", "runc", "debootstrap", "podman-compose"):
-        assert shutil.which(tool) or shutil.which(tool, path="/usr/sbin:/sbin"), f"{tool} is missing: .ci/run installs it"
+        found = shutil.which(tool) or shutil.which(tool, path="/usr/sbin:/sbin")
+        assert found, f"{tool} is missing: .ci/run installs it"
     folder = tmp_path_factory.mktemp("podman")
     nofile, nproc = (min(hard, 4096) if hard != resource.RLIM_INFINITY else 4096
                      for hard in (resource.getrlimit(limit)[1] for limit in (resource.RLIMIT_NOFILE,
@@ -179,7 +180,8 @@ def test_compose_service_runs_as_the_user(image, harness, workdir):
     env = {**harness[2], "LOG_ANALYSER_IMAGE": image}
     setup = [line for line in readme_lines("Docker and Compose", "printf") if "UID" in line]
     assert setup and shell(setup[0], workdir, env).returncode == 0
-    (line,) = [line for line in readme_lines("Docker and Compose", "docker compose run") if line.endswith("log_analyser")]
+    compose_lines = readme_lines("Docker and Compose", "docker compose run")
+    (line,) = [line for line in compose_lines if line.endswith("log_analyser")]
     result = shell(line, workdir, env)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     report = workdir / "out" / "report.json"
