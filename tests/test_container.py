@@ -109,9 +109,14 @@ def clean_checkout_context(dest: Path) -> Path:
     listed = subprocess.run(["git", "-C", str(ROOT), "ls-files", "-z"], check=True, capture_output=True)
     patterns = read_dockerignore()
     for relative in filter(None, listed.stdout.decode().split("\0")):
-        if (ROOT / relative).is_file() and not dockerignore_excludes(relative, patterns):
-            (dest / relative).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / relative, dest / relative)
+        source = ROOT / relative
+        if dockerignore_excludes(relative, patterns) or not (source.is_file() or source.is_symlink()):
+            continue
+        (dest / relative).parent.mkdir(parents=True, exist_ok=True)
+        if source.is_symlink():   # as a clone has it: the Sigma pack's link into the package
+            (dest / relative).symlink_to(os.readlink(source))
+        else:
+            shutil.copy2(source, dest / relative)
     return dest
 
 

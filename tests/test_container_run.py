@@ -36,8 +36,9 @@ BUILD_TIMEOUT = 1800
 
 
 def base_image() -> str:
+    """The FROM image, fully qualified as Docker resolves it (podman would also try localhost/)."""
     global_args, (build, _) = stages(ROOT / "Dockerfile")
-    return build.base.replace("${PYTHON_VERSION}", global_args["PYTHON_VERSION"])
+    return "docker.io/library/" + build.base.replace("${PYTHON_VERSION}", global_args["PYTHON_VERSION"])
 
 
 def run(argv, timeout: float = 600, **kwargs) -> subprocess.CompletedProcess:
@@ -105,7 +106,7 @@ def image(harness, base, tmp_path_factory):
     """The default variant, built from a clean checkout as a user builds it."""
     folder, env, _ = harness
     context = clean_checkout_context(tmp_path_factory.mktemp("context"))
-    result = run(["podman", "build", "--pull=never", "-t", IMAGE,
+    result = run(["podman", "build", "--pull=never", "-t", IMAGE, "-f", str(ROOT / "Dockerfile"),
                   "-v", "/etc/ssl/certs:/etc/ssl/certs:ro", "-v", f"{folder / 'pip.conf'}:/etc/pip.conf:ro",
                   str(context)], timeout=BUILD_TIMEOUT, env=env)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
