@@ -124,10 +124,11 @@ def readme_lines(section: str, startswith: str) -> list[str]:
 
 @pytest.fixture
 def workdir(tmp_path):
-    """A user's folder: the sample log, and an `out` folder made by that user (uid 4242)."""
+    """A folder of a user's (uid 4242): the sample log, and an `out` folder the user made."""
     shutil.copy2(ROOT / "examples" / "access.log", tmp_path / "access.log")
     (tmp_path / "out").mkdir()
-    os.chown(tmp_path / "out", USER_ID, USER_ID)
+    for path in (tmp_path, tmp_path / "access.log", tmp_path / "out"):
+        os.chown(path, USER_ID, USER_ID)
     return tmp_path
 
 
@@ -178,6 +179,8 @@ def test_compose_service_runs_as_the_user(image, harness, workdir):
         shutil.copy2(ROOT / name, workdir / name)
     (workdir / "logs").mkdir()
     shutil.copy2(ROOT / "examples" / "access.log", workdir / "logs" / "access.log")
+    for path in (workdir / "logs", workdir / "logs" / "access.log"):
+        os.chown(path, USER_ID, USER_ID)
     env = {**harness[2], "LOG_ANALYSER_IMAGE": image}
     setup = [line for line in readme_lines("Docker and Compose", "printf") if "UID" in line]
     assert setup and shell(setup[0], workdir, env).returncode == 0
