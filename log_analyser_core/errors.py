@@ -60,7 +60,7 @@ class RulesError(AnalyserError):
 
 
 IMAGE_MARKER = ".log_analyser-image"   # the Dockerfile leaves this file in the image's virtual environment
-IMAGE_EXTRAS = ("deep", "llm")         # the Dockerfile's EXTRAS default
+IMAGE_EXTRAS = ("llm",)                # the default image's extras; its -full variant adds deep
 
 
 def installed_by(prefix: str | None = None) -> str:
@@ -81,11 +81,13 @@ def installed_by(prefix: str | None = None) -> str:
 def install_hint(extra: str, how: str | None = None) -> str:
     """The command that adds an optional extra, for the way the tool was installed (installed_by).
     log_analyser is not on PyPI: it is installed from a clone of its repository or used as the
-    Docker image, so the extra is named on the source tree or as the image's EXTRAS build argument."""
+    Docker image, so the extra is named on the source tree or as the image's full variant."""
     how = how or installed_by()
+    if how == "docker" and extra == "deep":
+        return ("use the image's full variant (tag full), or build it: "
+                "docker build --target runtime --build-arg VARIANT=full -t log_analyser:full .")
     if how == "docker":
-        extras = ",".join(dict.fromkeys((*IMAGE_EXTRAS, extra)))
-        return f"rebuild the image with it: docker build --build-arg EXTRAS={extras} -t log_analyser ."
+        return f"no image variant has it: pip install '.[{extra}]' in the log_analyser source tree"
     if how == "pipx":
         return f"pipx install --force '.[{extra}]' in the log_analyser source tree"
     return f"pip install '.[{extra}]' in the log_analyser source tree"

@@ -198,8 +198,10 @@ def test_installed_by_tells_pip_pipx_and_the_image_apart(tmp_path):
 def test_install_hint_names_the_command_for_each_install():
     assert install_hint("deep", "pip") == "pip install '.[deep]' in the log_analyser source tree"
     assert install_hint("deep", "pipx") == "pipx install --force '.[deep]' in the log_analyser source tree"
-    assert install_hint("spark", "docker") == ("rebuild the image with it: docker build --build-arg "
-                                               "EXTRAS=deep,llm,spark -t log_analyser .")
+    assert install_hint("deep", "docker") == ("use the image's full variant (tag full), or build it: docker build "
+                                              "--target runtime --build-arg VARIANT=full -t log_analyser:full .")
+    assert install_hint("spark", "docker") == ("no image variant has it: pip install '.[spark]' in the "
+                                               "log_analyser source tree")
 
 
 def test_pdf_and_html_need_no_extra():
