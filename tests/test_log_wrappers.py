@@ -196,3 +196,14 @@ def test_cri_pieces_of_a_long_line_are_joined(tmp_path):
     assert result.events.row(1, named=True)["user_agent"] == agent
     assert result.stats.not_access == {"piece joined to the line it continues": 2}
     assert result.stats.unparsed_by_reason == {"partial line (split by cri)": 1}   # its end never came
+
+
+def test_epoch_times_out_of_range_are_unreadable_not_an_error():
+    import polars as pl
+
+    line = ('{"ClientIP":"192.0.2.1","ClientRequestMethod":"GET","ClientRequestURI":"/","EdgeResponseStatus":200,'
+            '"EdgeStartTimestamp":17731773133202500000000}')
+    squid = "99999999999999999999.123 5 192.0.2.1 TCP_MISS/200 10 GET http://example.com/ - DIRECT/1.2.3.4 -"
+    for text, name in ((line, "cloudflare"), (squid, "squid")):
+        good, bad = fp.parse_lines(pl.Series([text]), fp.preset(name))
+        assert good.height == 0 and bad["reason"].to_list() == ["unreadable timestamp"]

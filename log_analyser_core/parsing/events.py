@@ -157,6 +157,7 @@ def _epoch_time(column: str) -> tuple[pl.Expr, pl.Expr]:
     number = pl.col(column).cast(pl.Float64, strict=False)
     seconds = (pl.when(number > 1e17).then(number / 1e9).when(number > 1e14).then(number / 1e6)
                .when(number > 1e11).then(number / 1e3).otherwise(number))
+    seconds = pl.when(seconds.abs() < 1e11).then(seconds)   # beyond year 5000: unreadable, not an error
     return (seconds * 1e6).round().cast(pl.Int64).cast(pl.Datetime("us")), pl.lit(0, dtype=pl.Int32)
 
 
