@@ -46,7 +46,7 @@ BREADTH_TYPES = frozenset({AttackType.SQLI, AttackType.XSS, AttackType.PATH_TRAV
 # Most specific explanation first: a fast login brute force or content discovery also floods, so
 # `dos` is what is left when nothing more specific explains the volume.
 TYPE_PRECEDENCE = (AttackType.SCANNER, AttackType.RCE, AttackType.SQLI, AttackType.XSS, AttackType.PATH_TRAVERSAL,
-                   AttackType.BRUTE_FORCE, AttackType.CREDENTIAL_STUFFING, AttackType.DIR_BRUTEFORCE,
+                   AttackType.SSRF, AttackType.BRUTE_FORCE, AttackType.CREDENTIAL_STUFFING, AttackType.DIR_BRUTEFORCE,
                    AttackType.DATA_EXFILTRATION, AttackType.BAD_BOT, AttackType.DOS, AttackType.CRAWLER)
 CRAWLER_AGENTS = re.compile(
     r"(googlebot|google-inspectiontool|adsbot-google|bingbot|bingpreview|msnbot|yandex(bot|images)|baiduspider"

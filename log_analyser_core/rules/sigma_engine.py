@@ -44,9 +44,10 @@ ATTACK_TYPE_BY_TITLE: tuple[tuple[str, AttackType], ...] = (
     (r"sql injection|\bsqli\b", AttackType.SQLI),
     (r"cross.site scripting|\bxss\b|crlf|response splitting", AttackType.XSS),
     (r"remote file inclusion|\brfi\b|log4shell|jndi|spring4shell|ognl|shellshock|web ?shell|command injection"
-     r"|code injection|template injection|\brce\b|remote code", AttackType.RCE),
-    (r"path traversal|directory traversal|local file inclusion|\blfi\b|encoding evasion", AttackType.PATH_TRAVERSAL),
-    (r"\bssrf\b|server.side request forgery", AttackType.DATA_EXFILTRATION),   # aimed at cloud credentials
+     r"|code injection|template injection|argument injection|\brce\b|remote code", AttackType.RCE),
+    (r"path traversal|directory traversal|local file inclusion|\blfi\b|encoding evasion|file read",
+     AttackType.PATH_TRAVERSAL),
+    (r"\bssrf\b|server.side request forgery", AttackType.SSRF),
     (r"user.agent|scanner|recon tool|shortname|suspicious http method", AttackType.SCANNER),
     (r"sensitive file|source code enumeration", AttackType.BAD_BOT),
     (r"probing|enumeration|content discovery", AttackType.DIR_BRUTEFORCE),
