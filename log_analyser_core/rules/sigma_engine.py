@@ -138,14 +138,15 @@ def rule_files(folders: Iterable[str | Path]) -> list[Path]:
     return files
 
 
-def check(folders: Sequence[str | Path], columns: Iterable[str] = SEARCHABLE) -> RuleSet:
-    """Load, validate and compile every rule under ``folders``, collecting every problem."""
+def check(folders: Sequence[str | Path], columns: Iterable[str] = SEARCHABLE, advice: bool = True) -> RuleSet:
+    """Load, validate and compile every rule under ``folders``, collecting every problem; ``advice``
+    runs pySigma's validators too (their warnings are style advice, for ``rules check``)."""
     rules, problems, other = [], [], 0
     for path in rule_files(folders):
         parsed, errors = _read(path)
         problems += errors
         rules += parsed
-    problems += _duplicates(rules) + _validate(rules)
+    problems += _duplicates(rules) + (_validate(rules) if advice else [])
     compiled = []
     for rule in rules:
         if rule.errors:
@@ -164,8 +165,10 @@ def check(folders: Sequence[str | Path], columns: Iterable[str] = SEARCHABLE) ->
 
 
 def load(folders: Sequence[str | Path], columns: Iterable[str] = SEARCHABLE) -> RuleSet:
-    """``check`` that raises RulesError when any rule does not load; unsupported rules are logged."""
-    ruleset = check(folders, columns)
+    """``check`` that raises RulesError when any rule does not load; unsupported rules are logged.
+    The validators' advice is left to ``rules check``: it does not change what a rule matches, and
+    running them costs about as much as compiling the built-in pack."""
+    ruleset = check(folders, columns, advice=False)
     errors = ruleset.of_kind("error")
     if errors:
         more = f"; {len(errors) - 1} more errors" if len(errors) > 1 else ""
