@@ -32,13 +32,14 @@ from log_analyser_core.errors import RulesError
 from log_analyser_core.parsing import events as log_events
 from log_analyser_core.parsing import sources as log_input
 from log_analyser_core.results import AttackType, Evidence, ExampleLine, Severity
+from log_analyser_core.rules import lists as knowledge_lists
 from log_analyser_core.rules.packs import package_pack
 
 log = logging.getLogger(__name__)
 
 RULE_FIELDS = {"id", "title", "description", "attack_type", "severity", "filter", "bucket", "window", "tags"}
 FILTER_FIELDS = {"methods", "path", "path_not", "query", "target", "text", "user_agent", "user_agent_not", "referer",
-                 "status", "local_hours", "min_bytes", "client_never", "malformed"}
+                 "protocol", "protocol_not", "status", "local_hours", "min_bytes", "client_never", "malformed"}
 BUCKET_FIELDS = {"capacity", "leak_speed", "distinct", "weight", "baseline"}
 WINDOW_FIELDS = {"maxretry", "findtime", "distinct"}
 DISTINCT_COLUMNS = {"path", "query", "user_agent", "referer", "target"}
@@ -46,7 +47,7 @@ EXAMPLES = 3
 PARTITION_EVENTS = 2**20   # events the rules read at once (a partition of the clients, see detect)
 # the event columns prepare reads (filters, distinct keys, the bucket's time and weight)
 _READ_COLUMNS = ("timestamp", "tz_offset_min", "client_ip", "status", "bytes", "method", "path", "query",
-                 "user_agent", "referer")
+                 "user_agent", "referer", "protocol")
 
 
 @dataclass(frozen=True)
@@ -206,6 +207,16 @@ def regex_problem(pattern: str) -> str | None:
 
 
 def _regex(value, field, bad) -> str | None:
+    """A filter's regex: a string, or ``{list: NAME}`` for a knowledge list (see rules.lists)."""
+    if isinstance(value, dict):
+        if set(value) != {"list"}:
+            bad(field, "a mapping here must be {list: NAME}")
+            return None
+        try:
+            value = knowledge_lists.pattern(str(value["list"]))
+        except RulesError as exc:
+            bad(field, str(exc))
+            return None
     problem = regex_problem(str(value))
     if problem:
         bad(field, f"invalid regular expression: {problem}")
@@ -231,7 +242,7 @@ def _condition(spec: object, bad, regexes: list[tuple[str, str]]) -> pl.Expr | N
 
 # filter key -> column; "target" is path?query; "text" matches if any of target, referer, user agent does
 _REGEX_COLUMNS = {"path": "path", "query": "query", "target": "_target", "user_agent": "user_agent",
-                  "referer": "referer"}
+                  "referer": "referer", "protocol": "protocol"}
 _TEXT_COLUMNS = ("_target", "referer", "user_agent")
 
 
@@ -246,7 +257,7 @@ def _filter_part(key: str, value: object, bad, regexes: list[tuple[str, str]]) -
             return None
         regexes.extend((column, pattern) for column in _TEXT_COLUMNS)
         return pl.any_horizontal(pl.col(_regex_column(column, pattern)) for column in _TEXT_COLUMNS)
-    if key in _REGEX_COLUMNS or key in {"path_not", "user_agent_not", "client_never"}:
+    if key in _REGEX_COLUMNS or key in {"path_not", "user_agent_not", "protocol_not", "client_never"}:
         column = "path" if key == "client_never" else _REGEX_COLUMNS[key.removesuffix("_not")]
         pattern = _regex(value, key, lambda _f, message: bad(message))
         if pattern is None:
