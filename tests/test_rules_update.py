@@ -94,7 +94,8 @@ def test_update_installs_the_verified_webserver_rules(server, tmp_path):
     done = sigmahq.update("core", url, tmp_path)
     assert done.tag == "r2026-12-01" and done.rules == 1 and done.skipped == 1
     assert done.folder == tmp_path / "r2026-12-01" == sigmahq.installed(tmp_path)
-    assert sorted(p.name for p in done.folder.iterdir()) == ["RELEASE.json", "rules__web__webserver_generic__web_test.yml"]
+    assert sorted(p.name for p in done.folder.iterdir()) == ["RELEASE.json",
+                                                             "rules__web__webserver_generic__web_test.yml"]
     ruleset = sigma_engine.check([done.folder])   # the installed rules run beside the built-in pack
     assert [r.title for r in ruleset.rules] == ["Test Webserver Rule"] and not ruleset.of_kind("error")
     assert state["release"].requests == ["/repos/SigmaHQ/sigma/releases/latest", "/download/sigma_core.zip"]
