@@ -167,15 +167,17 @@ def order_types(evidence: Iterable[Evidence]) -> tuple[str, ...]:
 
 # What a flood's own URIs and agents also trip (random 404 paths, rotating agents, cache busting):
 # they do not explain the volume, so a confident flood is `dos` first whatever they say. A payload,
-# a login attack or a confident scanner identification does explain it, and stays first.
+# a login attack or a confident tool identification (a scanner's or a discovery tool's user agent,
+# high severity) does explain it, and stays first.
 FLOOD_EXPLAINERS = frozenset({AttackType.SQLI, AttackType.XSS, AttackType.PATH_TRAVERSAL, AttackType.RCE,
                               AttackType.SSRF, AttackType.BRUTE_FORCE, AttackType.CREDENTIAL_STUFFING})
+IDENTIFIED_TOOLS = frozenset({AttackType.SCANNER, AttackType.DIR_BRUTEFORCE})
 
 
 def _flood_first(types: tuple[str, ...], evidence: Sequence[Evidence]) -> tuple[str, ...]:
     """``dos`` first when a high-severity flood is what explains the client (see FLOOD_EXPLAINERS)."""
     flood = any(e.attack_type == AttackType.DOS and e.severity >= Severity.HIGH for e in evidence)
-    explained = any(e.attack_type in FLOOD_EXPLAINERS or (e.attack_type == AttackType.SCANNER
+    explained = any(e.attack_type in FLOOD_EXPLAINERS or (e.attack_type in IDENTIFIED_TOOLS
                                                           and e.severity >= Severity.HIGH) for e in evidence)
     if not flood or explained:
         return types
