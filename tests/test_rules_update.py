@@ -146,7 +146,7 @@ def test_cli_rules_update(server, tmp_path, capsys):
     code = log_analyser.main(["rules", "update", "--url", url, "--dest", str(tmp_path)])
     out, err = capsys.readouterr()
     assert code == ExitCode.OK and out.strip() == str(tmp_path / "r2026-12-01")
-    assert "1 webserver rules" in err and "--rules-dir" in err
+    assert "1 webserver rules" in err and f"--rules {tmp_path}" in err
     state["release"] = Release(package(), digest="sha256:" + "1" * 64)
     code = log_analyser.main(["rules", "update", "--url", url, "--dest", str(tmp_path / "other")])
     out, err = capsys.readouterr()

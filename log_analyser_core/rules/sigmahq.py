@@ -1,7 +1,7 @@
 """``log_analyser rules update``: SigmaHQ's released rule package, verified, in the user data dir.
 
 The built-in packs stand on their own; this is for users who want SigmaHQ's own webserver rules
-beside them (``--rules-dir``, with the folder ``update`` prints). A release is read from GitHub's
+beside them (``--rules DIR``, with the folder ``update`` prints). A release is read from GitHub's
 release API (``release_url``); the package's SHA-256 is the ``digest`` GitHub publishes for the
 asset, and a download that does not match it is refused, as is an asset without one. Only the
 rules whose logsource category is ``webserver`` are kept (the others never run here), each written
