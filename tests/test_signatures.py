@@ -69,12 +69,20 @@ def test_base64_in_a_lookup_is_decoded_beside_it():
     ("${jndi:ldap://198.51.100.7/a}", None, "sig-rce"),                        # Log4Shell in the Referer
     ("https://example.org/?q=%3Cscript%3Ealert(1)%3C/script%3E", None, "sig-xss"),
     (None, "${jndi:dns://198.51.100.7/h}", "sig-rce"),                        # in the Host header
+    ("http://www.secrepo.com/?s=/index/%5Cthink%5Capp/invokefunction&function=call_user_func_array", None, "sig-rce"),
 ])
 def test_every_logged_field_is_inspected(referer, vhost, expected):
     events = frame("/", None, "Mozilla/5.0").with_columns(pl.Series("referer", [referer], pl.String),
                                                          pl.Series("vhost", [vhost], pl.String))
     row = signatures.matches(events).row(0, named=True)
     assert {name for name, hit in row.items() if hit} == {expected}
+
+
+def test_an_ordinary_referer_is_not_a_payload():
+    # a real referer from the elastic blog log: a forum topic about PowerShell
+    referer = "http://community.spiceworks.com/topic/269270-how-can-i-pull-cpu-temperature-through-powershell-scripting"
+    events = frame("/blog/tags/wmi").with_columns(pl.Series("referer", [referer], pl.String))
+    assert not any(signatures.matches(events).row(0))
 
 
 
@@ -96,6 +104,7 @@ def test_every_logged_field_is_inspected(referer, vhost, expected):
     ("/go", "to=http://10.example.org/", "Mozilla/5.0"),                              # a host name, not an address
     ("/search", "q=fish+%26amp%3B+chips", "Mozilla/5.0"),
     ("/docs/base64", "q=base64+encoding+of+abcdefghij", "Mozilla/5.0"),
+    ("/blog/tags/powershell-scripting", None, "Mozilla/5.0"),
 ])
 def test_ordinary_requests_do_not_match(path, query, ua):
     assert matched(path, query, ua) == set()

@@ -61,7 +61,7 @@ SIGNATURES: tuple[Signature, ...] = (
               r"|[;|`&]\s*(cat\s+/|ls\s+-|id\s*($|[;|&`'\"\n])|whoami|uname\s+-|wget\s|curl\s|nc\s+-|ncat\s|bash\s+-"
               r"|sh\s+-c|ping\s+-[cn]|nslookup\s|echo\s|busybox|chmod\s+\+?[0-7x])"
               r"|\$\(\s*(cat|ls|id|whoami|uname|wget|curl|echo|sleep)\b|`\s*(id|whoami|uname)\b|\(\)\s*\{\s*:?\s*;?\s*\}\s*;"
-              r"|/bin/(ba|z|da)?sh\b|\bcmd(\.exe)?\s*/c\b|powershell|\b(shell_exec|passthru|proc_open|popen|system|exec|eval)\s*\("
+              r"|/bin/(ba|z|da)?sh\b|\bcmd(\.exe)?\s*/c\b|powershell(\.exe)?\s+-\w|powershell.{0,60}(\biex\b|invoke-expression|downloadstring|frombase64string)|\b(shell_exec|passthru|proc_open|popen|system|exec|eval)\s*\("
               r"|eval-stdin\.php|invokefunction|call_user_func_array|allow_url_include|auto_prepend_file|/boaform/"
               r"|/hnap1|/gponform|/cgi-bin/(\.%2e|\.\.)|\bwget\s+https?://|\bcurl\s+(-\w+\s+)*https?://|/shell\?|\bnc\s+-e\b"
               r"|class\.module\.classloader|\bognl\b|%\{\(#|/_ignition/execute-solution|/solr/admin/cores\?.*action="
