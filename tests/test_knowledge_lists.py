@@ -11,8 +11,8 @@ NAMES = lists.names()
 
 
 def test_the_lists_ship_with_the_package():
-    assert set(NAMES) == {"admin_consoles", "cms_enumeration", "proxy_check_hosts", "scanner_markers",
-                          "sensitive_files", "web_shells"}
+    assert set(NAMES) == {"admin_consoles", "backup_archives", "cms_enumeration", "proxy_check_hosts",
+                          "scanner_markers", "sensitive_files", "web_shells"}
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -20,6 +20,8 @@ def test_every_list_loads_with_its_provenance(name):
     known = lists.load(name)
     assert known.entries and known.description
     assert "Core Rule Set" in known.provenance and "coreruleset" in known.provenance   # cites the CRS files read
+    assert "restricted-files.data" in known.provenance or ".conf" in known.provenance or \
+        "scanners-user-agents.data" in known.provenance or "web-shells" in known.provenance
     pl.Series([""]).str.contains("(?i)" + lists.pattern(name))   # one valid Rust regex
 
 
@@ -35,8 +37,9 @@ def test_segments_match_whole_names_folders_and_backup_copies():
 
 
 def test_words_are_not_found_inside_longer_words():
-    assert matches("scanner_markers", ["Nuclei - Open-source project", "sqlmap/1.8", "x.oast.fun"]) == [True] * 3
-    assert matches("scanner_markers", ["/products/nucleic-acid", "Mozilla/5.0 (sqlmapper)"]) == [False, False]
+    assert matches("scanner_markers", ["Nuclei - Open-source project", "Mozilla/5.00 (Nikto/2.1.6)", "x.oast.fun"]) \
+        == [True] * 3
+    assert matches("scanner_markers", ["/products/nucleic-acid", "Mozilla/5.0 (niktopia)"]) == [False, False]
 
 
 def test_regex_lists():
