@@ -107,6 +107,15 @@ def test_the_pack_is_installed_with_the_package():
     assert all(p.suffix == ".yml" for p in PACK.iterdir())   # the glob takes every file of the pack
 
 
+def test_a_missing_pack_is_a_rules_error_naming_where_it_looked(monkeypatch, tmp_path):
+    from log_analyser_core.errors import RulesError
+    from log_analyser_core.rules import packs
+
+    monkeypatch.setattr(packs.resources, "files", lambda package: tmp_path)
+    with pytest.raises(RulesError, match=f"no \\*.yml files in {tmp_path}/sigma_pack"):
+        sigma_engine.builtin_dir()
+
+
 # --- the SigmaHQ webserver rules -----------------------------------------------------------------
 
 def test_every_sigmahq_webserver_rule_loads_and_runs_or_is_reported(shared):
