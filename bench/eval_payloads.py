@@ -54,7 +54,10 @@ def csic_requests(path: Path, member: str) -> list[tuple[str, str, str, str]]:
 
 
 def libinjection_hits(targets: list[str]) -> tuple[list[bool], list[bool]]:
-    import libinjection
+    try:
+        import libinjection
+    except ImportError:
+        sys.exit("this comparison needs libinjection: pip install libinjection-python")
 
     sqli, xss = [], []
     for target in targets:
