@@ -58,7 +58,7 @@ ATTACK_TYPE_MEANINGS = {
     "brute_force": "many login attempts from one client", "credential_stuffing": "credential stuffing",
     "dos": "request flood", "bad_bot": "scraper, secret-file probe or fake crawler",
     "data_exfiltration": "data exfiltration",
-    "ssrf": "server-side request forgery (a URL parameter aimed at an internal or metadata address)",
+    "ssrf": "server-side request forgery",
     "crawler": "a well-behaved known crawler (not an attacker)",
 }
 
