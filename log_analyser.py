@@ -238,6 +238,13 @@ def _add_rules_options(parser: argparse.ArgumentParser) -> None:
                         "(e.g. --rules ~/sigma/rules/web)")
     parser.add_argument("--no-builtin-rules", action="store_true",
                         help="run only the --rules folders, not the built-in Sigma rule pack")
+    parser.add_argument("--crs", metavar="DIR", default=None,
+                        help="an OWASP Core Rule Set folder (a release, a checkout or its rules/) whose request "
+                        "rules run over the log; default: the one `log_analyser rules update --crs` installed")
+    parser.add_argument("--no-crs", action="store_true", help="do not run the Core Rule Set, even if installed")
+    parser.add_argument("--paranoia", type=int, choices=(1, 2, 3, 4), default=1, metavar="N",
+                        help="CRS paranoia level 1-4: higher runs more rules, with more false positives "
+                        "(default 1)")
 
 
 def _add_config_options(parser: argparse.ArgumentParser) -> None:
@@ -349,7 +356,8 @@ def build_settings(args: argparse.Namespace, now: datetime | None = None):
                     random_state=args.seed, enrichment=enrichment_settings(args), explain=_explain_settings(args),
                     rules_dirs=tuple(args.rules_dirs), builtin_rules=not args.no_builtin_rules,
                     detectors=args.detectors, model=args.model, fusion=args.fusion,
-                    rule_paths=tuple(args.behaviour_rules), allowlist=allowlist, engine=args.engine, spark=spark)
+                    rule_paths=tuple(args.behaviour_rules), allowlist=allowlist, engine=args.engine, spark=spark,
+                    crs=args.crs, crs_auto=not args.no_crs, paranoia=args.paranoia)
 
 
 def _explain_settings(args: argparse.Namespace):
@@ -480,14 +488,27 @@ def _show_unparsed(result, limit: int = 5) -> None:
 
 def rules_command(argv: list[str]) -> ExitCode:
     """`log_analyser rules check DIR...` and `log_analyser rules list`: validate and show Sigma rules."""
-    parser = argparse.ArgumentParser(prog="log_analyser rules", description="Validate and list Sigma rules.")
+    from log_analyser_core.rules.crs.install import DEFAULT_VERSION as DEFAULT_CRS_VERSION
+
+    parser = argparse.ArgumentParser(prog="log_analyser rules", description="Validate and list Sigma rules; "
+                                     "install the OWASP Core Rule Set.")
     actions = parser.add_subparsers(dest="action", required=True)
     check = actions.add_parser("check", help="validate rule folders and list every problem at once (exit 4 on errors)")
     check.add_argument("dirs", nargs="+", metavar="DIR", help="folders or files of Sigma rules")
     check.add_argument("--strict", action="store_true", help="also exit 4 on validator warnings")
     listing = actions.add_parser("list", help="show the rules a run would use, and those skipped")
     _add_rules_options(listing)
+    update = actions.add_parser("update", help="download and install a rule set: --crs [VERSION] fetches an OWASP "
+                                "CRS release, checks its published SHA-256 and installs it in the user data dir")
+    update.add_argument("--crs", nargs="?", const=DEFAULT_CRS_VERSION, required=True, metavar="VERSION",
+                        help=f"the CRS release to install (default {DEFAULT_CRS_VERSION})")
+    update.add_argument("--url", default=None, metavar="TEMPLATE",
+                        help="where to download it from, {version} replaced (default: the GitHub release)")
+    update.add_argument("--sha256", default=None, metavar="HEX",
+                        help="the archive's expected SHA-256 (default: read from <archive URL>.sha256)")
     args = parser.parse_args(argv)
+    if args.action == "update":
+        return _update_crs(args)
     from log_analyser_core.rules import sigma_engine
     from reporting import terminal_safe
 
@@ -508,6 +529,15 @@ def rules_command(argv: list[str]) -> ExitCode:
     for problem in ruleset.of_kind("unsupported"):
         print(f"skipped {terminal_safe(str(problem))}")
     print(f"{len(ruleset.rules)} rules from {len(folders)} folders", file=sys.stderr)
+    return ExitCode.OK
+
+
+def _update_crs(args: argparse.Namespace) -> ExitCode:
+    from log_analyser_core.rules.crs import install
+
+    folder = install.update(args.crs, url_template=args.url or install.RELEASE_URL, sha256=args.sha256)
+    print(f"installed OWASP CRS {args.crs} in {folder}; runs use it unless --crs or --no-crs is given",
+          file=sys.stderr)
     return ExitCode.OK
 
 

@@ -46,7 +46,7 @@ ATTACK_TYPE_BY_TITLE: tuple[tuple[str, AttackType], ...] = (
     (r"remote file inclusion|\brfi\b|log4shell|jndi|spring4shell|ognl|shellshock|web ?shell|command injection"
      r"|code injection|template injection|\brce\b|remote code", AttackType.RCE),
     (r"path traversal|directory traversal|local file inclusion|\blfi\b|encoding evasion", AttackType.PATH_TRAVERSAL),
-    (r"\bssrf\b|server.side request forgery", AttackType.DATA_EXFILTRATION),   # aimed at cloud credentials
+    (r"\bssrf\b|server.side request forgery", AttackType.SSRF),
     (r"user.agent|scanner|recon tool|shortname|suspicious http method", AttackType.SCANNER),
     (r"sensitive file|source code enumeration", AttackType.BAD_BOT),
     (r"probing|enumeration|content discovery", AttackType.DIR_BRUTEFORCE),

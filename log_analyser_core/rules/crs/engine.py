@@ -42,10 +42,11 @@ def request_hits(reqs: pl.DataFrame, ruleset: RuleSet) -> pl.DataFrame:
 
 
 def scores(hits: pl.DataFrame, ruleset: RuleSet) -> pl.DataFrame:
-    """(rid, score): CRS anomaly points per request, each rule counted once."""
+    """(rid, score): CRS anomaly points per request. As in ModSecurity, a rule's points count once
+    per variable it matched (two arguments with a stray byte are two warnings)."""
     points = pl.DataFrame({"rule": [r.id for r in ruleset.rules], "points": [r.score for r in ruleset.rules]},
                           schema={"rule": pl.Int64, "points": pl.Int64})
-    fired = hits.select("rid", "rule").unique().join(points, on="rule")
+    fired = hits.select("rid", "rule", "variable", "key").unique().join(points, on="rule")
     return fired.group_by("rid").agg(pl.col("points").sum().alias("score"))
 
 

@@ -156,7 +156,9 @@ _OVERLONG = re.compile("([\uf7c0-\uf7df])([\uf780-\uf7bf])|([\uf7e0-\uf7ef])([\u
 
 def utf8_to_unicode(text: str) -> str:
     """Non-ASCII characters as %uXXXX; raw byte sequences that UTF-8 decodes only leniently
-    (overlong forms such as c0 af for '/') too, as ModSecurity does."""
+    (overlong forms such as c0 af for '/') too, as ModSecurity does; ModSecurity 3 also drops
+    NUL characters here (``<%00>`` reads ``<>``)."""
+    text = text.replace("\x00", "")
     if text.isascii():
         return text
 
@@ -225,7 +227,7 @@ ONE: dict[str, Callable[[str], str]] = {
 
 # Which characters a Python decoder acts on: values without one pass through untouched.
 _TRIGGER = {"urldecodeuni": "[%+]", "urldecode": "[%+]", "htmlentitydecode": "&", "jsdecode": r"\\",
-            "cssdecode": r"\\", "escapeseqdecode": r"\\", "utf8tounicode": r"[^\x00-\x7f]",
+            "cssdecode": r"\\", "escapeseqdecode": r"\\", "utf8tounicode": r"[^\x01-\x7f]",
             "normalizepath": r"/\.|//|^\.", "normalisepath": r"/\.|//|^\.",
             "normalizepathwin": r"\\|/\.|//|^\.", "normalisepathwin": r"\\|/\.|//|^\."}
 
