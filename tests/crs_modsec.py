@@ -48,3 +48,38 @@ class ModSecOracle:
         tx.process_request_body()
         tx.process_logging()
         return set(self._hits)
+
+
+class TransformOracle:
+    """What ModSecurity's transformations make of a value: one rule per transformation on the
+    argument ``v``, each logging its MATCHED_VAR (the transformed value) as logdata."""
+
+    def __init__(self, names: list[str]) -> None:
+        self.names = names
+        self._engine = ModSecurity()
+        self._data: dict[int, str] = {}
+        self._engine.set_rule_message_callback(lambda m: self._data.__setitem__(m.rule_id, m.data))
+        self._rules = RulesSet()
+        rules = ["SecRuleEngine DetectionOnly", "SecRequestBodyAccess On"]
+        for number, name in enumerate(names, start=1):
+            rules.append(f'SecRule ARGS:v "@unconditionalMatch" "id:{number},phase:2,pass,log,t:none,t:{name},'
+                         f"msg:'{name}',logdata:'%{{MATCHED_VAR}}'\"")
+        if self._rules.load("\n".join(rules)) < 0:
+            raise RuntimeError(self._rules.get_parser_error())
+
+    def close(self) -> None:
+        self._engine.set_rule_message_callback(None)
+
+    def transform(self, value: str) -> dict[str, str]:
+        """Transformation name -> ModSecurity's result on ``value`` (sent percent-encoded)."""
+        from urllib.parse import quote
+
+        self._data.clear()
+        tx = Transaction(self._engine, self._rules)
+        tx.process_connection("192.0.2.1", 40000, "192.0.2.2", 80)
+        tx.process_uri("/?v=" + quote(value, safe=""), "GET", "1.1")
+        tx.add_request_header("Host", "localhost")
+        tx.process_request_headers()
+        tx.process_request_body()
+        tx.process_logging()
+        return {name: self._data.get(number, "") for number, name in enumerate(self.names, start=1)}

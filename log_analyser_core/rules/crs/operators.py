@@ -103,7 +103,7 @@ def _number(expr: pl.Expr) -> pl.Expr:
 
 @functools.lru_cache(maxsize=1024)
 def _python_regex(pattern: str) -> regex.Pattern[str]:
-    return regex.compile(pattern, regex.V0)
+    return regex.compile(pattern, regex.V0 | regex.ASCII)   # PCRE's \w \d \s \b are ASCII
 
 
 def _detect_sqli(text: str, _: Operator) -> bool:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import html
 import re
 from collections.abc import Callable
 
@@ -68,10 +67,29 @@ def url_decode_uni(text: str) -> str:
     return "".join(out)
 
 
+_ENTITY = re.compile(r"&(?:#[xX]([0-9a-fA-F]{1,8})|#([0-9]{1,10})|(quot|nbsp|lt|gt|amp));?", re.I)
+_NAMED = {"quot": '"', "nbsp": chr(RAW_BYTE + 0xA0), "lt": "<", "gt": ">", "amp": "&"}
+
+
+def _byte_char(code: int) -> str:
+    """One byte as ModSecurity writes it: ASCII as is, 0x80-0xFF as a raw-byte character."""
+    code &= 0xFF
+    return chr(code) if code < 0x80 else chr(RAW_BYTE + code)
+
+
 def html_entity_decode(text: str) -> str:
+    """ModSecurity's htmlEntityDecode: numeric entities (one byte each) and &quot; &nbsp; &lt;
+    &gt; &amp;, the semicolon optional; other named entities stay as written."""
     if "&" not in text:
         return text
-    return html.unescape(text)
+
+    def one(m: re.Match[str]) -> str:
+        if m.group(1):
+            return _byte_char(int(m.group(1)[-2:], 16))
+        if m.group(2):
+            return _byte_char(int(m.group(2)) & 0xFF)
+        return _NAMED[m.group(3).lower()]
+    return _ENTITY.sub(one, text)
 
 
 _JS = re.compile(r"\\(?:u([0-9a-fA-F]{4})|x([0-9a-fA-F]{2})|([0-7]{1,3})|(.))", re.S)
@@ -94,7 +112,7 @@ def js_decode(text: str) -> str:
     return _JS.sub(one, text)
 
 
-_CSS = re.compile(r"\\(?:([0-9a-fA-F]{1,6})[ \t\n\r\f]?|(\n)|(.))", re.S)
+_CSS = re.compile(r"\\(?:([0-9a-fA-F]{1,6})[ \t\n\r\f]?|(\n|\Z)|(.))", re.S)
 
 
 def css_decode(text: str) -> str:
@@ -122,7 +140,7 @@ def escape_seq_decode(text: str) -> str:
             return chr(int(m.group(1), 16))
         if m.group(2):
             return chr(int(m.group(2), 8) & 0xFF)
-        return _ESC_SIMPLE.get(m.group(3), "\\" + m.group(3))
+        return _ESC_SIMPLE.get(m.group(3), m.group(3))   # an unknown escape loses its backslash
     return _ESC.sub(one, text)
 
 
@@ -130,10 +148,14 @@ def normalize_path(text: str, windows: bool = False) -> str:
     """Remove ``./`` segments, resolve ``../`` against the segments before, collapse ``//``."""
     if windows:
         text = text.replace("\\", "/")
-    if "/." not in text and "//" not in text and not text.startswith("."):
+    if "/." not in text and "//" not in text and "../" not in text and not text.startswith("."):
         return text
+    if text.endswith("/.") and len(text) > 2:   # ModSecurity drops a trailing '/.' first
+        text = text[:-2]
+    # and reads 'x../' as 'x/../': the '..' climbs even without a slash before it
+    text = re.sub(r"(?<=[^/])\.\.(?=/)", "/..", text)
     absolute = text.startswith("/")
-    trailing = text.endswith("/") or text.endswith("/.") or text.endswith("/..")
+    trailing = text.endswith("/")   # ModSecurity drops a trailing '/.' with its slash
     parts: list[str] = []
     for segment in text.split("/"):
         if segment in ("", "."):
@@ -173,12 +195,12 @@ def utf8_to_unicode(text: str) -> str:
 
 
 def base64_decode(text: str) -> str:
-    clean = re.sub(r"[^A-Za-z0-9+/]", "", text)
-    clean = clean[: len(clean) - len(clean) % 4] if len(clean) % 4 == 1 else clean
+    """The decoded bytes (one character each, as Latin-1); text that is not base64 stays as it is,
+    as in ModSecurity."""
     try:
-        return base64.b64decode(clean + "=" * (-len(clean) % 4)).decode("latin-1")
+        return base64.b64decode(text, validate=True).decode("latin-1")
     except (binascii.Error, ValueError):
-        return ""
+        return text
 
 
 def cmd_line(text: str) -> str:
@@ -191,7 +213,7 @@ def cmd_line(text: str) -> str:
 
 
 def replace_comments(text: str) -> str:
-    return re.sub(r"/\*.*?(?:\*/|$)", " ", text, flags=re.S)
+    return re.sub(r"/\*.*?(?:\*/|\Z)", " ", text, flags=re.S)
 
 
 def remove_comments_char(text: str) -> str:
@@ -228,8 +250,8 @@ ONE: dict[str, Callable[[str], str]] = {
 # Which characters a Python decoder acts on: values without one pass through untouched.
 _TRIGGER = {"urldecodeuni": "[%+]", "urldecode": "[%+]", "htmlentitydecode": "&", "jsdecode": r"\\",
             "cssdecode": r"\\", "escapeseqdecode": r"\\", "utf8tounicode": r"[^\x01-\x7f]",
-            "normalizepath": r"/\.|//|^\.", "normalisepath": r"/\.|//|^\.",
-            "normalizepathwin": r"\\|/\.|//|^\.", "normalisepathwin": r"\\|/\.|//|^\."}
+            "normalizepath": r"/\.|//|^\.|\.\./", "normalisepath": r"/\.|//|^\.|\.\./",
+            "normalizepathwin": r"\\|/\.|//|^\.|\.\./", "normalisepathwin": r"\\|/\.|//|^\.|\.\./"}
 
 
 def _python_on(name: str) -> Callable[[pl.Expr], pl.Expr]:
