@@ -98,7 +98,11 @@ def build(files: seclang.RuleFiles, paranoia: int = 1, threshold: int | None = N
     tx = dict(files.tx_defaults)
     tx.update(blocking_paranoia_level=str(paranoia), detection_paranoia_level=str(paranoia))
     tx = {k: expand(v, tx) or v for k, v in tx.items()}
-    compiled, unsupported, inactive, above, python_rx = [], {}, [], [], []
+    compiled: list[CompiledRule] = []
+    unsupported: dict[int, str] = {}
+    inactive: list[int] = []
+    above: list[int] = []
+    python_rx: list[int] = []
     for rule in files.rules:
         if rule.file.startswith(MACHINERY):
             continue
@@ -132,11 +136,17 @@ def _compile(rule: SecRule, tx: dict[str, str], data_dir: Path) -> CompiledRule 
             return compiled
         out.append(compiled)
     score = _score(rule, tx)
-    removes = tuple(tuple(v.split("=", 1)[1].split(";", 1)) for k, v in rule.first.actions   # type: ignore[misc]
+    removes = tuple(_removal(v) for k, v in rule.first.actions
                     if k == "ctl" and v.startswith("ruleRemoveTargetByTag=") and ";" in v)
     if score == 0 and not removes:
         return "inactive"
     return CompiledRule(rule, tuple(out), score, removes)
+
+
+def _removal(ctl: str) -> tuple[str, str]:
+    """``ruleRemoveTargetByTag=TAG;VARIABLE`` -> (TAG, VARIABLE)."""
+    tag, _, variable = ctl.split("=", 1)[1].partition(";")
+    return tag, variable
 
 
 def _score(rule: SecRule, tx: dict[str, str]) -> int:
@@ -194,7 +204,9 @@ def _operator(name: str, argument: str | None, negated: bool, data_dir: Path) ->
 
 def _targets(variables: tuple[Variable, ...]) -> tuple[tuple[Target, ...], tuple[Target, ...], list[str]]:
     """(request targets read, targets excluded, names of what a log lacks)."""
-    targets, excluded, lacking = [], [], []
+    targets: list[Target] = []
+    excluded: list[Target] = []
+    lacking: list[str] = []
     for v in variables:
         if v.collection in CHAIN_VARIABLES:
             continue

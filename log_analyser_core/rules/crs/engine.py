@@ -104,14 +104,17 @@ def _vector_hits(long: pl.DataFrame, rules: list[CompiledRule]) -> pl.DataFrame:
     for rule in rules:
         groups[_group_key(rule)].append(rule)
     out = []
-    for (_, _, chain, multi), members in groups.items():
+    caches: dict[tuple, _Transformed] = {}   # per target set: its values under each chain
+    for (targets, excluded, chain, multi), members in groups.items():
         selected = long.filter(_selector(_link(members[0])))
         if selected.height == 0:
             continue
         values = selected.select("value").unique()
+        cache = caches.setdefault((targets, excluded), _Transformed(values))
         stages = [chain[:k] for k in range(len(chain) + 1)] if multi else [chain]
-        frame = values.lazy().with_columns(transforms.column(pl.col("value"), s).alias(f"_t{k}")
-                                           for k, s in enumerate(stages))
+        frame = values.lazy()
+        for k, stage in enumerate(stages):
+            frame = frame.join(cache.of(stage).lazy().rename({"t": f"_t{k}"}), on="value", how="left")
         try:
             matched = _matched(frame, members, len(stages))
         except pl.exceptions.ComputeError:   # a pattern Polars' regex engine refuses: those in Python
@@ -120,6 +123,21 @@ def _vector_hits(long: pl.DataFrame, rules: list[CompiledRule]) -> pl.DataFrame:
         if matched.height:
             out.append(selected.join(matched, on="value").select(*HIT_SCHEMA))
     return pl.concat(out) if out else pl.DataFrame(schema=HIT_SCHEMA)
+
+
+class _Transformed:
+    """Every distinct value under each transformation chain, computed once per chain (from the
+    chain one shorter) and shared by every rule group that uses it."""
+
+    def __init__(self, values: pl.DataFrame) -> None:
+        self._values = values
+        self._done: dict[tuple[str, ...], pl.DataFrame] = {(): values.with_columns(pl.col("value").alias("t"))}
+
+    def of(self, chain: tuple[str, ...]) -> pl.DataFrame:
+        if chain not in self._done:
+            before = self.of(chain[:-1])
+            self._done[chain] = before.with_columns(transforms.column(pl.col("t"), chain[-1:]))
+        return self._done[chain]
 
 
 def _matched(frame: pl.LazyFrame, rules: list[CompiledRule], stages: int, python_regex: bool = False

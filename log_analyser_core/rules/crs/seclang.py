@@ -140,7 +140,9 @@ def _split_args(text: str) -> list[str]:
 
 def split_actions(text: str) -> tuple[tuple[str, str], ...]:
     """``id:1,msg:'a, b',t:none`` -> (('id', '1'), ('msg', 'a, b'), ('t', 'none'))."""
-    parts, current, quoted = [], [], False
+    parts: list[str] = []
+    current: list[str] = []
+    quoted = False
     for ch in text:
         if ch == "'":
             quoted = not quoted
@@ -164,7 +166,9 @@ def split_actions(text: str) -> tuple[tuple[str, str], ...]:
 
 
 def split_variables(text: str) -> tuple[Variable, ...]:
-    parts, current, in_regex = [], [], False
+    parts: list[str] = []
+    current: list[str] = []
+    in_regex = False
     for i, ch in enumerate(text):
         if ch == "/" and (in_regex or (i > 0 and text[i - 1] == ":")):
             in_regex = not in_regex
@@ -219,7 +223,7 @@ def _read_file(path: Path) -> tuple[list[SecRule], list[tuple[str, str]]]:
                 continue
             link = parse_link(words, line)
         except (ValueError, IndexError) as error:
-            raise RulesError(f"{path.name}:{line}: {error}", file=str(path)) from None
+            raise RulesError(f"{path.name}:{line}: {error}", path=str(path)) from None
         if not pending and _is_gate(link):
             gate_level = int(link.argument) if link.argument.isdigit() else gate_level
             continue
@@ -228,7 +232,7 @@ def _read_file(path: Path) -> tuple[list[SecRule], list[tuple[str, str]]]:
             continue
         first = pending[0]
         if first.action("id") is None:
-            raise RulesError(f"{path.name}:{first.line}: a SecRule without an id", file=str(path))
+            raise RulesError(f"{path.name}:{first.line}: a SecRule without an id", path=str(path))
         sets += _default_sets(pending)
         rules.append(SecRule(id=int(first.action("id") or 0), file=path.name, links=tuple(pending),
                              paranoia_level=_level(first, gate_level), phase=int(first.action("phase") or 2)))

@@ -33,48 +33,34 @@ def decode_bytes(raw: bytes | bytearray) -> str:
     return re.sub("[\udc80-\udcff]", lambda m: chr(ord(m.group()) - 0xDC00 + RAW_BYTE), text)
 
 
+_URL_ESCAPE = re.compile(r"((?:%[0-9a-fA-F]{2})+)|%[uU]([0-9a-fA-F]{4})|\+")
+
+
+def _url_piece(m: re.Match[str]) -> str:
+    if m.group(1):
+        return decode_bytes(bytes.fromhex(m.group(1).replace("%", "")))
+    if m.group(2):
+        code = int(m.group(2), 16)
+        # ModSecurity maps %uFFxx full-width forms to ASCII and keeps the low byte otherwise
+        return chr(code - 0xFEE0) if 0xFF01 <= code <= 0xFF5E else _byte_char(code)
+    return " "
+
+
 def url_decode_uni(text: str) -> str:
     """``%XX`` and IIS ``%uXXXX`` decoded, ``+`` to space; an invalid escape stays as written."""
     if "%" not in text and "+" not in text:
         return text
-    out: list[str] = []
-    raw = bytearray()
-    i, n = 0, len(text)
-
-    def flush() -> None:
-        if raw:
-            out.append(decode_bytes(raw))
-            raw.clear()
-    while i < n:
-        ch = text[i]
-        if ch == "%" and i + 5 < n and text[i + 1] in "uU" and all(c in _HEX for c in text[i + 2:i + 6]):
-            flush()
-            code = int(text[i + 2:i + 6], 16)
-            # ModSecurity maps %uFFxx full-width forms to ASCII and keeps the low byte otherwise
-            if 0xFF01 <= code <= 0xFF5E:
-                out.append(chr(code - 0xFEE0))
-            else:
-                out.append(chr(code & 0xFF))
-            i += 6
-        elif ch == "%" and i + 2 < n and all(c in _HEX for c in text[i + 1:i + 3]):
-            raw.append(int(text[i + 1:i + 3], 16))
-            i += 3
-        else:
-            flush()
-            out.append(" " if ch == "+" else ch)
-            i += 1
-    flush()
-    return "".join(out)
-
-
-_ENTITY = re.compile(r"&(?:#[xX]([0-9a-fA-F]{1,8})|#([0-9]{1,10})|(quot|nbsp|lt|gt|amp));?", re.I)
-_NAMED = {"quot": '"', "nbsp": chr(RAW_BYTE + 0xA0), "lt": "<", "gt": ">", "amp": "&"}
+    return _URL_ESCAPE.sub(_url_piece, text)
 
 
 def _byte_char(code: int) -> str:
     """One byte as ModSecurity writes it: ASCII as is, 0x80-0xFF as a raw-byte character."""
     code &= 0xFF
     return chr(code) if code < 0x80 else chr(RAW_BYTE + code)
+
+
+_ENTITY = re.compile(r"&(?:#[xX]([0-9a-fA-F]{1,8})|#([0-9]{1,10})|(quot|nbsp|lt|gt|amp));?", re.I)
+_NAMED = {"quot": '"', "nbsp": chr(RAW_BYTE + 0xA0), "lt": "<", "gt": ">", "amp": "&"}
 
 
 def html_entity_decode(text: str) -> str:
@@ -255,13 +241,18 @@ _TRIGGER = {"urldecodeuni": "[%+]", "urldecode": "[%+]", "htmlentitydecode": "&"
 
 
 def _python_on(name: str) -> Callable[[pl.Expr], pl.Expr]:
+    """The Python decoder as an expression that calls it only on the values holding its trigger."""
     function = ONE[name]
     trigger = _TRIGGER.get(name)
 
-    def apply(expr: pl.Expr) -> pl.Expr:
-        mapped = expr.map_elements(function, return_dtype=pl.String, skip_nulls=True)
-        return mapped if trigger is None else pl.when(expr.str.contains(trigger)).then(mapped).otherwise(expr)
-    return apply
+    def batch(values: pl.Series) -> pl.Series:
+        mask = values.str.contains(trigger).fill_null(False) if trigger else values.is_not_null()
+        if not mask.any():
+            return values
+        changed = pl.Series([function(v) for v in values.filter(mask).to_list()], dtype=pl.String)
+        return values.cast(pl.String).scatter(mask.arg_true(), changed)
+
+    return lambda expr: expr.map_batches(batch, return_dtype=pl.String, is_elementwise=True)
 
 
 COLUMN: dict[str, Callable[[pl.Expr], pl.Expr]] = {
