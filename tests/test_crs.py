@@ -3,6 +3,7 @@ and the CLI, paranoia levels, what an access log cannot run, and `rules update -
 release archive served from 127.0.0.1."""
 from __future__ import annotations
 
+import gzip
 import hashlib
 import http.server
 import io
@@ -170,12 +171,13 @@ def test_cli_paranoia_out_of_range_is_a_usage_error(capsys, attack_log):
 # `rules update --crs`: a release archive built here from the shared checkout, served on 127.0.0.1.
 
 def _release(crs_dir: Path, version: str) -> bytes:
+    """The same bytes on every call (gzip's header time fixed), as a published archive is."""
     buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
         for path in sorted((crs_dir / "rules").iterdir()):
             tar.add(path, arcname=f"coreruleset-{version}/rules/{path.name}")
         tar.add(crs_dir / "LICENSE", arcname=f"coreruleset-{version}/LICENSE")
-    return buffer.getvalue()
+    return gzip.compress(buffer.getvalue(), mtime=0)
 
 
 @pytest.fixture
@@ -244,3 +246,13 @@ def test_rules_update_with_a_given_digest_and_a_bad_version(capsys, release_serv
     assert code == ExitCode.OK and len(requests) == 1      # the .sha256 file was not needed
     code, _, err = run(capsys, "rules", "update", "--crs", "../../etc", "--url", url)
     assert code == ExitCode.RULES and "not a CRS version" in err
+
+
+def test_restricted_files_and_extensions_are_low_severity_policy_evidence(tmp_path, pl1):
+    # a site may serve sample.log on purpose (elastic's apache_logs does): typed, but never flags alone
+    path = tmp_path / "a.log"
+    path.write_text(line("203.0.113.9", "GET /files/sample.log HTTP/1.1") + "\n"
+                    + line("203.0.113.10", "GET /.env HTTP/1.1") + "\n")
+    found = stage.evaluate(file_parser.parse([str(path)]).events, pl1)
+    assert [(e.rule_id, e.severity) for e in found["203.0.113.9"]] == [("920440", Severity.LOW)]
+    assert [(e.rule_id, e.severity) for e in found["203.0.113.10"]] == [("930130", Severity.LOW)]

@@ -37,6 +37,12 @@ ATTACK_TYPE_BY_TAG = {
     "attack-protocol": AttackType.PROTOCOL_VIOLATION, "attack-multipart-header": AttackType.PROTOCOL_VIOLATION,
     "attack-deprecated-header": AttackType.PROTOCOL_VIOLATION,
 }
+# Site policy rather than attack: a restricted file extension (920440: .log, .conf, .sql, .sh ...)
+# or file name (930130: .env, config.xml, error logs ...). On elastic's apache_logs they fire on
+# downloads the site offers (sample.log, dhcpd.conf) and browsers' own browserconfig.xml; on the
+# webhawk logs mostly on probes (wallet.dat, dump.sql, .git). Low severity: they add their type to a
+# client other evidence flags (the secret-file behaviour rule, Sigma's probe rules), never flag alone.
+POLICY_RULES = frozenset({920440, 930130})
 NO_CRS_NOTE = ("CRS: no Core Rule Set found, so its payload rules did not run (install one with "
                "`log_analyser rules update --crs`, or point --crs at a CRS folder)")
 
@@ -128,8 +134,9 @@ def evaluate(events: pl.DataFrame, ruleset: RuleSet, examples: int = 3) -> dict[
 def _evidence(rule: crs_compile.CompiledRule, row: dict, lines: tuple[ExampleLine, ...]) -> Evidence:
     level = f"paranoia-level/{rule.rule.paranoia_level}"
     tags = tuple(t for t in rule.rule.tags if not t.startswith(("OWASP_CRS", "capec/", "PCI/", "paranoia-level/")))
-    return Evidence(kind="crs", rule_id=str(rule.id), title=_title(rule.rule.message),
-                    severity=SEVERITY.get(rule.rule.severity, Severity.MEDIUM), attack_type=attack_type_of(tags),
+    severity = Severity.LOW if rule.id in POLICY_RULES else SEVERITY.get(rule.rule.severity, Severity.MEDIUM)
+    return Evidence(kind="crs", rule_id=str(rule.id), title=_title(rule.rule.message), severity=severity,
+                    attack_type=attack_type_of(tags),
                     count=int(row["count"]), examples=lines, tags=(*tags, level), matched=row["matched"])
 
 
