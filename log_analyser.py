@@ -242,6 +242,9 @@ def _add_rules_options(parser: argparse.ArgumentParser) -> None:
                         help="an OWASP Core Rule Set folder (a release, a checkout or its rules/) whose request "
                         "rules run over the log; default: the one `log_analyser rules update --crs` installed")
     parser.add_argument("--no-crs", action="store_true", help="do not run the Core Rule Set, even if installed")
+    parser.add_argument("--crs-set", dest="crs_settings", action="append", default=[], metavar="NAME=VALUE",
+                        help="a CRS setting as crs-setup.conf sets it, repeatable (e.g. crs_validate_utf8_encoding=0 "
+                        "for a Latin-1 site, inbound_anomaly_score_threshold=10)")
     parser.add_argument("--paranoia", type=int, choices=(1, 2, 3, 4), default=1, metavar="N",
                         help="CRS paranoia level 1-4: higher runs more rules, with more false positives "
                         "(default 1)")
@@ -357,7 +360,17 @@ def build_settings(args: argparse.Namespace, now: datetime | None = None):
                     rules_dirs=tuple(args.rules_dirs), builtin_rules=not args.no_builtin_rules,
                     detectors=args.detectors, model=args.model, fusion=args.fusion,
                     rule_paths=tuple(args.behaviour_rules), allowlist=allowlist, engine=args.engine, spark=spark,
-                    crs=args.crs, crs_auto=not args.no_crs, paranoia=args.paranoia)
+                    crs=args.crs, crs_auto=not args.no_crs, paranoia=args.paranoia,
+                    crs_settings=_crs_settings(args.crs_settings))
+
+
+def _crs_settings(values: list[str]) -> tuple[tuple[str, str], ...]:
+    from log_analyser_core.rules.crs.stage import parse_setting
+
+    try:
+        return tuple(parse_setting(value) for value in values)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
 
 
 def _explain_settings(args: argparse.Namespace):

@@ -81,6 +81,7 @@ class Settings:
     crs: str | None = None             # a CRS folder (--crs); None: the one `rules update --crs` installed
     crs_auto: bool = True              # use the installed CRS when --crs is not given (--no-crs: False)
     paranoia: int = 1                  # CRS paranoia level, 1-4
+    crs_settings: tuple[tuple[str, str], ...] = ()   # CRS tx settings (--crs-set NAME=VALUE)
 
 
 def analyse(sources: Sequence[str], settings: Settings = Settings(),
@@ -273,7 +274,7 @@ def _crs_rules(settings: Settings) -> tuple[crs_stage.RuleSet | None, list[str]]
     folder = crs_stage.find(settings.crs, settings.crs_auto)
     if folder is None:
         return None, [crs_stage.NO_CRS_NOTE]
-    ruleset = crs_stage.load(folder, settings.paranoia)
+    ruleset = crs_stage.load(folder, settings.paranoia, settings=settings.crs_settings)
     return ruleset, crs_stage.notes(ruleset)
 
 

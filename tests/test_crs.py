@@ -256,3 +256,24 @@ def test_restricted_files_and_extensions_are_low_severity_policy_evidence(tmp_pa
     found = stage.evaluate(file_parser.parse([str(path)]).events, pl1)
     assert [(e.rule_id, e.severity) for e in found["203.0.113.9"]] == [("920440", Severity.LOW)]
     assert [(e.rule_id, e.severity) for e in found["203.0.113.10"]] == [("930130", Severity.LOW)]
+
+
+def test_crs_settings_switch_rules_and_the_threshold(tmp_path, crs_dir):
+    # two Latin-1 encoded arguments: 920250 (not UTF-8) twice, 6 points: over the default threshold of 5
+    path = tmp_path / "a.log"
+    path.write_text(line("203.0.113.9", "GET /tienda?nombre=Jam%F3n&ciudad=Sol%E0 HTTP/1.1") + "\n")
+    events = file_parser.parse([str(path)]).events
+    assert set(stage.matches(events, stage.load(crs_dir, 1))["rule"]) == {920250}
+    latin1 = stage.load(crs_dir, 1, settings=(("crs_validate_utf8_encoding", "0"),))
+    assert 920250 in latin1.inactive and stage.matches(events, latin1).height == 0
+    lenient = stage.load(crs_dir, 1, settings=(("inbound_anomaly_score_threshold", "10"),))
+    assert lenient.threshold == 10 and stage.matches(events, lenient).height == 0
+
+
+def test_cli_crs_set(capsys, attack_log, crs_dir):
+    code, _, err = run(capsys, "-f", str(attack_log), "--crs", str(crs_dir), "--detectors", "iforest",
+                       "--crs-set", "inbound_anomaly_score_threshold=10", "--top", "1")
+    assert code == ExitCode.OK and "anomaly threshold 10" in err
+    code, _, err = run(capsys, "-f", str(attack_log), "--crs-set", "no equals sign")
+    lines = [x for x in err.splitlines() if x]
+    assert code == ExitCode.USAGE and len(lines) == 1 and "--crs-set wants NAME=VALUE" in lines[0]

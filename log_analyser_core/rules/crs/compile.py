@@ -93,9 +93,12 @@ def expand(text: str, tx: dict[str, str]) -> str | None:
     return None if missing else out
 
 
-def build(files: seclang.RuleFiles, paranoia: int = 1, threshold: int | None = None) -> RuleSet:
-    """The rules of ``files`` an access log can run at ``paranoia`` (1-4)."""
+def build(files: seclang.RuleFiles, paranoia: int = 1, threshold: int | None = None,
+          overrides: dict[str, str] | None = None) -> RuleSet:
+    """The rules of ``files`` an access log can run at ``paranoia`` (1-4); ``overrides`` set CRS
+    settings (tx variables, as crs-setup.conf would: ``crs_validate_utf8_encoding=0``)."""
     tx = dict(files.tx_defaults)
+    tx.update({k.lower(): v for k, v in (overrides or {}).items()})
     tx.update(blocking_paranoia_level=str(paranoia), detection_paranoia_level=str(paranoia))
     tx = {k: expand(v, tx) or v for k, v in tx.items()}
     compiled: list[CompiledRule] = []

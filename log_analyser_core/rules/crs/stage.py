@@ -57,15 +57,27 @@ def find(explicit: str | None, auto: bool = True) -> Path | None:
     return install.installed() if auto else None
 
 
-def load(folder: Path, paranoia: int = 1, threshold: int | None = None) -> RuleSet:
-    """The rules of the CRS at ``folder`` an access log can run at ``paranoia`` (1-4)."""
+def load(folder: Path, paranoia: int = 1, threshold: int | None = None,
+         settings: tuple[tuple[str, str], ...] = ()) -> RuleSet:
+    """The rules of the CRS at ``folder`` an access log can run at ``paranoia`` (1-4), with CRS
+    ``settings`` (tx name, value) as crs-setup.conf sets them."""
     if paranoia not in PARANOIA_LEVELS:
         raise RulesError(f"paranoia level {paranoia} is not one of 1, 2, 3, 4")
     started = time.perf_counter()
-    ruleset = crs_compile.build(seclang.read_rules(folder), paranoia, threshold)
+    ruleset = crs_compile.build(seclang.read_rules(folder), paranoia, threshold, dict(settings))
     log.info("CRS: %d rules at paranoia level %d loaded in %.2f s", len(ruleset.rules), paranoia,
              time.perf_counter() - started)
     return ruleset
+
+
+def parse_setting(text: str) -> tuple[str, str]:
+    """``NAME=VALUE`` (``--crs-set``) -> (name, value); the name is a CRS tx setting."""
+    name, sep, value = text.partition("=")
+    name = name.strip().lower().removeprefix("tx.")
+    if not sep or not re.fullmatch(r"[a-z_][a-z0-9_]*", name):
+        raise ValueError(f"--crs-set wants NAME=VALUE (a CRS setting such as crs_validate_utf8_encoding=0), "
+                         f"not {text!r}")
+    return name, value.strip()
 
 
 def notes(ruleset: RuleSet) -> list[str]:
