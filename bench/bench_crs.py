@@ -106,7 +106,7 @@ def cost(log: Path, runs: int) -> None:
           f"(runs {', '.join(f'{t:.2f}' for t in times)})")
     for name, extra in (("without CRS", ["--no-crs"]), ("with CRS PL1", ["--crs", str(CRS)])):
         command = [sys.executable, "-m", "log_analyser", "-f", str(log), "--detectors", "iforest",
-                   "-o", "/dev/null", *extra]
+                   "-o", "json:/dev/null", *extra]
         walls = []
         for _ in range(runs):
             started = time.perf_counter()
