@@ -254,8 +254,6 @@ def _link_inputs(link: CompiledLink, values: Iterable[tuple[str, str | None, str
 
 def _tx_inputs(key: str, key_regex: str | None, state: dict[str, str], count: bool
                ) -> list[tuple[str, str | None, str]]:
-    import re
-
     names = [k for k in state if re.search(key_regex, k, re.I)] if key_regex else \
         [key.lower()] if key.lower() in state else []
     if count:
@@ -264,8 +262,6 @@ def _tx_inputs(key: str, key_regex: str | None, state: dict[str, str], count: bo
 
 
 def _selects(target: Target, row: tuple[str, str | None, str]) -> bool:
-    import re
-
     variable, key, _ = row
     if variable != variables.ALIASES.get(target.variable, target.variable):
         return False
@@ -279,7 +275,7 @@ def _selects(target: Target, row: tuple[str, str | None, str]) -> bool:
 def _capture(link: CompiledLink, op: operators.Operator, text: str, state: dict[str, str]) -> None:
     if op.name != "rx" or not any(k == "capture" for k, _ in link.link.actions):
         return
-    found = operators._python_regex(op.argument).search(text)
+    found = operators.python_regex(op.argument).search(text)
     if found is None:
         return
     for index in range(10):

@@ -71,7 +71,7 @@ class Operator:
     def _one(self, text: str) -> bool:   # noqa: PLR0911
         name, arg = self.name, self.argument
         if name == "rx":
-            return _python_regex(arg).search(text) is not None
+            return python_regex(arg).search(text) is not None
         if name in ("pm", "pmfromfile", "pmf"):
             low = text.lower()
             return any(p.lower() in low for p in self.phrases)
@@ -102,7 +102,7 @@ def _number(expr: pl.Expr) -> pl.Expr:
 
 
 @functools.lru_cache(maxsize=1024)
-def _python_regex(pattern: str) -> regex.Pattern[str]:
+def python_regex(pattern: str) -> regex.Pattern[str]:
     return regex.compile(pattern, regex.V0 | regex.ASCII)   # PCRE's \w \d \s \b are ASCII
 
 
