@@ -40,7 +40,7 @@ def _sample(events: pl.DataFrame, count: int) -> pl.DataFrame:
     """``count`` distinct requests, the same ones on every run: half with a query (where payloads
     are), half without, each half in the order of a hash of the request."""
     reqs = variables.requests(events.select(variables.REQUEST_KEYS)).filter(pl.col("path").is_not_null())
-    rows = sorted(reqs.drop("rid", "_row").iter_rows(named=True), key=_key)
+    rows = sorted(reqs.drop("rid").iter_rows(named=True), key=_key)
     with_query = [r for r in rows if r["query"]][: count // 2]
     rest = [r for r in rows if not r["query"]][: count - len(with_query)]
     return pl.DataFrame(with_query + rest, schema={k: pl.String for k in variables.REQUEST_KEYS})

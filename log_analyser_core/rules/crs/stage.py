@@ -96,15 +96,17 @@ def matches(events: pl.DataFrame, ruleset: RuleSet, chunk_events: int = CHUNK_EV
     out = []
     for offset in range(0, events.height, chunk_events):
         chunk = events.slice(offset, chunk_events).select(variables.REQUEST_KEYS)
-        reqs = variables.requests(chunk, offset).filter(pl.col("path").is_not_null())
+        reqs = variables.requests(chunk).filter(pl.col("path").is_not_null())
         if reqs.height == 0:
             continue
         hits = engine.request_hits(reqs, ruleset)
         scores = engine.scores(hits, ruleset).filter(pl.col("score") >= ruleset.threshold)
+        if scores.height == 0:
+            continue
         firing = hits.join(scores, on="rid").group_by("rid", "rule").agg(
             pl.first("score"), _label().first().alias("matched"))
-        rows = firing.join(reqs.select("rid", "_row"), on="rid").explode("_row")
-        out.append(rows.select(pl.col("_row").cast(pl.UInt32), "rule", "matched", "score"))
+        rows = variables.rows_of(chunk, reqs.filter(pl.col("rid").is_in(scores["rid"].implode())), offset)
+        out.append(firing.join(rows, on="rid").select(pl.col("_row").cast(pl.UInt32), "rule", "matched", "score"))
     if not out:
         return pl.DataFrame(schema={"_row": pl.UInt32, "rule": pl.Int64, "matched": pl.String, "score": pl.Int64})
     return pl.concat(out).sort("_row", "rule")

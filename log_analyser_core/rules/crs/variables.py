@@ -1,7 +1,7 @@
 """The ModSecurity variables of each distinct request of an access log, as one long table.
 
 ``requests(events)`` keeps one row per distinct (method, path, query, protocol, user agent,
-referer, host) with the event rows it stands for; ``long_table`` gives every variable value of
+referer, host), ``rows_of`` finds the event rows of some of them again; ``long_table`` gives every variable value of
 those requests as (rid, variable, key, value) rows, which the rules then select from.
 """
 from __future__ import annotations
@@ -15,13 +15,21 @@ REQUEST_KEYS = ("method", "path", "query", "protocol", "user_agent", "referer", 
 LONG_SCHEMA = {"rid": pl.UInt32, "variable": pl.String, "key": pl.String, "value": pl.String}
 
 
-def requests(events: pl.DataFrame, offset: int = 0) -> pl.DataFrame:
-    """Distinct requests of ``events``: the REQUEST_KEYS as strings, ``rid`` (0..n-1) and ``_row``,
-    the list of event rows (counted from ``offset``) that sent it."""
-    frame = events.lazy().with_row_index("_row", offset=offset)
-    frame = frame.group_by(list(REQUEST_KEYS)).agg("_row")
-    frame = frame.with_columns(pl.col(pl.Categorical).cast(pl.String))
+def requests(events: pl.DataFrame) -> pl.DataFrame:
+    """Distinct requests of ``events``: ``rid`` (0..n-1) and the REQUEST_KEYS as strings."""
+    coded = [c for c in REQUEST_KEYS if events.schema[c] == pl.Categorical]
+    frame = events.lazy().select(REQUEST_KEYS).unique()
+    frame = frame.with_columns(pl.col(c).cast(pl.String) for c in coded)
     return frame.collect().with_row_index("rid")
+
+
+def rows_of(events: pl.DataFrame, reqs: pl.DataFrame, offset: int = 0) -> pl.DataFrame:
+    """(``_row``, rid): the rows of ``events`` (counted from ``offset``) that sent each of ``reqs``,
+    a few requests out of many: only rows with one of their paths are compared in full."""
+    frame = events.lazy().with_row_index("_row", offset=offset).filter(pl.col("path").is_in(reqs["path"].unique()))
+    frame = frame.with_columns(pl.col(c).cast(pl.String) for c in REQUEST_KEYS if events.schema[c] == pl.Categorical)
+    return frame.join(reqs.lazy().select("rid", *REQUEST_KEYS), on=list(REQUEST_KEYS), nulls_equal=True).select(
+        "_row", "rid").collect()
 
 
 def _url_decode(values: pl.Series) -> pl.Series:
