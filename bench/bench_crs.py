@@ -29,6 +29,7 @@ def quality(levels: tuple[int, ...] = (1, 2)) -> None:
     """Per CSIC request (one client each): flagged by CRS (anomaly score over the threshold) or by
     the signatures; anomalous requests whose payload a log shows (a query in the URL) vs normal ones."""
     import csic
+
     import file_parser
     from log_analyser_core.rules import signatures
     from log_analyser_core.rules.crs import stage
@@ -112,7 +113,8 @@ def cost(log: Path, runs: int) -> None:
             started = time.perf_counter()
             subprocess.run(command, cwd=ROOT, check=True, capture_output=True)
             walls.append(time.perf_counter() - started)
-        print(f"end to end {name}: median {statistics.median(walls):.2f} s (runs {', '.join(f'{t:.2f}' for t in walls)})")
+        runs_text = ", ".join(f"{t:.2f}" for t in walls)
+        print(f"end to end {name}: median {statistics.median(walls):.2f} s (runs {runs_text})")
 
 
 def main() -> None:
