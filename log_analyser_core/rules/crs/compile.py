@@ -8,6 +8,7 @@ cookies, other headers, the response, the peer address) is listed as unsupported
 """
 from __future__ import annotations
 
+import importlib.util
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -180,6 +181,8 @@ def _compile_link(link: Link, tx: dict[str, str], data_dir: Path, first: bool) -
     name = link.operator.lower()
     if name not in operators.SUPPORTED:
         return f"operator @{link.operator}"
+    if name in ("detectsqli", "detectxss") and importlib.util.find_spec("libinjection") is None:
+        return f"operator @{link.operator} needs libinjection (pip install 'log_analyser[crs]')"
     unknown = [t for t in link.transforms if not transforms.known(t)]
     if unknown:
         return f"transformation t:{unknown[0]}"
