@@ -277,3 +277,14 @@ def test_cli_crs_set(capsys, attack_log, crs_dir):
     code, _, err = run(capsys, "-f", str(attack_log), "--crs-set", "no equals sign")
     lines = [x for x in err.splitlines() if x]
     assert code == ExitCode.USAGE and len(lines) == 1 and "--crs-set wants NAME=VALUE" in lines[0]
+
+
+def test_without_libinjection_its_two_rules_are_unsupported_and_named(monkeypatch, crs_dir):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *rest: None if name == "libinjection" else real(name, *rest))
+    ruleset = stage.load(crs_dir, 1)
+    assert "log_analyser[crs]" in ruleset.unsupported[942100] and 941100 in ruleset.unsupported
+    assert {r.id for r in ruleset.rules} & {942100, 941100} == set()
