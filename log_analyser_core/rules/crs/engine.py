@@ -306,7 +306,7 @@ def _apply_removals(hits: pl.DataFrame, ruleset: RuleSet) -> pl.DataFrame:
         for tag, variable in rule.removes:
             rids = hits.filter(pl.col("rule") == rule.id)["rid"].unique()
             tagged = [r.id for r in ruleset.rules if tag in r.rule.tags]
-            drop = pl.col("rid").is_in(rids) & pl.col("rule").is_in(tagged) & (pl.col("variable") == variable)
+            drop = pl.col("rid").is_in(rids.implode()) & pl.col("rule").is_in(tagged) & (pl.col("variable") == variable)
             hits = hits.filter(~drop)
     control = [r.id for r in ruleset.rules if by_id[r.id].score == 0]
     return hits.filter(~pl.col("rule").is_in(control))

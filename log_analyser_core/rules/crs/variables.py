@@ -26,7 +26,8 @@ def requests(events: pl.DataFrame) -> pl.DataFrame:
 def rows_of(events: pl.DataFrame, reqs: pl.DataFrame, offset: int = 0) -> pl.DataFrame:
     """(``_row``, rid): the rows of ``events`` (counted from ``offset``) that sent each of ``reqs``,
     a few requests out of many: only rows with one of their paths are compared in full."""
-    frame = events.lazy().with_row_index("_row", offset=offset).filter(pl.col("path").is_in(reqs["path"].unique()))
+    paths = reqs["path"].unique().implode()
+    frame = events.lazy().with_row_index("_row", offset=offset).filter(pl.col("path").is_in(paths))
     frame = frame.with_columns(pl.col(c).cast(pl.String) for c in REQUEST_KEYS if events.schema[c] == pl.Categorical)
     return frame.join(reqs.lazy().select("rid", *REQUEST_KEYS), on=list(REQUEST_KEYS), nulls_equal=True).select(
         "_row", "rid").collect()
