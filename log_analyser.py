@@ -568,7 +568,7 @@ def rules_command(argv: list[str]) -> ExitCode:
                                 "data dir: SigmaHQ's released rules (to use with --rules DIR), or with --crs an "
                                 "OWASP CRS release (used by every run from then on)")
     update.add_argument("--crs", nargs="?", const=DEFAULT_CRS_VERSION, default=None, metavar="VERSION",
-                        help=f"install the OWASP CRS release VERSION (default {DEFAULT_CRS_VERSION}) instead of SigmaHQ")
+                        help=f"install OWASP CRS release VERSION (default {DEFAULT_CRS_VERSION}) instead of SigmaHQ")
     update.add_argument("--package", default="core", help="SigmaHQ: core (default), core+, core++, "
                         "emerging-threats or all")
     update.add_argument("--url", default=None, help="SigmaHQ: the GitHub release API URL (default: "
