@@ -145,7 +145,8 @@ def test_table_on_a_terminal_of_80_and_160_columns(hostile_log, columns):
     assert [row.split()[6] for row in rows[:4]] == ["scanner", "brute_force", "xss", "dos"]
     flood = "Request flood (sustained request rate far above the site's clients) (3,000x)"
     if columns == 160:
-        assert any(row.endswith(flood) for row in rows) and "<img/src=x/onerror=window.__xss=7>" in table[6]
+        assert any(row.endswith(flood) for row in rows)
+        assert not any(row.endswith("...") for row in rows)   # 160 columns hold every reason whole
     else:
         assert not any(flood in row for row in rows) and any(row.endswith("...") for row in rows)
 
