@@ -26,8 +26,9 @@ BENIGN_BUT_REPORTED = "109.151.116.167"
 
 
 def enrichment_notes(err: str) -> list[str]:
-    """The run's note lines, but for the one saying which anomaly detectors ran."""
-    return [line for line in err.splitlines() if line.startswith("note:") and not line.startswith("note: detectors:")]
+    """The run's note lines, but for the ones saying which anomaly detectors ran and that no CRS is installed."""
+    return [line for line in err.splitlines()
+            if line.startswith("note:") and not line.startswith(("note: detectors:", "note: CRS:"))]
 
 def enrich_settings(url: str, cache, **overrides) -> EnrichmentSettings:
     base = {"api_key": TEST_KEY, "base_url": url, "cache_path": cache, "timeout": 3.0, "retries": 1,
