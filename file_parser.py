@@ -24,14 +24,17 @@ from log_analyser_core.parsing.sources import InputOptions, order_rotated, resol
 
 log = logging.getLogger(__name__)
 
+# source and reason repeat on every row: dictionary-encoded, so a long path is not stored once per line
 UNPARSED_SCHEMA: dict[str, pl.DataType] = {
-    "source": pl.String(), "line_number": pl.Int64(), "reason": pl.String(), "raw": pl.String(),
+    "source": pl.Categorical(), "line_number": pl.Int64(), "reason": pl.Categorical(), "raw": pl.String(),
 }
+UNPARSED_RAW_CHARS = 2_000   # an unparsed line is kept this long: enough to see what it was
 UNCOUNTED_REASONS = ("blank line", "header line")   # not log lines: left out of the unparsed ratio
 
 DETECTION_SAMPLE = 2000
 _SYSLOG_PREFIX = r"^<\d{1,3}>(?:\d )?[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d \S+ [^\s:]+: "
 _FIELDS = "#Fields:"   # the W3C directive naming a block's columns
+UNUSABLE_FIELDS = "under an unusable #Fields: line"   # the reason for each line of a skipped W3C block
 
 
 @dataclass(frozen=True)
@@ -94,7 +97,7 @@ def _shaped_candidates(lines: pl.Series) -> list[LogFormat]:
     if fields.len():
         data = lines.filter(~lines.str.starts_with("#"))
         name = "cloudfront" if "x-edge-location" in fields[0] else "w3c"
-        return [log_formats.from_header(name, fields[0], data[0] if data.len() else " ")]
+        return [_from_header(name, fields[0], data[0] if data.len() else " ")]
     if cast(float, lines.str.starts_with("{").mean() or 0.0) > 0.5:
         return [preset("caddy"), preset("json")]
     if "," in first and not first[:1].isdigit() and first.count('"') == 0:
@@ -105,6 +108,15 @@ def _shaped_candidates(lines: pl.Series) -> list[LogFormat]:
     return []
 
 
+def _from_header(name: str, header: str | None, sample: str) -> LogFormat:
+    """A W3C format from a file's first ``#Fields:`` line; an unusable one gives the preset (its
+    block is then skipped by FieldsHeaders, which reads the same line)."""
+    try:
+        return log_formats.from_header(name, header, sample)
+    except ConfigError:
+        return preset(name)
+
+
 def _match_rate(lines: pl.Series, fmt: LogFormat) -> float:
     if _is_w3c(fmt):  # each data line against the #Fields: header above it
         try:
@@ -113,7 +125,7 @@ def _match_rate(lines: pl.Series, fmt: LogFormat) -> float:
             return 0.0
         data = ~lines.str.starts_with("#")
         hits = sum(int(lines.filter(data & (which == i)).str.contains(cast(str, f.regex)).sum())
-                   for i, f in enumerate(formats))
+                   for i, f in enumerate(formats) if f is not None)
         return hits / int(data.sum()) if data.any() else 0.0
     if fmt.regex is not None:
         data = lines.filter(~lines.str.starts_with(fmt.header_prefix)) if fmt.header_prefix else lines
@@ -143,6 +155,7 @@ def _reason(fmt: LogFormat) -> pl.Expr:
             .when(header).then(pl.lit("header line"))
             .when(pl.col("client_ip").is_null()).then(pl.lit(f"does not match the {fmt.name} format"))
             .when(pl.col("timestamp").is_null()).then(pl.lit("unreadable timestamp"))
+            .when(pl.col("_bad_number").is_not_null()).then(pl.col("_bad_number"))
             .otherwise(None))
 
 
@@ -166,9 +179,10 @@ def parse_lines(lines: pl.Series, fmt: LogFormat, *, source: str = "<lines>", fi
     events = (frame.with_columns(first).with_columns(second).select(*final, "raw")
               .with_columns(_reason(fmt).alias("_reason"))
               .collect(engine="streaming"))  # morsel-parallel: uses every core on one column
-    good = events.filter(pl.col("_reason").is_null()).drop("_reason", "raw")
+    good = events.filter(pl.col("_reason").is_null()).drop("_reason", "raw", "_bad_number")
     bad = events.filter(pl.col("_reason").is_not_null()).select(
-        pl.col("source").cast(pl.String), "line_number", pl.col("_reason").alias("reason"), "raw")
+        "source", "line_number", pl.col("_reason").cast(pl.Categorical).alias("reason"),
+        pl.col("raw").str.slice(0, UNPARSED_RAW_CHARS))
     if real_ip_group:
         good = good.with_columns(resolve_real_ip(good, "_real_ip_hdr", options.trusted_proxies)
                                  .cast(pl.Categorical).alias("client_ip")).drop("_real_ip_hdr")
@@ -189,32 +203,37 @@ class FieldsHeaders:
     initial: LogFormat
     source: str = "<lines>"
     current: tuple[str, int] | None = None   # the last #Fields: line read so far, and its line number
-    compiled: dict[tuple[str, bool], LogFormat] = field(default_factory=dict)
+    compiled: dict[tuple[str, bool], LogFormat | None] = field(default_factory=dict)
 
-    def format_for(self, header: tuple[str, int] | None, sample: str) -> LogFormat:
+    def format_for(self, header: tuple[str, int] | None, sample: str) -> LogFormat | None:
         """The format for data lines under ``header`` (its text and line number; None before the
         first); ``sample`` is one of those lines, whose tabs choose the separator. A header that
-        names no c-ip or date is a ConfigError naming the source and line."""
+        names no c-ip or date gives None (its block is skipped, each line unparsed), with one
+        warning naming the source and line."""
         if header is None:
             return self.initial
         text, line = header
         key = (text, "\t" in sample)
         if key not in self.compiled:
             try:
-                fmt = log_formats.compile_w3c(text, sample, name=self.initial.name)
+                fmt: LogFormat | None = replace(log_formats.compile_w3c(text, sample, name=self.initial.name),
+                                                syslog=self.initial.syslog)
             except ConfigError as exc:
-                raise ConfigError(exc.message, hint=exc.hint, path=self.source, line=line) from None
-            self.compiled[key] = replace(fmt, syslog=self.initial.syslog)
+                log.warning("%s:%d: %s; the lines under it are skipped", self.source, line, exc.message)
+                fmt = None
+            self.compiled[key] = fmt
         return self.compiled[key]
 
-    def blocks(self, lines: pl.Series, first_line: int = 1) -> tuple[pl.Series, list[LogFormat]]:
+    def blocks(self, lines: pl.Series, line_numbers: pl.Series | int = 1) -> tuple[pl.Series, list[LogFormat | None]]:
         """Which format reads each line of a chunk: one index per line into the distinct formats,
-        and those formats. Block k of the chunk starts at its k-th ``#Fields:`` line (block 0
-        continues the header in force); only blocks with data lines compile a format. Advances
-        ``current``."""
+        and those formats (None for a block under an unusable header). Block k of the chunk starts
+        at its k-th ``#Fields:`` line (block 0 continues the header in force); only blocks with data
+        lines compile a format. ``line_numbers``: one per line, or the first line's number.
+        Advances ``current``."""
         is_header = lines.str.starts_with(_FIELDS).fill_null(False)
         block = is_header.cum_sum()
-        numbers = (is_header.arg_true() + first_line).to_list()
+        numbers = (is_header.arg_true() + line_numbers).to_list() if isinstance(line_numbers, int) \
+            else line_numbers.filter(is_header).to_list()
         headers = [self.current, *zip(lines.filter(is_header).to_list(), numbers, strict=True)]
         data = ~lines.str.starts_with("#") & (lines.str.strip_chars() != "")
         samples = (pl.DataFrame({"block": block, "raw": lines}).filter(data)
@@ -228,20 +247,48 @@ class FieldsHeaders:
 
 
 def _parse_chunk(lines: pl.Series, fmt: LogFormat, headers: FieldsHeaders | None, *, source: str,
-                 first_line: int, options: InputOptions) -> tuple[pl.DataFrame, pl.DataFrame]:
+                 first_line: int, options: InputOptions,
+                 line_numbers: pl.Series | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
     """parse_lines, with W3C lines read under the ``#Fields:`` header above them: one parse per
-    distinct field list in the chunk, results put back in line order."""
+    distinct field list in the chunk, results put back in line order. ``line_numbers`` (one per
+    line) when lines were left out of the chunk, else numbered from ``first_line``."""
     if headers is None:
-        return parse_lines(lines, fmt, source=source, first_line=first_line, options=options)
-    which, formats = headers.blocks(lines, first_line)
-    if len(formats) == 1:
-        return parse_lines(lines, formats[0], source=source, first_line=first_line, options=options)
-    numbers = pl.int_range(first_line, first_line + lines.len(), dtype=pl.Int64, eager=True)
-    parts = [parse_lines(lines.filter(which == i), block_format, source=source, options=options,
-                         line_numbers=numbers.filter(which == i)) for i, block_format in enumerate(formats)]
+        return parse_lines(lines, fmt, source=source, first_line=first_line, options=options,
+                           line_numbers=line_numbers)
+    numbers = pl.int_range(first_line, first_line + lines.len(), dtype=pl.Int64, eager=True) \
+        if line_numbers is None else line_numbers
+    which, formats = headers.blocks(lines, numbers)
+    if len(formats) == 1 and formats[0] is not None:
+        return parse_lines(lines, formats[0], source=source, options=options, line_numbers=numbers)
+    parts = [_parse_block(lines.filter(which == i), block_format, source=source, options=options,
+                          line_numbers=numbers.filter(which == i)) for i, block_format in enumerate(formats)]
     good = pl.concat([part[0] for part in parts]).sort("line_number")
     bad = pl.concat([part[1] for part in parts]).sort("line_number")
     return good, bad
+
+
+def _parse_block(lines: pl.Series, fmt: LogFormat | None, *, source: str, options: InputOptions,
+                 line_numbers: pl.Series) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """parse_lines for one W3C block; a block under an unusable ``#Fields:`` line (None) is all
+    unparsed, its header lines as header lines."""
+    if fmt is not None:
+        return parse_lines(lines, fmt, source=source, options=options, line_numbers=line_numbers)
+    reason = pl.when(lines.str.starts_with("#")).then(pl.lit("header line")).otherwise(pl.lit(UNUSABLE_FIELDS))
+    bad = pl.DataFrame({"source": pl.Series([source] * lines.len(), dtype=pl.Categorical),
+                        "line_number": line_numbers, "reason": lines.to_frame("raw").select(reason).to_series(),
+                        "raw": lines.str.slice(0, UNPARSED_RAW_CHARS)})
+    return pl.DataFrame(schema={**EVENT_SCHEMA, "_naive": pl.Boolean()}), bad.cast(UNPARSED_SCHEMA)  # type: ignore[arg-type]
+
+
+def _without_blanks(chunk: pl.Series, first_line: int) -> tuple[pl.Series, pl.Series | None, int]:
+    """(the chunk's non-blank lines, their line numbers or None when none was blank, blank lines).
+    Blank lines are counted, never stored: 100 MB of newlines compress to a few bytes."""
+    blank = chunk.str.contains(r"^\s*$")
+    count = int(blank.sum())
+    if count == 0:
+        return chunk, None, 0
+    numbers = pl.int_range(first_line, first_line + chunk.len(), dtype=pl.Int64, eager=True)
+    return chunk.filter(~blank), numbers.filter(~blank), count
 
 
 def _is_w3c(fmt: LogFormat) -> bool:
@@ -279,7 +326,9 @@ def _unprefixed_format(fixed: LogFormat | None, chunk: pl.Series) -> tuple[LogFo
             found = lines.filter(lines.str.starts_with(_FIELDS))
             header = found[0] if found.len() else None
         data = lines.filter(~lines.str.starts_with("#"))
-        return log_formats.from_header(fixed.name, header, data[0] if data.len() else " "), 1.0
+        if fixed.name == "csv":
+            return log_formats.from_header(fixed.name, header, data[0] if data.len() else " "), 1.0
+        return _from_header(fixed.name, header, data[0] if data.len() else " "), 1.0
     return fixed, 1.0
 
 
@@ -299,14 +348,16 @@ def parse(sources: Sequence[str], *, format_name: str | None = "auto", log_forma
     run = _Run()
     for source in order_rotated(resolve_sources(sources)):
         next_line, headers = 1, None
-        for chunk in read_ahead(iter_chunks(source, progress)):
+        for chunk in read_ahead(iter_chunks(source, progress, max_decompressed=options.max_decompressed)):
             if source not in run.formats:
                 fmt, rate = _format_from_sample(fixed, chunk)
                 run.formats[source] = fmt
                 headers = FieldsHeaders(fmt, source) if _is_w3c(fmt) else None
                 log.info("%s: format %s (%.0f%% of sampled lines match)", source, fmt.name, 100 * rate)
-            good, bad = _parse_chunk(chunk, run.formats[source], headers, source=source, first_line=next_line,
-                                     options=options)
+            lines, numbers, blank = _without_blanks(chunk, next_line)
+            run.blank += blank
+            good, bad = _parse_chunk(lines, run.formats[source], headers, source=source, first_line=next_line,
+                                     options=options, line_numbers=numbers)
             run.add(source, _window(good, options), bad)
             next_line += chunk.len()
     result = run.assemble(options)
@@ -336,6 +387,7 @@ class _Run:
     unparsed: list[pl.DataFrame] = field(default_factory=list)
     naive: Counter = field(default_factory=Counter)
     outside: int = 0
+    blank: int = 0          # blank lines: counted, not kept
 
     def add(self, source: str, windowed: tuple[pl.DataFrame, int], bad: pl.DataFrame) -> None:
         good, outside = windowed
@@ -348,12 +400,14 @@ class _Run:
         events = pl.concat(self.events, rechunk=False) if self.events else pl.DataFrame(schema=EVENT_SCHEMA)
         unparsed = pl.concat(self.unparsed) if self.unparsed else pl.DataFrame(schema=UNPARSED_SCHEMA)
         reasons = Counter(dict(unparsed.group_by("reason").len().iter_rows()))
+        if self.blank:
+            reasons["blank line"] += self.blank
         notes = [f"{source}: {count:,} timestamps carry no UTC offset; read in {options.tz} (--tz)"
                  for source, count in self.naive.items() if count]
         if self.outside:
             lines = "line" if self.outside == 1 else "lines"
             notes.append(f"{self.outside:,} {lines} outside the --since/--until window skipped")
-        stats = ParseStats(total_lines=events.height + unparsed.height, parsed_lines=events.height,
+        stats = ParseStats(total_lines=events.height + unparsed.height + self.blank, parsed_lines=events.height,
                            unparsed_by_reason=dict(reasons.most_common()),
                            formats={s: f.name for s, f in self.formats.items()},
                            outside_window=self.outside, notes=tuple(notes))

@@ -290,6 +290,26 @@ def _add_input_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--since", metavar="TIME",
                        help="only events at or after TIME: relative (24h, 30m, 7d) or ISO 8601 (2026-03-10T08:00)")
     group.add_argument("--until", metavar="TIME", help="only events before TIME (same forms as --since)")
+    group.add_argument("--max-decompressed", type=_size, default=None, metavar="SIZE",
+                       help="stop with exit 3 when a .gz/.bz2/.xz input decompresses to more than SIZE "
+                       "(default 20G; e.g. 500M, 100G; 0 = no limit)")
+
+
+_SIZE_UNITS = {"": 1, "K": 1024, "M": 1024 ** 2, "G": 1024 ** 3, "T": 1024 ** 4}
+
+
+def _size(text: str) -> int:
+    """'500M', '20G', '1048576' as bytes (binary units)."""
+    number, unit = text.strip().upper().removesuffix("B"), ""
+    if number[-1:] in _SIZE_UNITS:
+        number, unit = number[:-1], number[-1]
+    try:
+        value = float(number) * _SIZE_UNITS[unit]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (use e.g. 500M or 20G)") from None
+    if not 0 <= value < 2 ** 63:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (use e.g. 500M or 20G)")
+    return int(value)
 
 
 def _input_settings(args: argparse.Namespace, now: datetime | None = None) -> dict:
@@ -307,7 +327,7 @@ def _input_settings(args: argparse.Namespace, now: datetime | None = None) -> di
         raise ConfigError("--trusted-proxies needs --real-ip-header")
     return {"format_name": args.format_name, "log_format": args.log_format, "json_fields": args.json_fields,
             "tz": tz, "since": since, "until": until, "real_ip_header": args.real_ip_header,
-            "trusted_proxies": parse_networks(args.trusted_proxies or "")}
+            "trusted_proxies": parse_networks(args.trusted_proxies or ""), "max_decompressed": args.max_decompressed}
 
 
 def _add_engine_options(parser: argparse.ArgumentParser) -> None:

@@ -60,6 +60,7 @@ class Settings:
     trusted_proxies: tuple = ()        # ipaddress networks whose real-IP header is believed
     since: datetime | None = None      # keep events at or after this (aware, UTC)
     until: datetime | None = None      # keep events before this
+    max_decompressed: int | None = None  # bytes a compressed input may hold; None: the reader's default, 0: none
     threshold: float = 40.0            # flag clients scoring at least this (0-100)
     contamination: float | None = None  # or: flag this fraction of clients, highest scores first
     n_estimators: int = 200
@@ -289,7 +290,8 @@ def _in_zone(events: pl.DataFrame, tz: str) -> pl.DataFrame:
 
 def _parse(sources: Sequence[str], settings: Settings, progress: file_parser.Progress | None):
     options = InputOptions(tz=settings.tz, real_ip_header=settings.real_ip_header,
-                           trusted_proxies=settings.trusted_proxies, since=settings.since, until=settings.until)
+                           trusted_proxies=settings.trusted_proxies, since=settings.since, until=settings.until,
+                           max_decompressed=settings.max_decompressed)
     return file_parser.parse(sources, format_name=settings.format_name, log_format=settings.log_format,
                              json_fields=settings.json_fields, max_unparsed_ratio=settings.max_unparsed_ratio,
                              progress=progress, options=options)

@@ -90,7 +90,7 @@ def test_unparsed_lines_are_counted_with_reasons(tmp_path):
     assert result.stats.parsed_lines == 2 and result.stats.total_lines == 5
     assert result.stats.unparsed_by_reason == {"blank line": 1, "does not match the combined format": 1,
                                                "unreadable timestamp": 1}
-    assert result.unparsed["line_number"].to_list() == [3, 4, 5]
+    assert result.unparsed["line_number"].to_list() == [4, 5]   # blank lines are counted, not kept
 
 
 def test_mostly_unparsed_input_is_an_input_error(tmp_path):

@@ -34,7 +34,8 @@ class InputOptions:
     ``tz``: zone for timestamps logged without an offset. ``real_ip_header``: one of
     ``log_formats.REAL_IP_HEADERS`` or None. ``trusted_proxies``: proxy networks whose
     headers are believed (empty = every peer is a trusted proxy). ``since``/``until``: a
-    half-open UTC window [since, until) of event times kept.
+    half-open UTC window [since, until) of event times kept. ``max_decompressed``: bytes a
+    compressed input may decompress to (None: reader.MAX_DECOMPRESSED_BYTES; 0: no limit).
     """
 
     tz: str = "UTC"
@@ -42,6 +43,7 @@ class InputOptions:
     trusted_proxies: tuple[Network, ...] = ()
     since: datetime | None = None
     until: datetime | None = None
+    max_decompressed: int | None = None
 
 
 def order_rotated(sources: Sequence[str]) -> list[str]:
