@@ -451,10 +451,10 @@ def _write_reports(result, args: argparse.Namespace) -> None:
         from log_analyser_core.report.details import render_details
 
         texts = [render_details(result, ip, colour=_colour(sys.stdout)) for ip in args.details]
-        sys.stdout.write("\n".join(texts))
+        _to_stdout("\n".join(texts))
     elif not args.output:
-        sys.stdout.write(reporting.render_table(result, top=args.top, colour=_colour(sys.stdout),
-                                                width=_table_width(sys.stdout)))
+        _to_stdout(reporting.render_table(result, top=args.top, colour=_colour(sys.stdout),
+                                          width=_table_width(sys.stdout)))
     targets = [reporting.format_for(path, args.output_format) for path in args.output]
     options = {"top": args.top, "version": version(), "severity": args.block_severity, "pages": args.pdf_pages}
     failed: list[Exception] = []
@@ -471,23 +471,73 @@ def _write_reports(result, args: argparse.Namespace) -> None:
 
 
 def _write(content: str | bytes, path: str) -> None:
-    """Write a report to ``path`` ('-' = stdout); text as UTF-8, bytes (PDF) as they are."""
+    """Write a report to ``path`` ('-' = stdout); text as UTF-8, bytes (PDF) as they are. A file is
+    written beside its target and renamed into place, so a failed write (a full disk, a file size
+    limit) leaves the previous report whole and no truncated one."""
     if path == "-":
+        _to_stdout(content)
+        return
+    try:
+        _replace_atomically(path, content.encode("utf-8") if isinstance(content, str) else content)
+    except OSError as exc:
+        raise ConfigError(f"cannot write report: {exc.strerror or exc}", path=path) from None
+
+
+def _replace_atomically(path: str, data: bytes) -> None:
+    import stat
+    import tempfile
+
+    try:
+        existing = os.stat(path)
+    except FileNotFoundError:
+        existing = None
+    if existing is not None and not stat.S_ISREG(existing.st_mode):   # /dev/stdout, a FIFO: written in place
+        with open(path, "wb") as device:
+            device.write(data)
+        return
+    folder = os.path.dirname(os.path.abspath(path))
+    handle = tempfile.NamedTemporaryFile(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp",
+                                         delete=False)
+    try:
+        with handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        # the mode a plain open() would have given (or the old report's): mkstemp makes files 0600
+        os.chmod(handle.name, stat.S_IMODE(existing.st_mode) if existing else 0o666 & ~_umask())
+        os.replace(handle.name, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(handle.name)
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _to_stdout(content: str | bytes) -> None:
+    """Text or bytes to standard output, flushed; a closed pipe or a full device (/dev/full) is
+    raised as StdoutError."""
+    try:
         if isinstance(content, bytes):
             sys.stdout.flush()
             sys.stdout.buffer.write(content)
+            sys.stdout.buffer.flush()
         else:
             sys.stdout.write(content)
-        return
-    try:
-        if isinstance(content, bytes):
-            with open(path, "wb") as handle:
-                handle.write(content)
-        else:
-            with open(path, "w", encoding="utf-8", newline="") as handle:
-                handle.write(content)
+            sys.stdout.flush()
     except OSError as exc:
-        raise ConfigError(f"cannot write report: {exc.strerror}", path=path) from None
+        raise StdoutError(exc) from None
+
+
+class StdoutError(ConfigError):
+    """Standard output cannot be written (a closed pipe, a full device): exit 2, one line."""
+
+    def __init__(self, exc: OSError) -> None:
+        super().__init__(f"cannot write to standard output: {exc.strerror or exc}")
 
 
 def _show_unparsed(result, limit: int = 5) -> None:
@@ -657,7 +707,7 @@ def analyse_command(argv: list[str]) -> ExitCode:
     if args.dry_run_llm:
         _print_llm_dry_run(result, settings)
     _write_reports(result, args)
-    sys.stdout.flush()
+    _to_stdout("")
     print(summary_line(result, colour=_colour(sys.stderr)), file=sys.stderr)
     if settings.format_name == "auto" and not settings.log_format and not settings.json_fields:
         print(_detected_formats(result.summary.formats), file=sys.stderr)
@@ -716,6 +766,13 @@ def allocator_settings(argv: Sequence[str]) -> str:
     return RETURN_FREED_MEMORY if size >= LARGE_INPUT_BYTES else RETURN_FREED_MEMORY_SOON
 
 
+def _silence_stdout() -> None:
+    """Point standard output at /dev/null after it failed: Python flushes it again at exit, and
+    that flush would fail too (a second message, exit status 120)."""
+    with contextlib.suppress(OSError, ValueError):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """The console script: run() with errors mapped to one line and an exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -726,14 +783,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except AnalyserError as exc:
         if debug:
             traceback.print_exc()
+        if isinstance(exc, StdoutError):
+            _silence_stdout()
         print(f"error: {exc}", file=sys.stderr)
         return int(exc.exit_code)
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return int(ExitCode.INTERRUPTED)
-    except BrokenPipeError:
-        sys.stderr.close()  # the reader went away (e.g. piped into head): not an error
-        return int(ExitCode.OK)
+    except BrokenPipeError:   # standard output closed early (piped into head): no report was whole
+        _silence_stdout()
+        print("error: cannot write to standard output: Broken pipe", file=sys.stderr)
+        return int(ExitCode.USAGE)
     except SystemExit as exc:  # argparse: --help, --version and usage errors
         return int(exc.code or 0) if isinstance(exc.code, int) else int(ExitCode.USAGE)
     except Exception:

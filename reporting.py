@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 # C0/C1 controls, DEL, and bidirectional overrides that can make text read differently than it is.
 _UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\n")
 SEVERITY_COLOURS = {"critical": "\x1b[1;31m", "high": "\x1b[31m", "medium": "\x1b[33m",
                     "low": "\x1b[36m", "info": "\x1b[2m"}
 RESET = "\x1b[0m"
@@ -46,10 +46,14 @@ def terminal_safe(text: str) -> str:
 
 
 def csv_safe(value: object) -> object:
-    """Neutralise spreadsheet formulas: text cells starting with = + - @ TAB CR get a leading quote."""
-    if isinstance(value, str) and value.startswith(_FORMULA_START):
-        return "'" + value
-    return value
+    """Text cells with control characters shown as visible escapes (``\\x1b``), and spreadsheet
+    formulas neutralised: a cell whose first character after any leading white space is
+    = + - @ (or that starts with TAB, CR or LF) gets a leading quote."""
+    if not isinstance(value, str):
+        return value
+    if value.startswith(_FORMULA_START) or value.lstrip().startswith(_FORMULA_START):
+        value = "'" + value
+    return terminal_safe(value)
 
 
 def _time(value: datetime | None) -> str | None:

@@ -127,8 +127,8 @@ def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     text = text.strip().strip('"').strip("[]")
     if text.count(":") == 1 and "." in text:  # ip:port
         text = text.split(":", 1)[0]
-    text = client_address.canonical(text)   # a scoped IPv6 address is not one: its scope is free text
-    return None if text is None else ipaddress.ip_address(text)
+    canonical = client_address.canonical(text)   # a scoped IPv6 address is not one: its scope is free text
+    return None if canonical is None else ipaddress.ip_address(canonical)
 
 
 def _trusted(address, trusted: tuple[Network, ...]) -> bool:
