@@ -180,12 +180,15 @@ def parse_lines(lines: pl.Series, fmt: LogFormat, *, source: str = "<lines>", fi
               .with_columns(_reason(fmt).alias("_reason"))
               .collect(engine="streaming"))  # morsel-parallel: uses every core on one column
     good = events.filter(pl.col("_reason").is_null()).drop("_reason", "raw", "_bad_number")
+    # without a client the line is unparsed anyway: only kept lines count as 'not an address'
+    good = good.with_columns(pl.lit(False).alias("_refused"))
     bad = events.filter(pl.col("_reason").is_not_null()).select(
         "source", "line_number", pl.col("_reason").cast(pl.Categorical).alias("reason"),
         pl.col("raw").str.slice(0, UNPARSED_RAW_CHARS))
     if real_ip_group:
-        good = good.with_columns(resolve_real_ip(good, "_real_ip_hdr", options.trusted_proxies)
-                                 .cast(pl.Categorical).alias("client_ip")).drop("_real_ip_hdr")
+        client, refused = resolve_real_ip(good, "_real_ip_hdr", options.trusted_proxies)
+        good = good.with_columns(client.cast(pl.Categorical).alias("client_ip"), refused.alias("_refused")) \
+            .drop("_real_ip_hdr")
     return good, bad
 
 
@@ -277,7 +280,8 @@ def _parse_block(lines: pl.Series, fmt: LogFormat | None, *, source: str, option
     bad = pl.DataFrame({"source": pl.Series([source] * lines.len(), dtype=pl.Categorical),
                         "line_number": line_numbers, "reason": lines.to_frame("raw").select(reason).to_series(),
                         "raw": lines.str.slice(0, UNPARSED_RAW_CHARS)})
-    return pl.DataFrame(schema={**EVENT_SCHEMA, "_naive": pl.Boolean()}), bad.cast(UNPARSED_SCHEMA)  # type: ignore[arg-type]
+    extra = {"_naive": pl.Boolean(), "_not_address": pl.Boolean(), "_refused": pl.Boolean()}
+    return pl.DataFrame(schema={**EVENT_SCHEMA, **extra}), bad.cast(UNPARSED_SCHEMA)  # type: ignore[arg-type]
 
 
 def _without_blanks(chunk: pl.Series, first_line: int) -> tuple[pl.Series, pl.Series | None, int]:
@@ -388,11 +392,15 @@ class _Run:
     naive: Counter = field(default_factory=Counter)
     outside: int = 0
     blank: int = 0          # blank lines: counted, not kept
+    not_address: int = 0    # kept lines whose client field is not an IP address
+    refused: int = 0        # kept lines whose --real-ip-header held a value that is not an address
 
     def add(self, source: str, windowed: tuple[pl.DataFrame, int], bad: pl.DataFrame) -> None:
         good, outside = windowed
         self.naive[source] += int(good["_naive"].sum())
-        self.events.append(good.drop("_naive"))
+        self.not_address += int(good["_not_address"].sum())
+        self.refused += int(good["_refused"].sum())
+        self.events.append(good.drop("_naive", "_not_address", "_refused"))
         self.unparsed.append(bad)
         self.outside += outside
 
@@ -404,6 +412,12 @@ class _Run:
             reasons["blank line"] += self.blank
         notes = [f"{source}: {count:,} timestamps carry no UTC offset; read in {options.tz} (--tz)"
                  for source, count in self.naive.items() if count]
+        if self.not_address:
+            notes.append(f"{self.not_address:,} lines name a client that is not an IP address: analysed under "
+                         "that text, never written to a blocklist")
+        if self.refused:
+            notes.append(f"{self.refused:,} lines carry a forwarded-for value that is not an IP address "
+                         "(refused: the next valid hop, else the connecting address, is the client)")
         if self.outside:
             lines = "line" if self.outside == 1 else "lines"
             notes.append(f"{self.outside:,} {lines} outside the --since/--until window skipped")

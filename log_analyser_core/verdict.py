@@ -27,6 +27,7 @@ import yaml
 
 from log_analyser_core.errors import ConfigError
 from log_analyser_core.parsing import events as log_events
+from log_analyser_core.parsing.address import canonical
 from log_analyser_core.results import AttackType, Evidence, Severity
 from log_analyser_core.rules.behaviour import regex_problem
 
@@ -75,12 +76,10 @@ class Allowlist:
     paths: tuple[str, ...] = ()
 
     def network_for(self, ip: str) -> str | None:
-        if not self.networks:
+        text = canonical(ip) if self.networks else None
+        if text is None:
             return None
-        try:
-            address = ipaddress.ip_address(ip)
-        except ValueError:
-            return None
+        address = ipaddress.ip_address(text)
         return next((str(n) for n in self.networks if address.version == n.version and address in n), None)
 
 
@@ -93,7 +92,7 @@ def load_allowlist(path: str | Path) -> Allowlist:
     if not isinstance(data, dict) or not set(data) <= {"ips", "user_agents", "paths"}:
         raise ConfigError("allowlist must be a mapping of ips, user_agents and paths", path=str(path))
     try:
-        networks = tuple(ipaddress.ip_network(str(item), strict=False) for item in data.get("ips") or ())
+        networks = tuple(_network(str(item)) for item in data.get("ips") or ())
     except ValueError as exc:
         raise ConfigError(f"allowlist: {exc}", path=str(path)) from None
     patterns = {key: tuple(str(p) for p in data.get(key) or ()) for key in ("user_agents", "paths")}
@@ -103,6 +102,14 @@ def load_allowlist(path: str | Path) -> Allowlist:
                 raise ConfigError(f"allowlist {key}: invalid regular expression {pattern!r}: {problem}",
                                   path=str(path))
     return Allowlist(networks=networks, **patterns)
+
+
+def _network(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    """An allowlist entry: an address (canonical, see parsing.address) or a CIDR network."""
+    address, slash, prefix = text.strip().partition("/")
+    if canonical(address) is None:
+        raise ValueError(f"{text!r} is not an IP address or network")
+    return ipaddress.ip_network(f"{canonical(address)}{slash}{prefix}", strict=False)
 
 
 def allowed_requests(events: pl.DataFrame, allow: Allowlist) -> tuple[pl.Series, dict[str, int]]:
@@ -121,10 +128,10 @@ def allowed_requests(events: pl.DataFrame, allow: Allowlist) -> tuple[pl.Series,
 def is_internal(ip: str) -> bool:
     """True for RFC 1918, carrier-grade NAT, loopback, link-local and unique-local addresses
     (analysed like any other and marked; documentation ranges such as 192.0.2.0/24 are not internal)."""
-    try:
-        address = ipaddress.ip_address(ip)
-    except ValueError:
+    text = canonical(ip)
+    if text is None:
         return False
+    address = ipaddress.ip_address(text)
     return any(address in network for network in INTERNAL_NETWORKS if network.version == address.version)
 
 

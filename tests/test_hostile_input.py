@@ -139,3 +139,54 @@ def test_sizes_read_with_binary_units(size, expected):
 def test_a_bad_size_is_a_usage_error(capsys):
     code, _, err = run(capsys, "-f", "x.log", "--max-decompressed", "lots")
     assert code == ExitCode.USAGE and "not a size: 'lots'" in err
+
+
+MAIN = ('{peer} - - [10/Mar/2026:09:00:0{s} +0000] "GET /a HTTP/1.1" 200 5 "-" "curl/8" "{xff}"\n')
+
+
+def test_client_addresses_take_their_one_canonical_form(tmp_path):
+    path = tmp_path / "access.log"
+    peers = ["2001:DB8:0:0:0:0:0:1", "::ffff:192.0.2.7", "[2001:db8::2]", "192.0.2.8"]
+    path.write_text("".join(MAIN.format(peer=p, s=i, xff="-") for i, p in enumerate(peers)), encoding="utf-8")
+    events = fp.parse([str(path)], format_name="main").events
+    assert events["client_ip"].cast(pl.String).to_list() == ["2001:db8::1", "192.0.2.7", "2001:db8::2", "192.0.2.8"]
+
+
+def test_a_peer_that_is_not_an_address_keeps_its_line_and_is_counted(tmp_path):
+    path = tmp_path / "access.log"
+    peers = ["192.0.2.1", "fe80::1%eth0", "<script>", "h" * 500, "192.0.2.2"]
+    path.write_text("".join(MAIN.format(peer=p, s=i, xff="-") for i, p in enumerate(peers)), encoding="utf-8")
+    parsed = fp.parse([str(path)], format_name="main")
+    clients = parsed.events["client_ip"].cast(pl.String).to_list()
+    assert clients == ["192.0.2.1", "fe80::1%eth0", "<script>", "h" * 100, "192.0.2.2"]   # kept, clipped
+    assert parsed.stats.notes[0].startswith("3 lines name a client that is not an IP address")
+
+
+def test_forwarded_values_that_are_not_addresses_are_refused_and_counted(tmp_path):
+    path = tmp_path / "access.log"
+    values = ["198.51.100.9", "fe80::1%1;include'evil.conf';#", "unknown, 198.51.100.10", "-", "x" * 50]
+    path.write_text("".join(MAIN.format(peer="10.0.0.1", s=i, xff=v) for i, v in enumerate(values)), "utf-8")
+    parsed = fp.parse([str(path)], format_name="main", options=fp.InputOptions(real_ip_header="x-forwarded-for"))
+    clients = parsed.events["client_ip"].cast(pl.String).to_list()
+    assert clients == ["198.51.100.9", "10.0.0.1", "198.51.100.10", "10.0.0.1", "10.0.0.1"]
+    assert any(note.startswith("3 lines carry a forwarded-for value that is not an IP address")
+               for note in parsed.stats.notes)
+
+
+def test_allowlist_and_enrichment_use_the_same_notion_of_an_address(tmp_path):
+    from log_analyser_core.enrich.geolocation import is_public
+    from log_analyser_core.errors import ConfigError
+    from log_analyser_core.verdict import Allowlist, is_internal, load_allowlist
+
+    allow = tmp_path / "allow.yaml"
+    allow.write_text("ips: ['::FFFF:192.0.2.1', 192.0.2.0/24, '2001:DB8::1']\n")
+    networks = load_allowlist(allow).networks
+    assert [str(n) for n in networks] == ["192.0.2.1/32", "192.0.2.0/24", "2001:db8::1/128"]
+    allow.write_text("ips: ['fe80::1%eth0']\n")
+    with pytest.raises(ConfigError, match="is not an IP address or network"):
+        load_allowlist(allow)
+    listed = Allowlist(networks=networks)
+    assert listed.network_for("::ffff:192.0.2.5") == "192.0.2.0/24"
+    assert listed.network_for("192.0.2.1") == "192.0.2.1/32"
+    assert listed.network_for("2001:db8::1%x") is None
+    assert not is_public("8.8.8.8%eth0") and is_public("8.8.8.8") and not is_internal("fe80::1%eth0")

@@ -11,6 +11,7 @@ from urllib.parse import unquote
 
 import polars as pl
 
+from log_analyser_core.parsing import address as client_address
 from log_analyser_core.parsing.formats import LogFormat
 
 # The one canonical events schema. Every format produces exactly these columns, in this order.
@@ -216,14 +217,33 @@ def request_time(groups: set[str]) -> pl.Expr:
     return pl.when(seconds >= 0).then(seconds).otherwise(None)
 
 
-def _normal_address(values: pl.Series) -> pl.Series:
-    ip = values.str.strip_chars('[]" ').str.to_lowercase()
-    return ip.str.replace(r"^::ffff:(\d+\.\d+\.\d+\.\d+)$", "$1")
+# dotted-quad IPv4 without leading zeros: already canonical, no need to ask ipaddress
+_PLAIN_IPV4 = r"^(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)$"
+ADDRESS_TEXT_CHARS = 100   # a client field that is not an address is kept this long (it is shown, never blocked)
+
+
+def _canonical_addresses(values: pl.Series) -> pl.Series:
+    """Each value's canonical address text (see parsing.address), or null when it is not one."""
+    ip = values.str.strip_chars('[]" ')
+    plain = ip.str.contains(_PLAIN_IPV4)
+    if plain.all():
+        return ip
+    return pl.Series([text if ok else client_address.canonical(text)
+                      for text, ok in zip(ip.to_list(), plain.to_list(), strict=True)], dtype=pl.String)
 
 
 def address(column: str) -> pl.Expr:
-    """An IP address as text: brackets dropped, lower case, IPv4-mapped IPv6 folded to IPv4."""
-    return pl.col(column).map_batches(per_distinct(_normal_address), return_dtype=pl.String, is_elementwise=True)
+    """An IP address in its one canonical form (parsing.address.canonical: lower case, IPv6
+    compressed, IPv4-mapped IPv6 folded to IPv4, no scope), or null for anything else; computed
+    once per distinct value."""
+    return pl.col(column).map_batches(per_distinct(_canonical_addresses), return_dtype=pl.String,
+                                      is_elementwise=True)
+
+
+def address_or_text(column: str) -> pl.Expr:
+    """The canonical address, else the logged text clipped to ADDRESS_TEXT_CHARS: a line whose
+    client is not an address is kept (and counted), never written to a blocklist."""
+    return pl.coalesce(address(column), pl.col(column).str.slice(0, ADDRESS_TEXT_CHARS))
 
 
 def _request_parts(fmt: LogFormat, groups: set[str]) -> dict[str, pl.Expr]:
@@ -275,9 +295,9 @@ def canonical(fmt: LogFormat, tz: str, source: str, real_ip_group: str | None = 
     columns so that no sub-expression is evaluated twice."""
     groups = set(fmt.groups)
     local, offset = local_time(groups)
-    first = [local.alias("_local"), offset.cast(pl.Int32).alias("_offset"), address("client_ip").alias("_client")]
+    first = [local.alias("_local"), offset.cast(pl.Int32).alias("_offset"), address("client_ip").alias("_canon")]
     if "peer_ip" in groups:
-        first.append(address("peer_ip").alias("_peer"))
+        first.append(address_or_text("peer_ip").alias("_peer"))
     second = []
     if "request" in groups:
         first.append(_decoded(fmt, "request").alias("_request"))
@@ -293,8 +313,10 @@ def _final(fmt: LogFormat, groups: set[str], tz: str, source: str, real_ip_group
         return (expr if expr is not None else _decoded(fmt, name)) if name in groups else pl.lit(None)
     stamp, minutes, naive = utc_time(tz)
     columns = {
-        "timestamp": stamp, "tz_offset_min": minutes, "client_ip": pl.col("_client"),
-        "peer_ip": pl.col("_peer" if "peer_ip" in groups else "_client"),
+        "timestamp": stamp, "tz_offset_min": minutes,
+        "client_ip": pl.coalesce("_canon", pl.col("client_ip").str.slice(0, ADDRESS_TEXT_CHARS)),
+        "peer_ip": pl.col("_peer") if "peer_ip" in groups else
+        pl.coalesce("_canon", pl.col("client_ip").str.slice(0, ADDRESS_TEXT_CHARS)),
         "method": request["method"], "path": path, "query": query, "protocol": request["protocol"],
         "request": request["request"],
         "status": opt("status", _decoded(fmt, "status").cast(pl.Int16, strict=False)),
@@ -306,6 +328,7 @@ def _final(fmt: LogFormat, groups: set[str], tz: str, source: str, real_ip_group
     exprs = [expr.cast(EVENT_SCHEMA[name]).alias(name) for name, expr in columns.items()]
     exprs.append(naive.alias("_naive"))
     exprs.append(_out_of_range(fmt, groups).alias("_bad_number"))
+    exprs.append((pl.col("_canon").is_null() & pl.col("client_ip").is_not_null()).alias("_not_address"))
     if real_ip_group:
         exprs.append((_decoded(fmt, real_ip_group) if real_ip_group in groups else pl.lit(None, pl.String))
                      .alias("_real_ip_hdr"))

@@ -109,18 +109,26 @@ def real_client(peer: str | None, header: str | None, trusted: tuple[Network, ..
     client. With trusted networks the header is believed only from a trusted peer, and the list
     is walked from the right, skipping trusted hops (nginx real_ip_recursive).
     """
-    hops = [_address(part) for part in (header or "").split(",")]
-    hops = [hop for hop in hops if hop is not None]
+    return _real_client(peer, header, trusted)[0]
+
+
+def _real_client(peer: str | None, header: str | None,
+                 trusted: tuple[Network, ...]) -> tuple[str | None, bool]:
+    """(real_client's answer, whether the header held a hop that is not an address)."""
+    parts = [part for part in (header or "").split(",") if part.strip()]
+    found = [_address(part) for part in parts]
+    hops = [hop for hop in found if hop is not None]
+    refused = len(hops) < len(found)
     if not hops or peer is None:
-        return peer
+        return peer, refused
     if not trusted:
-        return str(hops[0])
+        return str(hops[0]), refused
     if not _trusted(_address(peer), trusted):
-        return peer
+        return peer, refused
     for hop in reversed(hops):
         if not _trusted(hop, trusted):
-            return str(hop)
-    return str(hops[0])
+            return str(hop), refused
+    return str(hops[0]), refused
 
 
 def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
@@ -135,15 +143,16 @@ def _trusted(address, trusted: tuple[Network, ...]) -> bool:
     return address is not None and any(address in network for network in trusted)
 
 
-def resolve_real_ip(frame: pl.DataFrame, header: str, trusted: tuple[Network, ...]) -> pl.Series:
-    """``client_ip`` for every row of ``frame`` (columns ``peer_ip`` and ``header``), computed once
-    per distinct (peer, header) pair."""
+def resolve_real_ip(frame: pl.DataFrame, header: str, trusted: tuple[Network, ...]) -> tuple[pl.Series, pl.Series]:
+    """(``client_ip``, whether the header held a value that is not an address) for every row of
+    ``frame`` (columns ``peer_ip`` and ``header``), computed once per distinct (peer, header) pair."""
     pairs = frame.select(pl.col("peer_ip").cast(pl.String), pl.col(header)).unique()
-    resolved = [real_client(peer, value, trusted) for peer, value in pairs.iter_rows()]
-    table = pairs.with_columns(pl.Series("_client", resolved, dtype=pl.String))
+    resolved = [_real_client(peer, value, trusted) for peer, value in pairs.iter_rows()]
+    table = pairs.with_columns(pl.Series("_client", [client for client, _ in resolved], dtype=pl.String),
+                               pl.Series("_refused", [refused for _, refused in resolved], dtype=pl.Boolean))
     joined = frame.select(pl.col("peer_ip").cast(pl.String), header).join(
         table, on=["peer_ip", header], how="left", nulls_equal=True, maintain_order="left")
-    return joined["_client"]
+    return joined["_client"], joined["_refused"]
 
 
 def is_readable_again(source: str) -> bool:
