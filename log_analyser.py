@@ -11,7 +11,7 @@ import logging
 import os
 import sys
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from importlib import metadata
 from typing import NoReturn
@@ -460,7 +460,7 @@ def _write_reports(result, args: argparse.Namespace) -> None:
     failed: list[Exception] = []
     for kind, path in targets:   # one failing report (a full disk, a bug) must not cost the blocklists after it
         try:
-            _write(reporting.render(kind, result, **options), path)
+            _write(reporting.stream(kind, result, **options), path)
         except Exception as exc:   # noqa: BLE001 - re-raised below, once every other report is written
             failed.append(exc)
             log.error("%s report to %s failed: %s", kind, path, exc)
@@ -470,20 +470,21 @@ def _write_reports(result, args: argparse.Namespace) -> None:
         raise failed[0]
 
 
-def _write(content: str | bytes, path: str) -> None:
-    """Write a report to ``path`` ('-' = stdout); text as UTF-8, bytes (PDF) as they are. A file is
-    written beside its target and renamed into place, so a failed write (a full disk, a file size
-    limit) leaves the previous report whole and no truncated one."""
+def _write(content: str | bytes | Iterable[str | bytes], path: str) -> None:
+    """Write a report (whole, or in pieces) to ``path`` ('-' = stdout); text as UTF-8, bytes (PDF)
+    as they are. A file is written beside its target and renamed into place, so a failed write (a
+    full disk, a file size limit) leaves the previous report whole and no truncated one."""
+    pieces = [content] if isinstance(content, str | bytes) else content
     if path == "-":
-        _to_stdout(content)
+        _to_stdout(*pieces)
         return
     try:
-        _replace_atomically(path, content.encode("utf-8") if isinstance(content, str) else content)
+        _replace_atomically(path, (p.encode("utf-8") if isinstance(p, str) else p for p in pieces))
     except OSError as exc:
         raise ConfigError(f"cannot write report: {exc.strerror or exc}", path=path) from None
 
 
-def _replace_atomically(path: str, data: bytes) -> None:
+def _replace_atomically(path: str, pieces: Iterable[bytes]) -> None:
     import stat
     import tempfile
 
@@ -493,14 +494,14 @@ def _replace_atomically(path: str, data: bytes) -> None:
         existing = None
     if existing is not None and not stat.S_ISREG(existing.st_mode):   # /dev/stdout, a FIFO: written in place
         with open(path, "wb") as device:
-            device.write(data)
+            device.writelines(pieces)
         return
     folder = os.path.dirname(os.path.abspath(path))
     handle = tempfile.NamedTemporaryFile(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp",
                                          delete=False)
     try:
         with handle:
-            handle.write(data)
+            handle.writelines(pieces)
             handle.flush()
             os.fsync(handle.fileno())
         # the mode a plain open() would have given (or the old report's): mkstemp makes files 0600
@@ -518,17 +519,19 @@ def _umask() -> int:
     return mask
 
 
-def _to_stdout(content: str | bytes) -> None:
-    """Text or bytes to standard output, flushed; a closed pipe or a full device (/dev/full) is
-    raised as StdoutError."""
+def _to_stdout(*pieces: str | bytes) -> None:
+    """Text or bytes to standard output, then flushed; a closed pipe or a full device (/dev/full)
+    is raised as StdoutError."""
     try:
-        if isinstance(content, bytes):
-            sys.stdout.flush()
-            sys.stdout.buffer.write(content)
+        for piece in pieces:
+            if isinstance(piece, bytes):
+                sys.stdout.flush()
+                sys.stdout.buffer.write(piece)
+            else:
+                sys.stdout.write(piece)
+        sys.stdout.flush()
+        if hasattr(sys.stdout, "buffer"):
             sys.stdout.buffer.flush()
-        else:
-            sys.stdout.write(content)
-            sys.stdout.flush()
     except OSError as exc:
         raise StdoutError(exc) from None
 
@@ -707,7 +710,7 @@ def analyse_command(argv: list[str]) -> ExitCode:
     if args.dry_run_llm:
         _print_llm_dry_run(result, settings)
     _write_reports(result, args)
-    _to_stdout("")
+    _to_stdout()
     print(summary_line(result, colour=_colour(sys.stderr)), file=sys.stderr)
     if settings.format_name == "auto" and not settings.log_format and not settings.json_fields:
         print(_detected_formats(result.summary.formats), file=sys.stderr)

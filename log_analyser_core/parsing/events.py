@@ -273,6 +273,18 @@ def _path_query_host(fmt: LogFormat, groups: set[str], target: pl.Expr) -> tuple
     return path, pl.when(query == "").then(None).otherwise(query), host
 
 
+FIELD_CHARS = 8192   # Apache's LimitRequestLine and nginx's header buffers: longer was never a served request
+BOUNDED_FIELDS = ("path", "query", "request", "referer", "user_agent", "vhost", "protocol", "method")
+
+
+def bounded(text: pl.Expr, limit: int = FIELD_CHARS) -> pl.Expr:
+    """``text`` clipped to ``limit`` characters where it is longer (its byte length is known without
+    reading it, so the common short value costs nothing): every log field is written by the
+    client, and a field of a megabyte would be held, matched and reported at that size."""
+    text = text.cast(pl.String)   # a field the format does not log is a null literal
+    return pl.when(text.str.len_bytes() > limit).then(text.str.slice(0, limit)).otherwise(text)
+
+
 def _byte_count(fmt: LogFormat) -> pl.Expr:
     """Bytes sent as Int64, null where not logged ('-') or beyond Int64 (9.2e18 and up, 1e30)."""
     return _decoded(fmt, "bytes").cast(pl.Float64, strict=False).cast(pl.Int64, strict=False)
@@ -325,7 +337,8 @@ def _final(fmt: LogFormat, groups: set[str], tz: str, source: str, real_ip_group
         "vhost": pl.coalesce(opt("vhost"), host), "request_time": request_time(groups),
         "line_number": pl.col("line_number"), "source": pl.lit(source),
     }
-    exprs = [expr.cast(EVENT_SCHEMA[name]).alias(name) for name, expr in columns.items()]
+    exprs = [(bounded(expr) if name in BOUNDED_FIELDS else expr).cast(EVENT_SCHEMA[name]).alias(name)
+             for name, expr in columns.items()]
     exprs.append(naive.alias("_naive"))
     exprs.append(_out_of_range(fmt, groups).alias("_bad_number"))
     exprs.append((pl.col("_canon").is_null() & pl.col("client_ip").is_not_null()).alias("_not_address"))

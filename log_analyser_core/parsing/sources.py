@@ -185,6 +185,16 @@ def read_back(places: Iterable[tuple[str, int]]) -> dict[tuple[str, int], str]:
             for n, line in log_reader.read_lines(source, numbers).items()}
 
 
+EXAMPLE_CHARS = 4000   # an example line is kept this long in every report
+
+
+def clip_line(line: str, limit: int = EXAMPLE_CHARS) -> str:
+    """``line`` cut to ``limit`` characters with a visible marker saying how long it was."""
+    if len(line) <= limit:
+        return line
+    return f"{line[:limit]}… [clipped: {len(line):,} characters]"
+
+
 def with_raw(frame: pl.DataFrame) -> pl.DataFrame:
     """``frame`` (a few events: examples, not the whole log) with a String ``raw`` column and a
     Boolean ``rebuilt`` one: each line read back from its file (``rebuilt`` False), or rebuilt from
@@ -195,7 +205,7 @@ def with_raw(frame: pl.DataFrame) -> pl.DataFrame:
     rebuilt = frame.select(rebuilt_line()).to_series().to_list()
     places = list(zip(frame["source"].cast(pl.String).to_list(), frame["line_number"].to_list(), strict=True))
     text = read_back(places)
-    raw = [text.get(place, line) for place, line in zip(places, rebuilt, strict=True)]
+    raw = [clip_line(text.get(place, line)) for place, line in zip(places, rebuilt, strict=True)]
     return frame.with_columns(pl.Series("raw", raw, dtype=pl.String),
                               pl.Series("rebuilt", [place not in text for place in places], dtype=pl.Boolean))
 
