@@ -28,6 +28,7 @@ import yaml
 from log_analyser_core.errors import ConfigError
 from log_analyser_core.parsing import events as log_events
 from log_analyser_core.parsing.address import canonical
+from log_analyser_core.parsing.address import parse as parse_address
 from log_analyser_core.results import AttackType, Evidence, Severity
 from log_analyser_core.rules.behaviour import regex_problem
 
@@ -128,10 +129,9 @@ def allowed_requests(events: pl.DataFrame, allow: Allowlist) -> tuple[pl.Series,
 def is_internal(ip: str) -> bool:
     """True for RFC 1918, carrier-grade NAT, loopback, link-local and unique-local addresses
     (analysed like any other and marked; documentation ranges such as 192.0.2.0/24 are not internal)."""
-    text = canonical(ip)
-    if text is None:
+    address = parse_address(ip)
+    if address is None:
         return False
-    address = ipaddress.ip_address(text)
     return any(address in network for network in INTERNAL_NETWORKS if network.version == address.version)
 
 

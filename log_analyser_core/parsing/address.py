@@ -32,6 +32,19 @@ def canonical(text: str | None) -> str | None:
     return result if _CANONICAL_TEXT.fullmatch(result) else None
 
 
+def parse(text: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The address object of ``canonical(text)`` (one parse, not two), or None."""
+    if not text or "%" in text:
+        return None
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    mapped = getattr(address, "ipv4_mapped", None)
+    result = mapped or address
+    return result if _CANONICAL_TEXT.fullmatch(str(result)) else None
+
+
 def is_canonical(text: str) -> bool:
     """Whether ``text`` is already an address in its canonical form (what a blocklist may write)."""
     return canonical(text) == text
