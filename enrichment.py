@@ -23,11 +23,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 from urllib.parse import urlsplit
 
+import requests
 import urllib3
-from urllib3.util import Retry, Timeout
+from requests.adapters import HTTPAdapter
+from urllib3.util import Retry
 
 from log_analyser_core.enrich.cache import CacheStore, KeyValueCache
 from log_analyser_core.enrich.geolocation import build_locator, is_public, locate_all
@@ -89,7 +91,7 @@ def _unknown(detail: str) -> Reputation:
     return Reputation(status="unknown", detail=detail)
 
 
-def _reset_time(headers: urllib3.HTTPHeaderDict, now: float) -> datetime | None:
+def _reset_time(headers: Mapping[str, str], now: float) -> datetime | None:
     """When the quota resets: ``X-RateLimit-Reset`` (epoch seconds) or ``Retry-After`` (seconds or a date)."""
     reset, retry_after = headers.get("X-RateLimit-Reset"), headers.get("Retry-After")
     try:
@@ -143,8 +145,9 @@ def _proxy_for(url: str) -> str | None:
 
 
 class AbuseIPDBClient:
-    """AbuseIPDB API v2 over urllib3: retries with exponential backoff on 5xx, timeouts and dropped
-    connections; a connection pool of ``concurrency`` sockets shared by the worker threads."""
+    """AbuseIPDB API v2 over a requests Session with urllib3's Retry mounted: retries with
+    exponential backoff on 5xx, timeouts and dropped connections; a connection pool of
+    ``concurrency`` sockets shared by the worker threads."""
 
     def __init__(self, settings: EnrichmentSettings, clock: Callable[[], float] = time.time) -> None:
         if not settings.api_key:
@@ -152,16 +155,22 @@ class AbuseIPDBClient:
         self._url = settings.base_url.rstrip("/") + "/check"
         self._max_age = str(settings.max_age_days)
         self._clock = clock
-        self._headers = {"Key": settings.api_key, "Accept": "application/json",
-                         "User-Agent": "log_analyser (+reputation lookups)"}
+        self._timeout = (settings.timeout, settings.timeout)   # connect, read
         # Retry-After is not obeyed: a 503 saying "come back tomorrow" must not hang the run.
         retry = Retry(total=settings.retries, connect=min(1, settings.retries), other=0, allowed_methods={"GET"},
                       status_forcelist=RETRY_STATUSES, backoff_factor=settings.backoff, backoff_max=30,
                       respect_retry_after_header=False, raise_on_status=False)
-        pool: dict[str, Any] = {"num_pools": 2, "maxsize": max(1, settings.concurrency), "block": True,
-                                "retries": retry, "timeout": Timeout(connect=settings.timeout, read=settings.timeout)}
+        adapter = HTTPAdapter(pool_connections=2, pool_maxsize=max(1, settings.concurrency), pool_block=True,
+                              max_retries=retry)
+        self._session = requests.Session()
+        self._session.mount("https://", adapter)
+        self._session.mount("http://", adapter)
+        self._session.headers.update({"Key": settings.api_key, "Accept": "application/json",
+                                      "User-Agent": "log_analyser (+reputation lookups)"})
+        # The proxy is chosen here (loopback never goes through one); None stops requests taking the
+        # environment's proxy for a scheme anyway.
         proxy = _proxy_for(self._url)
-        self._http = urllib3.ProxyManager(proxy, **pool) if proxy else urllib3.PoolManager(**pool)
+        self._proxies: dict[str, str | None] = {"http": proxy, "https": proxy}
         self._request_deadline = settings.request_deadline
         self._max_body = settings.max_body_bytes
         self.ends_at: float | None = None   # time.monotonic() after which no request may run on
@@ -170,21 +179,20 @@ class AbuseIPDBClient:
         """AbuseIPDB's view of one public address; raises LookupStopped on 401/403, 429 and when
         the service cannot be reached; any other failure is an ``unknown`` Reputation."""
         try:
-            response = self._http.request("GET", self._url, fields={"ipAddress": ip, "maxAgeInDays": self._max_age},
-                                          headers=self._headers, redirect=False, preload_content=False)
-        except urllib3.exceptions.MaxRetryError as exc:
-            return self._failed(exc.reason)
-        except urllib3.exceptions.HTTPError as exc:
-            return self._failed(exc)
+            response = self._session.get(self._url, params={"ipAddress": ip, "maxAgeInDays": self._max_age},
+                                         timeout=self._timeout, allow_redirects=False, stream=True,
+                                         proxies=self._proxies)  # type: ignore[arg-type]
+        except requests.RequestException as exc:
+            return self._failed(_cause(exc))
         try:
             body = self._body(response)
-        except urllib3.exceptions.HTTPError as exc:
+        except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
             return self._failed(exc)
         finally:
-            response.release_conn()
+            response.close()
         return self._answer(response, body) if isinstance(body, bytes) else body
 
-    def _body(self, response: urllib3.BaseHTTPResponse) -> bytes | Reputation:
+    def _body(self, response: requests.Response) -> bytes | Reputation:
         """The body, read as it arrives: an ``unknown`` Reputation instead when it is larger than
         max_body_bytes or still arriving at the deadline (each read's timeout never fires on a
         server that sends one byte every few seconds)."""
@@ -192,17 +200,15 @@ class AbuseIPDBClient:
         if self.ends_at is not None:
             ends = min(ends, self.ends_at)
         data = bytearray()
-        while chunk := response.read1(self._max_body + 1):
+        while chunk := response.raw.read1(self._max_body + 1):
             data += chunk
             if len(data) > self._max_body:
-                response.close()
                 return _unknown(f"AbuseIPDB answer larger than {self._max_body:,} bytes")
             if time.monotonic() > ends:
-                response.close()
                 return _unknown(f"AbuseIPDB answer not complete within {self._request_deadline:g} s")
         return bytes(data)
 
-    def _failed(self, reason: Exception | None) -> Reputation:
+    def _failed(self, reason: BaseException | None) -> Reputation:
         # NewConnectionError is a subclass of ConnectTimeoutError: test it first
         if isinstance(reason, urllib3.exceptions.NewConnectionError | urllib3.exceptions.NameResolutionError):
             raise ConnectionFailed(f"AbuseIPDB could not be reached ({type(reason).__name__})")
@@ -210,8 +216,8 @@ class AbuseIPDBClient:
             raise ConnectionFailed("AbuseIPDB timed out")
         return _unknown(f"AbuseIPDB request failed ({type(reason).__name__})")
 
-    def _answer(self, response: urllib3.BaseHTTPResponse, body: bytes) -> Reputation:
-        status = response.status
+    def _answer(self, response: requests.Response, body: bytes) -> Reputation:
+        status = response.status_code
         if status == 200:
             return parse_check(body)
         detail = _error_detail(body)
@@ -222,6 +228,14 @@ class AbuseIPDBClient:
             when = f"; resets at {reset:%Y-%m-%d %H:%M} UTC" if reset else ""
             raise LookupStopped(f"AbuseIPDB daily quota exhausted (HTTP 429{when})", _unknown("HTTP 429"), reset)
         return _unknown(f"HTTP {status}" + (f": {detail}" if detail else ""))
+
+
+def _cause(exc: requests.RequestException) -> BaseException:
+    """The urllib3 error under a requests exception (requests wraps it, often inside MaxRetryError)."""
+    inner = exc.args[0] if exc.args else None
+    if isinstance(inner, urllib3.exceptions.MaxRetryError) and inner.reason is not None:
+        return inner.reason
+    return inner if isinstance(inner, BaseException) else exc
 
 
 @dataclass(frozen=True)
