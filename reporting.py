@@ -10,39 +10,30 @@ import dataclasses
 import inspect
 import io
 import math
-import re
 import textwrap
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import orjson
 
 from log_analyser_core.errors import ConfigError
-from log_analyser_core.features import client as ip_features
 from log_analyser_core.report import exports
 from log_analyser_core.report.model import fmt_span, iso_time
-from log_analyser_core.results import SCHEMA_VERSION, AnalysisResult, Evidence, Finding, Geo, LLMNote, Reputation
+from log_analyser_core.report.text import RESET, SEVERITY_COLOURS, terminal_safe
+from log_analyser_core.results import (
+    SCHEMA_VERSION,
+    AnalysisResult,
+    EnrichmentSummary,
+    Evidence,
+    Finding,
+    Geo,
+    LLMNote,
+    Reputation,
+)
 
-if TYPE_CHECKING:
-    from enrichment import EnrichmentSummary
-
-# C0/C1 controls, DEL, and bidirectional overrides that can make text read differently than it is.
-_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-SEVERITY_COLOURS = {"critical": "\x1b[1;31m", "high": "\x1b[31m", "medium": "\x1b[33m",
-                    "low": "\x1b[36m", "info": "\x1b[2m"}
-RESET = "\x1b[0m"
 ORIGIN_WIDTH = 22
-
-
-def terminal_safe(text: str) -> str:
-    """Control and bidi characters shown as visible escapes (``\\x1b``, ``\\u202e``)."""
-    def escape(match: re.Match[str]) -> str:
-        code = ord(match.group(0))
-        return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
-    return _UNSAFE.sub(escape, text)
 
 
 def csv_safe(value: object) -> object:
@@ -226,7 +217,7 @@ def csv_row(finding: Finding, enriched: bool = False, llm: bool = False, tz: str
     }
     if enriched:
         row.update(enrichment_columns(finding))
-    row.update({name: finding.features.get(name) for name in ip_features.FEATURE_NAMES if name not in row})
+    row.update({name: value for name, value in finding.features.items() if name not in row})
     if llm:
         row.update(llm_cells(finding.llm_note))
     return {key: csv_safe(value) for key, value in row.items()}

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import logging
 import os
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from log_analyser_core.cli.common import configure_logging, version
+from log_analyser_core.cli.common import configure_logging, named_as_flags, version
 from log_analyser_core.errors import ConfigError, ExitCode
 
 log = logging.getLogger("log_analyser")
@@ -23,11 +24,11 @@ def run(args: argparse.Namespace) -> ExitCode:
     """Analyse the logs named by the parsed flags and write the reports; FINDINGS when --fail-on is met."""
     configure_logging(args)
     settings = build_settings(args)
-    from log_analyser_core.parsing.reader import resolve_sources
+    from log_analyser_core.engines.engine import named
     from log_analyser_core.pipeline import analyse
     from reporting import summary_line
 
-    files = resolve_sources(args.files) if settings.engine == "polars" else args.files
+    files = named(settings.engine).sources(args.files)   # local paths resolved; Spark URIs as given
     bar = _progress_bar(files)
     with contextlib.ExitStack() as stack:
         llm_cache = stack.enter_context(_llm_cache(args)) if settings.explain.enabled else None
@@ -52,42 +53,37 @@ def run(args: argparse.Namespace) -> ExitCode:
 
 
 def build_settings(args: argparse.Namespace, now: datetime | None = None):
-    from log_analyser_core.pipeline import Settings
-
-    if not 0.0 <= args.threshold <= 100.0:
-        raise ConfigError(f"--threshold must be between 0 and 100, not {args.threshold}")
-    if args.contamination is not None and not 0.0 < args.contamination <= 0.5:
-        raise ConfigError(f"--contamination must be in (0, 0.5], not {args.contamination}")
-    if args.top < 1:
-        raise ConfigError(f"--top must be at least 1, not {args.top}")
+    """The run's Settings from the flags (Settings checks its own values; errors name the flags)."""
     from log_analyser_core.engines.spark import SparkOptions, parse_conf
+    from log_analyser_core.parsing.sources import parse_networks
+    from log_analyser_core.pipeline import Settings
     from log_analyser_core.verdict import load_allowlist
 
+    if args.top < 1:
+        raise ConfigError(f"--top must be at least 1, not {args.top}")
     allowlist = load_allowlist(args.allow) if args.allow else None
     spark = SparkOptions(master=args.spark_master, conf=parse_conf(args.spark_conf))
-    return Settings(**_input_settings(args, now), threshold=args.threshold, contamination=args.contamination,
-                    random_state=args.seed, enrichment=enrichment_settings(args), explain=_explain_settings(args),
-                    rules_dirs=tuple(args.rules_dirs), builtin_rules=not args.no_builtin_rules,
-                    detectors=args.detectors, model=args.model, fusion=args.fusion,
-                    rule_paths=tuple(args.behaviour_rules), allowlist=allowlist, engine=args.engine, spark=spark)
+    with named_as_flags():
+        settings = Settings(
+            format_name=args.format_name, log_format=args.log_format, json_fields=args.json_fields, tz=args.tz,
+            real_ip_header=args.real_ip_header, trusted_proxies=parse_networks(args.trusted_proxies or ""),
+            threshold=args.threshold, contamination=args.contamination, random_state=args.seed,
+            enrichment=enrichment_settings(args), explain=_explain_settings(args),
+            rules_dirs=tuple(args.rules_dirs), builtin_rules=not args.no_builtin_rules, detectors=args.detectors,
+            model=args.model, fusion=args.fusion, rule_paths=tuple(args.behaviour_rules), allowlist=allowlist,
+            engine=args.engine, spark=spark)
+        return _with_time_window(settings, args, now)
 
 
-def _input_settings(args: argparse.Namespace, now: datetime | None = None) -> dict:
-    """Settings fields for the input options; relative times count back from ``now``."""
-    from file_parser import validate_timezone
-    from log_analyser_core.parsing.sources import parse_networks, parse_time_bound
+def _with_time_window(settings, args: argparse.Namespace, now: datetime | None = None):
+    """``settings`` with --since and --until, read in its (checked) zone; relative times count back
+    from ``now``."""
+    from log_analyser_core.parsing.sources import parse_time_bound
 
-    tz = validate_timezone(args.tz)
     now = now or datetime.now(UTC)
-    since = parse_time_bound(args.since, now, tz) if args.since else None
-    until = parse_time_bound(args.until, now, tz) if args.until else None
-    if since and until and since >= until:
-        raise ConfigError(f"--since ({since:%Y-%m-%dT%H:%M:%SZ}) is not before --until ({until:%Y-%m-%dT%H:%M:%SZ})")
-    if args.trusted_proxies and not args.real_ip_header:
-        raise ConfigError("--trusted-proxies needs --real-ip-header")
-    return {"format_name": args.format_name, "log_format": args.log_format, "json_fields": args.json_fields,
-            "tz": tz, "since": since, "until": until, "real_ip_header": args.real_ip_header,
-            "trusted_proxies": parse_networks(args.trusted_proxies or "")}
+    since = parse_time_bound(args.since, now, settings.tz) if args.since else None
+    until = parse_time_bound(args.until, now, settings.tz) if args.until else None
+    return dataclasses.replace(settings, since=since, until=until)
 
 
 def enrichment_settings(args: argparse.Namespace):
@@ -143,7 +139,7 @@ def _progress_bar(files: Sequence[str]):
 
 
 def _show_unparsed(result, limit: int = 5) -> None:
-    from reporting import terminal_safe
+    from log_analyser_core.report.text import terminal_safe
 
     for row in result.unparsed.head(limit).iter_rows(named=True):
         print(f"unparsed {terminal_safe(row['source'])}:{row['line_number']}: {row['reason']}: "
@@ -213,7 +209,7 @@ def _write(content: str | bytes, path: str) -> None:
 
 def _detected_formats(formats: dict[str, str]) -> str:
     """'format: combined (detected)', or one entry per file when the files differ."""
-    from reporting import terminal_safe
+    from log_analyser_core.report.text import terminal_safe
 
     if len(set(formats.values())) == 1:
         return f"format: {next(iter(formats.values()))} (detected)"

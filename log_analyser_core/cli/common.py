@@ -5,10 +5,13 @@ Argument types raise ``argparse.ArgumentTypeError`` so that argparse prints a us
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
+from collections.abc import Iterator
 from importlib import metadata
 
+from log_analyser_core.errors import ConfigError, SettingError
 from log_analyser_core.results import Severity
 
 EXIT_CODES = """\
@@ -78,3 +81,22 @@ def configure_logging(args: argparse.Namespace) -> None:
     logging.basicConfig(level=level, format="%(name)s: %(message)s", stream=sys.stderr, force=True)
     # urllib3 logs every retry; failed lookups are summed up in one note instead
     logging.getLogger("urllib3").setLevel(logging.DEBUG if args.debug else logging.ERROR)
+
+
+# Settings fields whose flag is not the field's name with dashes.
+FLAG_NAMES = {"random_state": "--seed", "format_name": "--format", "rule_paths": "--behaviour-rules",
+              "rules_dirs": "--rules"}
+
+
+def flag(setting: str) -> str:
+    """The command-line flag that sets a Settings field (threshold -> --threshold)."""
+    return FLAG_NAMES.get(setting, "--" + setting.replace("_", "-"))
+
+
+@contextlib.contextmanager
+def named_as_flags() -> Iterator[None]:
+    """Settings' own errors, re-raised naming the flags: '--threshold must be between 0 and 100'."""
+    try:
+        yield
+    except SettingError as exc:
+        raise ConfigError(exc.render(flag), hint=exc.hint) from None

@@ -7,6 +7,7 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
+from log_analyser_core.cli.common import named_as_flags
 from log_analyser_core.errors import ConfigError, ExitCode
 
 
@@ -33,10 +34,9 @@ def run(argv: list[str]) -> ExitCode:
     from log_analyser_core.pipeline import Settings, analyse
 
     args = build_parser().parse_args(argv)
-    if not 0.0 <= args.threshold <= 100.0:
-        raise ConfigError(f"--threshold must be between 0 and 100, not {args.threshold}")
+    with named_as_flags():
+        settings = Settings(format_name=args.format_name, threshold=args.threshold, random_state=args.seed)
     labels = read_labels(args.labels)
-    settings = Settings(format_name=args.format_name, threshold=args.threshold, random_state=args.seed)
     result = analyse(resolve_sources(args.files), settings)
     scores = score(result.findings, labels)
     text = json.dumps(asdict(scores), indent=2) + "\n" if args.json else render(scores)

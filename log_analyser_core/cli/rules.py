@@ -26,8 +26,8 @@ def run(argv: list[str]) -> ExitCode:
 
 
 def _check(args: argparse.Namespace) -> ExitCode:
+    from log_analyser_core.report.text import terminal_safe
     from log_analyser_core.rules import sigma_engine
-    from reporting import terminal_safe
 
     ruleset = sigma_engine.check(args.dirs)
     for problem in ruleset.problems:
@@ -40,8 +40,8 @@ def _check(args: argparse.Namespace) -> ExitCode:
 
 
 def _list(args: argparse.Namespace) -> ExitCode:
+    from log_analyser_core.report.text import terminal_safe
     from log_analyser_core.rules import sigma_engine
-    from reporting import terminal_safe
 
     folders = ([sigma_engine.builtin_dir()] if not args.no_builtin_rules else []) + args.rules_dirs
     ruleset = sigma_engine.load(folders)

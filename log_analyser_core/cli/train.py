@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from log_analyser_core.cli.common import EXIT_CODES, configure_logging, detector_list
+from log_analyser_core.cli.common import EXIT_CODES, configure_logging, detector_list, named_as_flags
 from log_analyser_core.errors import ExitCode
 
 
@@ -35,12 +35,12 @@ def run(argv: list[str]) -> ExitCode:
     """Fit and save a baseline model; one summary line on stderr."""
     args = build_parser().parse_args(argv)
     configure_logging(args)
-    from file_parser import validate_timezone
     from log_analyser_core.parsing.reader import resolve_sources
     from log_analyser_core.pipeline import Settings, train
 
-    settings = Settings(format_name=args.format_name, log_format=args.log_format, tz=validate_timezone(args.tz),
-                        random_state=args.seed, detectors=args.detectors)
+    with named_as_flags():
+        settings = Settings(format_name=args.format_name, log_format=args.log_format, tz=args.tz,
+                            random_state=args.seed, detectors=args.detectors)
     summary = train(resolve_sources(args.files), args.save, settings)
     print(f"trained {' and '.join(summary['detectors'])} on {summary['clients']:,} clients "
           f"({summary['parsed_lines']:,} lines) -> {args.save}", file=sys.stderr)
