@@ -134,3 +134,12 @@ def test_lint_imports_passes_on_the_checkout():
     done = subprocess.run([command, "--no-cache"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"Contracts: {len(CONFIG['contracts'])} kept, 0 broken." in done.stdout
+
+
+def test_each_subcommand_is_one_module_of_the_cli_package():
+    import log_analyser
+    from log_analyser_core.cli import analyse
+
+    assert {name: runner.__module__ for name, runner in log_analyser.COMMANDS.items()} == {
+        name: f"log_analyser_core.cli.{name}" for name in ("rules", "cache", "train", "evaluate")}
+    assert callable(analyse.run)   # the default command
