@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime
 from functools import partial
+from numbers import Integral
 from typing import TYPE_CHECKING, NamedTuple, cast
 
 import numpy as np
@@ -106,7 +107,7 @@ def _check_ranges(s: Settings) -> None:
         raise SettingError("{} must be between 0 and 1, not " + shown(s.max_unparsed_ratio), "max_unparsed_ratio")
     for name, least in (("n_estimators", 1), ("reasons", 0), ("random_state", 0)):
         value = getattr(s, name)
-        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        if isinstance(value, bool) or not isinstance(value, Integral) or value < least:   # numpy ints too
             raise SettingError(f"{{}} must be a whole number of at least {least}, not {shown(value)}", name)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import ipaddress
 from datetime import UTC, datetime
 
+import numpy as np
 import pytest
 from conftest import ROOT
 
@@ -60,6 +61,7 @@ def test_a_value_with_braces_is_shown_as_written():
     {"detectors": ("iforest",)}, {"fusion": "min"}, {"engine": "spark"}, {"format_name": "nginx"},
     {"real_ip_header": "x-forwarded-for", "trusted_proxies": PROXIES},
     {"since": MARCH_10, "until": datetime(2026, 3, 11, tzinfo=UTC)}, {"max_unparsed_ratio": 0.0},
+    {"random_state": np.int64(7)},   # a seed drawn with numpy
 ])
 def test_settings_accept_the_edges_of_each_range(fields):
     assert Settings(**fields)
