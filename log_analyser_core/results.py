@@ -209,7 +209,7 @@ class AnalysisResult:
     features: pl.DataFrame          # one row per client (ip_features.compute)
     unparsed: pl.DataFrame          # file_parser.UNPARSED_SCHEMA
     events: pl.DataFrame            # file_parser.EVENT_SCHEMA
-    feature_info: tuple[FeatureInfo, ...] = ()   # every feature of ``features``, in column order
+    feature_info: tuple[FeatureInfo, ...] = ()   # what each feature column of ``features`` means, in registry order
     read_lines: LineReader | None = field(default=None, repr=False, compare=False)
 
     def at_least(self, severity: Severity) -> list[Finding]:
