@@ -43,6 +43,8 @@ examples:
   log_analyser -f 'logs/access.log*' -o out.json  globs, rotated and .gz/.bz2/.xz files
   zcat access.log.gz | log_analyser -f -          read standard input
   log_analyser -f access.log --fail-on high       exit 10 when a high or critical finding exists
+  log_analyser -f access.log --all --width 120    every client, in a 120-column table
+  log_analyser -f access.log -o summary.md -o report.junit.xml   Markdown summary and JUnit XML for CI
   log_analyser -f access.log --allow allow.yaml   never report allowlisted IPs, agents or paths
   log_analyser evaluate -f dev.log --labels labels.csv   precision, recall and type accuracy
   log_analyser -f access.log --enrich -o r.csv    add AbuseIPDB reputation, country and ASN
@@ -77,7 +79,16 @@ def build_parser() -> argparse.ArgumentParser:
                         "Without -o a table is printed")
     _add_input_options(parser)
     parser.add_argument("--top", type=int, default=20, metavar="N",
-                        help="rows in the terminal table (default 20; e.g. --top 50)")
+                        help="flagged clients in the terminal table (default 20; e.g. --top 50); the next few "
+                        "highest scores follow them, and one line counts the rest")
+    parser.add_argument("--all", dest="all_clients", action="store_true",
+                        help="list every client in the table, not only the flagged ones and the next few")
+    parser.add_argument("--width", type=int, metavar="N",
+                        help="fit the table to N columns (default: the terminal's width, or $COLUMNS; "
+                        "a file or pipe gets the whole table)")
+    parser.add_argument("-q", "--quiet", action="store_true",
+                        help="print only the table or reports: no summary, hints or 'wrote' lines on stderr "
+                        "(errors still show)")
     parser.add_argument("--threshold", type=float, default=40.0, metavar="SCORE",
                         help="flag clients scoring at least SCORE on 0-100 (default 40 = medium; e.g. --threshold 60)")
     parser.add_argument("--contamination", type=float, metavar="FRACTION",

@@ -10,17 +10,17 @@ import dataclasses
 import inspect
 import io
 import math
-import textwrap
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
 import orjson
 
 from log_analyser_core.errors import ConfigError
-from log_analyser_core.report import exports
+from log_analyser_core.report import exports, junit, markdown
+from log_analyser_core.report import table as report_table
 from log_analyser_core.report.model import fmt_span, iso_time
-from log_analyser_core.report.text import RESET, SEVERITY_COLOURS, terminal_safe
+from log_analyser_core.report.text import RESET, SEVERITY_COLOURS, terminal_safe  # noqa: F401 - part of the writers API
 from log_analyser_core.results import (
     SCHEMA_VERSION,
     AnalysisResult,
@@ -33,7 +33,6 @@ from log_analyser_core.results import (
 )
 
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-ORIGIN_WIDTH = 22
 
 
 def csv_safe(value: object) -> object:
@@ -69,75 +68,11 @@ def _clip(text: str, width: int) -> str:
     return text if len(text) <= width else text[:max(width - 1, 0)] + "…"
 
 
-TABLE_HEADER = ("#", "client", "reqs", "errs", "score", "severity", "attack: top reason")
-TABLE_RIGHT = (True, False, True, True, True, False, False)
-MIN_REASON = 24    # the client column gives way to keep this much of the reason (IPv6 addresses are long)
-MIN_CLIENT = 15    # an IPv4 address always fits
-
-
-def _fit(rows: list[list[str]], width: int) -> list[int]:
-    """Column widths that fit ``width`` characters: the reason (last column) takes what is left,
-    down to MIN_REASON, taken from the client column (second) down to MIN_CLIENT."""
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    reason = widths[-1]
-    widths[-1] = 0
-    room = width - sum(widths) - (len(widths) - 1)
-    if room < min(reason, MIN_REASON) and widths[1] > MIN_CLIENT:
-        give = min(widths[1] - MIN_CLIENT, min(reason, MIN_REASON) - room)
-        widths[1] -= give
-        room += give
-    widths[-1] = max(min(reason, room), min(reason, 1))
-    return widths
-
-
-def render_table(result: AnalysisResult, top: int = 20, colour: bool = False, width: int = 80) -> str:
-    """A ranked table of the ``top`` highest-scoring clients, at most ``width`` characters wide;
-    long addresses and reasons end in an ellipsis."""
-    if not result.findings:
-        return "no clients\n"
-    enriched = result.summary.enrichment is not None
-    header = [*TABLE_HEADER[:-1], *(["abuse", "origin"] if enriched else []), TABLE_HEADER[-1]]
-    right = [*TABLE_RIGHT[:-1], *([True, False] if enriched else []), TABLE_RIGHT[-1]]
-    rows = [header]
-    for finding in result.findings[:top]:
-        reason = terminal_safe(finding.reasons[0]) if finding.reasons and finding.flagged else ""
-        who = [_abuse_cell(finding.reputation), _origin_cell(finding.geo)] if enriched else []
-        attack = finding.attack_types[0] if finding.attack_types and finding.flagged else ""
-        reason = f"{attack}: {reason}" if attack and reason else attack or reason
-        ip = terminal_safe(finding.ip) + (" (internal)" if finding.internal else "")
-        rows.append([str(finding.rank), ip, f"{finding.requests:,}", f"{finding.errors:,}",
-                     f"{finding.score:.1f}", finding.severity.label if finding.flagged else "-", *who, reason])
-    widths = _fit(rows, width)
-    lines = []
-    for n, row in enumerate(rows):
-        cells = []
-        for i, (cell, size) in enumerate(zip(row, widths, strict=True)):
-            text = _clip(cell, size)
-            text = text.rjust(size) if right[i] else text.ljust(size)
-            if colour and n and i == 5 and cell in SEVERITY_COLOURS:
-                text = f"{SEVERITY_COLOURS[cell]}{text}{RESET}"
-            cells.append(text)
-        lines.append(" ".join(cells).rstrip())
-        if n == 0:
-            lines.append(" ".join("-" * size for size in widths))
-    return "\n".join(lines) + "\n" + render_llm_notes(result.findings[:top], width)
-
-
-def _abuse_cell(rep: Reputation | None) -> str:
-    """'97%' (+ ' tor'), '?' for a failed lookup, '-' when not looked up."""
-    if rep is None or rep.status == "skipped":
-        return "-"
-    if rep.status != "ok" or rep.abuse_score is None:
-        return "?"
-    return f"{rep.abuse_score}%" + (" tor" if rep.is_tor else "")
-
-
-def _origin_cell(geo: Geo | None) -> str:
-    if geo is None or not (geo.country or geo.as_org or geo.asn):
-        return "-"
-    network = f"AS{geo.asn} " if geo.asn is not None else ""
-    text = " ".join(part for part in (geo.country or "??", network + (geo.as_org or "")) if part).strip()
-    return _clip(terminal_safe(text), ORIGIN_WIDTH)
+def render_table(result: AnalysisResult, top: int = 20, colour: bool = False, width: int | None = None,
+                 everything: bool = False) -> str:
+    """The terminal table (log_analyser_core.report.table): flagged clients, the next few highest
+    scores, then a line counting the rest; ``width`` None never cuts a cell."""
+    return report_table.render_table(result, top=top, colour=colour, width=width, everything=everything)
 
 
 def reputation_json(rep: Reputation | None) -> dict[str, object] | None:
@@ -162,32 +97,6 @@ def enrichment_summary_json(summary: EnrichmentSummary) -> dict[str, object]:
     document["quota_reset"] = _time(summary.quota_reset)
     document["by_country"], document["by_asn"] = list(summary.by_country), list(summary.by_asn)
     return document
-
-
-def render_llm_notes(findings: Sequence[Finding], width: int = 100) -> str:
-    """The language model's notes under the table, labelled as the model's; empty without --explain."""
-    noted = [f for f in findings if f.llm_note is not None]
-    if not noted:
-        return ""
-    lines = ["", "LLM notes (the model's advisory view; our scores and severities above stand)"]
-    for finding in noted:
-        note = finding.llm_note
-        assert note is not None
-        head = f"  #{finding.rank} {terminal_safe(finding.ip)}  {terminal_safe(note.model)}"
-        if note.status not in ("ok", "contradicts_evidence"):
-            lines.append(f"{head}: no usable answer ({note.status}: {terminal_safe(note.detail or '')})")
-            continue
-        kind = terminal_safe(note.attack_type or "no attack type")
-        lines.append(f"{head} says: {kind}, {terminal_safe(note.severity or '?')}, "
-                     f"confidence {note.confidence or 0:.2f}")
-        if note.status != "ok":
-            lines.append(f"     set aside ({note.status}): {terminal_safe(note.detail or '')}")
-        lines += textwrap.wrap(terminal_safe(note.summary or ""), width, initial_indent="     ",
-                               subsequent_indent="     ")
-        if note.recommended_actions:
-            actions = "; ".join(terminal_safe(a) for a in note.recommended_actions)
-            lines += textwrap.wrap(f"next: {actions}", width, initial_indent="     ", subsequent_indent="       ")
-    return "\n".join(_clip(line, width) for line in lines) + "\n"
 
 
 LLM_COLUMNS = ("llm_status", "llm_model", "llm_attack_type", "llm_severity", "llm_confidence", "llm_summary",
@@ -327,6 +236,7 @@ WRITERS: dict[str, Renderer] = {
     "blocklist": exports.render_blocklist, "nginx": exports.render_nginx, "apache": exports.render_apache,
     "iptables": exports.render_iptables, "ip6tables": exports.render_ip6tables,
     "nftables": exports.render_nftables, "crowdsec": exports.render_crowdsec, "ecs": exports.render_ecs,
+    "markdown": markdown.render_markdown, "junit": junit.render_junit,
 }
 # Longest match wins, so 'x.crowdsec.json' is CrowdSec and 'x.json' the JSON report.
 EXTENSIONS = {
@@ -334,7 +244,8 @@ EXTENSIONS = {
     ".jsonl": "ecs", ".ndjson": "ecs", ".ecs.json": "ecs", ".crowdsec.json": "crowdsec",
     ".conf": "nginx", ".nginx": "nginx", ".nginx.conf": "nginx", ".apache.conf": "apache", ".htaccess": "apache",
     ".iptables": "iptables", ".ip6tables": "ip6tables", ".nft": "nftables", ".nftables": "nftables",
-    ".blocklist": "blocklist", ".ips": "blocklist",
+    ".blocklist": "blocklist", ".ips": "blocklist", ".md": "markdown", ".markdown": "markdown",
+    ".xml": "junit", ".junit.xml": "junit",
 }
 # A .txt file named like a blocklist is one: '-o blocklist.txt', '-o denylist-high.txt'.
 BLOCKLIST_NAMES = ("blocklist", "blacklist", "denylist", "blocked")

@@ -152,7 +152,7 @@ def analyse(sources: Sequence[str], settings: Settings = Settings(),
     verdicts = run.judge(settings)
     findings = _ranked(run.scored, verdicts, settings)
     notes = [*run.scored.notes, *notes, *rules.notes(), *sigma_engine.unrecorded_fields(run.parsed.events, rules)]
-    summary = replace(_summary(run.parsed, run.scored, findings, run.stages(), notes),
+    summary = replace(_summary(run.parsed, run.scored, findings, run.stages(rules), notes),
                       excluded=verdicts.excluded, tz=settings.tz)
     if settings.enrichment is not None:
         findings, summary = _enrich(findings, summary, settings, verdicts if engine.reads_requests else None)
@@ -190,8 +190,9 @@ class Run(NamedTuple):
                                         settings.allowlist)
         return self.detected.judge(self.scored.table, self.scored.scores, settings)
 
-    def stages(self) -> tuple[str, ...]:
-        requests = ("rules", "signatures", "sigma") if self.detected is not None else ()
+    def stages(self, sigma_rules: sigma_engine.RuleSet) -> tuple[str, ...]:
+        """The stages that ran: the detectors, then the request-level ones (Sigma with rules to run)."""
+        requests = ("rules", "signatures", *(("sigma",) if sigma_rules.rules else ())) if self.detected else ()
         return (*self.scored.by_detector, *requests)
 
 
@@ -293,7 +294,7 @@ class _Detected:
 
 
 def _with_verdict(finding: Finding, judged: verdict.Verdict) -> Finding:
-    reasons = tuple(f"{e.title} ({e.count}x)" for e in judged.evidence if e.attack_type is not None)[:2]
+    reasons = tuple(f"{e.title} ({e.count:,}x)" for e in judged.evidence if e.attack_type is not None)[:2]
     if judged.allowlisted:
         reasons = (f"allowlisted: ip in {judged.allowlisted}",)
     return replace(finding, attack_types=judged.attack_types, evidence=judged.evidence, internal=judged.internal,

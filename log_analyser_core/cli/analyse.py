@@ -29,7 +29,7 @@ def run(args: argparse.Namespace) -> ExitCode:
     from reporting import summary_line
 
     files = named(settings.engine).sources(args.files)   # local paths resolved; Spark URIs as given
-    bar = _progress_bar(files)
+    bar = _progress_bar(files, quiet=args.quiet)
     with contextlib.ExitStack() as stack:
         llm_cache = stack.enter_context(_llm_cache(args)) if settings.explain.enabled else None
         try:
@@ -42,13 +42,20 @@ def run(args: argparse.Namespace) -> ExitCode:
         _print_llm_dry_run(result, settings)
     _write_reports(result, args)
     sys.stdout.flush()
-    print(summary_line(result, colour=_colour(sys.stderr)), file=sys.stderr)
+    _say(args, summary_line(result, colour=_colour(sys.stderr)))
     if settings.format_name == "auto" and not settings.log_format and not settings.json_fields:
-        print(_detected_formats(result.summary.formats), file=sys.stderr)
+        _say(args, _detected_formats(result.summary.formats))
     for note in result.summary.notes:
-        print(f"note: {note}", file=sys.stderr)
+        if args.verbose or not note.startswith("detectors:"):   # which models ran: -v, JSON and the PDF say
+            _say(args, f"note: {note}")
+    from log_analyser_core.cli import messages
+
     if args.fail_on is not None and result.at_least(args.fail_on):
+        _say(args, messages.fail_on_line(result, args.fail_on) or "")
         return ExitCode.FINDINGS
+    has_key = bool(settings.enrichment and settings.enrichment.api_key) or bool(os.environ.get("ABUSEIPDB_API_KEY"))
+    for hint in messages.next_steps(result, args.output, settings.enrichment is not None, has_key, args.details):
+        _say(args, hint)
     return ExitCode.OK
 
 
@@ -61,6 +68,8 @@ def build_settings(args: argparse.Namespace, now: datetime | None = None):
 
     if args.top < 1:
         raise ConfigError(f"--top must be at least 1, not {args.top}")
+    if args.width is not None and args.width < 40:
+        raise ConfigError(f"--width must be at least 40 columns, not {args.width}")
     allowlist = load_allowlist(args.allow) if args.allow else None
     spark = SparkOptions(master=args.spark_master, conf=parse_conf(args.spark_conf))
     with named_as_flags():
@@ -128,13 +137,13 @@ def _llm_cache(args: argparse.Namespace):
     return CacheStore(Path(args.cache) if args.cache else None)
 
 
-def _progress_bar(files: Sequence[str]):
-    """A byte-counting progress callback on stderr, shown only on a TTY and after one second."""
+def _progress_bar(files: Sequence[str], quiet: bool = False):
+    """A byte-counting progress callback on stderr, shown only on a TTY, after one second and without -q."""
     from tqdm import tqdm
 
     sizes = [os.path.getsize(f) for f in files if f != "-" and os.path.isfile(f)]
     bar = tqdm(total=sum(sizes) or None, unit="B", unit_scale=True, delay=1.0, leave=False,
-               file=sys.stderr, disable=not sys.stderr.isatty(), desc="reading")
+               file=sys.stderr, disable=quiet or not sys.stderr.isatty(), desc="reading")
     return bar
 
 
@@ -170,9 +179,10 @@ def _write_reports(result, args: argparse.Namespace) -> None:
         sys.stdout.write("\n".join(texts))
     elif not args.output:
         sys.stdout.write(reporting.render_table(result, top=args.top, colour=_colour(sys.stdout),
-                                                width=_table_width(sys.stdout)))
+                                                width=_table_width(args, sys.stdout), everything=args.all_clients))
     targets = [reporting.format_for(path, args.output_format) for path in args.output]
-    options = {"top": args.top, "version": version(), "severity": args.block_severity, "pages": args.pdf_pages}
+    options = {"top": args.top, "version": version(), "severity": args.block_severity, "pages": args.pdf_pages,
+               "everything": args.all_clients, "width": args.width, "fail_on": args.fail_on}
     failed: list[Exception] = []
     for kind, path in targets:   # one failing report (a full disk, a bug) must not cost the blocklists after it
         try:
@@ -182,9 +192,38 @@ def _write_reports(result, args: argparse.Namespace) -> None:
                 log.error("%s report to %s failed: %s", kind, path, exc)
             failed.append(exc)
             continue
-        log.info("wrote %s report to %s", kind, path)
+        if path != "-":
+            _say(args, _wrote(kind, path, result, args))
+    _step_summary(result, args)
     if failed:
         raise failed[0]
+
+
+def _wrote(kind: str, path: str, result, args: argparse.Namespace) -> str:
+    from log_analyser_core.cli import messages
+
+    listed = None
+    if kind in messages.BLOCKLISTS:
+        listed = messages.blocked_count(result, args.block_severity)
+    elif kind == "table":
+        from log_analyser_core.report.table import choose_rows
+
+        listed = len(choose_rows(result, args.top, args.all_clients).shown)
+    return messages.wrote_line(kind, path, result, listed)
+
+
+def _step_summary(result, args: argparse.Namespace) -> None:
+    """In a GitHub Actions job, append the Markdown summary to $GITHUB_STEP_SUMMARY."""
+    path = os.environ.get("GITHUB_STEP_SUMMARY")
+    if not path:
+        return
+    from log_analyser_core.report.markdown import render_markdown
+
+    try:
+        with open(path, "a", encoding="utf-8") as handle:
+            handle.write(render_markdown(result) + "\n")
+    except OSError as exc:
+        raise ConfigError(f"cannot append to GITHUB_STEP_SUMMARY: {exc.strerror}", path=path) from None
 
 
 def _write(content: str | bytes, path: str) -> None:
@@ -220,8 +259,16 @@ def _colour(stream) -> bool:
     return stream.isatty() and "NO_COLOR" not in os.environ
 
 
-def _table_width(stream) -> int:
-    """The terminal's width when writing to one, else 80 columns."""
-    import shutil
+def _table_width(args: argparse.Namespace, stream) -> int | None:
+    """--width, $COLUMNS or the terminal's width; None (the whole table) for a file or pipe."""
+    from log_analyser_core.cli.messages import table_width
 
-    return shutil.get_terminal_size((80, 24)).columns if stream.isatty() else 80
+    is_terminal = stream.isatty()
+    columns = os.get_terminal_size(stream.fileno()).columns if is_terminal else 80
+    return table_width(args.width, is_terminal, columns)
+
+
+def _say(args: argparse.Namespace, line: str) -> None:
+    """A message for the person at the terminal, on stderr; -q silences it."""
+    if not args.quiet:
+        print(line, file=sys.stderr)

@@ -9,7 +9,8 @@ import re
 
 # C0/C1 controls, DEL, and bidirectional overrides that can make text read differently than it is.
 _UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
-SEVERITY_COLOURS = {"critical": "\x1b[1;31m", "high": "\x1b[31m", "medium": "\x1b[33m",
+# One style per severity, told apart without colour too: critical is reversed (bold white on red).
+SEVERITY_COLOURS = {"critical": "\x1b[1;97;41m", "high": "\x1b[1;31m", "medium": "\x1b[33m",
                     "low": "\x1b[36m", "info": "\x1b[2m"}
 RESET = "\x1b[0m"
 
