@@ -56,6 +56,7 @@ examples:
   log_analyser -f access.log --rules my-rules/    add a folder of Sigma rules to the built-in pack
   log_analyser rules check my-rules/              validate Sigma rules, listing every problem
   log_analyser rules list                         show the Sigma rules that run, and those skipped
+  log_analyser rules update                       fetch SigmaHQ's released webserver rules (checksum verified)
   log_analyser train -f known_good.log --save model/   fit a baseline on traffic you trust
   log_analyser -f today.log --model model/        score against that baseline
 

@@ -45,6 +45,7 @@ from log_analyser_core.results import (
 )
 from log_analyser_core.rules import behaviour as behaviour_rules
 from log_analyser_core.rules import sigma_engine, signatures
+from log_analyser_core.rules.crs import stage as crs_stage
 
 if TYPE_CHECKING:
     from enrichment import EnrichmentSettings
@@ -86,6 +87,10 @@ class Settings:
     fusion: str = detect.DEFAULT_FUSION  # how detector scores combine: min, mean or max
     engine: str = "polars"             # "polars" (local) or "spark" (parse and aggregate on Spark)
     spark: spark_engine.SparkOptions = spark_engine.SparkOptions()
+    crs: str | None = None             # a CRS folder (--crs); None: the one `rules update --crs` installed
+    crs_auto: bool = True              # use the installed CRS when --crs is not given (--no-crs: False)
+    paranoia: int = 1                  # CRS paranoia level, 1-4
+    crs_settings: tuple[tuple[str, str], ...] = ()   # CRS tx settings (--crs-set NAME=VALUE)
 
     def __post_init__(self) -> None:
         """Refuse a value no run can use: raises SettingError (a ConfigError) naming the setting."""
@@ -148,11 +153,13 @@ def analyse(sources: Sequence[str], settings: Settings = Settings(),
     notes = engine.notes(settings)   # before any work: it may refuse the settings
     # before parsing, so that broken rules fail fast; not where no request-level stage runs
     rules = _sigma_rules(settings) if engine.reads_requests else sigma_engine.RuleSet(folders=(), rules=())
-    run = _parse_score_and_detect(engine, sources, settings, rules, progress)
+    crs_rules, crs_notes = _crs_rules(settings, engine)
+    run = _parse_score_and_detect(engine, sources, settings, rules, crs_rules, progress)
     verdicts = run.judge(settings)
     findings = _ranked(run.scored, verdicts, settings)
-    notes = [*run.scored.notes, *notes, *rules.notes(), *sigma_engine.unrecorded_fields(run.parsed.events, rules)]
-    summary = replace(_summary(run.parsed, run.scored, findings, run.stages(rules), notes),
+    notes = [*run.scored.notes, *notes, *rules.notes(), *sigma_engine.unrecorded_fields(run.parsed.events, rules),
+             *crs_notes]
+    summary = replace(_summary(run.parsed, run.scored, findings, run.stages(rules, crs_rules), notes),
                       excluded=verdicts.excluded, tz=settings.tz)
     if settings.enrichment is not None:
         findings, summary = _enrich(findings, summary, settings, verdicts if engine.reads_requests else None)
@@ -190,14 +197,16 @@ class Run(NamedTuple):
                                         settings.allowlist)
         return self.detected.judge(self.scored.table, self.scored.scores, settings)
 
-    def stages(self, sigma_rules: sigma_engine.RuleSet) -> tuple[str, ...]:
-        """The stages that ran: the detectors, then the request-level ones (Sigma with rules to run)."""
-        requests = ("rules", "signatures", *(("sigma",) if sigma_rules.rules else ())) if self.detected else ()
+    def stages(self, sigma_rules: sigma_engine.RuleSet, crs_rules: crs_stage.RuleSet | None) -> tuple[str, ...]:
+        """The stages that ran: the detectors, then the request-level ones (Sigma and CRS with rules to run)."""
+        requests = ("rules", "signatures", *(("sigma",) if sigma_rules.rules else ()),
+                    *(("crs",) if crs_rules else ())) if self.detected else ()
         return (*self.scored.by_detector, *requests)
 
 
 def _parse_score_and_detect(engine: engines.Engine, sources: Sequence[str], settings: Settings,
-                            rules: sigma_engine.RuleSet, progress: file_parser.Progress | None) -> Run:
+                            rules: sigma_engine.RuleSet, crs_rules: crs_stage.RuleSet | None,
+                            progress: file_parser.Progress | None) -> Run:
     """Parse and aggregate on ``engine``; then the detectors fit and score on a thread while the
     request-level stages run: both spend most of their time in Polars, scikit-learn or TensorFlow
     code, which releases the GIL. On larger inputs one runs after the other, so that their memory
@@ -209,7 +218,7 @@ def _parse_score_and_detect(engine: engines.Engine, sources: Sequence[str], sett
         score = partial(_score, data.features, settings, ",".join(sources), warming)
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="detectors") as pool:
             scoring = pool.submit(score) if size < PRELOAD_MAX_BYTES else None
-            detected = _Detected.of(data.parsed.events, settings, rules) if engine.reads_requests else None
+            detected = _Detected.of(data.parsed.events, settings, rules, crs_rules) if engine.reads_requests else None
             scored = scoring.result() if scoring else score()
     finally:
         for thread in warming:   # also on an error: a thread left importing TensorFlow can crash the exit
@@ -244,10 +253,10 @@ def _ranked(scored: Scored, verdicts: verdict.Verdicts, settings: Settings) -> l
     return [_with_verdict(f, verdicts.by_ip[f.ip]) if f.ip in verdicts.by_ip else f for f in findings]
 
 
-def detections(events: pl.DataFrame, settings: Settings, sigma_rules: sigma_engine.RuleSet | None = None
-               ) -> tuple[dict[str, list[Evidence]], dict[str, int]]:
-    """Evidence by client ip from the behaviour rules, payload signatures and Sigma rules, and the
-    requests the allowlist kept out of them ('excluded because' -> count)."""
+def detections(events: pl.DataFrame, settings: Settings, sigma_rules: sigma_engine.RuleSet | None = None,
+               crs_rules: crs_stage.RuleSet | None = None) -> tuple[dict[str, list[Evidence]], dict[str, int]]:
+    """Evidence by client ip from the behaviour rules, payload signatures, Sigma rules and CRS, and
+    the requests the allowlist kept out of them ('excluded because' -> count)."""
     excluded: dict[str, int] = {}
     if settings.allowlist is not None:
         mask, excluded = verdict.allowed_requests(events, settings.allowlist)
@@ -257,6 +266,8 @@ def detections(events: pl.DataFrame, settings: Settings, sigma_rules: sigma_engi
     for ip, items in signatures.detect(events).items():
         evidence.setdefault(ip, []).extend(items)
     for ip, matched in (sigma_engine.evaluate(events, sigma_rules) if sigma_rules else {}).items():
+        evidence.setdefault(ip, []).extend(matched)
+    for ip, matched in (crs_stage.evaluate(events, crs_rules) if crs_rules else {}).items():
         evidence.setdefault(ip, []).extend(matched)
     return _real_examples(evidence), excluded
 
@@ -283,8 +294,9 @@ class _Detected:
     crawlers: set[str]
 
     @classmethod
-    def of(cls, events: pl.DataFrame, settings: Settings, sigma_rules: sigma_engine.RuleSet) -> _Detected:
-        evidence, excluded = detections(events, settings, sigma_rules)
+    def of(cls, events: pl.DataFrame, settings: Settings, sigma_rules: sigma_engine.RuleSet,
+           crs_rules: crs_stage.RuleSet | None = None) -> _Detected:
+        evidence, excluded = detections(events, settings, sigma_rules, crs_rules)
         return cls(evidence, excluded, verdict.crawler_clients(events))
 
     def judge(self, table: pl.DataFrame, anomaly: np.ndarray, settings: Settings) -> verdict.Verdicts:
@@ -337,6 +349,18 @@ def _corroborate(findings: list[Finding], extra: dict[str, tuple[Evidence, ...]]
 def _sigma_rules(settings: Settings) -> sigma_engine.RuleSet:
     folders = ([sigma_engine.builtin_dir()] if settings.builtin_rules else []) + list(settings.rules_dirs)
     return sigma_engine.load(folders)
+
+
+def _crs_rules(settings: Settings, engine: engines.Engine) -> tuple[crs_stage.RuleSet | None, list[str]]:
+    """The CRS rules to run and the summary's note on them; without a CRS, None and a note that
+    says so (the other stages run as ever)."""
+    if not engine.reads_requests or not (settings.crs or settings.crs_auto):
+        return None, []
+    folder = crs_stage.find(settings.crs, settings.crs_auto)
+    if folder is None:
+        return None, [crs_stage.NO_CRS_NOTE]
+    ruleset = crs_stage.load(folder, settings.paranoia, settings=settings.crs_settings)
+    return ruleset, crs_stage.notes(ruleset)
 
 
 def _preload_detectors(size: int, settings: Settings, engine: engines.Engine) -> list[threading.Thread]:

@@ -80,8 +80,18 @@ def build_settings(args: argparse.Namespace, now: datetime | None = None):
             enrichment=enrichment_settings(args), explain=_explain_settings(args),
             rules_dirs=tuple(args.rules_dirs), builtin_rules=not args.no_builtin_rules, detectors=args.detectors,
             model=args.model, fusion=args.fusion, rule_paths=tuple(args.behaviour_rules), allowlist=allowlist,
-            engine=args.engine, spark=spark)
+            engine=args.engine, spark=spark, crs=args.crs, crs_auto=not args.no_crs, paranoia=args.paranoia,
+            crs_settings=_crs_settings(args.crs_settings))
         return _with_time_window(settings, args, now)
+
+
+def _crs_settings(values: list[str]) -> tuple[tuple[str, str], ...]:
+    from log_analyser_core.rules.crs.stage import parse_setting
+
+    try:
+        return tuple(parse_setting(value) for value in values)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
 
 
 def _with_time_window(settings, args: argparse.Namespace, now: datetime | None = None):

@@ -73,6 +73,16 @@ def add_rules_options(parser: argparse.ArgumentParser) -> None:
                         "(e.g. --rules ~/sigma/rules/web)")
     parser.add_argument("--no-builtin-rules", action="store_true",
                         help="run only the --rules folders, not the built-in Sigma rule pack")
+    parser.add_argument("--crs", metavar="DIR", default=None,
+                        help="an OWASP Core Rule Set folder (a release, a checkout or its rules/) whose request "
+                        "rules run over the log; default: the one `log_analyser rules update --crs` installed")
+    parser.add_argument("--no-crs", action="store_true", help="do not run the Core Rule Set, even if installed")
+    parser.add_argument("--crs-set", dest="crs_settings", action="append", default=[], metavar="NAME=VALUE",
+                        help="a CRS setting as crs-setup.conf sets it, repeatable (e.g. crs_validate_utf8_encoding=0 "
+                        "for a Latin-1 site, inbound_anomaly_score_threshold=10)")
+    parser.add_argument("--paranoia", type=int, choices=(1, 2, 3, 4), default=1, metavar="N",
+                        help="CRS paranoia level 1-4: higher runs more rules, with more false positives "
+                        "(default 1)")
 
 
 def configure_logging(args: argparse.Namespace) -> None:
