@@ -114,6 +114,8 @@ def _check_ranges(s: Settings) -> None:
         value = getattr(s, name)
         if isinstance(value, bool) or not isinstance(value, Integral) or value < least:   # numpy ints too
             raise SettingError(f"{{}} must be a whole number of at least {least}, not {shown(value)}", name)
+    if s.paranoia not in (1, 2, 3, 4):
+        raise SettingError(f"{{}} must be a CRS paranoia level, 1-4, not {shown(s.paranoia)}", "paranoia")
 
 
 def _check_choices(s: Settings) -> None:

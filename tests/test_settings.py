@@ -36,6 +36,7 @@ PROXIES = (ipaddress.ip_network("10.0.0.0/8"),)
     ({"real_ip_header": "x-client-ip"}, "real_ip_header must be one of x-forwarded-for"),
     ({"trusted_proxies": PROXIES}, "trusted_proxies needs real_ip_header"),
     ({"since": MARCH_10, "until": MARCH_10}, "since .* is not before until"),
+    ({"paranoia": 5}, "paranoia must be a CRS paranoia level, 1-4, not 5"),
 ])
 def test_settings_refuse_values_no_run_can_use(fields, message):
     with pytest.raises(SettingError, match=message):
