@@ -385,9 +385,9 @@ MODEL_SAFETY = ("models are read without unpickling: scikit-learn objects with s
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
     """--detectors and --model: which anomaly detectors score, and against what."""
     parser.add_argument("--detectors", type=_detector_list, metavar="LIST",
-                        help="anomaly detectors, comma-separated: iforest, autoencoder (default: every one "
-                        "whose dependencies are installed; the autoencoder needs the deep extra, "
-                        "pip install '.[deep]' in the source tree; e.g. --detectors iforest)")
+                        help="anomaly detectors, comma-separated: iforest, autoencoder (default: iforest fitted on "
+                        "the log, or every detector of --model; naming autoencoder without --model trains it on "
+                        "the log, which needs the deep extra, pip install '.[deep]' in the source tree)")
     parser.add_argument("--model", metavar="DIR",
                         help="score against a baseline saved by 'log_analyser train' instead of against the "
                         f"log itself (e.g. --model model/); {MODEL_SAFETY}")
@@ -643,6 +643,10 @@ def analyse_command(argv: list[str]) -> ExitCode:
         print(_detected_formats(result.summary.formats), file=sys.stderr)
     for note in result.summary.notes:
         print(f"note: {note}", file=sys.stderr)
+    if settings.model is None and settings.engine == "polars":
+        from log_analyser_core.pipeline import NO_MODEL_HINT
+
+        print(f"note: {NO_MODEL_HINT}", file=sys.stderr)
     if args.fail_on is not None and result.at_least(args.fail_on):
         return ExitCode.FINDINGS
     return ExitCode.OK
