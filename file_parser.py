@@ -17,6 +17,7 @@ import polars as pl
 
 from log_analyser_core.errors import ConfigError, InputError
 from log_analyser_core.parsing import formats as log_formats
+from log_analyser_core.parsing import quote_split
 from log_analyser_core.parsing.events import EVENT_SCHEMA, canonical
 from log_analyser_core.parsing.formats import LogFormat, compile_format, detection_candidates, preset
 from log_analyser_core.parsing.reader import Progress, iter_chunks, read_ahead, resolve_sources
@@ -132,9 +133,13 @@ def _json_groups(fmt: LogFormat) -> list[pl.Expr]:
 def _captured(fmt: LogFormat) -> list[pl.Expr]:
     if fmt.regex is None:
         return [*_json_groups(fmt)]
+    return [_line_text(fmt).str.extract_groups(fmt.regex).alias("_m")]
+
+
+def _line_text(fmt: LogFormat) -> pl.Expr:
+    """The line as the format reads it: without a syslog prefix, unwrapped from extra quotes."""
     raw = _strip_syslog(pl.col("raw")) if fmt.syslog else pl.col("raw")
-    unwrapped = raw if any(d == "csv" for _, d in fmt.decoders) else _unwrap(raw)
-    return [unwrapped.str.extract_groups(fmt.regex).alias("_m")]
+    return raw if any(d == "csv" for _, d in fmt.decoders) else _unwrap(raw)
 
 
 def _reason(fmt: LogFormat) -> pl.Expr:
@@ -159,9 +164,13 @@ def parse_lines(lines: pl.Series, fmt: LogFormat, *, source: str = "<lines>", fi
     real_ip_group = log_formats.REAL_IP_HEADERS.get(options.real_ip_header or "")
     numbered = (lines.alias("raw").to_frame().with_row_index("line_number", offset=first_line)
                 if line_numbers is None else pl.DataFrame({"raw": lines, "line_number": line_numbers}))
-    frame = numbered.lazy().with_columns(pl.col("line_number").cast(pl.Int64), *_captured(fmt))
-    if fmt.regex is not None:
-        frame = frame.unnest("_m")
+    split = quote_split.capture(numbered, fmt, _line_text(fmt))   # combined, common, nginx...: faster
+    if split is not None:
+        frame = split.lazy()
+    else:
+        frame = numbered.lazy().with_columns(pl.col("line_number").cast(pl.Int64), *_captured(fmt))
+        if fmt.regex is not None:
+            frame = frame.unnest("_m")
     first, second, final = canonical(fmt, options.tz, source, real_ip_group)
     events = (frame.with_columns(first).with_columns(second).select(*final, "raw")
               .with_columns(_reason(fmt).alias("_reason"))

@@ -144,7 +144,8 @@ class DenseNetwork:
         return out.astype(np.float64)
 
     def save(self, path: Path) -> None:
-        arrays = {f"{kind}{i}": array for i, layer in enumerate(self.layers) for kind, array in zip("wb", layer)}
+        arrays = {f"{kind}{i}": array for i, (weights, bias) in enumerate(self.layers)
+                  for kind, array in (("w", weights), ("b", bias))}
         np.savez(path, **arrays)
 
     @classmethod
