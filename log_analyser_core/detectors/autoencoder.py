@@ -134,7 +134,7 @@ class DenseNetwork:
 
     def predict(self, Z: np.ndarray) -> np.ndarray:
         """(n, n_features) reconstructions of scaled rows Z (n, n_features), as float64."""
-        out = np.asarray(Z, dtype=np.float32)
+        out: np.ndarray = np.asarray(Z, dtype=np.float32)
         for (weights, bias), activation in zip(self.layers, self.activations, strict=True):
             out = out @ weights + bias
             if activation == "relu":
@@ -146,7 +146,7 @@ class DenseNetwork:
     def save(self, path: Path) -> None:
         arrays = {f"{kind}{i}": array for i, (weights, bias) in enumerate(self.layers)
                   for kind, array in (("w", weights), ("b", bias))}
-        np.savez(path, **arrays)
+        np.savez(path, **arrays)  # type: ignore[arg-type]
 
     @classmethod
     def load(cls, path: Path) -> DenseNetwork:
