@@ -143,7 +143,8 @@ def load_rules(paths: Sequence[str | Path] | None = None) -> list[BehaviourRule]
 
 def _load_file(path: Path, errors: _Collector) -> list[BehaviourRule]:
     try:
-        documents = yaml.safe_load(path.read_text(encoding="utf-8"))
+        # libyaml's safe loader where PyYAML was built with it: the same documents, about 10x faster
+        documents = yaml.load(path.read_text(encoding="utf-8"), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         errors.add(str(path), "-", "file", f"cannot read YAML: {str(exc).splitlines()[0]}")
         return []
