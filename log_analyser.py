@@ -626,12 +626,15 @@ def analyse_command(argv: list[str]) -> ExitCode:
 
     files = resolve_sources(args.files) if settings.engine == "polars" else args.files
     bar = _progress_bar(files)
+    loading = _preload_writers(args)
     with contextlib.ExitStack() as stack:
         llm_cache = stack.enter_context(_llm_cache(args)) if settings.explain.enabled else None
         try:
             result = analyse(files, settings, progress=bar.update, llm_cache=llm_cache)
         finally:
             bar.close()
+            if loading:
+                loading.join()
     if args.verbose:
         _show_unparsed(result)
     if args.dry_run_llm:
@@ -650,6 +653,17 @@ def analyse_command(argv: list[str]) -> ExitCode:
     if args.fail_on is not None and result.at_least(args.fail_on):
         return ExitCode.FINDINGS
     return ExitCode.OK
+
+
+def _preload_writers(args: argparse.Namespace):
+    """Start importing the PDF and HTML writers' libraries while the log is analysed (see reporting.preload)."""
+    import reporting
+
+    try:
+        kinds = [reporting.format_for(path, args.output_format)[0] for path in args.output]
+    except AnalyserError:   # reported when the reports are written, after the analysis, as before
+        return None
+    return reporting.preload(kinds)
 
 
 def _llm_cache(args: argparse.Namespace):
