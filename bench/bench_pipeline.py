@@ -27,7 +27,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "bench"))
 # The children's environment, taken before loggen imports Polars here: Polars writes its allocator's
 # settings into os.environ on import, and a child that inherited them would keep them over the CLI's
 # own (log_analyser.RETURN_FREED_MEMORY), so it would not measure what a user's run does.
@@ -52,25 +51,24 @@ PATH, OUT, MODEL = {path!r}, {out!r}, {model!r}
 ONE_LINE = '203.0.113.9 - - [02/Mar/2026:01:00:00 +0000] "GET /.env HTTP/1.1" 404 12 "-" "curl/8.5"\n'
 
 
-def ensure_log(lines: int, seed: int, folder: Path) -> Path:
-    import loggen
-
-    path = folder / f"access-{lines}-{seed}.log"
+def ensure_log(lines: int, seed: int, folder: Path, attackers: bool = True) -> Path:
+    """The generated log, made in a child process: Linux counts the RSS a process had before it
+    executed another program in that program's peak (ru_maxrss), so a bench process that had grown
+    generating a log would report its own size as every mode's peak."""
+    path = folder / (f"access-{lines}-{seed}.log" if attackers else f"good-{lines}-{seed}.log")
     if not path.exists():
-        generated = loggen.generate(lines, seed)
-        generated.lines.to_frame().write_csv(path, include_header=False, quote_style="never")
+        code = (f"import sys; sys.path.insert(0, {str(ROOT / 'bench')!r}); import loggen; "
+                f"loggen.generate({lines}, {seed}, attackers={attackers}).lines.to_frame()"
+                f".write_csv({str(path)!r}, include_header=False, quote_style='never')")
+        subprocess.run([sys.executable, "-c", code], check=True)
     return path
 
 
 def ensure_model(folder: Path, seed: int) -> Path:
     """A baseline with the Isolation Forest and the autoencoder, trained on a log without attackers."""
-    import loggen
-
     model = folder / f"model-{MODEL_LINES}-{seed + 1}"
     if not (model / "model.json").exists():
-        good = folder / f"good-{MODEL_LINES}-{seed + 1}.log"
-        generated = loggen.generate(MODEL_LINES, seed + 1, attackers=False)
-        generated.lines.to_frame().write_csv(good, include_header=False, quote_style="never")
+        good = ensure_log(MODEL_LINES, seed + 1, folder, attackers=False)
         subprocess.run([sys.executable, "-m", "log_analyser", "train", "-f", str(good), "--save", str(model),
                         "--detectors", "iforest,autoencoder"], check=True, cwd=ROOT, env=CHILD_ENV)
     return model
@@ -122,6 +120,8 @@ def bench_size(lines: int, args: argparse.Namespace, folder: Path, goaccess: str
     compare = goaccess if count <= args.goaccess_max_lines else None
     for _ in range(args.runs):
         for mode, command in commands(path, folder, compare, model).items():  # alternate modes within a run
+            if args.modes and mode not in args.modes:
+                continue
             results.setdefault(mode, []).append(timed(command))
     for mode, runs in results.items():
         seconds = statistics.median(r["seconds"] for r in runs)
@@ -149,6 +149,7 @@ def main() -> None:
     parser.add_argument("--goaccess-max-lines", type=int, default=1_100_000,
                         help="run GoAccess only on logs up to this many lines (it reads ~23k lines/s)")
     parser.add_argument("--no-model", action="store_true", help="skip the --model runs (and training the model)")
+    parser.add_argument("--modes", nargs="+", choices=[*MODES, "goaccess"], help="only these modes (default all)")
     parser.add_argument("--one-line", action="store_true", help="also time a one-line log end to end")
     parser.add_argument("--workdir", default=str(Path(tempfile.gettempdir()) / "log_analyser_bench"))
     args = parser.parse_args()
