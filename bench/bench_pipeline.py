@@ -23,6 +23,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -89,12 +90,19 @@ def ensure_goaccess() -> str | None:
     return shutil.which("goaccess")
 
 
-def timed(command: list[str]) -> dict:
-    """Wall seconds, CPU seconds (user + system) and peak RSS (bytes) of one child process."""
+def timed(command: list[str], timeout: float = 900.0) -> dict:
+    """Wall seconds, CPU seconds (user + system) and peak RSS (bytes) of one child process; a child
+    still running after ``timeout`` seconds is killed and TimeoutError raised (GoAccess 1.7 once hung
+    on a futex for half an hour under heavy load)."""
     start = time.perf_counter()
     child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=CHILD_ENV)
+    timer = threading.Timer(timeout, child.kill)
+    timer.start()
     _, status, usage = os.wait4(child.pid, 0)
     seconds = time.perf_counter() - start
+    timer.cancel()
+    if seconds >= timeout:
+        raise TimeoutError(f"{command[:3]} ran over {timeout:.0f} s and was killed")
     error = child.stderr.read().decode(errors="replace") if child.stderr else ""
     if os.waitstatus_to_exitcode(status) != 0:
         raise RuntimeError(f"{command[:3]} failed: {error[-500:]}")
@@ -119,10 +127,19 @@ def bench_size(lines: int, args: argparse.Namespace, folder: Path, goaccess: str
     results: dict[str, list[dict]] = {}
     compare = goaccess if count <= args.goaccess_max_lines else None
     for _ in range(args.runs):
-        for mode, command in commands(path, folder, compare, model).items():  # alternate modes within a run
-            if args.modes and mode not in args.modes:
-                continue
-            results.setdefault(mode, []).append(timed(command))
+        taken = {}
+        try:
+            for mode, command in commands(path, folder, compare, model).items():  # alternate modes within a run
+                if args.modes and mode not in args.modes:
+                    continue
+                taken[mode] = timed(command)
+        except TimeoutError as exc:   # the whole run is left out, so that the ratios pair runs of one round
+            print(f"run left out: {exc}", flush=True)
+            continue
+        for mode, measured in taken.items():
+            results.setdefault(mode, []).append(measured)
+        print("run:", json.dumps({m: [round(t["seconds"], 2), round(t["cpu"], 2), t["rss"] // 2**20]
+                                  for m, t in taken.items()}), flush=True)
     for mode, runs in results.items():
         seconds = statistics.median(r["seconds"] for r in runs)
         rss = statistics.median(r["rss"] for r in runs)
