@@ -88,7 +88,7 @@ SMALL_RUN = textwrap.dedent("""
     import json, sys
     import log_analyser
     code = log_analyser.main(["-f", sys.argv[1], "-o", sys.argv[2]])
-    heavy = ("sigma", "sklearn", "scipy", "pandas", "tensorflow", "keras", "reportlab", "matplotlib", "jinja2")
+    heavy = ("sigma", "sklearn", "scipy", "pandas", "tensorflow", "keras", "matplotlib", "fpdf")
     print(json.dumps({"code": code, "heavy": sorted(m for m in heavy if m in sys.modules)}))
 """)
 
