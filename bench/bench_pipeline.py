@@ -94,16 +94,20 @@ def timed(command: list[str], timeout: float = 900.0) -> dict:
     """Wall seconds, CPU seconds (user + system) and peak RSS (bytes) of one child process; a child
     still running after ``timeout`` seconds is killed and TimeoutError raised (GoAccess 1.7 once hung
     on a futex for half an hour under heavy load)."""
-    start = time.perf_counter()
-    child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=CHILD_ENV)
-    timer = threading.Timer(timeout, child.kill)
-    timer.start()
-    _, status, usage = os.wait4(child.pid, 0)
-    seconds = time.perf_counter() - start
-    timer.cancel()
-    if seconds >= timeout:
-        raise TimeoutError(f"{command[:3]} ran over {timeout:.0f} s and was killed")
-    error = child.stderr.read().decode(errors="replace") if child.stderr else ""
+    # stderr goes to a file, not a pipe: GoAccess writes its progress there (hundreds of KB on a slow
+    # machine), and a pipe nobody reads until the child exits fills up and stops it for good
+    with tempfile.TemporaryFile() as stderr:
+        start = time.perf_counter()
+        child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr, env=CHILD_ENV)
+        timer = threading.Timer(timeout, child.kill)
+        timer.start()
+        _, status, usage = os.wait4(child.pid, 0)
+        seconds = time.perf_counter() - start
+        timer.cancel()
+        if seconds >= timeout:
+            raise TimeoutError(f"{command[:3]} ran over {timeout:.0f} s and was killed")
+        stderr.seek(0)
+        error = stderr.read().decode(errors="replace")
     if os.waitstatus_to_exitcode(status) != 0:
         raise RuntimeError(f"{command[:3]} failed: {error[-500:]}")
     return {"seconds": seconds, "cpu": usage.ru_utime + usage.ru_stime, "rss": usage.ru_maxrss * 1024}
