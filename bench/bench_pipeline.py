@@ -92,8 +92,8 @@ def ensure_goaccess() -> str | None:
 
 def timed(command: list[str], timeout: float = 900.0) -> dict:
     """Wall seconds, CPU seconds (user + system) and peak RSS (bytes) of one child process; a child
-    still running after ``timeout`` seconds is killed and TimeoutError raised (GoAccess 1.7 once hung
-    on a futex for half an hour under heavy load)."""
+    still running after ``timeout`` seconds is killed and TimeoutError raised, so that one stuck child
+    cannot hold up a whole bench."""
     # stderr goes to a file, not a pipe: GoAccess writes its progress there (hundreds of KB on a slow
     # machine), and a pipe nobody reads until the child exits fills up and stops it for good
     with tempfile.TemporaryFile() as stderr:
