@@ -114,7 +114,7 @@ def analyse(sources: Sequence[str], settings: Settings = Settings(),
         stages: tuple[str, ...] = tuple(detector_scores)
     else:
         verdicts = found.judge(table, scores, settings)
-        stages = (*detector_scores, "rules", "signatures", "sigma")
+        stages = (*detector_scores, "rules", "signatures", *(("sigma",) if rules.rules else ()))
     fused = np.array([verdicts.by_ip[ip].score for ip in table["client_ip"]], dtype=np.float64)
     allowed = np.array([verdicts.by_ip[ip].allowlisted is not None for ip in table["client_ip"]], dtype=bool)
     flagged = _flags(fused, settings) & ~allowed
@@ -198,7 +198,7 @@ class _Detected:
 
 
 def _with_verdict(finding: Finding, judged: verdict.Verdict) -> Finding:
-    reasons = tuple(f"{e.title} ({e.count}x)" for e in judged.evidence if e.attack_type is not None)[:2]
+    reasons = tuple(f"{e.title} ({e.count:,}x)" for e in judged.evidence if e.attack_type is not None)[:2]
     if judged.allowlisted:
         reasons = (f"allowlisted: ip in {judged.allowlisted}",)
     return replace(finding, attack_types=judged.attack_types, evidence=judged.evidence, internal=judged.internal,
