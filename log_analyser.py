@@ -50,6 +50,7 @@ examples:
   log_analyser -f access.log --rules my-rules/    add a folder of Sigma rules to the built-in pack
   log_analyser rules check my-rules/              validate Sigma rules, listing every problem
   log_analyser rules list                         show the Sigma rules that run, and those skipped
+  log_analyser rules update                       fetch SigmaHQ's released webserver rules (checksum verified)
   log_analyser train -f known_good.log --save model/   fit a baseline on traffic you trust
   log_analyser -f today.log --model model/        score against that baseline
 
@@ -539,7 +540,15 @@ def rules_command(argv: list[str]) -> ExitCode:
     check.add_argument("--strict", action="store_true", help="also exit 4 on validator warnings")
     listing = actions.add_parser("list", help="show the rules a run would use, and those skipped")
     _add_rules_options(listing)
+    update = actions.add_parser("update", help="download SigmaHQ's released rules (checksum verified) into the "
+                                "user data dir, to use beside the built-in packs with --rules DIR")
+    update.add_argument("--package", default="core", help="core (default), core+, core++, emerging-threats or all")
+    update.add_argument("--url", default=os.environ.get("LOG_ANALYSER_SIGMAHQ_URL"),
+                        help="GitHub release API URL (default: SigmaHQ's latest release)")
+    update.add_argument("--dest", metavar="DIR", help="install under DIR (default: the user data dir)")
     args = parser.parse_args(argv)
+    if args.action == "update":
+        return _rules_update(args)
     from log_analyser_core.rules import sigma_engine
     from reporting import terminal_safe
 
@@ -560,6 +569,19 @@ def rules_command(argv: list[str]) -> ExitCode:
     for problem in ruleset.of_kind("unsupported"):
         print(f"skipped {terminal_safe(str(problem))}")
     print(f"{len(ruleset.rules)} rules from {len(folders)} folders", file=sys.stderr)
+    return ExitCode.OK
+
+
+def _rules_update(args: argparse.Namespace) -> ExitCode:
+    from pathlib import Path
+
+    from log_analyser_core.rules import sigmahq
+
+    done = sigmahq.update(args.package, args.url or sigmahq.RELEASE_URL, Path(args.dest) if args.dest else None)
+    print(f"installed SigmaHQ {done.tag} ({done.package}, sha256 {done.sha256[:12]}...): {done.rules} webserver "
+          f"rules ({done.skipped} for other log sources left out); use them with --rules {done.folder}",
+          file=sys.stderr)
+    print(done.folder)
     return ExitCode.OK
 
 

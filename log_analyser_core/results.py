@@ -53,6 +53,7 @@ class AttackType(enum.StrEnum):
     DOS = "dos"                          # request floods
     BAD_BOT = "bad_bot"                  # scrapers, secret-file probes, fake crawlers
     DATA_EXFILTRATION = "data_exfiltration"
+    SSRF = "ssrf"                        # server-side request forgery: a URL parameter aimed at internal hosts
     CRAWLER = "crawler"                  # well-behaved known crawlers: not attackers
 
 

@@ -152,7 +152,8 @@ def test_every_option_in_the_readme_tables_exists():
             assert option in known, f"{option} (README table) is not an option of log_analyser"
 
 
-@pytest.mark.parametrize("argv", [["train"], ["evaluate"], ["rules", "check"], ["rules", "list"], ["cache"]])
+@pytest.mark.parametrize("argv", [["train"], ["evaluate"], ["rules", "check"], ["rules", "list"], ["rules", "update"],
+                                  ["cache"]])
 def test_every_subcommand_option_is_in_the_readme(argv, capsys):
     assert log_analyser.main([*argv, "--help"]) == ExitCode.OK
     options = set(re.findall(r"(?<![\w-])(--[a-z][a-z0-9-]*)", capsys.readouterr().out)) - {"--help"}
