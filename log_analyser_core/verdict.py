@@ -42,12 +42,13 @@ CRAWLER_SHARE = 0.5                  # share of a client's requests with a crawl
 SCANNER_BREADTH = 3                  # this many payload/discovery families from one client = a scanner
 BREADTH_SEVERITY = Severity.HIGH     # counting only confident evidence (a stray medium Sigma hit is not a family)
 BREADTH_TYPES = frozenset({AttackType.SQLI, AttackType.XSS, AttackType.PATH_TRAVERSAL, AttackType.RCE,
-                           AttackType.DIR_BRUTEFORCE})
+                           AttackType.SSRF, AttackType.DIR_BRUTEFORCE})
 # Most specific explanation first: a fast login brute force or content discovery also floods, so
 # `dos` is what is left when nothing more specific explains the volume.
 TYPE_PRECEDENCE = (AttackType.SCANNER, AttackType.RCE, AttackType.SQLI, AttackType.XSS, AttackType.PATH_TRAVERSAL,
                    AttackType.SSRF, AttackType.BRUTE_FORCE, AttackType.CREDENTIAL_STUFFING, AttackType.DIR_BRUTEFORCE,
-                   AttackType.DATA_EXFILTRATION, AttackType.BAD_BOT, AttackType.DOS, AttackType.CRAWLER)
+                   AttackType.DATA_EXFILTRATION, AttackType.BAD_BOT, AttackType.PROTOCOL_VIOLATION, AttackType.DOS,
+                   AttackType.CRAWLER)
 CRAWLER_AGENTS = re.compile(
     r"(googlebot|google-inspectiontool|adsbot-google|bingbot|bingpreview|msnbot|yandex(bot|images)|baiduspider"
     r"|duckduckbot|applebot|slurp|sogou|petalbot|seznambot|qwantify|ahrefsbot|semrushbot|mj12bot|dotbot"

@@ -52,6 +52,7 @@ def scratch(tmp_path_factory) -> tuple[Path, dict[str, str]]:
     (here / "logs" / "access.log.1.gz").write_bytes(gzip.compress(sample[len(sample) // 2:], mtime=0))
     (here / "examples").symlink_to(ROOT / "examples")
     (here / "bench").symlink_to(ROOT / "bench")   # the dev-set generator in 'Detection quality'
+    (here / "coreruleset").symlink_to(SHARED / "knowledge" / "coreruleset")   # the CRS examples' --crs DIR
     (here / "my-rules").mkdir()              # a folder of Sigma rules, as in the examples: two of SigmaHQ's
     for rule in sorted((SHARED / "sigmahq-webserver").rglob("*.yml"))[:2]:
         (here / "my-rules" / rule.name).write_bytes(rule.read_bytes())
@@ -62,6 +63,7 @@ def scratch(tmp_path_factory) -> tuple[Path, dict[str, str]]:
     shim.chmod(0o755)
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "PYTHONPATH": str(ROOT), "NO_COLOR": "1",
            "XDG_CONFIG_HOME": str(here / "config"), "XDG_CACHE_HOME": str(here / "cache"),
+           "XDG_DATA_HOME": str(here / "data"),   # no CRS the machine's user installed
            "ABUSEIPDB_BASE_URL": "http://127.0.0.1:9/api/v2",  # never the real service (and no key)
            "OPENAI_BASE_URL": "http://127.0.0.1:9/v1"}
     env.pop("ABUSEIPDB_API_KEY", None)
