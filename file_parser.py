@@ -258,6 +258,13 @@ def _format_for(name: str | None, custom: str | None, json_fields: str | None) -
     return preset(name)
 
 
+def source_format(sample: pl.Series, *, format_name: str | None = "auto", log_format: str | None = None,
+                  json_fields: str | None = None) -> tuple[LogFormat, float]:
+    """The format one source's lines are read with, from its first lines ``sample`` (as parse() does
+    for each source), and the fraction of sampled lines it reads. Live mode calls this per file."""
+    return _format_from_sample(_format_for(format_name, log_format, json_fields), sample)
+
+
 def _format_from_sample(fixed: LogFormat | None, chunk: pl.Series) -> tuple[LogFormat, float]:
     """The format for one source: detected, or the fixed one (header-driven presets read the
     file's own header when it has one). A syslog prefix on most lines is stripped first."""

@@ -92,7 +92,7 @@ def analyse(sources: Sequence[str], settings: Settings = Settings(),
     try:
         parsed, features = _aggregate(sources, settings, progress)
         score = partial(_score, features, settings, ",".join(sources), warming)
-        detected = partial(_Detected.of, parsed.events, settings, rules) if settings.engine != "spark" else None
+        detected = partial(Detected.of, parsed.events, settings, rules) if settings.engine != "spark" else None
         # the features are computed and the detectors fit and score on a thread while the request-level
         # stages run: both spend most of their time in Polars, scikit-learn or TensorFlow code, which
         # releases the GIL. On larger inputs one runs after the other, so that their memory does not add
@@ -105,19 +105,10 @@ def analyse(sources: Sequence[str], settings: Settings = Settings(),
         for thread in warming:   # also on an error: a thread left importing TensorFlow can crash the exit
             thread.join()
     notes = notes + spark_notes
-    if found is None:
-        # engine spark: no events came back, so no request-level evidence: the anomaly score is the verdict
-        verdicts = verdict.anomaly_only(table["client_ip"].to_list(), scores.tolist(), settings.allowlist)
-        stages: tuple[str, ...] = tuple(detector_scores)
-    else:
-        verdicts = found.judge(table, scores, settings)
-        stages = (*detector_scores, "rules", "signatures", "sigma")
-    fused = np.array([verdicts.by_ip[ip].score for ip in table["client_ip"]], dtype=np.float64)
-    allowed = np.array([verdicts.by_ip[ip].allowlisted is not None for ip in table["client_ip"]], dtype=bool)
-    flagged = _flags(fused, settings) & ~allowed
-    findings = _explain(_findings(table, used, fused, detector_scores, flagged, settings,
-                                  baseline if settings.model else None), table, baseline)
-    findings = [_with_verdict(f, verdicts.by_ip[f.ip]) if f.ip in verdicts.by_ip else f for f in findings]
+    stages: tuple[str, ...] = tuple(detector_scores) if found is None else (
+        *detector_scores, "rules", "signatures", "sigma")
+    verdicts, findings = judged_findings(table, found, Scores(scores, detector_scores, used, baseline), settings,
+                                         baseline if settings.model else None)
     notes = notes + rules.notes() + sigma_engine.unrecorded_fields(parsed.events, rules)
     summary = _summary(parsed, table, findings, used, stages, notes)
     summary = replace(summary, excluded=verdicts.excluded, tz=settings.tz)
@@ -128,6 +119,35 @@ def analyse(sources: Sequence[str], settings: Settings = Settings(),
     if settings.explain.enabled:
         result = explanations.explain(result, settings.explain, cache=llm_cache)
     return result
+
+
+@dataclass(frozen=True)
+class Scores:
+    """The detectors' view of a feature table: fused 0-100 anomaly score per row (higher = more
+    anomalous), each detector's own score, the features used and the fitted or loaded detectors."""
+
+    fused: np.ndarray
+    by_detector: dict[str, np.ndarray]
+    used: list[str]
+    baseline: Baseline | None
+
+
+def judged_findings(table: pl.DataFrame, found: Detected | None, scores: Scores, settings: Settings,
+                    reference: Baseline | None) -> tuple[verdict.Verdicts, list[Finding]]:
+    """One verdict per client of ``table`` from its anomaly score and the request-level evidence
+    (``found``; None on Spark, where the anomaly score is the verdict), and the findings ranked by
+    it. ``reference`` is the baseline the robust z-scores are measured against (None: the table
+    itself). Batch runs and live mode (log_analyser_core.live) both judge here."""
+    if found is None:
+        verdicts = verdict.anomaly_only(table["client_ip"].to_list(), scores.fused.tolist(), settings.allowlist)
+    else:
+        verdicts = found.judge(table, scores.fused, settings)
+    fused = np.array([verdicts.by_ip[ip].score for ip in table["client_ip"]], dtype=np.float64)
+    allowed = np.array([verdicts.by_ip[ip].allowlisted is not None for ip in table["client_ip"]], dtype=bool)
+    flagged = _flags(fused, settings) & ~allowed
+    findings = _explain(_findings(table, scores.used, fused, scores.by_detector, flagged, settings, reference),
+                        table, scores.baseline)
+    return verdicts, [_with_verdict(f, verdicts.by_ip[f.ip]) if f.ip in verdicts.by_ip else f for f in findings]
 
 
 def _score(features: Callable[[], pl.DataFrame], settings: Settings, source: str, warming: list[threading.Thread]
@@ -145,21 +165,36 @@ def _score(features: Callable[[], pl.DataFrame], settings: Settings, source: str
     return table, baseline, used, scores, detector_scores, model_notes + notes
 
 
-def detections(events: pl.DataFrame, settings: Settings, sigma_rules: sigma_engine.RuleSet | None = None
+def detections(events: pl.DataFrame, settings: Settings, sigma_rules: sigma_engine.RuleSet | None = None, *,
+               behaviours: Sequence[behaviour_rules.BehaviourRule] | None = None,
+               peer_peaks: dict[str, pl.DataFrame] | None = None, read_back: bool = True,
                ) -> tuple[dict[str, list[Evidence]], dict[str, int]]:
     """Evidence by client ip from the behaviour rules, payload signatures and Sigma rules, and the
-    requests the allowlist kept out of them ('excluded because' -> count)."""
+    requests the allowlist kept out of them ('excluded because' -> count). ``behaviours``: the
+    behaviour rules already loaded (else loaded from ``settings``); ``peer_peaks``: see
+    behaviour.detect; ``read_back``: replace rebuilt example lines with the logged text, read
+    again from the files (live mode does not: a rotated file no longer holds those line numbers)."""
     excluded: dict[str, int] = {}
     if settings.allowlist is not None:
         mask, excluded = verdict.allowed_requests(events, settings.allowlist)
         events = events.filter(~mask)
-    rules = behaviour_rules.load_rules([behaviour_rules.default_rule_dir(), *settings.rule_paths])
-    evidence = behaviour_rules.detect(events, rules)
+    rules = behaviours if behaviours is not None else load_behaviours(settings)
+    evidence = behaviour_rules.detect(events, rules, peer_peaks=peer_peaks)
     for ip, items in signatures.detect(events).items():
         evidence.setdefault(ip, []).extend(items)
     for ip, matched in (sigma_engine.evaluate(events, sigma_rules) if sigma_rules else {}).items():
         evidence.setdefault(ip, []).extend(matched)
-    return _real_examples(evidence), excluded
+    return (_real_examples(evidence) if read_back else evidence), excluded
+
+
+def load_behaviours(settings: Settings) -> list[behaviour_rules.BehaviourRule]:
+    """The shipped behaviour rules and those of ``settings.rule_paths``."""
+    return behaviour_rules.load_rules([behaviour_rules.default_rule_dir(), *settings.rule_paths])
+
+
+def sigma_rules(settings: Settings) -> sigma_engine.RuleSet:
+    """The Sigma rules a run evaluates: the built-in pack (unless turned off) and ``settings.rules_dirs``."""
+    return _sigma_rules(settings)
 
 
 def _real_examples(evidence: dict[str, list[Evidence]]) -> dict[str, list[Evidence]]:
@@ -176,7 +211,7 @@ def _real_examples(evidence: dict[str, list[Evidence]]) -> dict[str, list[Eviden
 
 
 @dataclass(frozen=True)
-class _Detected:
+class Detected:
     """What the request-level stages found, before the anomaly scores join it in a verdict."""
 
     evidence: dict[str, list[Evidence]]
@@ -184,8 +219,10 @@ class _Detected:
     crawlers: set[str]
 
     @classmethod
-    def of(cls, events: pl.DataFrame, settings: Settings, sigma_rules: sigma_engine.RuleSet) -> _Detected:
-        evidence, excluded = detections(events, settings, sigma_rules)
+    def of(cls, events: pl.DataFrame, settings: Settings, sigma_rules: sigma_engine.RuleSet,
+           **options) -> Detected:
+        """``options``: detections()' keyword arguments."""
+        evidence, excluded = detections(events, settings, sigma_rules, **options)
         return cls(evidence, excluded, verdict.crawler_clients(events))
 
     def judge(self, table: pl.DataFrame, anomaly: np.ndarray, settings: Settings) -> verdict.Verdicts:
