@@ -321,6 +321,11 @@ def parse(sources: Sequence[str], *, format_name: str | None = "auto", log_forma
     return result
 
 
+def within_window(events: pl.DataFrame, options: InputOptions) -> pl.DataFrame:
+    """The events inside the --since/--until window of ``options`` (all of them without one)."""
+    return _window(events, options)[0]
+
+
 def _window(events: pl.DataFrame, options: InputOptions) -> tuple[pl.DataFrame, int]:
     """Events inside [since, until), and how many fell outside."""
     if options.since is None and options.until is None:

@@ -50,6 +50,7 @@ examples:
   log_analyser rules list                         show the Sigma rules that run, and those skipped
   log_analyser train -f known_good.log --save model/   fit a baseline on traffic you trust
   log_analyser -f today.log --model model/        score against that baseline
+  log_analyser -f access.log --follow --model model/ -o deny.conf   live: alert lines, blocklist kept current
 
 exit codes:
   0    success (no finding at or above --fail-on)
@@ -105,6 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_rules_options(parser)
     _add_config_options(parser)
     _add_engine_options(parser)
+    from log_analyser_core.cli.follow import add_follow_options
+
+    add_follow_options(parser, _duration)
     return parser
 
 
@@ -615,11 +619,14 @@ def run(argv: Sequence[str] | None = None) -> ExitCode:
 
 def analyse_command(argv: list[str]) -> ExitCode:
     """The default command: `log_analyser -f LOG [options]`."""
-    from log_analyser_core.cli import config
+    from log_analyser_core.cli import config, follow
 
     args = config.parse_arguments(build_parser, argv)
     _configure_logging(args)
+    follow.check(args)
     settings = build_settings(args)
+    if args.follow:
+        return follow.run(args, settings)
     from log_analyser_core.parsing.reader import resolve_sources
     from log_analyser_core.pipeline import analyse
     from reporting import summary_line

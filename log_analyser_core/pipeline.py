@@ -314,6 +314,11 @@ def _preload_detectors(size: int, settings: Settings) -> list[threading.Thread]:
     return threads
 
 
+def in_zone(events: pl.DataFrame, tz: str) -> pl.DataFrame:
+    """See _in_zone (live mode computes features of its kept events the same way)."""
+    return _in_zone(events, tz)
+
+
 def _in_zone(events: pl.DataFrame, tz: str) -> pl.DataFrame:
     """Events whose local offset is that of ``tz`` (for the night-time feature) when a zone other
     than UTC is set; by default the offset each server logged is used. The result keeps its own."""
