@@ -89,18 +89,20 @@ class Follower:
             checkpoints.save(path, monitor.checkpoint(tailer.places_now()))
             tailer.close()
             sink.close()
+            monitor.close()
         return sent
 
     def _loop(self, monitor: Monitor, tailer: Tailer, reports: Reports, sink: AlertSink, path: Path) -> int:
-        sent, first = 0, True
+        sent, first, reading = 0, True, False
         compacted = saved = time.monotonic()
         while not self.stop.is_set():
             chunks = tailer.poll()
             if first and self.ready is not None:
                 self.ready(len(tailer.places_now()))
             first = False
-            if chunks:
-                findings = monitor.update(chunks)
+            findings = monitor.update(chunks) if chunks else []
+            findings += monitor.refitted()
+            if findings:
                 sent += self._alert(monitor, findings, sink)
                 self._refresh(monitor, reports, findings)
             now = time.monotonic()
@@ -112,7 +114,10 @@ class Follower:
                 checkpoints.save(path, monitor.checkpoint(tailer.places_now()))
                 saved = now
             if not chunks:
+                if reading:
+                    log.info("caught up: %s", ", ".join(f"{p.path} line {p.lines}" for p in tailer.places_now()))
                 self.stop.wait(POLL_SECONDS)
+            reading = bool(chunks)
         return sent
 
     def _alert(self, monitor: Monitor, findings: list[Finding], sink: AlertSink) -> int:

@@ -17,6 +17,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -66,6 +67,8 @@ class Monitor:
         self.model = self._load_model(settings)
         self.rolling: detect.Baseline | None = None
         self.fitted_at: float | None = None
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="refit")
+        self._fitting: Future[detect.Baseline] | None = None
         self.options = InputOptions(tz=settings.tz, real_ip_header=settings.real_ip_header,
                                     trusted_proxies=settings.trusted_proxies, since=settings.since,
                                     until=settings.until)
@@ -107,24 +110,42 @@ class Monitor:
         now = self.clock()
         touched = self.store.add(self.parse(chunks), now)
         if self.model is None and self._refit_due(now):
-            return self.refit(now)
+            self.start_refit(now)
         return self.judge(touched)
 
     def _refit_due(self, now: float) -> bool:
+        if self._fitting is not None:
+            return False
         if self.fitted_at is None:
             return len(self.store.last_seen) >= pipeline.TRAIN_MIN_CLIENTS
         return now - self.fitted_at >= self.refit_interval
 
-    def refit(self, now: float) -> list[Finding]:
-        """Fit the rolling baseline on every live client, then judge them all again."""
-        table = ip_features.compute(self.store.events)
-        used = ip_features.logged_features(table)
-        detectors = detect.resolve_detectors(self.settings.detectors)
-        self.rolling = detect.fit_baseline(table, used, detectors, n_estimators=self.settings.n_estimators,
-                                           random_state=self.settings.random_state)
-        self.fitted_at = now
+    def start_refit(self, now: float) -> None:
+        """Fit the rolling baseline on every live client's kept events, on a thread, so that alerts
+        are not held up by the fit (see refitted())."""
+        events, self.fitted_at = self.store.events, now
+        self._fitting = self._pool.submit(self._fit, events)
+
+    def _fit(self, events: pl.DataFrame) -> detect.Baseline:
+        table = ip_features.compute(pipeline.in_zone(events, self.settings.tz))
+        fitted = detect.fit_baseline(table, ip_features.logged_features(table), self._detectors(),
+                                     n_estimators=self.settings.n_estimators, random_state=self.settings.random_state)
         log.info("fitted the rolling baseline on %d live clients", table.height)
-        return self.judge(self.store.last_seen)
+        return fitted
+
+    def _detectors(self) -> tuple[str, ...]:
+        """--detectors, else the Isolation Forest alone: the autoencoder's fit takes minutes, not seconds."""
+        return detect.resolve_detectors(self.settings.detectors or ("iforest",))
+
+    def refitted(self) -> list[Finding]:
+        """Once a refit has finished: the new baseline in use and every live client judged again."""
+        if self._fitting is None or not self._fitting.done():
+            return []
+        self.rolling, self._fitting = self._fitting.result(), None
+        return self.judge_all()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
 
     def judge(self, clients: Iterable[str]) -> list[Finding]:
         """The findings of ``clients`` from their kept events (also kept as their current finding)."""

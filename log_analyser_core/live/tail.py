@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 log = logging.getLogger(__name__)
 
 READ_BYTES = 4 * 2**20        # per file and poll: keeps one batch small while catching up
-MARK_BYTES = 64               # bytes before the read position compared to notice copy-truncate
+HEAD_BYTES = 4096             # the file's first bytes, compared to notice copy-truncate ...
+MARK_BYTES = 256              # ... and those just before the read position
 GONE_GRACE_SECONDS = 5.0      # a renamed or deleted file is read this long after its last new line
 COMPRESSED = (".gz", ".bz2", ".xz", ".zst")
 
@@ -57,7 +58,7 @@ class Chunk:
 class _Open:
     place: Place
     handle: object            # the open binary file (BinaryIO)
-    mark: bytes = b""         # the MARK_BYTES ending at place.offset when last read
+    mark: bytes = b""         # _mark() when last read: changes if the file was rewritten
     gone_since: float | None = None   # when its name stopped pointing at it
 
 
@@ -167,17 +168,22 @@ class Tailer:
         chunk = Chunk(place.path, place.lines + 1, [line.removesuffix("\r") for line in lines])
         place.offset += end
         place.lines += block.count(b"\n", 0, end)
-        entry.mark = block[max(0, end - MARK_BYTES):end] if end >= MARK_BYTES else _mark(handle, place.offset)
+        entry.mark = _mark(handle, place.offset)
         if entry.gone_since is not None:
             entry.gone_since = self.clock()   # still written to: keep reading it
         return chunk
 
 
 def _mark(handle, offset: int) -> bytes:
-    """The bytes just before ``offset``: if they change, the file was rewritten under us."""
+    """The file's first bytes and those just before ``offset`` (both read already): if they change,
+    the file was truncated and written again under us, even to a larger size than before (copy-truncate,
+    then a burst of new lines before the next poll). Log lines carry times and addresses, so new
+    lines do not repeat the old bytes."""
+    handle.seek(0)
+    head = handle.read(min(offset, HEAD_BYTES))
     start = max(0, offset - MARK_BYTES)
     handle.seek(start)
-    return handle.read(offset - start)
+    return head + handle.read(offset - start)
 
 
 def _count_lines(handle, size: int) -> int:
