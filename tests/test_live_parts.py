@@ -207,3 +207,27 @@ def test_batch_and_follow_give_the_same_verdicts_on_a_finished_log(tmp_path, bas
         return {f.ip: (f.flagged, f.severity, f.score, f.attack_types, f.requests) for f in result.findings}
     assert verdicts(live) == verdicts(batch)
     assert sum(f.flagged for f in batch.findings) >= 3   # the planted attackers: the comparison is not vacuous
+
+
+def test_a_baseline_bucket_judged_alone_sees_its_peers_through_peer_peaks(tmp_path):
+    """Live mode judges only the clients of each batch: the flood rule's site baseline (a quantile of
+    every client's peak) must still span all clients, as in a batch run."""
+    import loggen
+
+    from log_analyser_core.rules import behaviour
+
+    generated = loggen.generate(8000, seed=3)
+    log = tmp_path / "access.log"
+    log.write_text("\n".join(generated.lines.to_list()) + "\n")
+    events = file_parser.parse([str(log)]).events
+    flooder = generated.labels.filter(pl.col("attack_type") == "dos")["ip"][0]
+    rules = behaviour.load_rules([behaviour.default_rule_dir()])
+    is_flooder = pl.col("client_ip").cast(pl.String) == flooder
+    batch = behaviour.detect(events, rules)[flooder]
+    peers: dict[str, pl.DataFrame] = {}
+    behaviour.detect(events.filter(~is_flooder), rules, peer_peaks=peers)
+    alone = behaviour.detect(events.filter(is_flooder), rules, peer_peaks=peers)[flooder]
+    assert alone == batch
+    assert any(e.attack_type == "dos" for e in batch)
+    without_peers = behaviour.detect(events.filter(is_flooder), rules).get(flooder, [])
+    assert not any(e.attack_type == "dos" for e in without_peers)   # its own peak as the baseline: no flood
