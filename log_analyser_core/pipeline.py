@@ -165,26 +165,20 @@ def _score(features: Callable[[], pl.DataFrame], settings: Settings, source: str
     return table, baseline, used, scores, detector_scores, model_notes + notes
 
 
-def detections(events: pl.DataFrame, settings: Settings, sigma_rules: sigma_engine.RuleSet | None = None, *,
-               behaviours: Sequence[behaviour_rules.BehaviourRule] | None = None,
-               peer_peaks: dict[str, pl.DataFrame] | None = None, read_back: bool = True,
+def detections(events: pl.DataFrame, settings: Settings, sigma_rules: sigma_engine.RuleSet | None = None
                ) -> tuple[dict[str, list[Evidence]], dict[str, int]]:
     """Evidence by client ip from the behaviour rules, payload signatures and Sigma rules, and the
-    requests the allowlist kept out of them ('excluded because' -> count). ``behaviours``: the
-    behaviour rules already loaded (else loaded from ``settings``); ``peer_peaks``: see
-    behaviour.detect; ``read_back``: replace rebuilt example lines with the logged text, read
-    again from the files (live mode does not: a rotated file no longer holds those line numbers)."""
+    requests the allowlist kept out of them ('excluded because' -> count)."""
     excluded: dict[str, int] = {}
     if settings.allowlist is not None:
         mask, excluded = verdict.allowed_requests(events, settings.allowlist)
         events = events.filter(~mask)
-    rules = behaviours if behaviours is not None else load_behaviours(settings)
-    evidence = behaviour_rules.detect(events, rules, peer_peaks=peer_peaks)
+    evidence = behaviour_rules.detect(events, load_behaviours(settings))
     for ip, items in signatures.detect(events).items():
         evidence.setdefault(ip, []).extend(items)
     for ip, matched in (sigma_engine.evaluate(events, sigma_rules) if sigma_rules else {}).items():
         evidence.setdefault(ip, []).extend(matched)
-    return (_real_examples(evidence) if read_back else evidence), excluded
+    return _real_examples(evidence), excluded
 
 
 def load_behaviours(settings: Settings) -> list[behaviour_rules.BehaviourRule]:
@@ -219,10 +213,8 @@ class Detected:
     crawlers: set[str]
 
     @classmethod
-    def of(cls, events: pl.DataFrame, settings: Settings, sigma_rules: sigma_engine.RuleSet,
-           **options) -> Detected:
-        """``options``: detections()' keyword arguments."""
-        evidence, excluded = detections(events, settings, sigma_rules, **options)
+    def of(cls, events: pl.DataFrame, settings: Settings, sigma_rules: sigma_engine.RuleSet) -> Detected:
+        evidence, excluded = detections(events, settings, sigma_rules)
         return cls(evidence, excluded, verdict.crawler_clients(events))
 
     def judge(self, table: pl.DataFrame, anomaly: np.ndarray, settings: Settings) -> verdict.Verdicts:

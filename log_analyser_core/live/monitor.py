@@ -1,11 +1,12 @@
 """Live verdicts: new lines in, the touched clients judged again with the batch pipeline's own code.
 
-Each batch of new lines is parsed (format detected per file, as in a batch run), added to the
-ClientStore, and the clients that sent them are judged on all their kept events: their features
-(features.client), anomaly score against the baseline, behaviour rules (the same rule files and
-code; a ``baseline`` bucket's quantile spans every live client through ``peer_peaks``), payload
-signatures and Sigma rules, then pipeline.judged_findings. So a client's verdict is what a batch
-run over its kept requests would give.
+Each batch of new lines is parsed (format detected per file, as in a batch run) and matched
+against the payload signatures and Sigma rules (PayloadEvidence: they read single requests, so
+each request once), then added to the ClientStore; the clients that sent them are judged on all
+their kept events: their features (features.client), anomaly score against the baseline, the
+behaviour rules (the same rule files and code; a ``baseline`` bucket's quantile spans every live
+client through ``peer_peaks``), then pipeline.judged_findings. So a client's verdict is what a
+batch run over its requests gives.
 
 The anomaly baseline is the ``--model`` directory when given (recommended: scores do not drift);
 otherwise detectors fitted on the live clients' features, first once MIN_CLIENTS clients are
@@ -25,14 +26,16 @@ import polars as pl
 
 import anomaly_detector as detect
 import file_parser
-from log_analyser_core import pipeline
+from log_analyser_core import pipeline, verdict
 from log_analyser_core.features import client as ip_features
 from log_analyser_core.live.checkpoint import Checkpoint
+from log_analyser_core.live.evidence import PayloadEvidence
 from log_analyser_core.live.store import ClientStore, Limits
 from log_analyser_core.live.tail import Chunk, Place
 from log_analyser_core.parsing.formats import LogFormat
 from log_analyser_core.parsing.sources import InputOptions
 from log_analyser_core.results import AnalysisResult, Finding, Severity, Summary
+from log_analyser_core.rules import behaviour as behaviour_rules
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +60,7 @@ class Monitor:
         self.refit_interval = refit_interval
         self.clock = clock
         self.behaviours = pipeline.load_behaviours(settings)
-        self.sigma = pipeline.sigma_rules(settings)
+        self.payload = PayloadEvidence(pipeline.sigma_rules(settings))
         self.peer_peaks: dict[str, pl.DataFrame] = {}
         self.store = ClientStore(limits or Limits(), on_evict=self._forget)
         self.findings: dict[str, Finding] = {}
@@ -108,7 +111,9 @@ class Monitor:
     def update(self, chunks: Sequence[Chunk]) -> list[Finding]:
         """Read new lines; the new findings of the clients that sent them."""
         now = self.clock()
-        touched = self.store.add(self.parse(chunks), now)
+        events = self.parse(chunks)
+        self.payload.add(self._not_allowed(events))
+        touched = self.store.add(events, now)
         if self.model is None and self._refit_due(now):
             self.start_refit(now)
         return self.judge(touched)
@@ -159,12 +164,28 @@ class Monitor:
             fused, own = detect.score_with(baseline, table, self.settings.fusion)
         else:
             used, fused, own = ip_features.logged_features(table), np.zeros(table.height), {}
-        found = pipeline.Detected.of(events, self.settings, self.sigma, behaviours=self.behaviours,
-                                     peer_peaks=self.peer_peaks, read_back=False)
+        found = self._detected(events)
         _, findings = pipeline.judged_findings(table, found, pipeline.Scores(fused, own, used, baseline),
                                                self.settings, baseline)
         self.findings.update((f.ip, f) for f in findings)
         return findings
+
+    def _not_allowed(self, events: pl.DataFrame) -> pl.DataFrame:
+        """``events`` without the allowlisted requests (user agents and paths of --allow)."""
+        if self.settings.allowlist is None or not events.height:
+            return events
+        return events.filter(~verdict.allowed_requests(events, self.settings.allowlist)[0])
+
+    def _detected(self, events: pl.DataFrame) -> pipeline.Detected:
+        """The request-level evidence of the clients of ``events`` (their kept requests): behaviour
+        rules over those requests, signatures and Sigma as gathered batch by batch (PayloadEvidence).
+        Example lines stay rebuilt from the parsed fields: a rotated file no longer holds them at
+        their line numbers."""
+        behaviour = behaviour_rules.detect(self._not_allowed(events), self.behaviours, peer_peaks=self.peer_peaks)
+        clients = events["client_ip"].cast(pl.String).unique().to_list()
+        evidence = {ip: [*behaviour.get(ip, []), *self.payload.of(ip)] for ip in clients}
+        return pipeline.Detected({ip: items for ip, items in evidence.items() if items}, {},
+                                 verdict.crawler_clients(events))
 
     def judge_all(self) -> list[Finding]:
         """Every live client judged again (at the end, so that each verdict sees the final peers)."""
@@ -200,12 +221,14 @@ class Monitor:
         self.store.last_seen = dict(state.last_seen)
         self.alerted = {ip: s for ip, s in state.alerted.items() if ip in self.store.last_seen}
         if self.store.events.height:
+            self.payload.add(self._not_allowed(self.store.events))
             self.judge_all()
 
     def _forget(self, clients: set[str]) -> None:
         for ip in clients:
             self.findings.pop(ip, None)
             self.alerted.pop(ip, None)
+        self.payload.forget(clients)
         wanted = pl.Series(list(clients), dtype=pl.String).implode()
         self.peer_peaks = {rule: peaks.filter(~pl.col("client_ip").is_in(wanted))
                            for rule, peaks in self.peer_peaks.items()}
