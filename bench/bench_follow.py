@@ -1,7 +1,8 @@
 """Live mode under load: lines appended at a steady rate while `log_analyser --follow` runs.
 
-A writer appends generated benign traffic (bench/loggen.py, timestamps rewritten to the wall
-clock) at --rate lines a second, in 20 ms ticks; every --attack-every seconds it writes a new
+A writer appends generated benign traffic (bench/loggen.py: 200k lines of 666 clients, timestamps
+rewritten to the wall clock, other client addresses on each pass through them) at --rate lines a
+second, in 20 ms ticks; every --attack-every seconds it writes a new
 attacker's five refused logins, the fifth of which crosses the login-failures rule. Measured:
 alert latency (from writing that fifth line to the alert line arriving, median and p99), the
 follower's CPU share (user + system seconds / wall seconds, from /proc) and its RSS every 5 s
@@ -59,8 +60,7 @@ class Writer(threading.Thread):
                 due = int((now - start) * self.rate) - self.written
                 if due > 0:
                     when = stamp()
-                    chunk = [_TIME.sub(when, self.pool[(position + i) % len(self.pool)], count=1) + "\n"
-                             for i in range(due)]
+                    chunk = [self._line(position + i, when) for i in range(due)]
                     position += due
                     handle.write("".join(chunk))
                     self.written += due
@@ -75,6 +75,16 @@ class Writer(threading.Thread):
                     next_attack += self.attack_every
                 handle.flush()
                 time.sleep(TICK)
+
+
+    def _line(self, position: int, when: str) -> str:
+        """The pool's line at ``position`` with the time now and, from the second pass through the pool
+        on, other clients (the first octet changes each pass): new visitors keep arriving, as on a site."""
+        text = _TIME.sub(when, self.pool[position % len(self.pool)], count=1)
+        rounds = position // len(self.pool)
+        if rounds:
+            text = f"{11 + rounds % 180}{text[text.index('.'):]}"
+        return text + "\n"
 
 
 def cpu_seconds(pid: int) -> float:
@@ -115,19 +125,22 @@ def run(rate: int, seconds: float, attack_every: float, pool: list[str]) -> dict
             time.sleep(5.0)
             samples.append((time.monotonic() - wall0, rss_mib(child.pid)))
         time.sleep(5.0)   # the last attackers' alerts
-        cpu = (cpu_seconds(child.pid) - cpu0) / (time.monotonic() - wall0)
+        cpu_used = cpu_seconds(child.pid) - cpu0
+        cpu = cpu_used / (time.monotonic() - wall0)
         child.terminate()
         child.wait(timeout=120)
     latencies = sorted(arrived[ip] - t for ip, t in writer.planted.items() if ip in arrived)
     later = [rss for at, rss in samples if at >= 60.0]
     middle = statistics.median(later) if later else float("nan")
     return {
+        "load_average_1m_at_end": round(os.getloadavg()[0], 1),
         "rate": rate, "seconds": seconds, "lines_written": writer.written, "attackers": len(writer.planted),
         "alerted": len(latencies),
         "latency_median_s": round(statistics.median(latencies), 2) if latencies else None,
         "latency_p99_s": round(latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))], 2)
         if latencies else None,
         "cpu_share": round(cpu, 2),
+        "cpu_us_per_line": round(1e6 * cpu_used / max(writer.written, 1), 1),
         "rss_mib_first_minute_end": round(next((r for a, r in samples if a >= 60.0), float("nan")), 1),
         "rss_mib_after_minute_min_max": [round(min(later), 1), round(max(later), 1)] if later else None,
         "rss_flat_10pct": bool(later) and all(abs(r - middle) <= 0.1 * middle for r in later),

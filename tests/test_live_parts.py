@@ -231,3 +231,37 @@ def test_a_baseline_bucket_judged_alone_sees_its_peers_through_peer_peaks(tmp_pa
     assert any(e.attack_type == "dos" for e in batch)
     without_peers = behaviour.detect(events.filter(is_flooder), rules).get(flooder, [])
     assert not any(e.attack_type == "dos" for e in without_peers)   # its own peak as the baseline: no flood
+
+
+def test_the_loop_redraws_the_table_and_writes_everything_when_stopped(tmp_path):
+    import io
+    import threading
+    import time
+
+    from log_analyser_core.live import checkpoint
+    from log_analyser_core.live.follow import Follower, FollowOptions, Screen
+
+    log = tmp_path / "access.log"
+    log.touch()
+    options = FollowOptions(patterns=(str(log),), reports=(("nginx", str(tmp_path / "deny.conf")),),
+                            checkpoint=tmp_path / "cp.json")
+    screen, alerts = io.StringIO(), io.StringIO()
+    ready = threading.Event()
+    follower = Follower(pipeline.Settings(), options, alerts_stream=alerts,
+                        screen=Screen(screen, lambda result: f"{len(result.findings)} client(s)\n"),
+                        ready=lambda files: ready.set())
+    thread = threading.Thread(target=follower.run)
+    thread.start()
+    assert ready.wait(30)
+    write(log, [text + "\n" for text in login_failures("192.0.2.66").lines])
+    deadline = time.monotonic() + 30
+    while "192.0.2.66" not in alerts.getvalue() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    follower.stop.set()
+    thread.join(30)
+    assert screen.getvalue() == "\x1b[H\x1b[2J1 client(s)\n"
+    assert '"kind":"new"' in alerts.getvalue()
+    assert "deny 192.0.2.66;" in (tmp_path / "deny.conf").read_text()
+    saved = checkpoint.load(tmp_path / "cp.json")
+    assert saved is not None and saved.places[0].lines == 6 and set(saved.alerted) == {"192.0.2.66"}
+    assert saved.events.height == 6

@@ -26,6 +26,9 @@ def add_follow_options(parser: argparse.ArgumentParser, duration) -> None:
                        help="where the follower keeps its place (default: in the user data directory)")
     group.add_argument("--idle-ttl", type=duration, default=3600.0, metavar="DURATION",
                        help="forget a client silent this long (default 1h)")
+    group.add_argument("--max-events", type=int, default=1_000_000, metavar="N",
+                       help="requests kept in memory in all (default 1000000, about 150 MB); beyond it the clients "
+                       "seen least recently are forgotten")
     group.add_argument("--refit-interval", type=duration, default=600.0, metavar="DURATION",
                        help="without --model, refit the anomaly baseline on the live clients this often "
                        "(default 10m)")
@@ -51,6 +54,8 @@ def check(args: argparse.Namespace) -> None:
         raise ConfigError("-o - cannot be used with --follow", hint="alerts go to standard output; write to files")
     if args.on_change is not None and not shlex.split(args.on_change):
         raise ConfigError("--on-change is empty")
+    if args.max_events < 1000:
+        raise ConfigError(f"--max-events must be at least 1000, not {args.max_events}")
 
 
 _WHY = {"--fail-on": "a live run never finishes with a verdict; alerts report each client as it crosses "
@@ -73,7 +78,7 @@ def run(args: argparse.Namespace, settings) -> ExitCode:
         report_options={"top": args.top, "severity": args.block_severity, "pages": args.pdf_pages},
         on_change=tuple(shlex.split(args.on_change)) if args.on_change else (),
         checkpoint=Path(args.checkpoint) if args.checkpoint else None,
-        limits=Limits(idle_ttl=args.idle_ttl), refit_interval=args.refit_interval)
+        limits=Limits(idle_ttl=args.idle_ttl, max_events=args.max_events), refit_interval=args.refit_interval)
     terminal = sys.stdout.isatty()
     screen = Screen(sys.stdout, lambda result: reporting.render_table(result, top=args.top, colour=True)) \
         if terminal else None
