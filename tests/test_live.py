@@ -128,17 +128,21 @@ def test_first_alert_within_5_seconds_of_the_crossing_line(tmp_path, follower):
     assert alert["ip"] == "203.0.113.9" and alert["alert"]["kind"] == "new"
     assert alert["severity"] in ("high", "critical")
     assert "brute_force" in alert["attack_types"]
+    print(f"first alert {arrived - crossed:.2f} s after the crossing line")
     assert arrived - crossed < 5.0, f"first alert {arrived - crossed:.1f} s after the crossing line"
-    assert live.alerts.empty()   # the benign clients raised nothing
     assert live.stop() == ExitCode.OK
+    later = [live.alerts.get()[1] for _ in range(live.alerts.qsize())]
+    # the benign clients raised nothing; the attacker may escalate once the rolling baseline is fitted
+    assert all(a["ip"] == "203.0.113.9" and a["alert"]["kind"] == "escalated" for a in later), later
 
 
-def test_rename_and_copy_truncate_rotation_lose_and_repeat_no_line(tmp_path, follower):
+def test_rename_and_copy_truncate_rotation_and_a_late_file_lose_and_repeat_no_line(tmp_path, follower):
     log, report = tmp_path / "access.log", tmp_path / "live.json"
     append(log, [line("192.0.2.1", n) for n in range(10)])   # before the start: skipped (tail -F starts at the end)
-    live = follower("-f", str(log), "-o", str(report))
+    live = follower("-f", str(log), str(tmp_path / "late*.log"), "-o", str(report))
     append(log, [line("192.0.2.2", n) for n in range(40)])
     seen = live.caught_up(log, 50)
+    append(tmp_path / "late-vhost.log", [line("192.0.2.9", n) for n in range(5)])   # appears later: read whole
     os.rename(log, tmp_path / "access.log.1")   # rename rotation; the server writes a little more to the old file
     append(tmp_path / "access.log.1", [line("192.0.2.2", 100 + n) for n in range(7)])
     append(log, [line("192.0.2.3", n) for n in range(25)])
@@ -149,17 +153,7 @@ def test_rename_and_copy_truncate_rotation_lose_and_repeat_no_line(tmp_path, fol
     append(log, [line("192.0.2.4", n) for n in range(60)])   # longer than before: the size alone cannot tell
     live.caught_up(log, 60, after=seen)
     assert live.stop() == ExitCode.OK
-    assert requests_by_client(report) == {"192.0.2.2": 47, "192.0.2.3": 25, "192.0.2.4": 60}
-
-
-def test_glob_picks_up_a_file_that_appears_later(tmp_path, follower):
-    report = tmp_path / "live.json"
-    live = follower("-f", str(tmp_path / "*.log"), "-o", str(report))
-    later = tmp_path / "vhost.log"
-    append(later, [line("192.0.2.7", n) for n in range(12)])
-    live.caught_up(later, 12)
-    assert live.stop() == ExitCode.OK
-    assert requests_by_client(report) == {"192.0.2.7": 12}
+    assert requests_by_client(report) == {"192.0.2.2": 47, "192.0.2.3": 25, "192.0.2.4": 60, "192.0.2.9": 5}
 
 
 def test_a_restart_resumes_without_alerting_again(tmp_path, follower):

@@ -45,11 +45,14 @@ class Checkpoint:
     events: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=EVENT_SCHEMA))
 
 
-def save(path: Path, state: Checkpoint) -> None:
+def save(path: Path, state: Checkpoint, events: bool = True) -> None:
+    """Write the checkpoint; the kept events too unless ``events`` is False (they are the costly part:
+    up to --max-events rows, so the loop saves them less often than the places and alerts)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    buffer = io.BytesIO()
-    state.events.write_parquet(buffer)
-    atomic_write(path.with_suffix(".parquet"), buffer.getvalue())
+    if events or not path.with_suffix(".parquet").exists():
+        buffer = io.BytesIO()
+        state.events.write_parquet(buffer)
+        atomic_write(path.with_suffix(".parquet"), buffer.getvalue())
     document = {"version": VERSION, "places": [p.to_json() for p in state.places],
                 "alerted": {ip: s.label for ip, s in state.alerted.items()}, "last_seen": state.last_seen}
     atomic_write(path, orjson.dumps(document))

@@ -28,7 +28,8 @@ log = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.25          # wait between polls when no new line came
 COMPACT_SECONDS = 10.0       # idle eviction and memory limits applied this often
-CHECKPOINT_SECONDS = 10.0    # the checkpoint is saved this often (and at the end)
+CHECKPOINT_SECONDS = 10.0    # places and alert state are saved this often (and at the end) ...
+EVENTS_CHECKPOINT_SECONDS = 60.0   # ... the kept events this often (and at the end)
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,7 @@ class Follower:
         path = self.options.checkpoint or checkpoints.default_path(self.options.patterns)
         saved = checkpoints.load(path)
         monitor = Monitor(self.settings, self.options.limits, self.options.refit_interval)
+        monitor.warm_up()
         if saved is not None:
             monitor.restore(saved)
             log.info("resumed from the checkpoint %s (%d clients)", path, len(saved.last_seen))
@@ -94,7 +96,7 @@ class Follower:
 
     def _loop(self, monitor: Monitor, tailer: Tailer, reports: Reports, sink: AlertSink, path: Path) -> int:
         sent, first, reading = 0, True, False
-        compacted = saved = time.monotonic()
+        compacted = saved = saved_events = time.monotonic()
         while not self.stop.is_set():
             chunks = tailer.poll()
             if first and self.ready is not None:
@@ -111,8 +113,9 @@ class Follower:
                     self._refresh(monitor, reports, [])
                 compacted = now
             if now - saved >= CHECKPOINT_SECONDS:
-                checkpoints.save(path, monitor.checkpoint(tailer.places_now()))
-                saved = now
+                with_events = now - saved_events >= EVENTS_CHECKPOINT_SECONDS
+                checkpoints.save(path, monitor.checkpoint(tailer.places_now()), events=with_events)
+                saved, saved_events = now, now if with_events else saved_events
             if not chunks:
                 if reading:
                     log.info("caught up: %s", ", ".join(f"{p.path} line {p.lines}" for p in tailer.places_now()))

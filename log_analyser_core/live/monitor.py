@@ -187,6 +187,20 @@ class Monitor:
         return pipeline.Detected({ip: items for ip, items in evidence.items() if items}, {},
                                  verdict.crawler_clients(events))
 
+    def warm_up(self) -> None:
+        """Run every stage once on a made-up request (nothing is kept), and import scikit-learn for
+        the rolling baseline, so that the first alert does not wait for imports and first-use setup."""
+        if self.model is None:
+            import sklearn.ensemble  # noqa: F401 - imported for its side effect: loaded before the first fit
+        text = '192.0.2.1 - - [01/Jan/2026:00:00:00 +0000] "GET /?q=1 HTTP/1.1" 200 1 "-" "warm-up"'
+        events, _ = file_parser.parse_lines(pl.Series("raw", [text]), file_parser.preset("combined"))
+        events = events.select(list(file_parser.EVENT_SCHEMA))
+        PayloadEvidence(self.payload.sigma).add(events)
+        table = ip_features.compute(events)
+        behaviour_rules.detect(events, self.behaviours)
+        if self.baseline is not None:
+            detect.score_with(self.baseline, table, self.settings.fusion)
+
     def judge_all(self) -> list[Finding]:
         """Every live client judged again (at the end, so that each verdict sees the final peers)."""
         return self.judge(list(self.store.last_seen))

@@ -136,7 +136,9 @@ class Tailer:
         try:
             handle = open(name, "rb")  # noqa: SIM115 - held open across polls, closed in _close
         except OSError as exc:
-            log.warning("%s: cannot open: %s", name, exc.strerror)
+            if name not in self._skipped:   # said once; tried again at each poll
+                self._skipped.add(name)
+                log.warning("%s: cannot open: %s", name, exc.strerror)
             return
         place = next((p for p in self.places if (p.dev, p.ino) == key and p.offset <= size), None)
         if place is not None:
