@@ -9,6 +9,7 @@ follower's CPU share (user + system seconds / wall seconds, from /proc) and its 
 (flat: every sample after the first minute within +-10% of their median).
 
     python bench/bench_follow.py --rate 2000 20000 --seconds 600
+    python bench/bench_follow.py --in-process 2000 20000     # CPU per line, batches of that size
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 CHILD_ENV = dict(os.environ)   # before Polars is imported here (it writes its allocator settings into os.environ)
 sys.path.insert(0, str(ROOT / "bench"))
+sys.path.insert(0, str(ROOT))   # this checkout's modules, not an installed copy
 TICK = 0.02
 _TIME = re.compile(r"\[[^\]]+\]")
 
@@ -147,13 +149,45 @@ def run(rate: int, seconds: float, attack_every: float, pool: list[str]) -> dict
     }
 
 
+def cpu_per_batch(pool: list[str], batch: int, batches: int = 30) -> dict:
+    """CPU (all threads) of Monitor.update in this process, ``batch`` lines at a time, as in a follower
+    that is behind: what a line costs, without the waiting for a CPU that a loaded machine adds.
+    The first five batches (warm-up, store filling) are left out."""
+    from log_analyser_core.live.monitor import Monitor
+    from log_analyser_core.live.tail import Chunk
+    from log_analyser_core.pipeline import Settings
+
+    monitor, writer = Monitor(Settings()), Writer(Path(), 0, 0, 0, pool)
+    monitor.warm_up()
+    cpu = wall = 0.0
+    for k in range(batches):
+        lines = [writer._line(k * batch + i, stamp()).rstrip("\n") for i in range(batch)]
+        cpu0, wall0 = time.process_time(), time.perf_counter()
+        monitor.update([Chunk("access.log", 1 + k * batch, lines)])
+        if k % 5 == 4:
+            monitor.compact()
+        if k >= 5:
+            cpu, wall = cpu + time.process_time() - cpu0, wall + time.perf_counter() - wall0
+    monitor.close()
+    measured = (batches - 5) * batch
+    return {"batch_lines": batch, "kept_events": monitor.store.events.height,
+            "cpu_us_per_line": round(1e6 * cpu / measured, 1), "lines_per_cpu_second": round(measured / cpu),
+            "wall_lines_per_second": round(measured / wall), "load_average_1m": round(os.getloadavg()[0], 1)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rate", type=int, nargs="+", default=[2000, 20000], help="lines a second")
     parser.add_argument("--seconds", type=float, default=600.0)
     parser.add_argument("--attack-every", type=float, default=10.0, help="seconds between planted attackers")
+    parser.add_argument("--in-process", type=int, nargs="*", metavar="BATCH",
+                        help="instead: CPU per line of the live stages in this process, at these batch sizes")
     args = parser.parse_args()
     pool = benign_lines(200_000)
+    if args.in_process is not None:
+        for batch in args.in_process or [2000, 20000]:
+            print(json.dumps(cpu_per_batch(pool, batch)), flush=True)
+        return
     for rate in args.rate:
         print(json.dumps(run(rate, args.seconds, args.attack_every, pool)), flush=True)
 
