@@ -265,3 +265,23 @@ def test_the_loop_redraws_the_table_and_writes_everything_when_stopped(tmp_path)
     saved = checkpoint.load(tmp_path / "cp.json")
     assert saved is not None and saved.places[0].lines == 6 and set(saved.alerted) == {"192.0.2.66"}
     assert saved.events.height == 6
+
+
+def test_an_alert_line_is_a_finding_of_the_json_report_schema():
+    import json
+
+    import jsonschema
+
+    from log_analyser_core.live.outputs import alert_json
+    from log_analyser_core.results import Severity
+
+    root = Path(__file__).resolve().parents[1]
+    schema = json.loads((root / "schemas" / "report.schema.json").read_text())
+    monitor = Monitor(pipeline.Settings())
+    finding = next(f for f in monitor.update([login_failures("192.0.2.66")]) if f.flagged)
+    monitor.close()
+    document = json.loads(alert_json(finding, "escalated", Severity.MEDIUM))
+    finding_schema = {"$defs": schema["$defs"], **schema["$defs"]["finding"]}
+    jsonschema.validate(document, finding_schema)
+    assert document["alert"]["kind"] == "escalated" and document["alert"]["previous_severity"] == "medium"
+    assert document["alert"]["time"].endswith("Z")
