@@ -198,15 +198,16 @@ def test_batch_and_follow_give_the_same_verdicts_on_a_finished_log(tmp_path, bas
     while chunks := tailer.poll():
         monitor.update(chunks)
         batches += 1
-    monitor.judge_all()
-    live = monitor.result([str(log)])
+    live = monitor.judge_all()
+    flagged = monitor.result([str(log)]).findings
     monitor.close()
     assert batches >= 3
 
-    def verdicts(result):
-        return {f.ip: (f.flagged, f.severity, f.score, f.attack_types, f.requests) for f in result.findings}
-    assert verdicts(live) == verdicts(batch)
-    assert sum(f.flagged for f in batch.findings) >= 3   # the planted attackers: the comparison is not vacuous
+    def verdicts(findings):
+        return {f.ip: (f.flagged, f.severity, f.score, f.attack_types, f.requests) for f in findings}
+    assert verdicts(live) == verdicts(batch.findings)
+    assert [(f.ip, f.rank) for f in flagged] == [(f.ip, f.rank) for f in batch.findings if f.flagged]
+    assert len(flagged) >= 3   # the planted attackers: the comparison is not vacuous
 
 
 def test_a_baseline_bucket_judged_alone_sees_its_peers_through_peer_peaks(tmp_path):
@@ -259,7 +260,7 @@ def test_the_loop_redraws_the_table_and_writes_everything_when_stopped(tmp_path)
         time.sleep(0.1)
     follower.stop.set()
     thread.join(30)
-    assert screen.getvalue() == "\x1b[H\x1b[2J1 client(s)\n"
+    assert screen.getvalue() == "\x1b[H\x1b[2J1 client(s)\n"   # the flagged ones
     assert '"kind":"new"' in alerts.getvalue()
     assert "deny 192.0.2.66;" in (tmp_path / "deny.conf").read_text()
     saved = checkpoint.load(tmp_path / "cp.json")

@@ -52,7 +52,7 @@ class Counts:
 
 
 class Monitor:
-    """The live state: kept events, every live client's current finding and the baseline."""
+    """The live state: kept events, the flagged clients' current findings, alerts sent and the baseline."""
 
     def __init__(self, settings: pipeline.Settings, limits: Limits | None = None,
                  refit_interval: float = REFIT_SECONDS, clock: Callable[[], float] = time.time) -> None:
@@ -167,7 +167,11 @@ class Monitor:
         found = self._detected(events)
         _, findings = pipeline.judged_findings(table, found, pipeline.Scores(fused, own, used, baseline),
                                                self.settings, baseline)
-        self.findings.update((f.ip, f) for f in findings)
+        for finding in findings:   # only the flagged are kept: memory grows with attackers, not clients
+            if finding.flagged:
+                self.findings[finding.ip] = finding
+            else:
+                self.findings.pop(finding.ip, None)
         return findings
 
     def _not_allowed(self, events: pl.DataFrame) -> pl.DataFrame:
@@ -220,7 +224,7 @@ class Monitor:
         return due
 
     def rank_of(self, finding: Finding) -> int:
-        """The finding's rank among every live client's current finding (1 = most suspicious)."""
+        """The finding's rank among the flagged live clients (1 = most suspicious)."""
         key = (-round(finding.score, 6), finding.ip)
         return 1 + sum((-round(f.score, 6), f.ip) < key for f in self.findings.values())
 
@@ -248,7 +252,8 @@ class Monitor:
                            for rule, peaks in self.peer_peaks.items()}
 
     def result(self, sources: Sequence[str]) -> AnalysisResult:
-        """The live clients' current findings as one result, ranked as a batch run ranks them."""
+        """The flagged live clients' current findings as one result, ranked as a batch run ranks them
+        (``clients`` in the summary counts every live client)."""
         ranked = sorted(self.findings.values(), key=lambda f: (-round(f.score, 6), f.ip))
         findings = tuple(replace(f, rank=rank) for rank, f in enumerate(ranked, start=1))
         severities = Counter(f.severity.label for f in findings if f.flagged)
@@ -256,7 +261,7 @@ class Monitor:
         summary = Summary(
             sources=tuple(sources), formats={s: f.name for s, f in self.formats.items()},
             total_lines=self.counts.lines, parsed_lines=self.counts.parsed,
-            unparsed_by_reason=dict(self.counts.unparsed.most_common()), clients=len(findings),
+            unparsed_by_reason=dict(self.counts.unparsed.most_common()), clients=len(self.store.last_seen),
             flagged=sum(f.flagged for f in findings),
             by_severity={s.label: severities.get(s.label, 0) for s in reversed(Severity)},
             time_start=min((f.first_seen for f in findings), default=None),
