@@ -56,6 +56,16 @@ def test_starts_at_the_end_and_waits_for_a_whole_line(tmp_path):
     assert [text for _, _, text in read_all(tailer)] == ["new 0", "new 1"]
 
 
+def test_lines_split_at_newlines_only(tmp_path):
+    log = tmp_path / "access.log"
+    log.touch()
+    tailer = Tailer([str(log)])
+    tailer.poll()
+    log.write_bytes("ua\u2028x\x85y\x1cz\r\n\xff\n".encode() + b"\xff\n")
+    assert read_all(tailer) == [("access.log", 1, "ua\u2028x\x85y\x1cz"), ("access.log", 2, "\xff"),
+                                ("access.log", 3, "\\xff")]   # as the batch reader gives it
+
+
 def test_rename_rotation_reads_the_old_file_to_its_end_then_the_new_one(tmp_path):
     log, clock = tmp_path / "access.log", Clock()
     log.touch()

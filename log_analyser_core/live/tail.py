@@ -166,7 +166,10 @@ class Tailer:
         end = block.rfind(b"\n") + 1
         if end == 0:
             return None   # no whole line yet
-        lines = block[:end].decode("utf-8", errors="replace").splitlines()
+        # split on newlines only: str.splitlines() would also split at U+2028, \x85 or \x1c, which a
+        # client can put into a JSON log's user agent, and the line numbers would no longer match
+        # and invalid UTF-8 as \xNN escapes, as the batch reader gives it (reader.decode_line)
+        lines = block[:end - 1].decode("utf-8", errors="backslashreplace").split("\n")
         chunk = Chunk(place.path, place.lines + 1, [line.removesuffix("\r") for line in lines])
         place.offset += end
         place.lines += block.count(b"\n", 0, end)
