@@ -80,8 +80,13 @@ def run(args: argparse.Namespace, settings) -> ExitCode:
         checkpoint=Path(args.checkpoint) if args.checkpoint else None,
         limits=Limits(idle_ttl=args.idle_ttl, max_events=args.max_events), refit_interval=args.refit_interval)
     terminal = sys.stdout.isatty()
-    screen = Screen(sys.stdout, lambda result: reporting.render_table(result, top=args.top, colour=True)) \
-        if terminal else None
+    def table(result) -> str:
+        import os
+        import shutil
+
+        colour = "NO_COLOR" not in os.environ
+        return reporting.render_table(result, top=args.top, colour=colour, width=shutil.get_terminal_size().columns)
+    screen = Screen(sys.stdout, table) if terminal else None
     # on a terminal the table is the view (alert lines only to --alerts FILE); elsewhere alert lines to stdout
     stream = None if terminal else sys.stdout
 
