@@ -446,8 +446,9 @@ def _write_reports(result, args: argparse.Namespace) -> None:
         try:
             _write(reporting.render(kind, result, **options), path)
         except Exception as exc:   # noqa: BLE001 - re-raised below, once every other report is written
+            if failed:   # the first failure is the run's error line; later ones are told here
+                log.error("%s report to %s failed: %s", kind, path, exc)
             failed.append(exc)
-            log.error("%s report to %s failed: %s", kind, path, exc)
             continue
         log.info("wrote %s report to %s", kind, path)
     if failed:

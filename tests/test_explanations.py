@@ -318,10 +318,18 @@ def test_missing_key_skips_once_and_sends_nothing(baseline, monkeypatch):
                                     "value works, e.g. OPENAI_API_KEY=local); the deterministic explanations stand",)
 
 
+def forget_llm_client(monkeypatch) -> None:
+    """Make the next import of the SDK module run again (it is an attribute of its package too)."""
+    import log_analyser_core.explain
+
+    monkeypatch.delitem(sys.modules, "log_analyser_core.explain.llm_client", raising=False)
+    monkeypatch.delattr(log_analyser_core.explain, "llm_client", raising=False)
+
+
 @pytest.mark.parametrize("missing", ["openai", "pydantic"])
 def test_missing_extra_skips_once_and_names_the_install(baseline, monkeypatch, missing):
     monkeypatch.setitem(sys.modules, missing, None)         # importing it now raises ImportError
-    monkeypatch.delitem(sys.modules, "llm_client", raising=False)
+    forget_llm_client(monkeypatch)
     with ChatServer() as server:
         result = explanations.explain(baseline, settings_for(server))
     assert server.bodies == [] and all(f.llm_note is None for f in result.findings)
@@ -376,7 +384,7 @@ def test_a_cache_without_the_extra_is_skipped_not_a_crash(baseline, tmp_path, mo
     with ChatServer() as server:
         explanations.explain(baseline, settings_for(server), cache=cache)
     monkeypatch.setitem(sys.modules, "openai", None)
-    monkeypatch.delitem(sys.modules, "llm_client")
+    forget_llm_client(monkeypatch)
     result = explanations.explain(baseline, settings_for(server), cache=cache)
     assert all(f.llm_note is None for f in result.findings)
     assert llm_summary(result).startswith("LLM explanations skipped: the 'openai' package is not installed")
