@@ -193,3 +193,13 @@ def test_live_options_need_follow(tmp_path, capsys):
     log.write_text(line("192.0.2.1", 1))
     assert log_analyser.main(["-f", str(log), "--on-change", "true"]) == ExitCode.USAGE
     assert "--on-change needs --follow" in capsys.readouterr().err
+
+
+def test_an_unwritable_alerts_file_is_a_one_line_error(tmp_path, capsys):
+    log = tmp_path / "access.log"
+    log.touch()
+    code = log_analyser.main(["-f", str(log), "--follow", "--alerts", str(tmp_path / "no" / "alerts.jsonl"),
+                              "--checkpoint", str(tmp_path / "cp.json")])
+    assert code == ExitCode.USAGE
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "cannot write alerts" in err and err.count("\n") == 1

@@ -19,7 +19,7 @@ import orjson
 import polars as pl
 
 from file_parser import EVENT_SCHEMA
-from log_analyser_core.errors import InputError
+from log_analyser_core.errors import ConfigError, InputError
 from log_analyser_core.live.outputs import atomic_write
 from log_analyser_core.live.tail import Place
 from log_analyser_core.results import Severity
@@ -48,14 +48,18 @@ class Checkpoint:
 def save(path: Path, state: Checkpoint, events: bool = True) -> None:
     """Write the checkpoint; the kept events too unless ``events`` is False (they are the costly part:
     up to --max-events rows, so the loop saves them less often than the places and alerts)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if events or not path.with_suffix(".parquet").exists():
-        buffer = io.BytesIO()
-        state.events.write_parquet(buffer)
-        atomic_write(path.with_suffix(".parquet"), buffer.getvalue())
-    document = {"version": VERSION, "places": [p.to_json() for p in state.places],
-                "alerted": {ip: s.label for ip, s in state.alerted.items()}, "last_seen": state.last_seen}
-    atomic_write(path, orjson.dumps(document))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if events or not path.with_suffix(".parquet").exists():
+            buffer = io.BytesIO()
+            state.events.write_parquet(buffer)
+            atomic_write(path.with_suffix(".parquet"), buffer.getvalue())
+        document = {"version": VERSION, "places": [p.to_json() for p in state.places],
+                    "alerted": {ip: s.label for ip, s in state.alerted.items()}, "last_seen": state.last_seen}
+        atomic_write(path, orjson.dumps(document))
+    except OSError as exc:
+        raise ConfigError(f"cannot write the live-mode checkpoint: {exc.strerror}", path=str(path),
+                          hint="choose another place with --checkpoint FILE") from None
 
 
 def load(path: Path) -> Checkpoint | None:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TextIO
 
 from log_analyser_core import pipeline
+from log_analyser_core.errors import ConfigError
 from log_analyser_core.live import checkpoint as checkpoints
 from log_analyser_core.live.monitor import REFIT_SECONDS, Monitor
 from log_analyser_core.live.outputs import AlertSink, Reports, alert_json
@@ -70,6 +71,7 @@ class Follower:
 
     def run(self) -> int:
         """Follow until ``stop`` is set; returns the number of alerts sent."""
+        sink = AlertSink(self.alerts_stream, self.options.alerts_path)   # first: an unwritable file fails fast
         path = self.options.checkpoint or checkpoints.default_path(self.options.patterns)
         saved = checkpoints.load(path)
         monitor = Monitor(self.settings, self.options.limits, self.options.refit_interval)
@@ -80,7 +82,6 @@ class Follower:
         tailer = Tailer(self.options.patterns, from_start=self.options.from_start,
                         places=saved.places if saved else ())
         reports = Reports(self.options.reports, self.options.report_options, self.options.on_change)
-        sink = AlertSink(self.alerts_stream, self.options.alerts_path)
         sent = 0
         try:
             sent = self._loop(monitor, tailer, reports, sink, path)
@@ -114,7 +115,10 @@ class Follower:
                 compacted = now
             if now - saved >= CHECKPOINT_SECONDS:
                 with_events = now - saved_events >= EVENTS_CHECKPOINT_SECONDS
-                checkpoints.save(path, monitor.checkpoint(tailer.places_now()), events=with_events)
+                try:
+                    checkpoints.save(path, monitor.checkpoint(tailer.places_now()), events=with_events)
+                except ConfigError as exc:   # a full disk, say: keep following; the last save reports it
+                    log.error("%s", exc)
                 saved, saved_events = now, now if with_events else saved_events
             if not chunks:
                 if reading:

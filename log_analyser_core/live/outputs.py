@@ -13,6 +13,7 @@ from typing import TextIO
 import orjson
 
 import reporting
+from log_analyser_core.errors import ConfigError
 from log_analyser_core.results import AnalysisResult, Finding, Severity
 
 log = logging.getLogger(__name__)
@@ -58,7 +59,10 @@ class AlertSink:
     """Alert lines to a stream (standard output) or appended to a file, flushed one by one."""
 
     def __init__(self, stream: TextIO | None = None, path: str | None = None) -> None:
-        self._owned = open(path, "a", encoding="utf-8") if path else None  # noqa: SIM115 - closed in close()
+        try:
+            self._owned = open(path, "a", encoding="utf-8") if path else None  # noqa: SIM115 - closed in close()
+        except OSError as exc:
+            raise ConfigError(f"cannot write alerts: {exc.strerror}", path=path) from None
         self.stream = self._owned or stream
 
     def send(self, line: str) -> None:
