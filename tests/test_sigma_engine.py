@@ -96,15 +96,24 @@ def test_pack_rule_against_its_case(path, tmp_path):
 
 
 def test_builtin_dir_is_the_pack():
-    assert sigma_engine.builtin_dir() == PACK
+    assert sigma_engine.builtin_dir().resolve() == PACK.resolve()
 
 
 def test_the_pack_is_installed_with_the_package():
     import tomllib
 
     setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
-    assert setuptools["data-files"]["share/log_analyser/sigma"] == ["sigma/*.yml"]
+    assert "sigma_pack/*.yml" in setuptools["package-data"]["log_analyser_core.rules"]
     assert all(p.suffix == ".yml" for p in PACK.iterdir())   # the glob takes every file of the pack
+
+
+def test_a_missing_pack_is_a_rules_error_naming_where_it_looked(monkeypatch, tmp_path):
+    from log_analyser_core.errors import RulesError
+    from log_analyser_core.rules import packs
+
+    monkeypatch.setattr(packs.resources, "files", lambda package: tmp_path)
+    with pytest.raises(RulesError, match=f"no \\*.yml files in {tmp_path}/sigma_pack"):
+        sigma_engine.builtin_dir()
 
 
 # --- the SigmaHQ webserver rules -----------------------------------------------------------------
