@@ -177,12 +177,15 @@ def test_on_change_runs_without_a_shell_and_only_when_a_report_changed(tmp_path)
     marker = tmp_path / "ran; touch pwned"
     script = "import pathlib, sys; p = pathlib.Path(sys.argv[1]); p.write_text(p.read_text() + 'x' if p.exists() " \
              "else 'x')"
-    reports = Reports([("nginx", str(tmp_path / "deny.conf"))], {}, (sys.executable, "-c", script, str(marker)))
+    targets = [("nginx", str(tmp_path / "deny.conf")), ("nftables", str(tmp_path / "blocklist.nft")),
+               ("crowdsec", str(tmp_path / "decisions.crowdsec.json"))]
+    reports = Reports(targets, {}, (sys.executable, "-c", script, str(marker)))
     assert reports.refresh(result)
     assert not reports.refresh(result)   # the same flagged set: nothing rewritten, nothing run
     assert reports.refresh(result, force=True) is False   # rendered again, same content: not rewritten
     assert marker.read_text() == "x" and not (tmp_path / "pwned").exists()
     assert "deny 192.0.2.66;" in (tmp_path / "deny.conf").read_text()
+    assert all("192.0.2.66" in Path(path).read_text() for _, path in targets)
 
 
 @pytest.fixture(scope="module")
@@ -273,6 +276,7 @@ def test_the_loop_redraws_the_table_and_writes_everything_when_stopped(tmp_path)
     assert screen.getvalue() == "\x1b[H\x1b[2J1 client(s)\n"   # the flagged ones
     assert '"kind":"new"' in alerts.getvalue()
     assert "deny 192.0.2.66;" in (tmp_path / "deny.conf").read_text()
+    assert all("192.0.2.66" in Path(path).read_text() for _, path in targets)
     saved = checkpoint.load(tmp_path / "cp.json")
     assert saved is not None and saved.places[0].lines == 6 and set(saved.alerted) == {"192.0.2.66"}
     assert saved.events.height == 6
