@@ -276,7 +276,6 @@ def test_the_loop_redraws_the_table_and_writes_everything_when_stopped(tmp_path)
     assert screen.getvalue() == "\x1b[H\x1b[2J1 client(s)\n"   # the flagged ones
     assert '"kind":"new"' in alerts.getvalue()
     assert "deny 192.0.2.66;" in (tmp_path / "deny.conf").read_text()
-    assert all("192.0.2.66" in Path(path).read_text() for _, path in targets)
     saved = checkpoint.load(tmp_path / "cp.json")
     assert saved is not None and saved.places[0].lines == 6 and set(saved.alerted) == {"192.0.2.66"}
     assert saved.events.height == 6

@@ -20,6 +20,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from functools import partial
 
 import numpy as np
 import polars as pl
@@ -67,6 +68,7 @@ class Monitor:
         self.alerted: dict[str, Severity] = {}   # the severity each client was last alerted at
         self.formats: dict[str, LogFormat] = {}
         self.counts = Counts()
+        self._check_model: Callable[[list[str], str], None] | None = None
         self.model = self._load_model(settings)
         self.rolling: detect.Baseline | None = None
         self.fitted_at: float | None = None
@@ -76,13 +78,15 @@ class Monitor:
                                     trusted_proxies=settings.trusted_proxies, since=settings.since,
                                     until=settings.until)
 
-    @staticmethod
-    def _load_model(settings: pipeline.Settings) -> detect.Baseline | None:
+    def _load_model(self, settings: pipeline.Settings) -> detect.Baseline | None:
         if not settings.model:
             return None
         from log_analyser_core.detectors import model_store
 
-        return model_store.load(settings.model, settings.detectors).baseline
+        loaded = model_store.load(settings.model, settings.detectors)
+        # checked against the log's features, as a batch run checks its log (ConfigError; see update)
+        self._check_model = partial(model_store.check_features, loaded)
+        return loaded.baseline
 
     @property
     def baseline(self) -> detect.Baseline | None:
@@ -114,6 +118,11 @@ class Monitor:
         events = self.parse(chunks)
         self.payload.add(self._not_allowed(events))
         touched = self.store.add(events, now)
+        if self._check_model is not None and len(self.store.last_seen) >= pipeline.TRAIN_MIN_CLIENTS:
+            # once enough clients tell what the log records (one client's burstiness can be null)
+            self._check_model(ip_features.logged_features(ip_features.compute(self.store.events)),
+                              ", ".join(self.formats))
+            self._check_model = None
         if self.model is None and self._refit_due(now):
             self.start_refit(now)
         return self.judge(touched)
