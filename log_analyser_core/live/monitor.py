@@ -195,7 +195,7 @@ class Monitor:
         Example lines stay rebuilt from the parsed fields: a rotated file no longer holds them at
         their line numbers."""
         behaviour = behaviour_rules.detect(self._not_allowed(events), self.behaviours, peer_peaks=self.peer_peaks)
-        clients = events["client_ip"].cast(pl.String).unique().to_list()
+        clients = events["client_ip"].unique().cast(pl.String).to_list()
         evidence = {ip: [*behaviour.get(ip, []), *self.payload.of(ip)] for ip in clients}
         return pipeline.Detected({ip: items for ip, items in evidence.items() if items}, {},
                                  verdict.crawler_clients(events))

@@ -45,24 +45,21 @@ class ClientStore:
         if not events.height:
             return set()
         self.events = pl.concat([self.events, events.select(list(EVENT_SCHEMA))], rechunk=False)
-        clients = set(events["client_ip"].cast(pl.String).unique().to_list())
+        clients = set(events["client_ip"].unique().cast(pl.String).to_list())
         for ip in clients:
             self.last_seen[ip] = now
         return clients
 
     def of(self, clients: Iterable[str]) -> pl.DataFrame:
         """The kept events of ``clients``, in arrival order."""
-        wanted = pl.Series(list(clients), dtype=pl.String)
-        return self.events.filter(pl.col("client_ip").cast(pl.String).is_in(wanted.implode()))
+        return self.events.filter(_among(clients))
 
     def compact(self, now: float) -> set[str]:
         """Apply the limits: evict idle clients, trim each client to its latest events, then evict
         the least recently seen clients while over ``max_events``. Returns the evicted clients."""
         gone = {ip for ip, seen in self.last_seen.items() if now - seen > self.limits.idle_ttl}
         latest = pl.int_range(pl.len()).reverse().over("client_ip") < self.limits.per_client
-        kept = self.events.filter(~pl.col("client_ip").cast(pl.String).is_in(pl.Series(list(gone),
-                                                                               dtype=pl.String).implode()))
-        kept = kept.filter(latest)
+        kept = self.events.filter(~_among(gone)).filter(latest)
         if kept.height > self.limits.max_events:
             counts = dict(kept.group_by(pl.col("client_ip").cast(pl.String)).len().iter_rows())
             total = kept.height
@@ -71,8 +68,7 @@ class ClientStore:
                     break
                 gone.add(ip)
                 total -= counts[ip]
-            kept = kept.filter(~pl.col("client_ip").cast(pl.String).is_in(pl.Series(list(gone),
-                                                                                     dtype=pl.String).implode()))
+            kept = kept.filter(~_among(gone))
         self.events = kept.rechunk()
         for ip in gone:
             self.last_seen.pop(ip, None)
@@ -81,3 +77,9 @@ class ClientStore:
             if self.on_evict is not None:
                 self.on_evict(gone)
         return gone
+
+
+def _among(clients: Iterable[str]) -> pl.Expr:
+    """Whether an event's client is one of ``clients``: compared as categoricals, which is many times
+    faster on a large store than casting every row's client to text."""
+    return pl.col("client_ip").is_in(pl.Series(list(clients), dtype=pl.Categorical).implode())
