@@ -203,3 +203,44 @@ def test_an_unwritable_alerts_file_is_a_one_line_error(tmp_path, capsys):
     assert code == ExitCode.USAGE
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "cannot write alerts" in err and err.count("\n") == 1
+
+
+def test_on_a_terminal_the_table_is_redrawn(tmp_path):
+    import pty
+
+    log = tmp_path / "access.log"
+    log.touch()
+    leader, follower_end = pty.openpty()
+    env = {k: v for k, v in os.environ.items() if k != "NO_COLOR"}
+    process = subprocess.Popen([sys.executable, "-m", "log_analyser", "-f", str(log), "--follow",
+                                "--checkpoint", str(tmp_path / "cp.json")], cwd=ROOT, stdout=follower_end,
+                               stderr=subprocess.PIPE, text=True, env=env)
+    os.close(follower_end)
+    screen = bytearray()
+    threading.Thread(target=lambda: _read_pty(leader, screen), daemon=True).start()
+    try:
+        assert process.stderr is not None
+        while "following" not in (process.stderr.readline() or "following"):
+            pass
+        append(log, login_failures("203.0.113.9", 5))
+        deadline = time.monotonic() + WAIT_TIMEOUT
+        while b"203.0.113.9" not in screen and time.monotonic() < deadline:
+            time.sleep(0.2)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=WAIT_TIMEOUT) == ExitCode.OK
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert screen.startswith(b"\x1b[H\x1b[2J") and b"203.0.113.9" in screen
+    assert b'"alert"' not in screen   # alert lines go to --alerts FILE on a terminal, not into the table
+
+
+def _read_pty(fd: int, into: bytearray) -> None:
+    while True:
+        try:
+            data = os.read(fd, 65536)
+        except OSError:   # the other end closed
+            return
+        if not data:
+            return
+        into.extend(data)
