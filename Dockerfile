@@ -1,9 +1,14 @@
-# syntax=docker/dockerfile:1.7
-# log_analyser as a container: the full product, core plus the deep, llm and report extras.
-#   docker build -t log_analyser .
-#   docker run --rm -v "$PWD:/logs:ro" -v "$PWD/out:/out" log_analyser -f /logs/access.log -o /out/report.csv
+# log_analyser as a container. Two variants from this one file (plain Dockerfile syntax: no frontend
+# image is pulled, so any builder works, BuildKit, the legacy builder or buildah/podman):
+#   docker build --target runtime -t log_analyser .                                 core (PDF, HTML) + llm
+#   docker build --target runtime --build-arg VARIANT=full -t log_analyser:full .   adds deep, for `train`
+# (the last stage, `action`, is the GitHub Action's: GitHub builds the last stage and runs it as root).
+# Run it as yourself, so that reports in the bind-mounted folder belong to you:
+#   mkdir -p out && docker run --rm --user "$(id -u):$(id -g)" -v "$PWD:/logs:ro" -v "$PWD/out:/out" \
+#       log_analyser -f /logs/access.log -o report.csv
 # tests/test_container.py replays the install and entrypoint steps of this file in a virtual
-# environment, from a clean checkout filtered by .dockerignore.
+# environment, from a clean checkout filtered by .dockerignore; tests/test_container_run.py builds
+# the image with podman and runs the README's commands against it.
 
 ARG PYTHON_VERSION=3.11.14
 
@@ -15,18 +20,24 @@ ENV VIRTUAL_ENV=/opt/venv \
 RUN python -m venv "$VIRTUAL_ENV"
 ENV PATH="$VIRTUAL_ENV/bin:$PATH"
 WORKDIR /src
+# default: core (PDF and HTML included) + llm, which score saved baselines (an autoencoder too) with NumPy;
+# full: also the deep extra (Keras, TensorFlow: about 1.3 GB) that `log_analyser train` needs for
+# the autoencoder.
+ARG VARIANT=default
 # Pinned dependencies first, in their own layer: rebuilt when a pin changes, not on every code edit.
-COPY requirements.txt requirements-extras.txt ./
-RUN --mount=type=cache,target=/root/.cache/pip \
-    pip install -r requirements.txt -r requirements-extras.txt
+COPY requirements.txt requirements-extras.txt requirements-deep.txt ./
+RUN pip install --no-cache-dir -r requirements.txt -r requirements-extras.txt \
+    && if [ "$VARIANT" = full ]; then pip install --no-cache-dir -r requirements-deep.txt; fi
 COPY . .
-ARG EXTRAS=deep,llm,report
 # The pins above already satisfy every requirement, so this adds only log_analyser itself.
-RUN --mount=type=cache,target=/root/.cache/pip \
-    pip install -c requirements.txt -c requirements-extras.txt ".[${EXTRAS}]" \
-    && pip check
+RUN extras=llm && if [ "$VARIANT" = full ]; then extras=deep,llm; fi \
+    && pip install --no-cache-dir -c requirements.txt -c requirements-extras.txt -c requirements-deep.txt \
+       ".[${extras}]" \
+    && pip check \
+    && touch "$VIRTUAL_ENV/.log_analyser-image"
 
 FROM python:${PYTHON_VERSION}-slim-bookworm AS runtime
+ARG VARIANT=default
 ARG VERSION=0.1.0
 ARG REVISION=unknown
 # The repository URL; the release workflow passes the real one.
@@ -36,7 +47,8 @@ LABEL org.opencontainers.image.title="log_analyser" \
       org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.revision="${REVISION}" \
       org.opencontainers.image.source="${SOURCE}" \
-      org.opencontainers.image.licenses="MIT"
+      org.opencontainers.image.licenses="MIT" \
+      org.opencontainers.image.variant="${VARIANT}"
 # /logs: input, mounted read-only; /out: reports (the working directory, so -o report.csv lands
 # there); /data: the volume for caches, models and an optional config (the XDG directories).
 ENV VIRTUAL_ENV=/opt/venv \
@@ -50,7 +62,9 @@ ENV VIRTUAL_ENV=/opt/venv \
     MPLCONFIGDIR=/data/cache/matplotlib \
     KERAS_HOME=/data/keras \
     TF_CPP_MIN_LOG_LEVEL=2
-# A fixed non-root user; the directories stay writable for `docker run --user "$(id -u)"` too.
+# A fixed non-root user by default; run with `--user "$(id -u):$(id -g)"` (the documented way, and
+# compose's `user:`) so that files in /out belong to whoever ran it. /data and /out are writable by
+# any uid (mode 1777), so a named volume created from /data is too.
 RUN groupadd --system --gid 10001 analyser \
     && useradd --system --uid 10001 --gid analyser --home-dir /data --no-create-home \
        --shell /usr/sbin/nologin analyser \
@@ -62,3 +76,21 @@ WORKDIR /out
 VOLUME ["/data"]
 ENTRYPOINT ["log_analyser"]
 CMD ["--help"]
+
+# The GitHub Action (action.yml) builds this file's last stage, so it comes last: the core install
+# only (no TensorFlow: the step builds in a minute or two), run as root, as GitHub requires of
+# container actions (they write to the workspace and $GITHUB_OUTPUT, owned by the runner's user).
+# The published image is the `runtime` stage above: docker build --target runtime -t log_analyser .
+FROM python:${PYTHON_VERSION}-slim-bookworm AS action
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_INPUT=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    MPLCONFIGDIR=/tmp/matplotlib
+COPY requirements.txt /opt/log_analyser/
+RUN pip install --no-cache-dir -r /opt/log_analyser/requirements.txt
+COPY . /opt/log_analyser/
+RUN pip install --no-cache-dir -c /opt/log_analyser/requirements.txt /opt/log_analyser \
+    && pip check \
+    && touch /usr/local/.log_analyser-image
+ENTRYPOINT ["python", "-m", "log_analyser_core.cli.action"]

@@ -23,11 +23,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 from urllib.parse import urlsplit
 
+import requests
 import urllib3
-from urllib3.util import Retry, Timeout
+from requests.adapters import HTTPAdapter
+from urllib3.util import Retry
 
 from log_analyser_core.enrich.cache import CacheStore, KeyValueCache
 from log_analyser_core.enrich.geolocation import build_locator, is_public, locate_all
@@ -86,7 +88,7 @@ def _unknown(detail: str) -> Reputation:
     return Reputation(status="unknown", detail=detail)
 
 
-def _reset_time(headers: urllib3.HTTPHeaderDict, now: float) -> datetime | None:
+def _reset_time(headers: Mapping[str, str], now: float) -> datetime | None:
     """When the quota resets: ``X-RateLimit-Reset`` (epoch seconds) or ``Retry-After`` (seconds or a date)."""
     reset, retry_after = headers.get("X-RateLimit-Reset"), headers.get("Retry-After")
     try:
@@ -140,8 +142,9 @@ def _proxy_for(url: str) -> str | None:
 
 
 class AbuseIPDBClient:
-    """AbuseIPDB API v2 over urllib3: retries with exponential backoff on 5xx, timeouts and dropped
-    connections; a connection pool of ``concurrency`` sockets shared by the worker threads."""
+    """AbuseIPDB API v2 over a requests Session with urllib3's Retry mounted: retries with
+    exponential backoff on 5xx, timeouts and dropped connections; a connection pool of
+    ``concurrency`` sockets shared by the worker threads."""
 
     def __init__(self, settings: EnrichmentSettings, clock: Callable[[], float] = time.time) -> None:
         if not settings.api_key:
@@ -149,30 +152,35 @@ class AbuseIPDBClient:
         self._url = settings.base_url.rstrip("/") + "/check"
         self._max_age = str(settings.max_age_days)
         self._clock = clock
-        self._headers = {"Key": settings.api_key, "Accept": "application/json",
-                         "User-Agent": "log_analyser (+reputation lookups)"}
+        self._timeout = (settings.timeout, settings.timeout)   # connect, read
         # Retry-After is not obeyed: a 503 saying "come back tomorrow" must not hang the run.
         retry = Retry(total=settings.retries, connect=min(1, settings.retries), other=0, allowed_methods={"GET"},
                       status_forcelist=RETRY_STATUSES, backoff_factor=settings.backoff, backoff_max=30,
                       respect_retry_after_header=False, raise_on_status=False)
-        pool: dict[str, Any] = {"num_pools": 2, "maxsize": max(1, settings.concurrency), "block": True,
-                                "retries": retry, "timeout": Timeout(connect=settings.timeout, read=settings.timeout)}
+        adapter = HTTPAdapter(pool_connections=2, pool_maxsize=max(1, settings.concurrency), pool_block=True,
+                              max_retries=retry)
+        self._session = requests.Session()
+        self._session.mount("https://", adapter)
+        self._session.mount("http://", adapter)
+        self._session.headers.update({"Key": settings.api_key, "Accept": "application/json",
+                                      "User-Agent": "log_analyser (+reputation lookups)"})
+        # The proxy is chosen here (loopback never goes through one); None stops requests taking the
+        # environment's proxy for a scheme anyway.
         proxy = _proxy_for(self._url)
-        self._http = urllib3.ProxyManager(proxy, **pool) if proxy else urllib3.PoolManager(**pool)
+        self._proxies: dict[str, str | None] = {"http": proxy, "https": proxy}
 
     def check(self, ip: str) -> Reputation:
         """AbuseIPDB's view of one public address; raises LookupStopped on 401/403, 429 and when
         the service cannot be reached; any other failure is an ``unknown`` Reputation."""
         try:
-            response = self._http.request("GET", self._url, fields={"ipAddress": ip, "maxAgeInDays": self._max_age},
-                                          headers=self._headers, redirect=False)
-        except urllib3.exceptions.MaxRetryError as exc:
-            return self._failed(exc.reason)
-        except urllib3.exceptions.HTTPError as exc:
-            return self._failed(exc)
+            response = self._session.get(self._url, params={"ipAddress": ip, "maxAgeInDays": self._max_age},
+                                         timeout=self._timeout, allow_redirects=False,
+                                         proxies=self._proxies)  # type: ignore[arg-type]
+        except requests.RequestException as exc:
+            return self._failed(_cause(exc))
         return self._answer(response)
 
-    def _failed(self, reason: Exception | None) -> Reputation:
+    def _failed(self, reason: BaseException | None) -> Reputation:
         # NewConnectionError is a subclass of ConnectTimeoutError: test it first
         if isinstance(reason, urllib3.exceptions.NewConnectionError | urllib3.exceptions.NameResolutionError):
             raise ConnectionFailed(f"AbuseIPDB could not be reached ({type(reason).__name__})")
@@ -180,11 +188,11 @@ class AbuseIPDBClient:
             raise ConnectionFailed("AbuseIPDB timed out")
         return _unknown(f"AbuseIPDB request failed ({type(reason).__name__})")
 
-    def _answer(self, response: urllib3.BaseHTTPResponse) -> Reputation:
-        status = response.status
+    def _answer(self, response: requests.Response) -> Reputation:
+        status = response.status_code
         if status == 200:
-            return parse_check(response.data)
-        detail = _error_detail(response.data)
+            return parse_check(response.content)
+        detail = _error_detail(response.content)
         if status in (401, 403):
             raise LookupStopped(f"AbuseIPDB rejected the API key (HTTP {status})", _unknown(f"HTTP {status}"))
         if status == 429:
@@ -192,6 +200,14 @@ class AbuseIPDBClient:
             when = f"; resets at {reset:%Y-%m-%d %H:%M} UTC" if reset else ""
             raise LookupStopped(f"AbuseIPDB daily quota exhausted (HTTP 429{when})", _unknown("HTTP 429"), reset)
         return _unknown(f"HTTP {status}" + (f": {detail}" if detail else ""))
+
+
+def _cause(exc: requests.RequestException) -> BaseException:
+    """The urllib3 error under a requests exception (requests wraps it, often inside MaxRetryError)."""
+    inner = exc.args[0] if exc.args else None
+    if isinstance(inner, urllib3.exceptions.MaxRetryError) and inner.reason is not None:
+        return inner.reason
+    return inner if isinstance(inner, BaseException) else exc
 
 
 @dataclass(frozen=True)

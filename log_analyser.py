@@ -37,6 +37,8 @@ examples:
   log_analyser -f 'logs/access.log*' -o out.json  globs, rotated and .gz/.bz2/.xz files
   zcat access.log.gz | log_analyser -f -          read standard input
   log_analyser -f access.log --fail-on high       exit 10 when a high or critical finding exists
+  log_analyser -f access.log --all --width 120    every client, in a 120-column table
+  log_analyser -f access.log -o summary.md -o report.junit.xml   Markdown summary and JUnit XML for CI
   log_analyser -f access.log --allow allow.yaml   never report allowlisted IPs, agents or paths
   log_analyser evaluate -f dev.log --labels labels.csv   precision, recall and type accuracy
   log_analyser -f access.log --enrich -o r.csv    add AbuseIPDB reputation, country and ASN
@@ -85,7 +87,16 @@ def build_parser() -> argparse.ArgumentParser:
                         "Without -o a table is printed")
     _add_input_options(parser)
     parser.add_argument("--top", type=int, default=20, metavar="N",
-                        help="rows in the terminal table (default 20; e.g. --top 50)")
+                        help="flagged clients in the terminal table (default 20; e.g. --top 50); the next few "
+                        "highest scores follow them, and one line counts the rest")
+    parser.add_argument("--all", dest="all_clients", action="store_true",
+                        help="list every client in the table, not only the flagged ones and the next few")
+    parser.add_argument("--width", type=int, metavar="N",
+                        help="fit the table to N columns (default: the terminal's width, or $COLUMNS; "
+                        "a file or pipe gets the whole table)")
+    parser.add_argument("-q", "--quiet", action="store_true",
+                        help="print only the table or reports: no summary, hints or 'wrote' lines on stderr "
+                        "(errors still show)")
     parser.add_argument("--threshold", type=float, default=40.0, metavar="SCORE",
                         help="flag clients scoring at least SCORE on 0-100 (default 40 = medium; e.g. --threshold 60)")
     parser.add_argument("--contamination", type=float, metavar="FRACTION",
@@ -344,6 +355,8 @@ def build_settings(args: argparse.Namespace, now: datetime | None = None):
         raise ConfigError(f"--contamination must be in (0, 0.5], not {args.contamination}")
     if args.top < 1:
         raise ConfigError(f"--top must be at least 1, not {args.top}")
+    if args.width is not None and args.width < 40:
+        raise ConfigError(f"--width must be at least 40 columns, not {args.width}")
     from log_analyser_core.engines.spark import SparkOptions, parse_conf
     from log_analyser_core.verdict import load_allowlist
 
@@ -407,13 +420,13 @@ def _detector_list(text: str) -> tuple[str, ...]:
     return names
 
 
-def _progress_bar(files: Sequence[str]):
-    """A byte-counting progress callback on stderr, shown only on a TTY and after one second."""
+def _progress_bar(files: Sequence[str], quiet: bool = False):
+    """A byte-counting progress callback on stderr, shown only on a TTY, after one second and without -q."""
     from tqdm import tqdm
 
     sizes = [os.path.getsize(f) for f in files if f != "-" and os.path.isfile(f)]
     bar = tqdm(total=sum(sizes) or None, unit="B", unit_scale=True, delay=1.0, leave=False,
-               file=sys.stderr, disable=not sys.stderr.isatty(), desc="reading")
+               file=sys.stderr, disable=quiet or not sys.stderr.isatty(), desc="reading")
     return bar
 
 
@@ -421,11 +434,19 @@ def _colour(stream) -> bool:
     return stream.isatty() and "NO_COLOR" not in os.environ
 
 
-def _table_width(stream) -> int:
-    """The terminal's width when writing to one, else 80 columns."""
-    import shutil
+def _table_width(args: argparse.Namespace, stream) -> int | None:
+    """--width, $COLUMNS or the terminal's width; None (the whole table) for a file or pipe."""
+    from log_analyser_core.cli.messages import table_width
 
-    return shutil.get_terminal_size((80, 24)).columns if stream.isatty() else 80
+    is_terminal = stream.isatty()
+    columns = os.get_terminal_size(stream.fileno()).columns if is_terminal else 80
+    return table_width(args.width, is_terminal, columns)
+
+
+def _say(args: argparse.Namespace, line: str) -> None:
+    """A message for the person at the terminal, on stderr; -q silences it."""
+    if not args.quiet:
+        print(line, file=sys.stderr)
 
 
 def _write_reports(result, args: argparse.Namespace) -> None:
@@ -438,9 +459,10 @@ def _write_reports(result, args: argparse.Namespace) -> None:
         sys.stdout.write("\n".join(texts))
     elif not args.output:
         sys.stdout.write(reporting.render_table(result, top=args.top, colour=_colour(sys.stdout),
-                                                width=_table_width(sys.stdout)))
+                                                width=_table_width(args, sys.stdout), everything=args.all_clients))
     targets = [reporting.format_for(path, args.output_format) for path in args.output]
-    options = {"top": args.top, "version": version(), "severity": args.block_severity, "pages": args.pdf_pages}
+    options = {"top": args.top, "version": version(), "severity": args.block_severity, "pages": args.pdf_pages,
+               "everything": args.all_clients, "width": args.width, "fail_on": args.fail_on}
     failed: list[Exception] = []
     for kind, path in targets:   # one failing report (a full disk, a bug) must not cost the blocklists after it
         try:
@@ -450,9 +472,38 @@ def _write_reports(result, args: argparse.Namespace) -> None:
                 log.error("%s report to %s failed: %s", kind, path, exc)
             failed.append(exc)
             continue
-        log.info("wrote %s report to %s", kind, path)
+        if path != "-":
+            _say(args, _wrote(kind, path, result, args))
+    _step_summary(result, args)
     if failed:
         raise failed[0]
+
+
+def _wrote(kind: str, path: str, result, args: argparse.Namespace) -> str:
+    from log_analyser_core.cli import messages
+
+    listed = None
+    if kind in messages.BLOCKLISTS:
+        listed = messages.blocked_count(result, args.block_severity)
+    elif kind == "table":
+        from log_analyser_core.report.table import choose_rows
+
+        listed = len(choose_rows(result, args.top, args.all_clients).shown)
+    return messages.wrote_line(kind, path, result, listed)
+
+
+def _step_summary(result, args: argparse.Namespace) -> None:
+    """In a GitHub Actions job, append the Markdown summary to $GITHUB_STEP_SUMMARY."""
+    path = os.environ.get("GITHUB_STEP_SUMMARY")
+    if not path:
+        return
+    from log_analyser_core.report.markdown import render_markdown
+
+    try:
+        with open(path, "a", encoding="utf-8") as handle:
+            handle.write(render_markdown(result) + "\n")
+    except OSError as exc:
+        raise ConfigError(f"cannot append to GITHUB_STEP_SUMMARY: {exc.strerror}", path=path) from None
 
 
 def _write(content: str | bytes, path: str) -> None:
@@ -633,7 +684,7 @@ def analyse_command(argv: list[str]) -> ExitCode:
     from reporting import summary_line
 
     files = resolve_sources(args.files) if settings.engine == "polars" else args.files
-    bar = _progress_bar(files)
+    bar = _progress_bar(files, quiet=args.quiet)
     with contextlib.ExitStack() as stack:
         llm_cache = stack.enter_context(_llm_cache(args)) if settings.explain.enabled else None
         try:
@@ -646,13 +697,20 @@ def analyse_command(argv: list[str]) -> ExitCode:
         _print_llm_dry_run(result, settings)
     _write_reports(result, args)
     sys.stdout.flush()
-    print(summary_line(result, colour=_colour(sys.stderr)), file=sys.stderr)
+    _say(args, summary_line(result, colour=_colour(sys.stderr)))
     if settings.format_name == "auto" and not settings.log_format and not settings.json_fields:
-        print(_detected_formats(result.summary.formats), file=sys.stderr)
+        _say(args, _detected_formats(result.summary.formats))
     for note in result.summary.notes:
-        print(f"note: {note}", file=sys.stderr)
+        if args.verbose or not note.startswith("detectors:"):   # which models ran: -v, JSON and the PDF say
+            _say(args, f"note: {note}")
+    from log_analyser_core.cli import messages
+
     if args.fail_on is not None and result.at_least(args.fail_on):
+        _say(args, messages.fail_on_line(result, args.fail_on) or "")
         return ExitCode.FINDINGS
+    has_key = bool(settings.enrichment and settings.enrichment.api_key) or bool(os.environ.get("ABUSEIPDB_API_KEY"))
+    for hint in messages.next_steps(result, args.output, settings.enrichment is not None, has_key, args.details):
+        _say(args, hint)
     return ExitCode.OK
 
 

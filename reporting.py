@@ -21,7 +21,8 @@ import orjson
 
 from log_analyser_core.errors import ConfigError
 from log_analyser_core.features import client as ip_features
-from log_analyser_core.report import exports
+from log_analyser_core.report import exports, junit, markdown
+from log_analyser_core.report import table as report_table
 from log_analyser_core.report.model import fmt_span, iso_time
 from log_analyser_core.results import SCHEMA_VERSION, AnalysisResult, Evidence, Finding, Geo, LLMNote, Reputation
 
@@ -31,10 +32,10 @@ if TYPE_CHECKING:
 # C0/C1 controls, DEL, and bidirectional overrides that can make text read differently than it is.
 _UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-SEVERITY_COLOURS = {"critical": "\x1b[1;31m", "high": "\x1b[31m", "medium": "\x1b[33m",
+# One style per severity, told apart without colour too: critical is reversed (bold white on red).
+SEVERITY_COLOURS = {"critical": "\x1b[1;97;41m", "high": "\x1b[1;31m", "medium": "\x1b[33m",
                     "low": "\x1b[36m", "info": "\x1b[2m"}
 RESET = "\x1b[0m"
-ORIGIN_WIDTH = 22
 
 
 def terminal_safe(text: str) -> str:
@@ -78,75 +79,11 @@ def _clip(text: str, width: int) -> str:
     return text if len(text) <= width else text[:max(width - 1, 0)] + "…"
 
 
-TABLE_HEADER = ("#", "client", "reqs", "errs", "score", "severity", "attack: top reason")
-TABLE_RIGHT = (True, False, True, True, True, False, False)
-MIN_REASON = 24    # the client column gives way to keep this much of the reason (IPv6 addresses are long)
-MIN_CLIENT = 15    # an IPv4 address always fits
-
-
-def _fit(rows: list[list[str]], width: int) -> list[int]:
-    """Column widths that fit ``width`` characters: the reason (last column) takes what is left,
-    down to MIN_REASON, taken from the client column (second) down to MIN_CLIENT."""
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    reason = widths[-1]
-    widths[-1] = 0
-    room = width - sum(widths) - (len(widths) - 1)
-    if room < min(reason, MIN_REASON) and widths[1] > MIN_CLIENT:
-        give = min(widths[1] - MIN_CLIENT, min(reason, MIN_REASON) - room)
-        widths[1] -= give
-        room += give
-    widths[-1] = max(min(reason, room), min(reason, 1))
-    return widths
-
-
-def render_table(result: AnalysisResult, top: int = 20, colour: bool = False, width: int = 80) -> str:
-    """A ranked table of the ``top`` highest-scoring clients, at most ``width`` characters wide;
-    long addresses and reasons end in an ellipsis."""
-    if not result.findings:
-        return "no clients\n"
-    enriched = result.summary.enrichment is not None
-    header = [*TABLE_HEADER[:-1], *(["abuse", "origin"] if enriched else []), TABLE_HEADER[-1]]
-    right = [*TABLE_RIGHT[:-1], *([True, False] if enriched else []), TABLE_RIGHT[-1]]
-    rows = [header]
-    for finding in result.findings[:top]:
-        reason = terminal_safe(finding.reasons[0]) if finding.reasons and finding.flagged else ""
-        who = [_abuse_cell(finding.reputation), _origin_cell(finding.geo)] if enriched else []
-        attack = finding.attack_types[0] if finding.attack_types and finding.flagged else ""
-        reason = f"{attack}: {reason}" if attack and reason else attack or reason
-        ip = terminal_safe(finding.ip) + (" (internal)" if finding.internal else "")
-        rows.append([str(finding.rank), ip, f"{finding.requests:,}", f"{finding.errors:,}",
-                     f"{finding.score:.1f}", finding.severity.label if finding.flagged else "-", *who, reason])
-    widths = _fit(rows, width)
-    lines = []
-    for n, row in enumerate(rows):
-        cells = []
-        for i, (cell, size) in enumerate(zip(row, widths, strict=True)):
-            text = _clip(cell, size)
-            text = text.rjust(size) if right[i] else text.ljust(size)
-            if colour and n and i == 5 and cell in SEVERITY_COLOURS:
-                text = f"{SEVERITY_COLOURS[cell]}{text}{RESET}"
-            cells.append(text)
-        lines.append(" ".join(cells).rstrip())
-        if n == 0:
-            lines.append(" ".join("-" * size for size in widths))
-    return "\n".join(lines) + "\n" + render_llm_notes(result.findings[:top], width)
-
-
-def _abuse_cell(rep: Reputation | None) -> str:
-    """'97%' (+ ' tor'), '?' for a failed lookup, '-' when not looked up."""
-    if rep is None or rep.status == "skipped":
-        return "-"
-    if rep.status != "ok" or rep.abuse_score is None:
-        return "?"
-    return f"{rep.abuse_score}%" + (" tor" if rep.is_tor else "")
-
-
-def _origin_cell(geo: Geo | None) -> str:
-    if geo is None or not (geo.country or geo.as_org or geo.asn):
-        return "-"
-    network = f"AS{geo.asn} " if geo.asn is not None else ""
-    text = " ".join(part for part in (geo.country or "??", network + (geo.as_org or "")) if part).strip()
-    return _clip(terminal_safe(text), ORIGIN_WIDTH)
+def render_table(result: AnalysisResult, top: int = 20, colour: bool = False, width: int | None = None,
+                 everything: bool = False) -> str:
+    """The terminal table (log_analyser_core.report.table): flagged clients, the next few highest
+    scores, then a line counting the rest; ``width`` None never cuts a cell."""
+    return report_table.render_table(result, top=top, colour=colour, width=width, everything=everything)
 
 
 def reputation_json(rep: Reputation | None) -> dict[str, object] | None:
@@ -336,6 +273,7 @@ WRITERS: dict[str, Renderer] = {
     "blocklist": exports.render_blocklist, "nginx": exports.render_nginx, "apache": exports.render_apache,
     "iptables": exports.render_iptables, "ip6tables": exports.render_ip6tables,
     "nftables": exports.render_nftables, "crowdsec": exports.render_crowdsec, "ecs": exports.render_ecs,
+    "markdown": markdown.render_markdown, "junit": junit.render_junit,
 }
 # Longest match wins, so 'x.crowdsec.json' is CrowdSec and 'x.json' the JSON report.
 EXTENSIONS = {
@@ -343,7 +281,8 @@ EXTENSIONS = {
     ".jsonl": "ecs", ".ndjson": "ecs", ".ecs.json": "ecs", ".crowdsec.json": "crowdsec",
     ".conf": "nginx", ".nginx": "nginx", ".nginx.conf": "nginx", ".apache.conf": "apache", ".htaccess": "apache",
     ".iptables": "iptables", ".ip6tables": "ip6tables", ".nft": "nftables", ".nftables": "nftables",
-    ".blocklist": "blocklist", ".ips": "blocklist",
+    ".blocklist": "blocklist", ".ips": "blocklist", ".md": "markdown", ".markdown": "markdown",
+    ".xml": "junit", ".junit.xml": "junit",
 }
 # A .txt file named like a blocklist is one: '-o blocklist.txt', '-o denylist-high.txt'.
 BLOCKLIST_NAMES = ("blocklist", "blacklist", "denylist", "blocked")

@@ -59,9 +59,37 @@ class RulesError(AnalyserError):
     problems: list[str]  # set by behaviour_rules.load_rules: every problem found, one string each
 
 
-def install_hint(extra: str) -> str:
-    """The command that adds an optional extra. log_analyser is not on PyPI: it is installed from a
-    clone of its repository (or used as the Docker image), so the extra is named on the source tree."""
+IMAGE_MARKER = ".log_analyser-image"   # the Dockerfile leaves this file in the image's virtual environment
+IMAGE_EXTRAS = ("llm",)                # the default image's extras; its -full variant adds deep
+
+
+def installed_by(prefix: str | None = None) -> str:
+    """How this copy was installed: 'docker' (the image: ``prefix``, default sys.prefix, holds
+    IMAGE_MARKER), 'pipx' (``prefix`` is one of pipx's venvs, .../pipx/venvs/NAME) or 'pip'."""
+    import sys
+    from pathlib import Path
+
+    root = Path(prefix or sys.prefix)
+    if (root / IMAGE_MARKER).exists():
+        return "docker"
+    parts = root.parts
+    if len(parts) >= 3 and parts[-2] == "venvs" and "pipx" in parts[-3]:
+        return "pipx"
+    return "pip"
+
+
+def install_hint(extra: str, how: str | None = None) -> str:
+    """The command that adds an optional extra, for the way the tool was installed (installed_by).
+    log_analyser is not on PyPI: it is installed from a clone of its repository or used as the
+    Docker image, so the extra is named on the source tree or as the image's full variant."""
+    how = how or installed_by()
+    if how == "docker" and extra == "deep":
+        return ("use the image's full variant (tag full), or build it: "
+                "docker build --target runtime --build-arg VARIANT=full -t log_analyser:full .")
+    if how == "docker":
+        return f"no image variant has it: pip install '.[{extra}]' in the log_analyser source tree"
+    if how == "pipx":
+        return f"pipx install --force '.[{extra}]' in the log_analyser source tree"
     return f"pip install '.[{extra}]' in the log_analyser source tree"
 
 

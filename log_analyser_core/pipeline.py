@@ -106,7 +106,7 @@ def analyse(sources: Sequence[str], settings: Settings = Settings(),
             thread.join()
     notes = notes + spark_notes
     stages: tuple[str, ...] = tuple(detector_scores) if found is None else (
-        *detector_scores, "rules", "signatures", "sigma")
+        *detector_scores, "rules", "signatures", *(("sigma",) if rules.rules else ()))
     verdicts, findings = judged_findings(table, found, Scores(scores, detector_scores, used, baseline), settings,
                                          baseline if settings.model else None)
     notes = notes + rules.notes() + sigma_engine.unrecorded_fields(parsed.events, rules)
@@ -224,7 +224,7 @@ class Detected:
 
 
 def _with_verdict(finding: Finding, judged: verdict.Verdict) -> Finding:
-    reasons = tuple(f"{e.title} ({e.count}x)" for e in judged.evidence if e.attack_type is not None)[:2]
+    reasons = tuple(f"{e.title} ({e.count:,}x)" for e in judged.evidence if e.attack_type is not None)[:2]
     if judged.allowlisted:
         reasons = (f"allowlisted: ip in {judged.allowlisted}",)
     return replace(finding, attack_types=judged.attack_types, evidence=judged.evidence, internal=judged.internal,

@@ -72,12 +72,16 @@ def small_result():
         os.chdir(here)
 @pytest.fixture(autouse=True)
 def isolated_configuration(tmp_path_factory, monkeypatch):
-    """No user config file or LOG_ANALYSER_* variable of the machine leaks into a test."""
+    """No user config file or LOG_ANALYSER_* variable of the machine leaks into a test, and no run
+    appends its summary to the CI job's page (GitHub Actions sets GITHUB_STEP_SUMMARY)."""
     import os
 
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.mktemp("xdg-config")))
     for name in [name for name in os.environ if name.startswith("LOG_ANALYSER_")]:
         monkeypatch.delenv(name)
+    monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
+    monkeypatch.delenv("GITHUB_OUTPUT", raising=False)
+    monkeypatch.delenv("COLUMNS", raising=False)   # the table's width: tests that want one set it
 
 
 @pytest.fixture(scope="session")

@@ -225,7 +225,7 @@ def test_bad_allowlist_is_a_usage_error(capsys, tmp_path):
 def test_internal_clients_are_marked_in_the_table(capsys, tmp_path):
     log = tmp_path / "office.log"
     log.write_text((DATA / "small.log").read_text().replace("203.0.113.5 ", "10.1.2.3 "))
-    code, out, _ = run(capsys, "-f", str(log))
+    code, out, _ = run(capsys, "-f", str(log), "--all")   # an unflagged client: listed with --all
     assert code == ExitCode.OK and "10.1.2.3 (internal)" in out
 
 
@@ -238,7 +238,8 @@ def test_tz_shows_the_summary_in_the_zone_and_json_stays_utc(capsys, tmp_path):
     report = tmp_path / "r.json"
     code, _, err = run(capsys, "-f", str(log), "--tz", "Europe/Berlin", "-o", str(report))
     assert code == ExitCode.OK
-    assert err.splitlines()[0] == ("parsed 3 of 3 lines | 3 clients | 0 flagged | "
+    assert err.splitlines()[0] == f"wrote {report} (3 clients)"
+    assert err.splitlines()[1] == ("parsed 3 of 3 lines | 3 clients | 0 flagged | "
                                    "2026-03-29 01:30 CET to 2026-03-29 04:30 CEST (Europe/Berlin)")
     document = json.loads(report.read_text())
     schema = json.loads((ROOT / "schemas" / "report.schema.json").read_text())
@@ -247,7 +248,7 @@ def test_tz_shows_the_summary_in_the_zone_and_json_stays_utc(capsys, tmp_path):
         "2026-03-29T00:30:00Z", "2026-03-29T02:30:00Z")
     assert {f["ip"]: f["first_seen"] for f in document["findings"]}["192.0.2.2"] == "2026-03-29T01:15:00Z"
     code, _, err = run(capsys, "-f", str(log), "-o", str(tmp_path / "default.json"))
-    assert err.splitlines()[0].endswith(" | 2026-03-29 00:30 to 2026-03-29 02:30 UTC")
+    assert err.splitlines()[1].endswith(" | 2026-03-29 00:30 to 2026-03-29 02:30 UTC")   # after "wrote ..."
     # every request is at night in UTC and in Berlin, so even the night-time feature agrees: the same JSON
     assert (tmp_path / "default.json").read_text() == report.read_text()
 

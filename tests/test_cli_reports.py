@@ -11,6 +11,7 @@ import subprocess
 import sys
 import termios
 
+import pytest
 from conftest import DATA, ROOT
 
 import log_analyser
@@ -84,6 +85,13 @@ def test_unknown_output_extension(capsys, tmp_path):
     assert code == ExitCode.USAGE and "FORMAT:PATH" in err
 
 
+@pytest.fixture(scope="module")
+def hostile_log(tmp_path_factory):
+    import reportdata
+
+    return reportdata.write_hostile_log(tmp_path_factory.mktemp("hostile-log"))
+
+
 def on_terminal(*argv: str, columns: int = 80, no_color: bool = False) -> str:
     """Run the CLI with stdout on a pseudo-terminal of ``columns`` columns; return what it showed."""
     leader, follower = pty.openpty()
@@ -111,7 +119,7 @@ def on_terminal(*argv: str, columns: int = 80, no_color: bool = False) -> str:
 
 def test_terminal_gets_colour_unless_no_color():
     coloured = on_terminal("-f", SMALL)
-    assert "\x1b[1;31mcritical" in coloured
+    assert "\x1b[1;97;41mcritical" in coloured   # reversed: critical does not look like high (bold red)
     assert "\x1b[" not in on_terminal("-f", SMALL, no_color=True)
 
 
@@ -119,14 +127,33 @@ def test_table_follows_the_terminal_width():
     narrow = on_terminal("-f", SMALL, "--details", "198.51.100.99", columns=80)
     assert narrow.startswith("client 198.51.100.99")
     table = on_terminal("-f", SMALL, columns=60, no_color=True).splitlines()
-    assert max(len(line) for line in table) <= 60 and table[2].endswith("…")
+    assert max(len(line) for line in table) <= 60 and table[2].endswith("...")
     wide = on_terminal("-f", SMALL, columns=160, no_color=True).splitlines()
-    assert "critical sqli: " in wide[2] and wide[2].endswith("(1x)")
+    assert "critical sqli   SQL Injection" in wide[2] and wide[2].endswith("(1x)")
 
 
-def test_piped_output_has_no_colour_and_80_columns(capsys):
+@pytest.mark.parametrize("columns", [80, 160])
+def test_table_on_a_terminal_of_80_and_160_columns(hostile_log, columns):
+    """The sample with a long address and long reasons, on a real pseudo-terminal: every line fits,
+    the attack type is never the part cut, and the line counting the quiet clients follows."""
+    lines = on_terminal("-f", str(hostile_log), "--threshold", "30", columns=columns, no_color=True).splitlines()
+    table = lines[:lines.index(next(line for line in lines if line.startswith("… and")))]
+    assert max(len(line) for line in lines) <= columns
+    assert table[0].split() == ["#", "client", "reqs", "errs", "score", "severity", "attack", "top", "reason"]
+    rows = table[2:]
+    assert rows and all(row.split()[5] in ("critical", "high", "medium", "low", "info", "-") for row in rows)
+    assert [row.split()[6] for row in rows[:4]] == ["scanner", "brute_force", "xss", "dos"]
+    flood = "Request flood (sustained request rate far above the site's clients) (3,000x)"
+    if columns == 160:
+        assert any(row.endswith(flood) for row in rows) and "<img/src=x/onerror=window.__xss=7>" in table[6]
+    else:
+        assert not any(flood in row for row in rows) and any(row.endswith("...") for row in rows)
+
+
+def test_piped_output_has_no_colour_and_whole_cells(capsys):
     code, out, _ = run(capsys, "-f", SMALL)
-    assert code == ExitCode.OK and "\x1b[" not in out and max(len(line) for line in out.splitlines()) <= 80
+    assert code == ExitCode.OK and "\x1b[" not in out
+    assert "SQL Injection - Tautologies and Time Delays in URI (1x)" in out and "..." not in out
 
 
 def test_every_format_renders_a_log_too_small_to_score(capsys, tmp_path):

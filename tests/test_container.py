@@ -25,7 +25,7 @@ from conftest import ROOT
 from packaging.requirements import Requirement
 
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
-IMAGE_EXTRAS = ("deep", "llm", "report")
+IMAGE_EXTRAS = ("deep", "llm")   # the full variant's; report (PDF, HTML) is in the core dependencies
 
 
 # --- a small reader for the Dockerfile subset this project uses ---------------------------------
@@ -109,9 +109,14 @@ def clean_checkout_context(dest: Path) -> Path:
     listed = subprocess.run(["git", "-C", str(ROOT), "ls-files", "-z"], check=True, capture_output=True)
     patterns = read_dockerignore()
     for relative in filter(None, listed.stdout.decode().split("\0")):
-        if (ROOT / relative).is_file() and not dockerignore_excludes(relative, patterns):
-            (dest / relative).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / relative, dest / relative)
+        source = ROOT / relative
+        if dockerignore_excludes(relative, patterns) or not (source.is_file() or source.is_symlink()):
+            continue
+        (dest / relative).parent.mkdir(parents=True, exist_ok=True)
+        if source.is_symlink():   # as a clone has it: the Sigma pack's link into the package
+            (dest / relative).symlink_to(os.readlink(source))
+        else:
+            shutil.copy2(source, dest / relative)
     return dest
 
 
@@ -158,7 +163,11 @@ def test_compose_service_mounts_logs_read_only_output_cache_and_env_file():
 
 
 def dockerfile() -> tuple[dict[str, str], list[Stage]]:
-    return stages(ROOT / "Dockerfile")
+    """Global ARGs and the (build, runtime) stages of the published image; the GitHub Action's
+    stage, last in the file, is checked by tests/test_action.py."""
+    global_args, found = stages(ROOT / "Dockerfile")
+    by_name = {stage.name: stage for stage in found}
+    return global_args, [by_name["build"], by_name["runtime"]]
 
 
 def test_image_shape_base_pinned_non_root_entrypoint_volumes_labels():
@@ -183,7 +192,8 @@ def test_image_shape_base_pinned_non_root_entrypoint_volumes_labels():
 
 def test_build_context_keeps_sources_and_drops_secrets_and_tests():
     patterns = read_dockerignore()
-    for kept in ["analysis.py", "pyproject.toml", "README.md", "requirements.txt", "requirements-extras.txt",
+    for kept in ["log_analyser.py", "log_analyser_core/pipeline.py", "pyproject.toml", "README.md", "requirements.txt",
+                 "requirements-extras.txt", "requirements-deep.txt", "sigma/web_dotenv_probe.yml",
                  "schemas/report.schema.json", "rules/web/case.log"]:
         assert not dockerignore_excludes(kept, patterns), kept
     for dropped in [".env", ".env.production", ".git/config", "tests/test_cli.py", "sub/__pycache__/x.pyc",
@@ -193,8 +203,8 @@ def test_build_context_keeps_sources_and_drops_secrets_and_tests():
 
 
 def test_every_package_of_the_image_extras_is_pinned_within_its_declared_range():
-    pins = [Requirement(line) for line in (ROOT / "requirements-extras.txt").read_text().splitlines()
-            if line.strip() and not line.startswith("#")]
+    pins = [Requirement(line) for name in ("requirements-extras.txt", "requirements-deep.txt")
+            for line in (ROOT / name).read_text().splitlines() if line.strip() and not line.startswith("#")]
     for extra in IMAGE_EXTRAS:
         for text in PYPROJECT["project"]["optional-dependencies"][extra]:
             declared = Requirement(text)
@@ -203,7 +213,7 @@ def test_every_package_of_the_image_extras_is_pinned_within_its_declared_range()
                     continue
                 matching = [pin for pin in pins if pin.name == declared.name
                             and (pin.marker is None or pin.marker.evaluate({"platform_machine": machine}))]
-                assert matching, f"{declared.name} ({extra}, {machine}) is not pinned in requirements-extras.txt"
+                assert matching, f"{declared.name} ({extra}, {machine}) is not pinned in requirements-*.txt"
                 version = next(iter(matching[0].specifier)).version
                 assert declared.specifier.contains(version), f"{declared.name}=={version} is outside {declared}"
 
@@ -335,11 +345,12 @@ def test_image_compose_command_runs_over_the_mounted_directory(replayed_image):
 
 
 @pytest.mark.slow
-def test_image_has_every_extra_and_keeps_caches_under_data(replayed_image):
+def test_default_image_has_its_extras_but_not_tensorflow_and_keeps_caches_under_data(replayed_image):
     replay, env, _, _ = replayed_image
     probe = ("import importlib.util, platformdirs;"
-             "print([m for m in ('keras', 'tensorflow', 'openai', 'fpdf', 'matplotlib', 'polars', 'config')"
-             " if importlib.util.find_spec(m) is None]);"
+             "print([m for m in ('openai', 'fpdf', 'matplotlib', 'polars', 'log_analyser_core')"
+             " if importlib.util.find_spec(m) is None]"
+             " + [m for m in ('keras', 'tensorflow') if importlib.util.find_spec(m) is not None]);"
              "print(platformdirs.user_cache_dir('log_analyser'));"
              "print(platformdirs.user_config_dir('log_analyser'))")
     python = str(replay.path("/opt/venv/bin/python"))

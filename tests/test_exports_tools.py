@@ -1,5 +1,5 @@
 """The blocklists checked by the programs that read them (Debian's nginx-light, apache2-bin,
-iptables and nftables, installed by .ci/run), in their test-only modes: nothing is applied."""
+iptables and nftables, installed by scripts/test), in their test-only modes: nothing is applied."""
 from __future__ import annotations
 
 import shutil
@@ -23,7 +23,7 @@ def mixed(hostile_result):
 
 def tool(name: str) -> str:
     path = shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin")
-    assert path, f"{name} is missing: .ci/run installs it"
+    assert path, f"{name} is missing: scripts/test installs it"
     return path
 
 

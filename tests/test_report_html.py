@@ -36,7 +36,7 @@ def browser(tmp_path_factory):
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
-    # Debian's chromium and chromium-driver (.ci/run); elsewhere CHROME_BIN and CHROMEDRIVER name a Chrome
+    # Debian's chromium and chromium-driver (scripts/test); elsewhere CHROME_BIN and CHROMEDRIVER name a Chrome
     # for Testing and its driver (the GitHub workflow's setup-chrome step)
     binary = os.environ.get("CHROME_BIN") or shutil.which("chromium")
     driver_path = os.environ.get("CHROMEDRIVER") or shutil.which("chromedriver")
@@ -261,3 +261,66 @@ def test_the_rebuilt_mark_is_visible_in_the_panel(browser, piped_and_file_result
     assert marks and marks[0].is_displayed() and marks[0].text == "(rebuilt)"
     assert "standard input" in panel.find_element("css selector", "p.legend .rebuilt").find_element(
         "xpath", "..").text
+
+
+CLIPPED_CELLS = """
+var wrap = document.querySelector('.tablewrap').getBoundingClientRect();
+var aside = document.querySelector('aside').getBoundingClientRect();
+var clipped = [];
+document.querySelectorAll('#findings th, #findings td').forEach(function (cell) {
+  var box = cell.getBoundingClientRect();
+  if (cell.scrollWidth > cell.clientWidth + 1 || box.right > wrap.right + 1 || box.left < wrap.left - 1
+      || (aside.top < box.bottom && aside.bottom > box.top && box.right > aside.left)) {
+    clipped.push(cell.cellIndex + ':' + cell.textContent.slice(0, 40));
+  }
+});
+var table = document.querySelector('.tablewrap');
+return {clipped: clipped, overflow: table.scrollWidth - table.clientWidth};
+"""
+
+
+@pytest.mark.parametrize("width", [1280, 1920])
+@pytest.mark.parametrize("which", ["hostile", "small"])
+def test_no_findings_cell_is_clipped_from_1280_pixels(browser, hostile_result, small_result, tmp_path, width, which):
+    """At 1280 px and wider every cell of the findings table is whole: none wider than its box, none
+    cut by the scrolling frame or under the detail panel; a screenshot shows the page drawn."""
+    from PIL import Image
+
+    result = hostile_result if which == "hostile" else small_result
+    path = tmp_path / "report.html"
+    path.write_text(reporting.render_html(result, version="test"), encoding="utf-8")
+    browser.set_window_size(width, 1000)
+    try:
+        load(browser, path)
+        assert browser.execute_script("return window.innerWidth") >= width - 20
+        found = browser.execute_script(CLIPPED_CELLS)
+        shot = tmp_path / f"dashboard-{width}.png"
+        assert browser.save_screenshot(str(shot))
+    finally:
+        browser.set_window_size(1400, 1000)
+    assert found == {"clipped": [], "overflow": 0}
+    with Image.open(shot) as image:
+        assert image.size[0] >= width - 20
+        assert len(image.convert("RGB").resize((64, 64)).getcolors(64 * 64) or []) > 20   # a drawn page
+
+
+def test_a_clipped_cell_would_be_found(browser, small_result, tmp_path):
+    """The check above can fail: with the page squeezed to 500 px (set through the CSSOM, which the
+    page's CSP allows), the table no longer fits its frame."""
+    path = tmp_path / "squeezed.html"
+    path.write_text(reporting.render_html(small_result, version="test"), encoding="utf-8")
+    browser.set_window_size(1280, 1000)
+    try:
+        load(browser, path)
+        browser.execute_script("document.body.style.width = '500px'")
+        found = browser.execute_script(CLIPPED_CELLS)
+    finally:
+        browser.set_window_size(1400, 1000)
+    assert found["clipped"] or found["overflow"] > 0
+
+
+def test_no_country_column_or_filter_without_enrichment(small_result, hostile_result):
+    plain = reporting.render_html(small_result, version="test")
+    assert ">country</th>" not in plain and 'id="f-country"' not in plain
+    enriched = reporting.render_html(hostile_result, version="test")
+    assert ">country</th>" in enriched and 'id="f-country"' in enriched

@@ -9,6 +9,7 @@ import sys
 
 import pytest
 import reportdata
+from conftest import DATA
 from test_reporting import check_golden, in_zone
 
 import reporting
@@ -171,3 +172,44 @@ def test_huge_strings_from_a_log_or_an_api_are_clipped_not_fatal(hostile_result,
     content = text(path)
     assert "more characters]" in content
     assert "x" * 2001 not in content.replace("\n", "")   # a paragraph keeps 2,000 characters, a cell 300
+
+
+def test_findings_page_lists_flagged_then_the_highest_unflagged_marked(hostile_pdf, hostile_result):
+    findings = text(hostile_pdf, "-layout").split("\fFindings\n", 1)[1].split("\f", 1)[0]
+    flagged = [f for f in hostile_result.findings if f.flagged]
+    unflagged = [f for f in hostile_result.findings if not f.flagged and f.score > 0]
+    assert f"The {len(flagged)} flagged clients, worst first" in findings
+    assert "not flagged" in findings and unflagged[0].ip in findings
+    assert findings.index(flagged[-1].ip) < findings.index(unflagged[0].ip)
+    quiet = [f for f in hostile_result.findings if not f.flagged and f.score == 0]
+    assert not any(f" {f.ip} " in findings for f in quiet)   # the 0.0 clients are left out
+
+
+def test_attack_type_chart_counts_each_flagged_client_once_by_its_primary_type(hostile_result):
+    from log_analyser_core.report import model
+
+    counts = dict(model.attack_type_counts(hostile_result))
+    flagged = [f for f in hostile_result.findings if f.flagged]
+    assert sum(counts.values()) == len(flagged)
+    assert counts == {kind: sum(1 for f in flagged if f.attack_types[:1] == (kind,)) for kind in counts}
+
+
+def test_cover_names_only_the_stages_that_ran(small_result, hostile_result):
+    import dataclasses
+
+    from log_analyser_core.report.pdf import stages_run
+
+    assert stages_run(small_result) == ["Isolation Forest", "behaviour rules", "payload signatures", "Sigma rules"]
+    without_sigma = dataclasses.replace(small_result, summary=dataclasses.replace(
+        small_result.summary, detectors=("iforest", "rules", "signatures")))
+    assert "Sigma rules" not in stages_run(without_sigma)
+    assert "language-model notes (advisory)" in stages_run(hostile_result)   # it carries LLM notes
+
+
+def test_the_pipeline_lists_sigma_only_when_rules_loaded(tmp_path):
+    from log_analyser_core.pipeline import Settings, analyse
+
+    log = tmp_path / "a.log"
+    log.write_text((DATA / "small.log").read_text())
+    result = analyse([str(log)], Settings(detectors=("iforest",), builtin_rules=False))
+    assert "sigma" not in result.summary.detectors and "rules" in result.summary.detectors

@@ -69,14 +69,14 @@ def test_terminal_safe_escapes_controls_and_bidi():
     assert reporting.terminal_safe(hostile) == "ok\\x1b[31mred\\x07\\u202etxt.exe\\x9b"
 
 
-def test_table_truncates_long_reasons_and_colours_only_when_asked(small_result):
+def test_table_clips_long_reasons_to_a_width_and_colours_only_when_asked(small_result):
     plain = reporting.render_table(small_result)
     coloured = reporting.render_table(small_result, colour=True)
     assert "\x1b[" not in plain and "\x1b[" in coloured
-    assert all(len(line) <= 80 for line in plain.splitlines())
+    assert "SQL Injection - Tautologies and Time Delays in URI (1x)" in plain   # no width: nothing cut
     narrow = reporting.render_table(small_result, width=60)
-    assert all(len(line) <= 60 for line in narrow.splitlines()) and "…" in narrow.splitlines()[2]
-    assert "\x1b[1;31mcritical" in coloured and coloured.count(reporting.RESET) == 1
+    assert all(len(line) <= 60 for line in narrow.splitlines()) and narrow.splitlines()[2].endswith("...")
+    assert f"{reporting.SEVERITY_COLOURS['critical']}critical" in coloured and coloured.count(reporting.RESET) == 1
 
 
 def test_table_fits_80_columns_with_long_addresses(hostile_result):
@@ -85,10 +85,10 @@ def test_table_fits_80_columns_with_long_addresses(hostile_result):
     for width in (80, 100, 200):
         lines = reporting.render_table(hostile_result, top=50, width=width).splitlines()
         assert max(len(line) for line in lines) <= width
-    narrow = reporting.render_table(hostile_result, top=50).split("\nLLM notes")[0]   # the table itself
-    assert reportdata.MARKUP_IP not in narrow and reportdata.MARKUP_IP[:10] in narrow     # clipped with …
+    narrow = reporting.render_table(hostile_result, top=50, width=80).split("\nLLM notes")[0]   # the table itself
+    assert reportdata.MARKUP_IP not in narrow and reportdata.MARKUP_IP[:10] in narrow     # clipped with ...
     wide = reporting.render_table(hostile_result, top=50, width=200)
-    assert reportdata.MARKUP_IP in wide and "…" not in wide
+    assert reportdata.MARKUP_IP in wide and "..." not in wide.split("\nLLM notes")[0]
 
 
 @pytest.mark.parametrize(("path", "override", "kind"), [
@@ -97,6 +97,7 @@ def test_table_fits_80_columns_with_long_addresses(hostile_result):
     ("deny.conf", None, "nginx"), ("site.apache.conf", None, "apache"), ("x.crowdsec.json", None, "crowdsec"),
     ("f.jsonl", None, "ecs"), ("f.ndjson", None, "ecs"), ("v4.iptables", None, "iptables"),
     ("v6.ip6tables", None, "ip6tables"), ("set.nft", None, "nftables"), ("x.ips", None, "blocklist"),
+    ("summary.md", None, "markdown"), ("report.junit.xml", None, "junit"),
 ])
 def test_format_for(path, override, kind):
     assert reporting.format_for(path, override) == (kind, path)
@@ -113,7 +114,7 @@ def test_format_prefix(argument, kind, path):
 def test_render_passes_only_accepted_options(small_result):
     options = {"top": 1, "version": "v", "severity": reporting.exports.Severity.MEDIUM, "pages": 1}
     assert reporting.render("blocklist", small_result, **options).splitlines()[-1] == "198.51.100.99"
-    assert len(reporting.render("table", small_result, **options).splitlines()) == 3
+    assert len(reporting.render("table", small_result, **options).splitlines()) == 4   # + the '… and N' line
     assert isinstance(reporting.render("pdf", small_result, **options), bytes)
 
 

@@ -40,7 +40,7 @@ def test_actionlint_would_catch_a_broken_workflow(tmp_path):
     result = subprocess.run(["actionlint", "-no-color", str(bad)], capture_output=True, text=True)
     assert result.returncode == 1
     assert "no-such-input" in result.stdout and "nonexistent_context_key" in result.stdout
-    if shutil.which("shellcheck"):  # .ci/run installs it; then the run: scripts are checked too
+    if shutil.which("shellcheck"):  # scripts/test installs it; then the run: scripts are checked too
         assert "SC2086" in result.stdout
 
 
@@ -93,11 +93,14 @@ def test_dependabot_watches_pip_docker_and_actions():
     assert {u["package-ecosystem"] for u in updates} == {"pip", "docker", "github-actions"}
 
 
-def test_ci_run_lints_the_files_then_runs_the_readme_test_command():
+def test_ci_run_runs_scripts_test_then_lints_the_files():
+    """.ci/run is the README's Quick start test command (scripts/test: Debian packages, then
+    `pip install -e '.[dev]' && pytest`) followed by the file checks, which need shellcheck from it."""
     lines = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()
              if line.strip() and not line.lstrip().startswith("#")]
     readme = (ROOT / "README.md").read_text()
-    test_command = re.search(r"```sh\n(pip install -e '\.\[dev\]' && pytest)\n```", readme)
-    assert test_command and lines[-1] == test_command[1]
-    assert lines.index("bash .ci/check-files") < len(lines) - 1
-    assert "shellcheck" in (ROOT / ".ci" / "run").read_text()
+    assert re.search(r"```sh\nbash scripts/test\n```", readme)
+    runs = [line.split(" || ")[0] for line in lines]
+    assert runs.index("bash scripts/test") < runs.index("bash .ci/check-files")
+    script = (ROOT / "scripts" / "test").read_text()
+    assert "shellcheck" in script and script.rstrip().endswith("""pip install -e '.[dev]' && pytest "$@\"""")

@@ -35,7 +35,7 @@ def matplotlib_module():
     try:
         import matplotlib
     except ImportError:
-        raise MissingExtraError("charts in reports", "report", "matplotlib") from None
+        raise MissingExtraError("the charts of the PDF and HTML reports", "report", "matplotlib") from None
     return matplotlib
 
 
@@ -135,7 +135,7 @@ def standard_charts(result: AnalysisResult, theme: Theme = LIGHT, timeline_size=
     charts = {
         "timeline": timeline_chart(result, theme, timeline_size),
         "top_ips": bar_chart(top, "Top flagged clients", theme.alert, theme, xlabel="score (0-100)"),
-        "attack_types": bar_chart(attack_type_counts(result), "Attack types (flagged clients)", theme.alert,
+        "attack_types": bar_chart(attack_type_counts(result), "Primary attack type (flagged clients)", theme.alert,
                                   theme, xlabel="clients"),
         "status_codes": bar_chart(status_counts(result), "Status codes", theme.accent, theme, xlabel="requests"),
     }

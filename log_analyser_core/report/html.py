@@ -67,7 +67,7 @@ def _severity_badge(finding: Finding) -> str:
     return f'<span class="sev sev-{label}">{label}</span>'
 
 
-def _row(finding: Finding, index: int) -> str:
+def _row(finding: Finding, index: int, enriched: bool) -> str:
     types = " ".join(finding.attack_types)
     reason = finding.reasons[0] if finding.reasons and finding.flagged else ""
     cells = [
@@ -77,8 +77,8 @@ def _row(finding: Finding, index: int) -> str:
         f'<td data-v="{int(finding.severity) if finding.flagged else -1}">{_severity_badge(finding)}</td>',
         f'<td class="num" data-v="{finding.requests}">{finding.requests:,}</td>',
         f'<td class="num" data-v="{finding.errors}">{finding.errors:,}</td>',
-        f"<td>{esc(', '.join(finding.attack_types))}</td>",
-        f"<td>{esc(model.country(finding))}</td>",
+        f'<td class="types">{esc(", ".join(finding.attack_types))}</td>',
+        *([f"<td>{esc(model.country(finding))}</td>"] if enriched else []),
         f'<td class="reason">{esc(reason)}</td>',
     ]
     return (f'<tr tabindex="0" data-detail="d-{index}" data-flagged="{int(finding.flagged)}" '
@@ -92,24 +92,28 @@ def _options(values: list[str], everything: str) -> str:
         f'<option value="{esc(v)}">{esc(v)}</option>' for v in values)
 
 
-def _filters(findings: list[Finding]) -> str:
+def _filters(findings: list[Finding], enriched: bool) -> str:
+    """Severity, attack type, country (only when a client has one: enrichment ran) and free-text filters."""
     types = sorted({t for f in findings for t in f.attack_types})
     countries = sorted({model.country(f) for f in findings if model.country(f)})
+    country = (f'<label>country <select id="f-country">{_options(countries, "any")}</select></label>'
+               if enriched else "")
     severities = "".join(f'<option value="{int(s)}">{s.label} or worse</option>' for s in reversed(Severity))
     return ('<div class="filters">'
             '<label>severity <select id="f-sev"><option value="">any</option>'
             f'<option value="flagged">flagged</option>{severities}</select></label>'
             f'<label>attack type <select id="f-type">{_options(types, "any")}</select></label>'
-            f'<label>country <select id="f-country">{_options(countries, "any")}</select></label>'
+            f'{country}'
             '<input id="f-text" type="search" placeholder="search address, reason, type" aria-label="search">'
             '<span id="count"></span></div>')
 
 
-def _table(findings: list[Finding]) -> str:
-    head = "".join(f'<th data-type="{kind}" scope="col">{name}</th>' for name, kind in (
-        ("#", "num"), ("client", "text"), ("score", "num"), ("severity", "num"), ("requests", "num"),
-        ("errors", "num"), ("attack types", "text"), ("country", "text"), ("top reason", "text")))
-    body = "".join(_row(f, i) for i, f in enumerate(findings))
+def _table(findings: list[Finding], enriched: bool) -> str:
+    columns = (("#", "num"), ("client", "text"), ("score", "num"), ("severity", "num"), ("requests", "num"),
+               ("errors", "num"), ("attack types", "text"), *([("country", "text")] if enriched else []),
+               ("top reason", "text"))
+    head = "".join(f'<th data-type="{kind}" scope="col">{name}</th>' for name, kind in columns)
+    body = "".join(_row(f, i, enriched) for i, f in enumerate(findings))
     return (f'<div class="tablewrap"><table id="findings"><thead><tr>{head}</tr></thead>'
             f"<tbody>{body}</tbody></table></div>")
 
@@ -196,11 +200,13 @@ def render_html(result: AnalysisResult, version: str = "") -> str:
     """The self-contained HTML dashboard as one string."""
     s = result.summary
     findings = model.pick_findings(result, TABLE_ROWS)
+    enriched = any(model.country(f) for f in findings)   # a country column only when it would hold one
     typical = model.typical_values(result)
     samples = model.sample_requests(result, [f.ip for f in findings], SAMPLE_LINES)
     details = "".join(_detail(f, i, typical, samples.get(f.ip, []), s.tz) for i, f in enumerate(findings))
     span = model.fmt_span(s.time_start, s.time_end, s.tz) or "-"
     notes = "".join(f'<p class="notes">note: {esc(n)}</p>' for n in s.notes)
+    table = _filters(findings, enriched) + _table(findings, enriched)
     listed = (f"<p class=meta>{len(findings):,} of {len(result.findings):,} clients listed, flagged first.</p>"
               if len(findings) < len(result.findings) else "")
     return f"""<!DOCTYPE html>
@@ -217,7 +223,7 @@ def render_html(result: AnalysisResult, version: str = "") -> str:
 <main>
 <section class="cards">{_cards(result)}</section>{notes}
 <section class="charts">{_charts(result)}</section>
-<div class="layout"><section><h2>Findings</h2>{listed}{_filters(findings)}{_table(findings)}</section>
+<div class="layout"><section><h2>Findings</h2>{listed}{table}</section>
 <aside id="detail"><p id="detail-empty" class="empty">Select a client to see its evidence.</p>{details}</aside>
 </div></main>
 <script>{JS}</script>

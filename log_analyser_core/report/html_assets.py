@@ -26,7 +26,7 @@ main{padding:0 24px 24px}
 .charts figure.wide{grid-column:1/-1}
 .charts img{width:100%;height:auto;display:block}
 .notes{color:var(--medium)}
-.layout{display:grid;grid-template-columns:minmax(0,1.7fr) minmax(300px,1fr);gap:14px;align-items:start}
+.layout{display:grid;grid-template-columns:minmax(0,2fr) minmax(280px,1fr);gap:14px;align-items:start}
 .filters{display:flex;flex-wrap:wrap;gap:8px;margin-bottom:8px;align-items:center}
 select,input{background:var(--panel);color:var(--text);border:1px solid var(--line);border-radius:4px;padding:5px 8px}
 input[type=search]{min-width:220px}
@@ -38,8 +38,9 @@ th{background:var(--panel);white-space:nowrap}
 #findings th{position:sticky;top:0;cursor:pointer;user-select:none}
 th[aria-sort=ascending]::after{content:" \\25B2"}th[aria-sort=descending]::after{content:" \\25BC"}
 td.num{text-align:right;font-variant-numeric:tabular-nums}
-td.ip{font-family:ui-monospace,"DejaVu Sans Mono",monospace;overflow-wrap:break-word;max-width:220px}
-td.reason{color:var(--dim);min-width:260px;overflow-wrap:break-word}
+td.ip{font-family:ui-monospace,"DejaVu Sans Mono",monospace;overflow-wrap:anywhere;max-width:200px}
+td.types{overflow-wrap:anywhere;min-width:90px}
+td.reason{color:var(--dim);min-width:140px;overflow-wrap:anywhere}
 tbody tr{cursor:pointer}
 tbody tr:hover,tbody tr.selected{background:#1f2a37}
 .sev{display:inline-block;border-radius:3px;padding:0 6px;font-size:12px;font-weight:600;color:#0d1117}
@@ -95,7 +96,7 @@ JS = """
   }
 
   function applyFilters() {
-    var sev = controls.sev.value, type = controls.type.value, country = controls.country.value;
+    var sev = controls.sev.value, type = controls.type.value, country = controls.country ? controls.country.value : "";
     var text = controls.text.value.trim().toLowerCase(), shown = 0;
     rows.forEach(function (row) {
       var ok = true;
@@ -123,6 +124,7 @@ JS = """
     th.addEventListener("click", function () { sortBy(th); });
   });
   Object.keys(controls).forEach(function (key) {
+    if (!controls[key]) { return; }   // no country filter without enrichment
     controls[key].addEventListener(key === "text" ? "input" : "change", applyFilters);
   });
   rows.forEach(function (row) {

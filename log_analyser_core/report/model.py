@@ -51,6 +51,18 @@ def pick_findings(result: AnalysisResult, limit: int) -> list[Finding]:
     return (flagged + others)[:limit]
 
 
+NEXT_UNFLAGGED = 5   # unflagged clients a findings table shows after the flagged ones, room permitting
+
+
+def flagged_then_next(result: AnalysisResult, limit: int, extra: int = NEXT_UNFLAGGED
+                      ) -> tuple[list[Finding], list[Finding]]:
+    """(flagged findings, at most ``limit``; then up to ``extra`` of the highest-scoring unflagged ones
+    scoring above 0, while the two lists stay within ``limit``)."""
+    flagged = [f for f in result.findings if f.flagged][:limit]
+    room = min(extra, limit - len(flagged))
+    return flagged, [f for f in result.findings if not f.flagged and f.score > 0][:max(room, 0)]
+
+
 def typical_values(result: AnalysisResult) -> dict[str, float]:
     """Median of every numeric feature over all clients (the 'typical client')."""
     table = result.features
@@ -238,12 +250,14 @@ def status_counts(result: AnalysisResult, limit: int = 12) -> list[tuple[str, in
 
 
 def attack_type_counts(result: AnalysisResult) -> list[tuple[str, int]]:
-    """Flagged clients per attack type, most frequent first; 'unclassified' when a stage named none."""
+    """Flagged clients per primary attack type (each client counted once, by its first type), most
+    frequent first; 'unclassified' when a stage named none. Secondary types (a scanner's bad_bot
+    user agent) would otherwise outnumber what the attackers actually did."""
     counts: dict[str, int] = {}
     for f in result.findings:
         if f.flagged:
-            for kind in f.attack_types or ("unclassified",):
-                counts[kind] = counts.get(kind, 0) + 1
+            kind = f.attack_types[0] if f.attack_types else "unclassified"
+            counts[kind] = counts.get(kind, 0) + 1
     return sorted(counts.items(), key=lambda item: (-item[1], item[0]))
 
 

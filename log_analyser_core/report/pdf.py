@@ -129,7 +129,7 @@ def _cover(pdf, result: AnalysisResult, version: str) -> None:
         ("Lines", f"{s.total_lines:,} read, {s.parsed_lines:,} parsed, {s.unparsed_lines:,} unparsed"
                   + (f" ({unparsed})" if unparsed else "")),
         ("Clients", f"{s.clients:,} distinct addresses, {s.flagged:,} flagged"),
-        ("Detectors", ", ".join(s.detectors) or "none"),
+        ("Stages that ran", ", ".join(stages_run(result)) or "none"),
     ])
     _severity_boxes(pdf, s.by_severity)
     for note in s.notes:
@@ -141,6 +141,22 @@ def _cover(pdf, result: AnalysisResult, version: str) -> None:
         for f in flagged:
             reason = f.reasons[0] if f.reasons else ""
             _para(pdf, f"#{f.rank}  {f.ip}  score {f.score:.1f} ({f.severity.label}): {reason}")
+
+
+STAGE_NAMES = {"iforest": "Isolation Forest", "autoencoder": "autoencoder", "rules": "behaviour rules",
+               "signatures": "payload signatures", "sigma": "Sigma rules"}
+
+
+def stages_run(result: AnalysisResult) -> list[str]:
+    """What looked at this log, by name: the detectors and rule stages in the summary, then
+    enrichment and the language model when they ran."""
+    s = result.summary
+    names = [STAGE_NAMES.get(stage, stage) for stage in s.detectors]
+    if s.enrichment is not None:
+        names.append("enrichment (reputation, country and network)")
+    if any(f.llm_note is not None for f in result.findings):
+        names.append("language-model notes (advisory)")
+    return names
 
 
 def _severity_boxes(pdf, by_severity: dict[str, int]) -> None:
@@ -180,17 +196,30 @@ def _charts(pdf, result: AnalysisResult) -> None:
 def _findings_table(pdf, result: AnalysisResult) -> None:
     pdf.add_page()
     _heading(pdf, "Findings")
-    rows = model.pick_findings(result, TABLE_ROWS)
-    _para(pdf, f"The {len(rows)} highest-ranked of {len(result.findings):,} clients; flagged clients first.", 9)
+    flagged, unflagged = model.flagged_then_next(result, TABLE_ROWS)
+    if flagged:
+        more = f" of {result.summary.flagged:,}" if result.summary.flagged > len(flagged) else ""
+        text = (f"The {len(flagged):,}{more} flagged clients, worst first" if len(flagged) > 1 or more
+                else "The flagged client")
+    else:
+        text = "No client was flagged"
+    if unflagged:
+        which = f"{len(unflagged)} highest-scoring clients" if len(unflagged) > 1 else "highest-scoring client"
+        text += f"; then the {which} below the threshold, marked 'not flagged'"
+    _para(pdf, f"{text}. {len(result.findings):,} clients in all.", 9)
     pdf.ln(2)
+    rows = flagged + unflagged
+    if not rows:
+        return
     _plain(pdf, 7.5)
     with pdf.table(col_widths=(8, 32, 11, 15, 17, 13, 28, 56), wrapmode="WORD", line_height=4,
                    text_align=("RIGHT", "LEFT", "RIGHT", "LEFT", "RIGHT", "RIGHT", "LEFT", "LEFT"),
                    headings_style=_fpdf().fonts.FontFace(emphasis="BOLD", fill_color=(230, 233, 238))) as table:
         table.row(["#", "client", "score", "severity", "requests", "errors", "attack types", "top reason"])
         for f in rows:
-            table.row([str(f.rank), _safe(pdf, f.ip), f"{f.score:.1f}", f.severity.label if f.flagged else "-",
-                       f"{f.requests:,}", f"{f.errors:,}", ", ".join(f.attack_types) or "-",
+            severity = f.severity.label if f.flagged else "not flagged"
+            table.row([str(f.rank), _safe(pdf, f.ip), f"{f.score:.1f}", severity, f"{f.requests:,}",
+                       f"{f.errors:,}", ", ".join(f.attack_types) or "-",
                        _safe(pdf, f.reasons[0]) if f.reasons and f.flagged else ""])
 
 
