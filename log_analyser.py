@@ -50,6 +50,7 @@ examples:
   log_analyser -f access.log --rules my-rules/    add a folder of Sigma rules to the built-in pack
   log_analyser rules check my-rules/              validate Sigma rules, listing every problem
   log_analyser rules list                         show the Sigma rules that run, and those skipped
+  log_analyser rules update                       fetch SigmaHQ's released webserver rules (checksum verified)
   log_analyser train -f known_good.log --save model/   fit a baseline on traffic you trust
   log_analyser -f today.log --model model/        score against that baseline
   log_analyser -f access.log --follow --model model/ -o deny.conf   live: alert lines, blocklist kept current
@@ -253,6 +254,16 @@ def _add_rules_options(parser: argparse.ArgumentParser) -> None:
                         "(e.g. --rules ~/sigma/rules/web)")
     parser.add_argument("--no-builtin-rules", action="store_true",
                         help="run only the --rules folders, not the built-in Sigma rule pack")
+    parser.add_argument("--crs", metavar="DIR", default=None,
+                        help="an OWASP Core Rule Set folder (a release, a checkout or its rules/) whose request "
+                        "rules run over the log; default: the one `log_analyser rules update --crs` installed")
+    parser.add_argument("--no-crs", action="store_true", help="do not run the Core Rule Set, even if installed")
+    parser.add_argument("--crs-set", dest="crs_settings", action="append", default=[], metavar="NAME=VALUE",
+                        help="a CRS setting as crs-setup.conf sets it, repeatable (e.g. crs_validate_utf8_encoding=0 "
+                        "for a Latin-1 site, inbound_anomaly_score_threshold=10)")
+    parser.add_argument("--paranoia", type=int, choices=(1, 2, 3, 4), default=1, metavar="N",
+                        help="CRS paranoia level 1-4: higher runs more rules, with more false positives "
+                        "(default 1)")
 
 
 def _add_config_options(parser: argparse.ArgumentParser) -> None:
@@ -366,7 +377,18 @@ def build_settings(args: argparse.Namespace, now: datetime | None = None):
                     random_state=args.seed, enrichment=enrichment_settings(args), explain=_explain_settings(args),
                     rules_dirs=tuple(args.rules_dirs), builtin_rules=not args.no_builtin_rules,
                     detectors=args.detectors, model=args.model, fusion=args.fusion,
-                    rule_paths=tuple(args.behaviour_rules), allowlist=allowlist, engine=args.engine, spark=spark)
+                    rule_paths=tuple(args.behaviour_rules), allowlist=allowlist, engine=args.engine, spark=spark,
+                    crs=args.crs, crs_auto=not args.no_crs, paranoia=args.paranoia,
+                    crs_settings=_crs_settings(args.crs_settings))
+
+
+def _crs_settings(values: list[str]) -> tuple[tuple[str, str], ...]:
+    from log_analyser_core.rules.crs.stage import parse_setting
+
+    try:
+        return tuple(parse_setting(value) for value in values)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
 
 
 def _explain_settings(args: argparse.Namespace):
@@ -536,14 +558,32 @@ def _show_unparsed(result, limit: int = 5) -> None:
 
 def rules_command(argv: list[str]) -> ExitCode:
     """`log_analyser rules check DIR...` and `log_analyser rules list`: validate and show Sigma rules."""
-    parser = argparse.ArgumentParser(prog="log_analyser rules", description="Validate and list Sigma rules.")
+    from log_analyser_core.rules.crs.install import DEFAULT_VERSION as DEFAULT_CRS_VERSION
+
+    parser = argparse.ArgumentParser(prog="log_analyser rules", description="Validate and list Sigma rules; "
+                                     "install the OWASP Core Rule Set.")
     actions = parser.add_subparsers(dest="action", required=True)
     check = actions.add_parser("check", help="validate rule folders and list every problem at once (exit 4 on errors)")
     check.add_argument("dirs", nargs="+", metavar="DIR", help="folders or files of Sigma rules")
     check.add_argument("--strict", action="store_true", help="also exit 4 on validator warnings")
     listing = actions.add_parser("list", help="show the rules a run would use, and those skipped")
     _add_rules_options(listing)
+    update = actions.add_parser("update", help="download and install a rule set, checksum verified, into the user "
+                                "data dir: SigmaHQ's released rules (to use with --rules DIR), or with --crs an "
+                                "OWASP CRS release (used by every run from then on)")
+    update.add_argument("--crs", nargs="?", const=DEFAULT_CRS_VERSION, default=None, metavar="VERSION",
+                        help=f"install OWASP CRS release VERSION (default {DEFAULT_CRS_VERSION}) instead of SigmaHQ")
+    update.add_argument("--package", default="core", help="SigmaHQ: core (default), core+, core++, "
+                        "emerging-threats or all")
+    update.add_argument("--url", default=None, help="SigmaHQ: the GitHub release API URL (default: "
+                        "LOG_ANALYSER_SIGMAHQ_URL, else SigmaHQ's latest release); --crs: the archive URL, "
+                        "{version} replaced (default: the GitHub release)")
+    update.add_argument("--sha256", default=None, metavar="HEX",
+                        help="--crs: the archive's expected SHA-256 (default: read from <archive URL>.sha256)")
+    update.add_argument("--dest", metavar="DIR", help="SigmaHQ: install under DIR (default: the user data dir)")
     args = parser.parse_args(argv)
+    if args.action == "update":
+        return _update_crs(args) if args.crs else _rules_update(args)
     from log_analyser_core.rules import sigma_engine
     from reporting import terminal_safe
 
@@ -564,6 +604,29 @@ def rules_command(argv: list[str]) -> ExitCode:
     for problem in ruleset.of_kind("unsupported"):
         print(f"skipped {terminal_safe(str(problem))}")
     print(f"{len(ruleset.rules)} rules from {len(folders)} folders", file=sys.stderr)
+    return ExitCode.OK
+
+
+def _rules_update(args: argparse.Namespace) -> ExitCode:
+    from pathlib import Path
+
+    from log_analyser_core.rules import sigmahq
+
+    url = args.url or os.environ.get("LOG_ANALYSER_SIGMAHQ_URL") or sigmahq.RELEASE_URL
+    done = sigmahq.update(args.package, url, Path(args.dest) if args.dest else None)
+    print(f"installed SigmaHQ {done.tag} ({done.package}, sha256 {done.sha256[:12]}...): {done.rules} webserver "
+          f"rules ({done.skipped} for other log sources left out); use them with --rules {done.folder}",
+          file=sys.stderr)
+    print(done.folder)
+    return ExitCode.OK
+
+
+def _update_crs(args: argparse.Namespace) -> ExitCode:
+    from log_analyser_core.rules.crs import install
+
+    folder = install.update(args.crs, url_template=args.url or install.RELEASE_URL, sha256=args.sha256)
+    print(f"installed OWASP CRS {args.crs} in {folder}; runs use it unless --crs or --no-crs is given",
+          file=sys.stderr)
     return ExitCode.OK
 
 

@@ -217,7 +217,7 @@ def finding_json(finding: Finding, enriched: bool = False) -> dict[str, object]:
 def evidence_json(item: Evidence) -> dict[str, object]:
     return {"kind": item.kind, "rule_id": item.rule_id, "title": item.title, "severity": item.severity.label,
             "attack_type": item.attack_type.value if item.attack_type else None, "count": item.count,
-            "tags": list(item.tags),
+            "tags": list(item.tags), **({"matched": item.matched} if item.matched is not None else {}),
             "examples": [{"source": x.source, "line_number": x.line_number, "raw": x.raw, "rebuilt": x.rebuilt}
                          for x in item.examples]}
 

@@ -24,10 +24,11 @@ sys.path.insert(0, str(ROOT / "bench"))
 CHILD = """
 import json, resource, sys, time
 sys.path.insert(0, {root!r})
-import file_parser, sigma_engine
+import file_parser
+from log_analyser_core.rules import sigma_engine
 events = file_parser.parse([{path!r}]).events
 start = time.perf_counter()
-rules = sigma_engine.load([sigma_engine.builtin_dir(), {sigmahq!r}])
+rules = sigma_engine.load([sigma_engine.builtin_dir()] + ([{sigmahq!r}] if {sigmahq!r} else []))
 loaded = time.perf_counter()
 cpu = sum(resource.getrusage(resource.RUSAGE_SELF)[:2])
 found = sigma_engine.evaluate(events, rules)
@@ -48,8 +49,8 @@ def ensure_log(lines: int, seed: int, folder: Path) -> Path:
     return path
 
 
-def measure(path: Path, sigmahq: Path) -> dict:
-    code = CHILD.format(root=str(ROOT), path=str(path), sigmahq=str(sigmahq))
+def measure(path: Path, sigmahq: str) -> dict:
+    code = CHILD.format(root=str(ROOT), path=str(path), sigmahq=sigmahq)
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -59,13 +60,14 @@ def main() -> None:
     parser.add_argument("--lines", type=int, default=1_000_000)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--sigmahq", default=str(SIGMAHQ), help="folder of SigmaHQ webserver rules")
+    parser.add_argument("--sigmahq", default=str(SIGMAHQ),
+                        help="folder of SigmaHQ webserver rules ('' for the built-in pack alone)")
     parser.add_argument("--workdir", default=str(Path(tempfile.gettempdir()) / "log_analyser_bench"))
     args = parser.parse_args()
     folder = Path(args.workdir)
     folder.mkdir(parents=True, exist_ok=True)
     path = ensure_log(args.lines, args.seed, folder)
-    runs = [measure(path, Path(args.sigmahq)) for _ in range(args.runs)]
+    runs = [measure(path, args.sigmahq) for _ in range(args.runs)]
     first = runs[0]
     evaluate = statistics.median(r["evaluate"] for r in runs)
     load = statistics.median(r["load"] for r in runs)

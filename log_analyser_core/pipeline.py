@@ -35,6 +35,7 @@ from log_analyser_core.parsing.sources import InputOptions
 from log_analyser_core.results import AnalysisResult, Evidence, ExampleLine, Finding, Severity, Summary
 from log_analyser_core.rules import behaviour as behaviour_rules
 from log_analyser_core.rules import sigma_engine, signatures
+from log_analyser_core.rules.crs import stage as crs_stage
 
 if TYPE_CHECKING:
     from enrichment import EnrichmentSettings
@@ -77,6 +78,10 @@ class Settings:
     fusion: str = detect.DEFAULT_FUSION  # how detector scores combine: min, mean or max
     engine: str = "polars"             # "polars" (local) or "spark" (parse and aggregate on Spark)
     spark: spark_engine.SparkOptions = spark_engine.SparkOptions()
+    crs: str | None = None             # a CRS folder (--crs); None: the one `rules update --crs` installed
+    crs_auto: bool = True              # use the installed CRS when --crs is not given (--no-crs: False)
+    paranoia: int = 1                  # CRS paranoia level, 1-4
+    crs_settings: tuple[tuple[str, str], ...] = ()   # CRS tx settings (--crs-set NAME=VALUE)
 
 
 def analyse(sources: Sequence[str], settings: Settings = Settings(),
@@ -87,12 +92,14 @@ def analyse(sources: Sequence[str], settings: Settings = Settings(),
     spark_notes = _spark_notes(settings) if settings.engine == "spark" else []  # before any work: may refuse
     # before parsing, so that broken rules fail fast; not on Spark, where no request-level stage runs
     rules = _sigma_rules(settings) if settings.engine != "spark" else sigma_engine.RuleSet(folders=(), rules=())
+    crs_rules, crs_notes = _crs_rules(settings)
     size = log_reader.input_bytes(sources)
     warming = _preload_detectors(size, settings)
     try:
         parsed, features = _aggregate(sources, settings, progress)
         score = partial(_score, features, settings, ",".join(sources), warming)
-        detected = partial(Detected.of, parsed.events, settings, rules) if settings.engine != "spark" else None
+        detected = partial(Detected.of, parsed.events, settings, rules, crs_rules) \
+            if settings.engine != "spark" else None
         # the features are computed and the detectors fit and score on a thread while the request-level
         # stages run: both spend most of their time in Polars, scikit-learn or TensorFlow code, which
         # releases the GIL. On larger inputs one runs after the other, so that their memory does not add
@@ -106,10 +113,10 @@ def analyse(sources: Sequence[str], settings: Settings = Settings(),
             thread.join()
     notes = notes + spark_notes
     stages: tuple[str, ...] = tuple(detector_scores) if found is None else (
-        *detector_scores, "rules", "signatures", *(("sigma",) if rules.rules else ()))
+        *detector_scores, "rules", "signatures", *(("sigma",) if rules.rules else ()), *(("crs",) if crs_rules else ()))
     verdicts, findings = judged_findings(table, found, Scores(scores, detector_scores, used, baseline), settings,
                                          baseline if settings.model else None)
-    notes = notes + rules.notes() + sigma_engine.unrecorded_fields(parsed.events, rules)
+    notes = notes + rules.notes() + sigma_engine.unrecorded_fields(parsed.events, rules) + crs_notes
     summary = _summary(parsed, table, findings, used, stages, notes)
     summary = replace(summary, excluded=verdicts.excluded, tz=settings.tz)
     if settings.enrichment is not None:
@@ -165,10 +172,10 @@ def _score(features: Callable[[], pl.DataFrame], settings: Settings, source: str
     return table, baseline, used, scores, detector_scores, model_notes + notes
 
 
-def detections(events: pl.DataFrame, settings: Settings, sigma_rules: sigma_engine.RuleSet | None = None
-               ) -> tuple[dict[str, list[Evidence]], dict[str, int]]:
-    """Evidence by client ip from the behaviour rules, payload signatures and Sigma rules, and the
-    requests the allowlist kept out of them ('excluded because' -> count)."""
+def detections(events: pl.DataFrame, settings: Settings, sigma_rules: sigma_engine.RuleSet | None = None,
+               crs_rules: crs_stage.RuleSet | None = None) -> tuple[dict[str, list[Evidence]], dict[str, int]]:
+    """Evidence by client ip from the behaviour rules, payload signatures, Sigma rules and CRS, and
+    the requests the allowlist kept out of them ('excluded because' -> count)."""
     excluded: dict[str, int] = {}
     if settings.allowlist is not None:
         mask, excluded = verdict.allowed_requests(events, settings.allowlist)
@@ -177,6 +184,8 @@ def detections(events: pl.DataFrame, settings: Settings, sigma_rules: sigma_engi
     for ip, items in signatures.detect(events).items():
         evidence.setdefault(ip, []).extend(items)
     for ip, matched in (sigma_engine.evaluate(events, sigma_rules) if sigma_rules else {}).items():
+        evidence.setdefault(ip, []).extend(matched)
+    for ip, matched in (crs_stage.evaluate(events, crs_rules) if crs_rules else {}).items():
         evidence.setdefault(ip, []).extend(matched)
     return _real_examples(evidence), excluded
 
@@ -213,8 +222,9 @@ class Detected:
     crawlers: set[str]
 
     @classmethod
-    def of(cls, events: pl.DataFrame, settings: Settings, sigma_rules: sigma_engine.RuleSet) -> Detected:
-        evidence, excluded = detections(events, settings, sigma_rules)
+    def of(cls, events: pl.DataFrame, settings: Settings, sigma_rules: sigma_engine.RuleSet,
+           crs_rules: crs_stage.RuleSet | None = None) -> Detected:
+        evidence, excluded = detections(events, settings, sigma_rules, crs_rules)
         return cls(evidence, excluded, verdict.crawler_clients(events))
 
     def judge(self, table: pl.DataFrame, anomaly: np.ndarray, settings: Settings) -> verdict.Verdicts:
@@ -283,6 +293,18 @@ def _spark_notes(settings: Settings) -> list[str]:
 def _sigma_rules(settings: Settings) -> sigma_engine.RuleSet:
     folders = ([sigma_engine.builtin_dir()] if settings.builtin_rules else []) + list(settings.rules_dirs)
     return sigma_engine.load(folders)
+
+
+def _crs_rules(settings: Settings) -> tuple[crs_stage.RuleSet | None, list[str]]:
+    """The CRS rules to run and the summary's note on them; without a CRS, None and a note that
+    says so (the other stages run as ever)."""
+    if settings.engine == "spark" or not (settings.crs or settings.crs_auto):
+        return None, []
+    folder = crs_stage.find(settings.crs, settings.crs_auto)
+    if folder is None:
+        return None, [crs_stage.NO_CRS_NOTE]
+    ruleset = crs_stage.load(folder, settings.paranoia, settings=settings.crs_settings)
+    return ruleset, crs_stage.notes(ruleset)
 
 
 def _preload_detectors(size: int, settings: Settings) -> list[threading.Thread]:

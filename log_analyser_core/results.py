@@ -53,6 +53,8 @@ class AttackType(enum.StrEnum):
     DOS = "dos"                          # request floods
     BAD_BOT = "bad_bot"                  # scrapers, secret-file probes, fake crawlers
     DATA_EXFILTRATION = "data_exfiltration"
+    SSRF = "ssrf"                        # server-side request forgery (URLs of internal or metadata hosts)
+    PROTOCOL_VIOLATION = "protocol_violation"   # malformed or evasive HTTP (CRS protocol enforcement)
     CRAWLER = "crawler"                  # well-behaved known crawlers: not attackers
 
 
@@ -93,6 +95,7 @@ class Evidence:
     count: int
     examples: tuple[ExampleLine, ...] = ()
     tags: tuple[str, ...] = ()
+    matched: str | None = None   # the value that matched (clipped), where the stage records it (CRS)
 
 
 @dataclass(frozen=True)

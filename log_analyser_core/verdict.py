@@ -42,12 +42,13 @@ CRAWLER_SHARE = 0.5                  # share of a client's requests with a crawl
 SCANNER_BREADTH = 3                  # this many payload/discovery families from one client = a scanner
 BREADTH_SEVERITY = Severity.HIGH     # counting only confident evidence (a stray medium Sigma hit is not a family)
 BREADTH_TYPES = frozenset({AttackType.SQLI, AttackType.XSS, AttackType.PATH_TRAVERSAL, AttackType.RCE,
-                           AttackType.DIR_BRUTEFORCE})
+                           AttackType.SSRF, AttackType.DIR_BRUTEFORCE})
 # Most specific explanation first: a fast login brute force or content discovery also floods, so
 # `dos` is what is left when nothing more specific explains the volume.
 TYPE_PRECEDENCE = (AttackType.SCANNER, AttackType.RCE, AttackType.SQLI, AttackType.XSS, AttackType.PATH_TRAVERSAL,
-                   AttackType.BRUTE_FORCE, AttackType.CREDENTIAL_STUFFING, AttackType.DIR_BRUTEFORCE,
-                   AttackType.DATA_EXFILTRATION, AttackType.BAD_BOT, AttackType.DOS, AttackType.CRAWLER)
+                   AttackType.SSRF, AttackType.BRUTE_FORCE, AttackType.CREDENTIAL_STUFFING, AttackType.DIR_BRUTEFORCE,
+                   AttackType.DATA_EXFILTRATION, AttackType.BAD_BOT, AttackType.PROTOCOL_VIOLATION, AttackType.DOS,
+                   AttackType.CRAWLER)
 CRAWLER_AGENTS = re.compile(
     r"(googlebot|google-inspectiontool|adsbot-google|bingbot|bingpreview|msnbot|yandex(bot|images)|baiduspider"
     r"|duckduckbot|applebot|slurp|sogou|petalbot|seznambot|qwantify|ahrefsbot|semrushbot|mj12bot|dotbot"
@@ -165,6 +166,25 @@ def order_types(evidence: Iterable[Evidence]) -> tuple[str, ...]:
     return tuple(types)
 
 
+# What a flood's own URIs and agents also trip (random 404 paths, rotating agents, cache busting):
+# they do not explain the volume, so a confident flood is `dos` first whatever they say. A payload,
+# a login attack or a confident tool identification (a scanner's or a discovery tool's user agent,
+# high severity) does explain it, and stays first.
+FLOOD_EXPLAINERS = frozenset({AttackType.SQLI, AttackType.XSS, AttackType.PATH_TRAVERSAL, AttackType.RCE,
+                              AttackType.SSRF, AttackType.BRUTE_FORCE, AttackType.CREDENTIAL_STUFFING})
+IDENTIFIED_TOOLS = frozenset({AttackType.SCANNER, AttackType.DIR_BRUTEFORCE})
+
+
+def _flood_first(types: tuple[str, ...], evidence: Sequence[Evidence]) -> tuple[str, ...]:
+    """``dos`` first when a high-severity flood is what explains the client (see FLOOD_EXPLAINERS)."""
+    flood = any(e.attack_type == AttackType.DOS and e.severity >= Severity.HIGH for e in evidence)
+    explained = any(e.attack_type in FLOOD_EXPLAINERS or (e.attack_type in IDENTIFIED_TOOLS
+                                                          and e.severity >= Severity.HIGH) for e in evidence)
+    if not flood or explained:
+        return types
+    return (AttackType.DOS.value,) + tuple(t for t in types if t != AttackType.DOS.value)
+
+
 def fuse(anomaly: float, evidence: Sequence[Evidence], *, crawler: bool = False, internal: bool = False,
          allowlisted: str | None = None) -> Verdict:
     """One client's verdict from its 0-100 anomaly score and all evidence gathered about it."""
@@ -179,7 +199,7 @@ def fuse(anomaly: float, evidence: Sequence[Evidence], *, crawler: bool = False,
                                   attack_type=AttackType.BAD_BOT, count=len(attacks)))
     ordered = tuple(sorted(behaviour, key=_type_order)) + tuple(sorted(support, key=_type_order))
     score = _score(anomaly, behaviour, support)
-    types = order_types(behaviour) if attacks or crawler else ()
+    types = _flood_first(order_types(behaviour), behaviour) if attacks or crawler else ()
     if crawler and attacks:
         types = (AttackType.BAD_BOT.value,) + tuple(t for t in types if t != AttackType.BAD_BOT.value)
     elif crawler:

@@ -20,6 +20,15 @@ def shared() -> Path:
     return SHARED
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _no_installed_crs(tmp_path_factory):
+    """No test sees a Core Rule Set the machine's user installed (``rules update --crs``): the user
+    data dir is a temp folder for the whole session, so runs without --crs find none."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_DATA_HOME", str(tmp_path_factory.mktemp("xdg-data")))
+        yield
+
+
 @pytest.fixture(scope="session")
 def planted_log(tmp_path_factory):
     """20k benign lines plus a planted scanner, brute force and flood; returns (path, labels)."""

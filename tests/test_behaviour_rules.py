@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 import numpy as np
@@ -65,6 +66,22 @@ def test_rule_case(case, tmp_path):
             assert all(x.raw.startswith(ip) and x.line_number >= 1 for x in fired[0].examples)
             if rule.attack_type is not None:
                 assert rule.attack_type.value in finding.attack_types
+
+
+def test_a_shared_address_is_judged_per_user_agent_and_said_to_be_shared(tmp_path):
+    spec = yaml.safe_load((CASES / "user-agent-rotation.yaml").read_text())
+    log = tmp_path / "office.log"
+    log.write_text(render(spec["requests"] + BACKGROUND))
+    events = file_parser.parse([str(log)]).events
+    assert behaviour_rules.shared_addresses(events) == {"198.51.100.90": 6}   # not the rotating client
+    rotation = RULES["user-agent-rotation"]
+    assert "198.51.100.90" in behaviour_rules.detect(events, [replace(rotation, per_agent_when_shared=False)])
+    found = behaviour_rules.detect(events, [rotation])
+    assert [e.rule_id for e in found["203.0.113.62"]] == ["user-agent-rotation"]
+    (note,) = found["198.51.100.90"]
+    assert note.rule_id == "shared-address" and note.attack_type is None and "looks shared" in note.title
+    office = {f.ip: f for f in analyse([str(log)]).findings}["198.51.100.90"]
+    assert not office.flagged and "shared-address" in [e.rule_id for e in office.evidence]
 
 
 def write_rule(tmp_path, text: str):

@@ -52,6 +52,7 @@ def scratch(tmp_path_factory) -> tuple[Path, dict[str, str]]:
     (here / "logs" / "access.log.1.gz").write_bytes(gzip.compress(sample[len(sample) // 2:], mtime=0))
     (here / "examples").symlink_to(ROOT / "examples")
     (here / "bench").symlink_to(ROOT / "bench")   # the dev-set generator in 'Detection quality'
+    (here / "coreruleset").symlink_to(SHARED / "knowledge" / "coreruleset")   # the CRS examples' --crs DIR
     (here / "my-rules").mkdir()              # a folder of Sigma rules, as in the examples: two of SigmaHQ's
     for rule in sorted((SHARED / "sigmahq-webserver").rglob("*.yml"))[:2]:
         (here / "my-rules" / rule.name).write_bytes(rule.read_bytes())
@@ -62,6 +63,7 @@ def scratch(tmp_path_factory) -> tuple[Path, dict[str, str]]:
     shim.chmod(0o755)
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "PYTHONPATH": str(ROOT), "NO_COLOR": "1",
            "XDG_CONFIG_HOME": str(here / "config"), "XDG_CACHE_HOME": str(here / "cache"),
+           "XDG_DATA_HOME": str(here / "data"),   # no CRS the machine's user installed
            "ABUSEIPDB_BASE_URL": "http://127.0.0.1:9/api/v2",  # never the real service (and no key)
            "OPENAI_BASE_URL": "http://127.0.0.1:9/v1"}
     env.pop("ABUSEIPDB_API_KEY", None)
@@ -152,7 +154,8 @@ def test_every_option_in_the_readme_tables_exists():
             assert option in known, f"{option} (README table) is not an option of log_analyser"
 
 
-@pytest.mark.parametrize("argv", [["train"], ["evaluate"], ["rules", "check"], ["rules", "list"], ["cache"]])
+@pytest.mark.parametrize("argv", [["train"], ["evaluate"], ["rules", "check"], ["rules", "list"], ["rules", "update"],
+                                  ["cache"]])
 def test_every_subcommand_option_is_in_the_readme(argv, capsys):
     assert log_analyser.main([*argv, "--help"]) == ExitCode.OK
     options = set(re.findall(r"(?<![\w-])(--[a-z][a-z0-9-]*)", capsys.readouterr().out)) - {"--help"}

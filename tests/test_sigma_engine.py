@@ -96,7 +96,7 @@ def test_pack_rule_against_its_case(path, tmp_path):
 
 
 def test_builtin_dir_is_the_pack():
-    assert sigma_engine.builtin_dir().resolve() == PACK.resolve()
+    assert sigma_engine.builtin_dir().resolve() == PACK.resolve()   # package data: a link to sigma/
 
 
 def test_the_pack_is_installed_with_the_package():

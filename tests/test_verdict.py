@@ -59,6 +59,21 @@ def test_specific_types_before_flood():
     assert judged.attack_types == ("brute_force", "dos")
 
 
+def test_a_flood_is_dos_whatever_its_uris_or_agents():
+    # random 404 paths trip directory brute force, rotating agents user-agent rotation: the flood explains both
+    judged = verdict.fuse(0.0, [ev(AttackType.DIR_BRUTEFORCE, Severity.MEDIUM), ev(AttackType.BAD_BOT, Severity.MEDIUM),
+                                ev(AttackType.DOS, Severity.HIGH)])
+    assert judged.attack_types[0] == "dos"
+    # a discovery tool's own agent (high) or a payload explains the volume instead
+    tool = verdict.fuse(0.0, [ev(AttackType.DIR_BRUTEFORCE, Severity.HIGH), ev(AttackType.DOS, Severity.HIGH)])
+    assert tool.attack_types[0] == "dir_bruteforce"
+    payload = verdict.fuse(0.0, [ev(AttackType.SQLI, Severity.HIGH), ev(AttackType.DOS, Severity.HIGH)])
+    assert payload.attack_types[0] == "sqli"
+    # a weak (medium) flood signal does not take over
+    assert verdict.fuse(0.0, [ev(AttackType.BAD_BOT, Severity.MEDIUM), ev(AttackType.DOS, Severity.MEDIUM)]) \
+        .attack_types[0] == "bad_bot"
+
+
 def test_known_crawler_is_not_an_attacker_but_a_misbehaving_one_is_a_bad_bot():
     crawler = verdict.fuse(60.0, [ev(None, Severity.LOW)], crawler=True)
     assert crawler.attack_types == ("crawler",) and crawler.score <= verdict.CRAWLER_CAP

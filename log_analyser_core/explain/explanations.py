@@ -57,7 +57,9 @@ ATTACK_TYPE_MEANINGS = {
     "scanner": "vulnerability scanner", "dir_bruteforce": "content discovery / directory brute force",
     "brute_force": "many login attempts from one client", "credential_stuffing": "credential stuffing",
     "dos": "request flood", "bad_bot": "scraper, secret-file probe or fake crawler",
-    "data_exfiltration": "data exfiltration", "crawler": "a well-behaved known crawler (not an attacker)",
+    "data_exfiltration": "data exfiltration", "ssrf": "server-side request forgery",
+    "protocol_violation": "malformed or evasive HTTP requests",
+    "crawler": "a well-behaved known crawler (not an attacker)",
 }
 
 

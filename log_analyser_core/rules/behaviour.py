@@ -32,13 +32,15 @@ from log_analyser_core.errors import RulesError
 from log_analyser_core.parsing import events as log_events
 from log_analyser_core.parsing import sources as log_input
 from log_analyser_core.results import AttackType, Evidence, ExampleLine, Severity
+from log_analyser_core.rules import lists as knowledge_lists
 from log_analyser_core.rules.packs import package_pack
 
 log = logging.getLogger(__name__)
 
-RULE_FIELDS = {"id", "title", "description", "attack_type", "severity", "filter", "bucket", "window", "tags"}
+RULE_FIELDS = {"id", "title", "description", "attack_type", "severity", "filter", "bucket", "window", "tags",
+               "per_agent_when_shared"}
 FILTER_FIELDS = {"methods", "path", "path_not", "query", "target", "text", "user_agent", "user_agent_not", "referer",
-                 "status", "local_hours", "min_bytes", "client_never", "malformed"}
+                 "protocol", "protocol_not", "status", "local_hours", "min_bytes", "client_never", "malformed"}
 BUCKET_FIELDS = {"capacity", "leak_speed", "distinct", "weight", "baseline"}
 WINDOW_FIELDS = {"maxretry", "findtime", "distinct"}
 DISTINCT_COLUMNS = {"path", "query", "user_agent", "referer", "target"}
@@ -46,7 +48,7 @@ EXAMPLES = 3
 PARTITION_EVENTS = 2**20   # events the rules read at once (a partition of the clients, see detect)
 # the event columns prepare reads (filters, distinct keys, the bucket's time and weight)
 _READ_COLUMNS = ("timestamp", "tz_offset_min", "client_ip", "status", "bytes", "method", "path", "query",
-                 "user_agent", "referer")
+                 "user_agent", "referer", "protocol")
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,7 @@ class BehaviourRule:
     source: str
     tags: tuple[str, ...] = ()
     regexes: tuple[tuple[str, str], ...] = ()   # (column, pattern) the condition reads, see _add_regex_columns
+    per_agent_when_shared: bool = False   # on a shared address, count each (address, user agent) apart
 
 
 class _Collector:
@@ -181,9 +184,13 @@ def compile_rule(document: object, source: str, errors: _Collector, index: int =
               else _window(document["window"], bad) if "window" in document else None)
     if len(errors.errors) > before or condition is None or window is None or severity is None:
         return None
+    shared = document.get("per_agent_when_shared", False)
+    if not isinstance(shared, bool):
+        bad("per_agent_when_shared", "must be true or false")
+        return None
     return BehaviourRule(id=rule_id, title=str(document["title"]), attack_type=attack_type, severity=severity,
                          condition=condition, window=window, source=source, regexes=tuple(regexes),
-                         tags=tuple(str(t) for t in document.get("tags", ())))
+                         tags=tuple(str(t) for t in document.get("tags", ())), per_agent_when_shared=shared)
 
 
 def _enum(value, parse, field, bad):
@@ -206,6 +213,16 @@ def regex_problem(pattern: str) -> str | None:
 
 
 def _regex(value, field, bad) -> str | None:
+    """A filter's regex: a string, or ``{list: NAME}`` for a knowledge list (see rules.lists)."""
+    if isinstance(value, dict):
+        if set(value) != {"list"}:
+            bad(field, "a mapping here must be {list: NAME}")
+            return None
+        try:
+            value = knowledge_lists.pattern(str(value["list"]))
+        except RulesError as exc:
+            bad(field, str(exc))
+            return None
     problem = regex_problem(str(value))
     if problem:
         bad(field, f"invalid regular expression: {problem}")
@@ -231,7 +248,7 @@ def _condition(spec: object, bad, regexes: list[tuple[str, str]]) -> pl.Expr | N
 
 # filter key -> column; "target" is path?query; "text" matches if any of target, referer, user agent does
 _REGEX_COLUMNS = {"path": "path", "query": "query", "target": "_target", "user_agent": "user_agent",
-                  "referer": "referer"}
+                  "referer": "referer", "protocol": "protocol"}
 _TEXT_COLUMNS = ("_target", "referer", "user_agent")
 
 
@@ -246,7 +263,7 @@ def _filter_part(key: str, value: object, bad, regexes: list[tuple[str, str]]) -
             return None
         regexes.extend((column, pattern) for column in _TEXT_COLUMNS)
         return pl.any_horizontal(pl.col(_regex_column(column, pattern)) for column in _TEXT_COLUMNS)
-    if key in _REGEX_COLUMNS or key in {"path_not", "user_agent_not", "client_never"}:
+    if key in _REGEX_COLUMNS or key in {"path_not", "user_agent_not", "protocol_not", "client_never"}:
         column = "path" if key == "client_never" else _REGEX_COLUMNS[key.removesuffix("_not")]
         pattern = _regex(value, key, lambda _f, message: bad(message))
         if pattern is None:
@@ -498,6 +515,64 @@ def _column(name: str) -> str:
 
 def detect(events: pl.DataFrame, rules: Iterable[BehaviourRule], partition_events: int = PARTITION_EVENTS, *,
            peer_peaks: dict[str, pl.DataFrame] | None = None) -> dict[str, list[Evidence]]:
+    """Evidence from every rule, by client ip (rules in the given order). On a shared address (see
+    ``shared_addresses``) the rules marked ``per_agent_when_shared`` count each user agent apart,
+    and the client gets a note saying the address looks shared. ``peer_peaks``: see _detect."""
+    rules = list(rules)
+    shared = shared_addresses(events) if any(r.per_agent_when_shared for r in rules) else {}
+    if not shared:
+        return _detect(events, rules, partition_events, peer_peaks=peer_peaks)
+    per_agent = [r for r in rules if r.per_agent_when_shared]
+    evidence = _detect(events, [r for r in rules if not r.per_agent_when_shared], partition_events,
+                       peer_peaks=peer_peaks)
+    split = events.with_columns(pl.when(pl.col("client_ip").cast(pl.String).is_in(list(shared)))
+                                .then(pl.col("client_ip").cast(pl.String) + AGENT_MARK
+                                      + pl.col("user_agent").cast(pl.String).hash(seed=0).cast(pl.String))
+                                .otherwise(pl.col("client_ip").cast(pl.String)).cast(pl.Categorical)
+                                .alias("client_ip"))
+    for key, items in _detect(split, per_agent, partition_events, peer_peaks=peer_peaks).items():
+        ip = key.split(AGENT_MARK)[0]
+        for item in items:
+            known = [e.rule_id for e in evidence.get(ip, [])]
+            if item.rule_id not in known:   # one item per rule: the first user agent that tripped it
+                evidence.setdefault(ip, []).append(item)
+    for ip, agents in shared.items():
+        evidence.setdefault(ip, []).append(Evidence(
+            kind="context", rule_id="shared-address", severity=Severity.INFO, attack_type=None, count=agents,
+            title=f"the address looks shared ({agents} browser user agents, each fetching page assets with few "
+                  "errors, like people behind one NAT or proxy): user-agent rotation, credential stuffing and "
+                  "volume are judged per user agent"))
+    return evidence
+
+
+# Shared addresses: an office NAT, a campus network, a mobile CGNAT. A user agent behaves like a
+# person when it is a browser's, fetched page assets and met few errors.
+AGENT_MARK = "\x1fua:"
+SHARED_MIN_AGENTS = 4
+PERSON_MAX_ERROR_SHARE = 0.2
+_BROWSER = r"^mozilla/5\.0 \((windows|macintosh|x11|linux|iphone|ipad)[^)]*\).*(chrome|firefox|safari|edg)/"
+_BOT = r"(bot|crawl|spider|curl|wget|python|scan|http|java|go-http|headless)"
+_ASSET = r"\.(css|js|png|jpe?g|gif|svg|webp|ico|woff2?)(\?|$)"
+
+
+def shared_addresses(events: pl.DataFrame) -> dict[str, int]:
+    """Addresses carrying at least SHARED_MIN_AGENTS browser user agents that each behave like a
+    person (fetched page assets, under PERSON_MAX_ERROR_SHARE errors): address -> such agents."""
+    if not events.height:
+        return {}
+    agent = pl.col("user_agent").cast(pl.String).str.to_lowercase()
+    people = (events.select(pl.col("client_ip").cast(pl.String), agent.alias("ua"),
+                            pl.col("path").str.contains(f"(?i){_ASSET}").alias("asset"),
+                            (pl.col("status") >= 400).alias("error"))
+              .filter(pl.col("ua").str.contains(_BROWSER) & ~pl.col("ua").str.contains(_BOT))
+              .group_by("client_ip", "ua").agg(pl.col("asset").any(), pl.col("error").mean())
+              .filter(pl.col("asset") & (pl.col("error") < PERSON_MAX_ERROR_SHARE))
+              .group_by("client_ip").len().filter(pl.col("len") >= SHARED_MIN_AGENTS))
+    return dict(people.iter_rows())
+
+
+def _detect(events: pl.DataFrame, rules: Iterable[BehaviourRule], partition_events: int = PARTITION_EVENTS, *,
+            peer_peaks: dict[str, pl.DataFrame] | None = None) -> dict[str, list[Evidence]]:
     """Evidence from every rule, by client ip (rules in the given order). The rules run on one
     partition of clients at a time, of about ``partition_events`` events, so that only its narrow
     table and windows are in memory at once: a rule reads each client's events apart, so this

@@ -1,13 +1,20 @@
-"""Request payload signatures: SQL injection, XSS, path traversal and command injection / RCE probes.
+"""Request payload signatures: SQL injection, XSS, path traversal, SSRF and command injection / RCE probes.
 
-The request target (path and query) and the user agent are each URL-decoded twice (so ``%2527`` and
-``%252e%252e%252f`` are seen as ``'`` and ``../``), '+' in the query read as a space, and
-case-folded; every signature is one regular expression applied to the whole column at once.
+Every field a log records that an attacker writes is inspected: the request target (path and
+query), the user agent, the Referer, the Host (vhost) and a request line that is not HTTP. Each is
+URL-decoded twice (so ``%2527`` and ``%252e%252e%252f`` are seen as ``'`` and ``../``; ``%u0027``
+and overlong UTF-8 too), '+' in the query read as a space, base64 inside a lookup string
+(``${jndi:.../Base64/...}``, ``${base64Decoder:...}``) decoded beside it, case-folded, and HTML
+entities (``&lt;``, ``&#x3c;``, ``&#60``) decoded; every signature is one regular expression
+applied to the distinct values of a column at once.
 Each client gets one Evidence per signature family it triggered, with its matching-request count
 and up to three example lines.
 """
 from __future__ import annotations
 
+import base64
+import binascii
+import re
 from dataclasses import dataclass
 
 import polars as pl
@@ -42,17 +49,29 @@ SIGNATURES: tuple[Signature, ...] = (
               r"|\b(alert|prompt|confirm)\s*(\(|`)|expression\s*\(|<[^>]*\bstyle\s*=[^>]*expression|\bsrcdoc\s*=)"),
     Signature("sig-path-traversal", "Path traversal or local file inclusion", AttackType.PATH_TRAVERSAL,
               Severity.HIGH,
-              r"(\.\.[/\\]|[/\\]\.\.$|/etc/(passwd|shadow|group|hosts|issue)|\bc:[/\\]+windows|win\.ini|boot\.ini"
+              r"(\.\.[/\\]|\.\.;[/\\]|[/\\]\.\.$|/etc/(passwd|shadow|group|hosts|issue)|\bc:[/\\]+windows|win\.ini|boot\.ini"
               r"|/proc/self/(environ|cmdline|fd)|\bfile:///|php://(filter|input)|web-inf/web\.xml)"),
     Signature("sig-rce", "Command injection, RCE exploit probe or log4shell payload", AttackType.RCE, Severity.CRITICAL,
               r"(\$\{\s*(jndi|env|sys|lower|upper|::-)|\$\{[^}]*j[^}]*n[^}]*d[^}]*i\s*:"
+              # Text4Shell (commons-text StringSubstitutor) lookups that run code or reach out
+              r"|\$\{\s*(script|dns|url|file|base64decoder|java|const|xml|properties)\s*:"
+              # a shell command after ';', '|' or '`' inside a parameter's value
+              r"|=[^&\n]*[;|`]\s*(id|ls|pwd|cat|wget|curl|uname|whoami|ping|nc|ncat|bash|sh|rm|echo|busybox|tftp"
+              r"|chmod|cd|python3?|perl|php|nslookup|dig|sleep|ifconfig|netstat|ps)(\s|\$\{?ifs|[;|&`]|$)"
               r"|[;|`&]\s*(cat\s+/|ls\s+-|id\s*($|[;|&`'\"\n])|whoami|uname\s+-|wget\s|curl\s|nc\s+-|ncat\s|bash\s+-"
               r"|sh\s+-c|ping\s+-[cn]|nslookup\s|echo\s|busybox|chmod\s+\+?[0-7x])"
               r"|\$\(\s*(cat|ls|id|whoami|uname|wget|curl|echo|sleep)\b|`\s*(id|whoami|uname)\b|\(\)\s*\{\s*:?\s*;?\s*\}\s*;"
-              r"|/bin/(ba|z|da)?sh\b|\bcmd(\.exe)?\s*/c\b|powershell|\b(shell_exec|passthru|proc_open|popen|system|exec|eval)\s*\("
+              r"|/bin/(ba|z|da)?sh\b|\bcmd(\.exe)?\s*/c\b|powershell(\.exe)?\s+-\w|powershell.{0,60}(\biex\b|invoke-expression|downloadstring|frombase64string)|\b(shell_exec|passthru|proc_open|popen|system|exec|eval)\s*\("
               r"|eval-stdin\.php|invokefunction|call_user_func_array|allow_url_include|auto_prepend_file|/boaform/"
               r"|/hnap1|/gponform|/cgi-bin/(\.%2e|\.\.)|\bwget\s+https?://|\bcurl\s+(-\w+\s+)*https?://|/shell\?|\bnc\s+-e\b"
-              r"|class\.module\.classloader|\bognl\b|%\{\(#|/_ignition/execute-solution|/solr/admin/cores\?.*action=)"),
+              r"|class\.module\.classloader|\bognl\b|%\{\(#|/_ignition/execute-solution|/solr/admin/cores\?.*action="
+              r"|\\think\\(app|container|request|view|template|module))"),
+    Signature("sig-ssrf", "Server-side request forgery: a URL parameter aimed at an internal address",
+              AttackType.SSRF, Severity.HIGH,
+              r"=\s*(https?|gopher|dict|ftp|file|ldap|tftp)://([^/@?&\s]*@)?(localhost\b|127\.\d+\.\d+\.\d+|0\.0\.0\.0|0/"
+              r"|10\.\d+\.\d+\.\d+|192\.168\.\d+|172\.(1[6-9]|2\d|3[01])\.\d+|169\.254\.\d+|100\.100\.100\.200"
+              r"|\[(::1?|0:0:0:0:0:0:0:1|::ffff:[0-9a-f.:]+)\]|metadata\.google\.internal|2130706433\b|0x7f0+1\b)"
+              r"|=\s*gopher://"),
 )
 
 
@@ -77,16 +96,65 @@ def url_decode(text: pl.Expr) -> pl.Expr:
     return text.str.replace_many(patterns, values, leftmost=True)
 
 
+def _entity_pairs() -> tuple[list[str], list[str]]:
+    """HTML entities of the characters markup and script payloads need (``&lt;``, ``&#60;``,
+    ``&#x3c;``, ``&#0060``...), lower-case; the forms ending in ';' come first, so they win."""
+    named = {"&lt;": "<", "&gt;": ">", "&quot;": '"', "&apos;": "'", "&sol;": "/", "&lpar;": "(", "&rpar;": ")",
+             "&colon;": ":", "&semi;": ";", "&equals;": "=", "&grave;": "`", "&tab;": "\t", "&newline;": "\n"}
+    patterns, values = list(named), list(named.values())
+    for char in "<>\"'/():;=`{}$ \t\n":
+        code = ord(char)
+        forms = [f"&#{code};", f"&#0{code};", f"&#00{code};", f"&#x{code:x};", f"&#x0{code:x};", f"&#x00{code:x};"]
+        patterns += forms + [f.removesuffix(";") for f in forms]
+        values += [char] * (2 * len(forms))
+    return patterns, values
+
+
+_ENTITIES = _entity_pairs()
+# base64 after a lookup's prefix: JNDIExploit's /Base64/<command>, Text4Shell's ${base64Decoder:...}
+_BASE64 = re.compile(r"(?i)(?:/base64/|base64decoder:|base64:)([a-z0-9+/_-]{8,}={0,2})")
+
+
+def _with_base64(text: str) -> str:
+    """``text`` and, after a newline, what each base64 run in a lookup string decodes to."""
+    found = []
+    for match in _BASE64.finditer(text):
+        token = match.group(1).replace("-", "+").replace("_", "/")
+        try:
+            found.append(base64.b64decode(token + "=" * (-len(token) % 4)).decode("utf-8", "replace"))
+        except (binascii.Error, ValueError):
+            continue
+    return "\n".join([text, *found])
+
+
 def decoded(text: pl.Expr) -> pl.Expr:
-    """URL-decoded twice and lower-cased."""
-    return url_decode(url_decode(text)).str.to_lowercase()
+    """URL-decoded twice, lower-cased, HTML entities decoded (no base64: see ``decode_text``)."""
+    lowered = url_decode(url_decode(text)).str.to_lowercase()
+    return lowered.str.replace_many(*_ENTITIES, leftmost=True)
+
+
+def decode_text(values: pl.Series) -> pl.Series:
+    """The distinct values of a field as signatures read them (see the module docstring)."""
+    once = pl.select(url_decode(url_decode(pl.lit(values)))).to_series()
+    lookups = once.str.contains("(?i)base64")
+    if lookups.any():   # rare: decoded in Python, value by value
+        once = once.zip_with(~lookups, pl.Series([_with_base64(v) if hit else v for v, hit
+                                                  in zip(once.to_list(), lookups.to_list(), strict=True)],
+                                                 dtype=pl.String))
+    return once.str.to_lowercase().str.replace_many(*_ENTITIES, leftmost=True)
+
+
+INSPECTED = ("user_agent", "referer", "vhost", "request")   # besides the request target
 
 
 def _parts(events: pl.DataFrame) -> list[pl.Series]:
-    """The request target (path, newline, query with '+' as space) and the user agent."""
+    """The request target (path, newline, query with '+' as space) and every other attacker-written
+    field the log recorded (INSPECTED: a format that does not log one has no such column)."""
     query = pl.col("query").fill_null("").str.replace_all("+", " ", literal=True)
     target = pl.concat_str([pl.col("path").fill_null(""), query], separator="\n")
-    return [events.select(target.alias("target")).to_series(), events["user_agent"]]
+    others = [events[name] for name in INSPECTED
+              if name in events.columns and events[name].null_count() < events.height]
+    return [events.select(target.alias("target")).to_series(), *others]
 
 
 def matches(events: pl.DataFrame, signatures: tuple[Signature, ...] = SIGNATURES,
@@ -104,8 +172,7 @@ def _matches(events: pl.DataFrame, signatures: tuple[Signature, ...]) -> pl.Data
     masks = {s.id: pl.Series([False] * events.height, dtype=pl.Boolean) for s in signatures}
     patterns = {s.id: s.pattern for s in signatures}
     for values in _parts(events):
-        found = log_events.text_masks(values, patterns, transform=lambda text: pl.select(decoded(pl.lit(text)))
-                                      .to_series())
+        found = log_events.text_masks(values, patterns, transform=decode_text)
         masks = {name: mask | found[name] for name, mask in masks.items()}
     return pl.DataFrame([mask.alias(name) for name, mask in masks.items()])
 
