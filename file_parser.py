@@ -17,20 +17,24 @@ import polars as pl
 
 from log_analyser_core.errors import ConfigError, InputError
 from log_analyser_core.parsing import formats as log_formats
+from log_analyser_core.parsing import variants, wrappers
 from log_analyser_core.parsing.events import EVENT_SCHEMA, canonical
 from log_analyser_core.parsing.formats import LogFormat, compile_format, detection_candidates, preset
+from log_analyser_core.parsing.presets import PRESETS
 from log_analyser_core.parsing.reader import Progress, iter_chunks, read_ahead, resolve_sources
+from log_analyser_core.parsing.reasons import ERROR_LOG, JOINED_PIECE, NOT_ACCESS_REASONS, unparsed_reason
 from log_analyser_core.parsing.sources import InputOptions, order_rotated, resolve_real_ip
+from log_analyser_core.parsing.wrappers import Wrapper
 
 log = logging.getLogger(__name__)
 
+UNCOUNTED_REASONS = NOT_ACCESS_REASONS   # the former name
 UNPARSED_SCHEMA: dict[str, pl.DataType] = {
     "source": pl.String(), "line_number": pl.Int64(), "reason": pl.String(), "raw": pl.String(),
 }
-UNCOUNTED_REASONS = ("blank line", "header line")   # not log lines: left out of the unparsed ratio
 
 DETECTION_SAMPLE = 2000
-_SYSLOG_PREFIX = r"^<\d{1,3}>(?:\d )?[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d \S+ [^\s:]+: "
+VARIANT_BELOW = 0.98   # when no preset reads this share of the sample, combined variants are inferred
 _FIELDS = "#Fields:"   # the W3C directive naming a block's columns
 
 
@@ -41,13 +45,16 @@ class ParseStats:
     total_lines: int
     parsed_lines: int
     unparsed_by_reason: dict[str, int]
-    formats: dict[str, str] = field(default_factory=dict)  # source -> format name used
+    formats: dict[str, str] = field(default_factory=dict)  # source -> format name used ('cri + combined')
     outside_window: int = 0          # parsed lines skipped by --since/--until (not in the counts above)
     notes: tuple[str, ...] = ()      # what the reader assumed (e.g. a zone for offset-less times)
+    not_access: dict[str, int] = field(default_factory=dict)   # kind (NOT_ACCESS_REASONS) -> lines
+    recovered: int = 0               # parsed lines read by the second, anchored pass (unescaped quotes)
 
     @property
     def unparsed_lines(self) -> int:
-        return self.total_lines - self.parsed_lines
+        """Lines that should have parsed and did not (not-access lines are not among them)."""
+        return self.total_lines - self.parsed_lines - sum(self.not_access.values())
 
 
 @dataclass(frozen=True)
@@ -55,11 +62,6 @@ class ParsedLog:
     events: pl.DataFrame      # EVENT_SCHEMA, one row per parsed line
     unparsed: pl.DataFrame    # UNPARSED_SCHEMA, one row per line that did not parse
     stats: ParseStats
-
-
-def _strip_syslog(raw: pl.Expr) -> pl.Expr:
-    """Access logs forwarded through syslog lose their '<PRI>Mmm dd hh:mm:ss host tag[pid]: ' prefix."""
-    return raw.str.replace(_SYSLOG_PREFIX, "")
 
 
 def _unwrap(raw: pl.Expr) -> pl.Expr:
@@ -78,12 +80,21 @@ def detect_format(sample: pl.Series) -> tuple[LogFormat, float]:
     if lines.len() == 0:
         return detection_candidates()[0], 0.0
     lines = lines.to_frame().select(_unwrap(pl.col("raw"))).to_series()
-    candidates = _shaped_candidates(lines) or detection_candidates()
+    access = lines.filter(~lines.str.contains(ERROR_LOG))   # error-log lines interleaved tell nothing
+    lines = access if access.len() else lines
+    shaped = _shaped_candidates(lines)
+    candidates = shaped or detection_candidates()
     best, best_rate = candidates[0], -1.0
     for candidate in candidates:
         rate = _match_rate(lines, candidate)
         if rate > best_rate:
             best, best_rate = candidate, rate
+    if not shaped and best_rate < VARIANT_BELOW:   # combined with a lead or trailing fields of its own?
+        variant = variants.infer(lines)
+        rate = _match_rate(lines, variant) if variant is not None else 0.0
+        if variant is not None and rate > best_rate:
+            log.info("format %s: read as log_format '%s'", variant.name, variant.source)
+            best, best_rate = variant, rate
     return best, best_rate
 
 
@@ -96,7 +107,7 @@ def _shaped_candidates(lines: pl.Series) -> list[LogFormat]:
         name = "cloudfront" if "x-edge-location" in fields[0] else "w3c"
         return [log_formats.from_header(name, fields[0], data[0] if data.len() else " ")]
     if cast(float, lines.str.starts_with("{").mean() or 0.0) > 0.5:
-        return [preset("caddy"), preset("json")]
+        return [preset(name) for name, spec in PRESETS.items() if spec.kind == "json"]
     if "," in first and not first[:1].isdigit() and first.count('"') == 0:
         try:
             return [log_formats.compile_csv(first)]
@@ -122,56 +133,81 @@ def _match_rate(lines: pl.Series, fmt: LogFormat) -> float:
     return float(cast(float, (groups["client_ip"].is_not_null() & groups["time_any"].is_not_null()).mean() or 0.0))
 
 
-def _json_groups(fmt: LogFormat) -> list[pl.Expr]:
+def _json_groups(fmt: LogFormat, raw: pl.Expr | None = None) -> list[pl.Expr]:
     """One column per mapped field, from the first JSON path that is present."""
-    raw = pl.col("raw")
+    raw = pl.col("raw") if raw is None else raw
     return [pl.coalesce([raw.str.json_path_match(path) for path in paths]).alias(group)
             for group, paths in fmt.json_fields]
 
 
 def _captured(fmt: LogFormat) -> list[pl.Expr]:
+    """The format's groups, read from ``_line`` (the line out of its wrapper)."""
+    line = pl.col("_line")
     if fmt.regex is None:
-        return [*_json_groups(fmt)]
-    raw = _strip_syslog(pl.col("raw")) if fmt.syslog else pl.col("raw")
-    unwrapped = raw if any(d == "csv" for _, d in fmt.decoders) else _unwrap(raw)
+        return [*_json_groups(fmt, line)]
+    unwrapped = line if any(d == "csv" for _, d in fmt.decoders) else _unwrap(line)
     return [unwrapped.str.extract_groups(fmt.regex).alias("_m")]
-
-
-def _reason(fmt: LogFormat) -> pl.Expr:
-    header = pl.col("raw").str.starts_with(fmt.header_prefix) if fmt.header_prefix else pl.lit(False)
-    return (pl.when(pl.col("raw").str.contains(r"^\s*$")).then(pl.lit("blank line"))
-            .when(header).then(pl.lit("header line"))
-            .when(pl.col("client_ip").is_null()).then(pl.lit(f"does not match the {fmt.name} format"))
-            .when(pl.col("timestamp").is_null()).then(pl.lit("unreadable timestamp"))
-            .otherwise(None))
 
 
 def parse_lines(lines: pl.Series, fmt: LogFormat, *, source: str = "<lines>", first_line: int = 1,
                 tz: str = "UTC", options: InputOptions | None = None,
-                line_numbers: pl.Series | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
+                line_numbers: pl.Series | None = None, wrapper: Wrapper | None = None,
+                recover: bool = True) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Parse a column of raw lines with one format: (events, unparsed) frames.
 
     Lines are numbered from ``first_line`` on, or take ``line_numbers`` (one per line) when given.
-    ``events`` has EVENT_SCHEMA plus ``_naive`` (time logged without an offset); ``unparsed``
-    has UNPARSED_SCHEMA.
+    ``wrapper`` is the collector's envelope, taken off each line first. Lines the format does not
+    match get a second, anchored pass (``fmt.lenient``: quoted fields may hold quotes), when
+    ``recover``. ``events`` has EVENT_SCHEMA plus ``_naive`` (time logged without an offset) and
+    ``_recovered`` (read by the second pass); ``unparsed`` has UNPARSED_SCHEMA, not-access lines
+    (NOT_ACCESS_REASONS) included.
     """
     options = options or InputOptions(tz=tz)
     real_ip_group = log_formats.REAL_IP_HEADERS.get(options.real_ip_header or "")
     numbered = (lines.alias("raw").to_frame().with_row_index("line_number", offset=first_line)
                 if line_numbers is None else pl.DataFrame({"raw": lines, "line_number": line_numbers}))
-    frame = numbered.lazy().with_columns(pl.col("line_number").cast(pl.Int64), *_captured(fmt))
+    pieces = None
+    if wrapper is not None and wrapper.name == "cri":
+        numbered, pieces = wrappers.join_pieces(numbered.with_columns(pl.col("line_number").cast(pl.Int64)))
+    line = wrapper.strip(pl.col("raw")) if wrapper else pl.col("raw")
+    frame = numbered.lazy().with_columns(pl.col("line_number").cast(pl.Int64), line.alias("_line")) \
+        .with_columns(*_captured(fmt))
     if fmt.regex is not None:
         frame = frame.unnest("_m")
     first, second, final = canonical(fmt, options.tz, source, real_ip_group)
-    events = (frame.with_columns(first).with_columns(second).select(*final, "raw")
-              .with_columns(_reason(fmt).alias("_reason"))
+    events = (frame.with_columns(first).with_columns(second).select(*final, "raw", "_line", "_matched")
               .collect(engine="streaming"))  # morsel-parallel: uses every core on one column
-    good = events.filter(pl.col("_reason").is_null()).drop("_reason", "raw")
-    bad = events.filter(pl.col("_reason").is_not_null()).select(
-        pl.col("source").cast(pl.String), "line_number", pl.col("_reason").alias("reason"), "raw")
+    parsed = pl.col("client_ip").is_not_null() & pl.col("timestamp").is_not_null()
+    good = events.filter(parsed).drop("raw", "_line", "_matched").with_columns(_recovered=pl.lit(False))
+    bad = events.filter(~parsed).select(
+        pl.col("source").cast(pl.String), "line_number", unparsed_reason(fmt, wrapper).alias("reason"), "raw")
+    if pieces is not None and pieces.height:   # joined into the line they continue: counted apart
+        bad = pl.concat([bad, pieces.select(pl.lit(source).alias("source"), "line_number",
+                                            pl.lit(JOINED_PIECE).alias("reason"), "raw")]).sort("line_number")
     if real_ip_group:
         good = good.with_columns(resolve_real_ip(good, "_real_ip_hdr", options.trusted_proxies)
                                  .cast(pl.Categorical).alias("client_ip")).drop("_real_ip_hdr")
+    lenient = fmt.lenient
+    mismatch = bad["reason"] == f"does not match the {fmt.name} format"
+    if recover and lenient is not None and mismatch.any():
+        good, bad = _recover(good, bad, mismatch, replace(fmt, regex=lenient), source=source, options=options,
+                             wrapper=wrapper)
+    return good, bad
+
+
+def _recover(good: pl.DataFrame, bad: pl.DataFrame, mismatch: pl.Series, lenient: LogFormat, *, source: str,
+             options: InputOptions, wrapper: Wrapper | None) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The second pass: lines the format did not match, read again with ``lenient`` (each quoted
+    field may hold quotes; the fields around them, from both ends of the line, pin them down).
+    Servers such as Traefik and Envoy do not escape a quote in a user agent, so without this an
+    attacker could hide every request he makes."""
+    retry = bad.filter(mismatch)
+    found, still = parse_lines(retry["raw"], lenient, source=source, options=options,
+                               line_numbers=retry["line_number"], wrapper=wrapper, recover=False)
+    if found.height == 0:
+        return good, bad
+    good = pl.concat([good, found.with_columns(_recovered=pl.lit(True))]).sort("line_number")
+    bad = pl.concat([bad.filter(~mismatch), still]).sort("line_number")
     return good, bad
 
 
@@ -204,7 +240,7 @@ class FieldsHeaders:
                 fmt = log_formats.compile_w3c(text, sample, name=self.initial.name)
             except ConfigError as exc:
                 raise ConfigError(exc.message, hint=exc.hint, path=self.source, line=line) from None
-            self.compiled[key] = replace(fmt, syslog=self.initial.syslog)
+            self.compiled[key] = fmt
         return self.compiled[key]
 
     def blocks(self, lines: pl.Series, first_line: int = 1) -> tuple[pl.Series, list[LogFormat]]:
@@ -228,11 +264,14 @@ class FieldsHeaders:
 
 
 def _parse_chunk(lines: pl.Series, fmt: LogFormat, headers: FieldsHeaders | None, *, source: str,
-                 first_line: int, options: InputOptions) -> tuple[pl.DataFrame, pl.DataFrame]:
+                 first_line: int, options: InputOptions,
+                 wrapper: Wrapper | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
     """parse_lines, with W3C lines read under the ``#Fields:`` header above them: one parse per
     distinct field list in the chunk, results put back in line order."""
     if headers is None:
-        return parse_lines(lines, fmt, source=source, first_line=first_line, options=options)
+        return parse_lines(lines, fmt, source=source, first_line=first_line, options=options, wrapper=wrapper)
+    if wrapper is not None:   # the #Fields: lines are read out of the envelope too
+        lines = wrappers.unwrap(lines, wrapper)
     which, formats = headers.blocks(lines, first_line)
     if len(formats) == 1:
         return parse_lines(lines, formats[0], source=source, first_line=first_line, options=options)
@@ -261,21 +300,30 @@ def _format_for(name: str | None, custom: str | None, json_fields: str | None) -
 def source_format(sample: pl.Series, *, format_name: str | None = "auto", log_format: str | None = None,
                   json_fields: str | None = None) -> tuple[LogFormat, float]:
     """The format one source's lines are read with, from its first lines ``sample`` (as parse() does
-    for each source), and the fraction of sampled lines it reads. Live mode calls this per file."""
-    return _format_from_sample(_format_for(format_name, log_format, json_fields), sample)
+    for each source), and the fraction of sampled lines it reads. Live mode calls this per file (it
+    does not take collectors' envelopes off yet: see _format_from_sample's wrapper)."""
+    _, fmt, rate = _format_from_sample(_format_for(format_name, log_format, json_fields), sample)
+    return fmt, rate
 
 
-def _format_from_sample(fixed: LogFormat | None, chunk: pl.Series) -> tuple[LogFormat, float]:
-    """The format for one source: detected, or the fixed one (header-driven presets read the
-    file's own header when it has one). A syslog prefix on most lines is stripped first."""
-    syslog = cast(float, chunk.head(DETECTION_SAMPLE).str.contains(_SYSLOG_PREFIX).mean() or 0.0) > 0.5
-    if syslog:
-        chunk = chunk.to_frame("raw").select(_strip_syslog(pl.col("raw"))).to_series()
-    fmt, rate = _unprefixed_format(fixed, chunk)
-    return (replace(fmt, syslog=True), rate) if syslog else (fmt, rate)
+def _format_from_sample(fixed: LogFormat | None, chunk: pl.Series) -> tuple[Wrapper | None, LogFormat, float]:
+    """The wrapper and format for one source: detected, or the fixed format (header-driven presets
+    read the file's own header when it has one). A collector's envelope (syslog, CRI, Docker) on
+    most lines is taken off first; of the envelopes that fit, the one whose lines parse best wins."""
+    sample = chunk.head(DETECTION_SAMPLE * 2)
+    found = wrappers.candidates(sample.head(DETECTION_SAMPLE))
+    plain: tuple[Wrapper | None, LogFormat, float] = (None, *_unprefixed_format(fixed, sample, rated=bool(found)))
+    best = None
+    for wrapper in found:   # the access lines inside: not what the container wrote to stderr, nor pieces
+        kept = sample.to_frame("raw").filter(~wrapper.stderr(pl.col("raw")) & ~wrapper.partial(pl.col("raw")))
+        fmt, rate = _unprefixed_format(fixed, wrappers.unwrap(kept.to_series(), wrapper), rated=True)
+        if best is None or rate > best[2]:
+            best = (wrapper, fmt, rate)
+    return plain if best is None or plain[2] > best[2] else best   # the envelope on most lines wins ties
 
 
-def _unprefixed_format(fixed: LogFormat | None, chunk: pl.Series) -> tuple[LogFormat, float]:
+def _unprefixed_format(fixed: LogFormat | None, chunk: pl.Series, rated: bool = False) -> tuple[LogFormat, float]:
+    """The format and the share of sampled lines it reads (1.0 for a fixed format unless ``rated``)."""
     if fixed is None:
         return detect_format(chunk)
     if fixed.header_prefix and fixed.name in ("w3c", "cloudfront", "csv"):
@@ -286,8 +334,13 @@ def _unprefixed_format(fixed: LogFormat | None, chunk: pl.Series) -> tuple[LogFo
             found = lines.filter(lines.str.starts_with(_FIELDS))
             header = found[0] if found.len() else None
         data = lines.filter(~lines.str.starts_with("#"))
-        return log_formats.from_header(fixed.name, header, data[0] if data.len() else " "), 1.0
-    return fixed, 1.0
+        fixed = log_formats.from_header(fixed.name, header, data[0] if data.len() else " ")
+        if not rated:
+            return fixed, 1.0
+    if not rated:
+        return fixed, 1.0
+    lines = chunk.filter(chunk.str.strip_chars() != "").head(DETECTION_SAMPLE)
+    return fixed, (_match_rate(lines, fixed) if lines.len() else 0.0)
 
 
 def parse(sources: Sequence[str], *, format_name: str | None = "auto", log_format: str | None = None,
@@ -305,15 +358,18 @@ def parse(sources: Sequence[str], *, format_name: str | None = "auto", log_forma
     fixed = _format_for(format_name, log_format, json_fields)
     run = _Run()
     for source in order_rotated(resolve_sources(sources)):
-        next_line, headers = 1, None
+        next_line, headers, wrapper = 1, None, None
         for chunk in read_ahead(iter_chunks(source, progress)):
             if source not in run.formats:
-                fmt, rate = _format_from_sample(fixed, chunk)
+                wrapper, fmt, rate = _format_from_sample(fixed, chunk)
                 run.formats[source] = fmt
+                run.wrappers[source] = wrapper
                 headers = FieldsHeaders(fmt, source) if _is_w3c(fmt) else None
-                log.info("%s: format %s (%.0f%% of sampled lines match)", source, fmt.name, 100 * rate)
+                log.info("%s: format %s (%.0f%% of sampled lines match)", source, run.name(source), 100 * rate)
+                if fmt.ignored:
+                    log.info("%s: read over as opaque fields: %s", source, ", ".join(fmt.ignored))
             good, bad = _parse_chunk(chunk, run.formats[source], headers, source=source, first_line=next_line,
-                                     options=options)
+                                     options=options, wrapper=wrapper)
             run.add(source, _window(good, options), bad)
             next_line += chunk.len()
     result = run.assemble(options)
@@ -344,15 +400,28 @@ class _Run:
     """What one parse() call has gathered so far."""
 
     formats: dict[str, LogFormat] = field(default_factory=dict)
+    wrappers: dict[str, Wrapper | None] = field(default_factory=dict)
     events: list[pl.DataFrame] = field(default_factory=list)
     unparsed: list[pl.DataFrame] = field(default_factory=list)
     naive: Counter = field(default_factory=Counter)
+    not_access: Counter = field(default_factory=Counter)
+    recovered: int = 0
     outside: int = 0
+
+    def name(self, source: str) -> str:
+        """The source's format as the summary names it: 'combined', or 'cri + combined'."""
+        wrapper = self.wrappers.get(source)
+        return f"{wrapper.name} + {self.formats[source].name}" if wrapper else self.formats[source].name
 
     def add(self, source: str, windowed: tuple[pl.DataFrame, int], bad: pl.DataFrame) -> None:
         good, outside = windowed
         self.naive[source] += int(good["_naive"].sum())
-        self.events.append(good.drop("_naive"))
+        self.recovered += int(good["_recovered"].sum())
+        self.events.append(good.drop("_naive", "_recovered"))
+        apart = bad["reason"].is_in(NOT_ACCESS_REASONS)
+        if apart.any():   # counted by kind, not kept
+            self.not_access.update(dict(bad.filter(apart).group_by("reason").len().iter_rows()))
+            bad = bad.filter(~apart)
         self.unparsed.append(bad)
         self.outside += outside
 
@@ -365,23 +434,26 @@ class _Run:
         if self.outside:
             lines = "line" if self.outside == 1 else "lines"
             notes.append(f"{self.outside:,} {lines} outside the --since/--until window skipped")
-        stats = ParseStats(total_lines=events.height + unparsed.height, parsed_lines=events.height,
+        if self.recovered:
+            notes.append(f"{self.recovered:,} lines with quotes inside quoted fields read by a second pass")
+        not_access = sum(self.not_access.values())
+        stats = ParseStats(total_lines=events.height + unparsed.height + not_access, parsed_lines=events.height,
                            unparsed_by_reason=dict(reasons.most_common()),
-                           formats={s: f.name for s, f in self.formats.items()},
-                           outside_window=self.outside, notes=tuple(notes))
+                           formats={s: self.name(s) for s in self.formats},
+                           outside_window=self.outside, notes=tuple(notes),
+                           not_access=dict(self.not_access.most_common()), recovered=self.recovered)
         return ParsedLog(events=events, unparsed=unparsed, stats=stats)
 
 
 def _check_quality(result: ParsedLog, sources: Sequence[str], max_unparsed_ratio: float) -> None:
     stats = result.stats
     named = ", ".join(sources)
-    uncounted = sum(stats.unparsed_by_reason.get(reason, 0) for reason in UNCOUNTED_REASONS)
-    lines = stats.total_lines - uncounted
+    lines = stats.parsed_lines + stats.unparsed_lines
     if lines == 0 and stats.outside_window:
         raise InputError("no log lines inside the --since/--until window", path=named)
     if lines == 0:
         raise InputError("no log lines to analyse (the input is empty)", path=named)
-    ratio = (stats.unparsed_lines - uncounted) / lines
+    ratio = stats.unparsed_lines / lines
     if ratio > max_unparsed_ratio:
         used = ", ".join(sorted(set(stats.formats.values())))
         raise InputError(f"only {stats.parsed_lines} of {lines} lines parse as {used}",

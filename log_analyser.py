@@ -284,7 +284,7 @@ class _FormatAction(argparse.Action):
         if values == "list":
             from log_analyser_core.parsing.presets import PRESETS
 
-            rows = [f"  {name:<11} {spec.description}" for name, spec in PRESETS.items()]
+            rows = [f"  {name:<15} {spec.description}" for name, spec in PRESETS.items()]
             print("log formats (--format NAME; auto detects):", *rows, sep="\n")
             parser.exit()
         setattr(namespace, self.dest, values)

@@ -62,8 +62,11 @@ def summary_line(result: AnalysisResult, colour: bool = False) -> str:
     """One line: lines parsed, clients, flagged by severity (in severity colours if ``colour``), time span."""
     s = result.summary
     parts = [f"parsed {s.parsed_lines:,} of {s.total_lines:,} lines"]
-    if s.unparsed_lines:
-        parts[0] += f" ({s.unparsed_lines:,} unparsed)"
+    apart = sum(s.not_access.values())
+    counts = [f"{s.unparsed_lines:,} unparsed"] if s.unparsed_lines else []
+    counts += [f"{apart:,} not access lines"] if apart else []
+    if counts:
+        parts[0] += f" ({', '.join(counts)})"
     parts.append(f"{s.clients:,} clients")
     worst = ", ".join(f"{SEVERITY_COLOURS[label]}{n} {label}{RESET}" if colour else f"{n} {label}"
                       for label, n in s.by_severity.items() if n)
@@ -237,7 +240,7 @@ def result_json(result: AnalysisResult, version: str = "") -> dict[str, object]:
         "unparsed_by_reason": s.unparsed_by_reason, "clients": s.clients, "flagged": s.flagged,
         "by_severity": s.by_severity, "time_start": _time(s.time_start), "time_end": _time(s.time_end),
         "detectors": list(s.detectors), "features_used": list(s.features_used), "notes": list(s.notes),
-        "excluded": s.excluded,
+        "excluded": s.excluded, "not_access": s.not_access, "recovered": s.recovered,
     }
     if s.enrichment is not None:
         summary["enrichment"] = enrichment_summary_json(s.enrichment)

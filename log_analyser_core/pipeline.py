@@ -448,6 +448,7 @@ def _summary(parsed: file_parser.ParsedLog, table: pl.DataFrame, findings: list[
         time_start=table["first_seen"].min() if table.height else None,  # type: ignore[arg-type]
         time_end=table["last_seen"].max() if table.height else None,     # type: ignore[arg-type]
         detectors=detectors, features_used=tuple(used), notes=(*parsed.stats.notes, *notes),
+        not_access=dict(parsed.stats.not_access), recovered=parsed.stats.recovered,
     )
 
 

@@ -14,7 +14,9 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:   # annotations only: the vocabulary does not load Polars
     import polars as pl
 
-SCHEMA_VERSION = "1.2"  # 1.1: contributions, explanation (and the optional stages' fields); 1.2: examples' rebuilt
+# 1.1: contributions, explanation (and the optional stages' fields); 1.2: examples' rebuilt;
+# 1.3: the summary's not_access and recovered
+SCHEMA_VERSION = "1.3"
 
 
 class Severity(enum.IntEnum):
@@ -183,10 +185,13 @@ class Summary:
     excluded: dict[str, int] = field(default_factory=dict)   # allowlist: 'excluded because' -> count
     enrichment: EnrichmentSummary | None = None    # only when enrichment ran
     tz: str = "UTC"   # the zone (--tz) human-facing reports show times in; every datetime here stays UTC
+    not_access: dict[str, int] = field(default_factory=dict)   # lines that are not access lines, by kind
+    recovered: int = 0   # parsed lines read by the second pass (quotes inside quoted fields)
 
     @property
     def unparsed_lines(self) -> int:
-        return self.total_lines - self.parsed_lines
+        """Lines that should have parsed and did not (blank, header and error-log lines are not)."""
+        return self.total_lines - self.parsed_lines - sum(self.not_access.values())
 
 
 @dataclass(frozen=True)

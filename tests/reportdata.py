@@ -4,6 +4,8 @@ The log is generated traffic with planted attackers, plus a client whose request
 corpus, a client with a Cyrillic user agent, and a 'client address' that is itself markup. The
 result is the real pipeline's output with the later stages' fields (attack types, evidence,
 reputation, geo, LLM note) filled in with dataclasses.replace, so every report section is drawn.
+The parser accepts only IP addresses as clients, so the markup 'address' is put into the result
+in place of a stand-in address: writers must still escape whatever a result holds.
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ from log_analyser_core.results import (
 XSS_IP = "203.0.113.66"
 CYRILLIC_IP = "198.51.100.23"
 MARKUP_IP = "<img/src=x/onerror=window.__xss=7>"
+MARKUP_STAND_IN = "192.0.2.250"   # the address logged for it; replaced by MARKUP_IP in the result
 CYRILLIC_UA = "Мозилла/5.0 (Тестовый агент; ещё длиннее: съешь же ещё этих мягких французских булок)"
 # Each payload, if it ever ran, would set window.__xss; the CSP and escaping must both stop it.
 XSS_CORPUS = (
@@ -57,7 +60,7 @@ def hostile_lines() -> list[str]:
     for i in range(50):
         lines.append(_line(CYRILLIC_IP, i, f"/.env.{i}" if i % 2 else LONG_PATH, 404, CYRILLIC_UA))
     for i in range(40):
-        lines.append(_line(MARKUP_IP, i, f"/admin/{i}", 403, "curl/8.5.0"))
+        lines.append(_line(MARKUP_STAND_IN, i, f"/admin/{i}", 403, "curl/8.5.0"))
     return lines
 
 
@@ -103,5 +106,16 @@ def enrich(result: AnalysisResult) -> AnalysisResult:
     return replace(result, findings=tuple(findings))
 
 
+def with_markup_address(result: AnalysisResult) -> AnalysisResult:
+    """``result`` with MARKUP_IP wherever the stand-in address is (findings, events, features)."""
+    def swap(frame: pl.DataFrame) -> pl.DataFrame:
+        columns = [c for c in ("client_ip", "peer_ip") if c in frame.columns]
+        return frame.with_columns(pl.col(c).cast(pl.String).replace(MARKUP_STAND_IN, MARKUP_IP)
+                                  .cast(frame.schema[c]) for c in columns)
+    findings = tuple(replace(f, ip=MARKUP_IP) if f.ip == MARKUP_STAND_IN else f for f in result.findings)
+    return replace(result, findings=findings, events=swap(result.events), features=swap(result.features))
+
+
 def hostile_result(folder: Path) -> AnalysisResult:
-    return enrich(analyse([str(write_hostile_log(folder))], Settings(threshold=30.0)))
+    result = analyse([str(write_hostile_log(folder))], Settings(threshold=30.0))
+    return enrich(with_markup_address(result))

@@ -88,9 +88,9 @@ def test_unparsed_lines_are_counted_with_reasons(tmp_path):
     bad_time = COMBINED.replace("10/Mar/2026", "99/Foo/2026")
     result = parse_text(tmp_path, f"{COMBINED}\n{COMBINED}\n\ngarbage\n{bad_time}\n", max_unparsed_ratio=0.9)
     assert result.stats.parsed_lines == 2 and result.stats.total_lines == 5
-    assert result.stats.unparsed_by_reason == {"blank line": 1, "does not match the combined format": 1,
-                                               "unreadable timestamp": 1}
-    assert result.unparsed["line_number"].to_list() == [3, 4, 5]
+    assert result.stats.unparsed_by_reason == {"does not match the combined format": 1, "unreadable timestamp": 1}
+    assert result.stats.not_access == {"blank line": 1} and result.stats.unparsed_lines == 2
+    assert result.unparsed["line_number"].to_list() == [4, 5]   # a blank line is counted, not kept
 
 
 def test_mostly_unparsed_input_is_an_input_error(tmp_path):

@@ -336,9 +336,10 @@ def aggregate(sources: Sequence[str], *, options: SparkOptions, format_name: str
     finally:
         frame.unpersist()
     total = parsed + sum(reasons.values())
+    not_access = {reason: reasons.pop(reason) for reason in file_parser.NOT_ACCESS_REASONS if reason in reasons}
     stats = file_parser.ParseStats(total_lines=total, parsed_lines=parsed,
                                    unparsed_by_reason=dict(sorted(reasons.items(), key=lambda kv: -kv[1])),
-                                   formats={source: fmt.name for source in sources})
+                                   formats={source: fmt.name for source in sources}, not_access=not_access)
     unparsed = pl.DataFrame([{"source": r["source"], "line_number": None, "reason": r["_reason"], "raw": r["raw"]}
                              for r in examples], schema=file_parser.UNPARSED_SCHEMA)
     empty = pl.DataFrame(schema=file_parser.EVENT_SCHEMA)

@@ -11,6 +11,7 @@ from urllib.parse import unquote
 
 import polars as pl
 
+from log_analyser_core.parsing.address import canonical as canonical_address
 from log_analyser_core.parsing.formats import LogFormat
 
 # The one canonical events schema. Every format produces exactly these columns, in this order.
@@ -152,7 +153,11 @@ def _iso_time(column: str) -> tuple[pl.Expr, pl.Expr]:
 
 
 def _epoch_time(column: str) -> tuple[pl.Expr, pl.Expr]:
-    seconds = pl.col(column).cast(pl.Float64, strict=False)
+    """Unix epoch time in seconds, or in ms, us or ns (Cloudflare's unixnano), told apart by size."""
+    number = pl.col(column).cast(pl.Float64, strict=False)
+    seconds = (pl.when(number > 1e17).then(number / 1e9).when(number > 1e14).then(number / 1e6)
+               .when(number > 1e11).then(number / 1e3).otherwise(number))
+    seconds = pl.when(seconds.abs() < 1e11).then(seconds)   # beyond year 5000: unreadable, not an error
     return (seconds * 1e6).round().cast(pl.Int64).cast(pl.Datetime("us")), pl.lit(0, dtype=pl.Int32)
 
 
@@ -194,10 +199,12 @@ def utc_time(tz: str) -> tuple[pl.Expr, pl.Expr, pl.Expr]:
 
 def request_time(groups: set[str]) -> pl.Expr:
     """Seconds the server spent, from whichever unit the format logs; negative (ELB's -1) is null."""
-    def number(name: str) -> pl.Expr:
-        return pl.col(name).cast(pl.Float64, strict=False)
+    def number(name: str) -> pl.Expr:   # Google's latency is '0.123s'
+        return pl.col(name).cast(pl.String).str.strip_suffix("s").cast(pl.Float64, strict=False)
     seconds = pl.lit(None, dtype=pl.Float64)
-    if "request_time_us" in groups:
+    if "request_time_ns" in groups:
+        seconds = number("request_time_ns") / 1e9
+    elif "request_time_us" in groups:
         seconds = number("request_time_us") / 1e6
     elif "request_time_ms" in groups:
         seconds = number("request_time_ms") / 1e3
@@ -214,13 +221,29 @@ def request_time(groups: set[str]) -> pl.Expr:
     return pl.when(seconds >= 0).then(seconds).otherwise(None)
 
 
+_OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
+_IPV4 = rf"^{_OCTET}(?:\.{_OCTET}){{3}}$"
+_WITH_PORT = r"^(\d+\.\d+\.\d+\.\d+):\d{1,5}$|^\[([^\]]*)\]:\d{1,5}$"
+
+
 def _normal_address(values: pl.Series) -> pl.Series:
-    ip = values.str.strip_chars('[]" ').str.to_lowercase()
-    return ip.str.replace(r"^::ffff:(\d+\.\d+\.\d+\.\d+)$", "$1")
+    """Canonical address text (see parsing.address), or null for anything that is not an address.
+    A port after the address (``192.0.2.1:5678``, ``[2001:db8::1]:443``) is dropped. Plain IPv4
+    is checked by one regex over the column; only the rest goes through ``ipaddress``."""
+    ip = values.str.strip_chars('" ')
+    ported = ip.str.extract_groups(_WITH_PORT)
+    ip = ported.struct.field("1").fill_null(ported.struct.field("2")).fill_null(ip.str.strip_chars("[]"))
+    ipv4 = ip.str.contains(_IPV4)
+    if bool(ipv4.all()):
+        return ip
+    others = ip.filter(~ipv4)
+    checked = pl.Series([canonical_address(v) for v in others.to_list()], dtype=pl.String)
+    return ip.scatter((~ipv4).arg_true(), checked)
 
 
 def address(column: str) -> pl.Expr:
-    """An IP address as text: brackets dropped, lower case, IPv4-mapped IPv6 folded to IPv4."""
+    """An IP address as canonical text (port and brackets dropped, lower case, IPv6 compressed,
+    IPv4-mapped IPv6 folded to IPv4); null when the text is not an address."""
     return pl.col(column).map_batches(per_distinct(_normal_address), return_dtype=pl.String, is_elementwise=True)
 
 
@@ -258,7 +281,8 @@ def canonical(fmt: LogFormat, tz: str, source: str, real_ip_group: str | None = 
     columns so that no sub-expression is evaluated twice."""
     groups = set(fmt.groups)
     local, offset = local_time(groups)
-    first = [local.alias("_local"), offset.cast(pl.Int32).alias("_offset"), address("client_ip").alias("_client")]
+    first = [local.alias("_local"), offset.cast(pl.Int32).alias("_offset"), address("client_ip").alias("_client"),
+             pl.col("client_ip").is_not_null().alias("_matched")]
     if "peer_ip" in groups:
         first.append(address("peer_ip").alias("_peer"))
     second = []

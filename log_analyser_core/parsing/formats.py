@@ -25,6 +25,8 @@ from log_analyser_core.parsing.presets import CSV_COLUMNS, JSON_FIELDS, PRESETS,
 # A quoted field's body with Apache/nginx backslash escapes, as an unrolled loop: about 1.6x
 # faster than the equivalent alternation (?:[^"\\]|\\.)* in Polars' regex engine.
 QUOTED = r'[^"\\]*(?:\\.[^"\\]*)*'
+CSV_CELL = r'(?:"(?:[^"]|"")*"|[^,"]*)'
+CSV_LOOSE_CELL = r'(?:".*"|[^,]*)'
 NON_SPACE = r"\S+"
 ADDRESS = r'[^\s"]+'
 # Real-client headers a format may log; file_parser picks one with --real-ip-header.
@@ -95,11 +97,15 @@ TEMPLATE = {
     "time_clf": Directive("time_clf", r"\[[^\]]*\]"),
     "time_epoch": Directive("time_epoch", r"\d+(?:\.\d+)?"),
     "request": Directive("request", QUOTED), "method": Directive("method"), "target": Directive("target"),
-    "status": Directive("status", r"\d{3}|-|0"), "bytes": Directive("bytes", r"\d+|-"),
+    "status": Directive("status", r"\d{3}|-1|-|0"), "bytes": Directive("bytes", r"\+?\d+|-"),
     "referer": Directive("referer", QUOTED), "user_agent": Directive("user_agent", QUOTED),
     "request_time_s": Directive("request_time_s", r"-?[\d.]+|-"),
     "request_time_ms": Directive("request_time_ms", r"-?[\d.]+|-"),
     "-": Directive(None), "...": Directive(None, r".*"),
+    # HAProxy's timers Tq/Tw/Tc/Tr/Ta (ms, -1 when not reached; '+' with option logasap): Ta is the total
+    "haproxy_timers": Directive(None, r"-?\d+/-?\d+/-?\d+/-?\d+/\+?(?P<request_time_ms>-?\d+)"),
+    # the leftmost address of an X-Forwarded-For list (Envoy's default format logs no peer address)
+    "xff_client": Directive("client_ip", r"[^\s\",]+"), "xff_rest": Directive(None, r"(?:,[^\"]*)?"),
 }
 
 # %{...}X forms that are read over: headers, notes, env, cookies, ports, pids, trailers.
@@ -130,13 +136,24 @@ class LogFormat:
     decoders: tuple[tuple[str, str], ...] = ()
     absolute_targets: bool = False
     header_prefix: str | None = None   # lines starting with this are headers, not events
-    syslog: bool = False               # lines carry a syslog prefix ('<150>Jan 28 08:10:00 host tag: ')
+    ignored: tuple[str, ...] = ()      # unknown variables / directives read over as opaque fields
 
     @property
     def groups(self) -> tuple[str, ...]:
         if self.regex is None:
             return tuple(group for group, _ in self.json_fields)
         return tuple(re.compile(self.regex).groupindex)
+
+    @property
+    def lenient(self) -> str | None:
+        """The regex of the second, anchored pass, or None when there is nothing to relax: every
+        quoted field may hold any text, quotes included (Traefik, Envoy, HAProxy's captures and
+        many CSV exports do not escape them). The fields before and after each quoted field, from
+        both ends of the line, decide where it ends."""
+        if self.regex is None:
+            return None
+        loose = self.regex.replace(QUOTED, ".*").replace(CSV_CELL, CSV_LOOSE_CELL)
+        return loose if loose != self.regex else None
 
 
 def _directive_pattern(directive: Directive, quoted: bool, seen: set[str]) -> str:
@@ -147,42 +164,53 @@ def _directive_pattern(directive: Directive, quoted: bool, seen: set[str]) -> st
     return f"(?P<{directive.group}>{pattern})"
 
 
-def _compile_tokens(source: str, token: re.Pattern[str], lookup, spaces: str = " ") -> str:
+def _compile_tokens(source: str, token: re.Pattern[str], lookup, spaces: str = " ",
+                    ignored: list[str] | None = None) -> str:
     parts, seen, pos = [], set[str](), 0
+    ignored = [] if ignored is None else ignored
     for match in token.finditer(source):
         before, after = source[pos:match.start()], source[match.end():match.end() + 1]
         parts.append(re.escape(before).replace(r"\ ", spaces))
         quoted = before.endswith('"') and after == '"'
-        parts.append(_directive_pattern(lookup(match), quoted, seen))
+        parts.append(_directive_pattern(lookup(match, ignored), quoted, seen))
         pos = match.end()
     parts.append(re.escape(source[pos:]).replace(r"\ ", spaces))
     return "".join(parts)
 
 
-def _apache_lookup(match: re.Match[str]) -> Directive:
+def _apache_lookup(match: re.Match[str], ignored: list[str]) -> Directive:
     text = match.group(0)
     if text == "%%":
         return Directive(None, "%")
     key = text[1:].lstrip("<>") if text[1:] not in APACHE else text[1:]
     if key not in APACHE and key.startswith("{") and key.endswith(_SKIPPED_APACHE_KINDS):
         return Directive(None)  # any other header, note, env var or cookie: read over it
+    if key not in APACHE and key.startswith("{"):
+        ignored.append(text)   # e.g. mod_ssl's %{SSL_PROTOCOL}x or a module's own %{...}^xx
+        return OPAQUE
     if key not in APACHE:
         raise ConfigError(f"unknown Apache LogFormat directive {text!r}",
                           hint="see 'Log formats' in the README for the supported directives")
     return APACHE[key]
 
 
-def _nginx_lookup(match: re.Match[str]) -> Directive:
+# An unknown field read over: one token, possibly empty; upstream_* variables hold lists when a
+# request went to several upstreams ('10.0.0.1:80, 10.0.0.2:80 : 10.0.0.3:80').
+OPAQUE = Directive(None, r"\S*")
+OPAQUE_LIST = Directive(None, r"\S*(?:(?:, | : )\S+)*")
+_KNOWN_PREFIXES = ("http_", "sent_http_", "cookie_", "arg_", "upstream_", "ssl_")
+
+
+def _nginx_lookup(match: re.Match[str], ignored: list[str]) -> Directive:
     name = match.group(1) or match.group(2)
     if name in NGINX:
         return NGINX[name]
-    if name.startswith(("http_", "sent_http_", "cookie_", "arg_", "upstream_", "ssl_")):
-        return Directive(None)
-    raise ConfigError(f"unknown nginx log_format variable '${name}'",
-                      hint="see 'Log formats' in the README for the supported variables")
+    if not name.startswith(_KNOWN_PREFIXES):
+        ignored.append(f"${name}")
+    return OPAQUE_LIST if name.startswith("upstream_") else OPAQUE
 
 
-def _template_lookup(match: re.Match[str]) -> Directive:
+def _template_lookup(match: re.Match[str], ignored: list[str]) -> Directive:
     name = match.group(1)
     if name not in TEMPLATE:
         raise ConfigError(f"unknown field template name {{{name}}}")
@@ -205,19 +233,23 @@ def compile_format(source: str, name: str = "custom", optional_tail: bool = Fals
     Raises ConfigError naming an unknown directive.
     """
     source = source.strip().strip("'")
+    ignored: list[str] = []
     if _NGINX_TOKEN.search(source):
-        body = _compile_tokens(source, _NGINX_TOKEN, _nginx_lookup)
+        body = _compile_tokens(source, _NGINX_TOKEN, _nginx_lookup, ignored=ignored)
     elif _APACHE_TOKEN.search(source):
-        body = _compile_tokens(source, _APACHE_TOKEN, _apache_lookup)
+        body = _compile_tokens(source, _APACHE_TOKEN, _apache_lookup, ignored=ignored)
     else:
         raise ConfigError(f"no directives in log format {source!r}",
                           hint="give an Apache LogFormat (%h ...) or nginx log_format ($remote_addr ...)")
-    return LogFormat(name=name, source=source, regex=_anchored(body, source, name, optional_tail))
+    return LogFormat(name=name, source=source, regex=_anchored(body, source, name, optional_tail),
+                     ignored=tuple(dict.fromkeys(ignored)))
 
 
 def compile_template(source: str, name: str, absolute_targets: bool = False) -> LogFormat:
     """Compile a field template (``{client_ip} {-} ...``); runs of spaces in lines match one space."""
     body = _compile_tokens(source, _TEMPLATE_TOKEN, _template_lookup, spaces=" +")
+    # a quoted field may stand as a bare '-' (S3 writes '-' for a missing request-URI, referer or agent)
+    body = re.sub(r'"(\(\?P<\w+>' + re.escape(QUOTED) + r'\))"', lambda m: f'(?:"{m.group(1)}"|-)', body)
     return LogFormat(name=name, source=source, regex=_anchored(body, source, name, False),
                      absolute_targets=absolute_targets)
 
@@ -246,7 +278,7 @@ def compile_w3c(fields_line: str, sample: str, name: str = "w3c") -> LogFormat:
 
 def compile_csv(header: str, name: str = "csv") -> LogFormat:
     """A CSV log with a header row: recognised column names become event fields, others are skipped."""
-    cell = r'(?:"(?:[^"]|"")*"|[^,"]*)'
+    cell = CSV_CELL
     parts, decoders, seen = [], [], set()
     for column in _csv_cells(header):
         group = CSV_COLUMNS.get(column.strip().strip('"').lower().replace(" ", "_").replace("-", "_"))
@@ -268,11 +300,12 @@ def _csv_cells(header: str) -> list[str]:
     return [cell for cell in re.findall(r'"(?:[^"]|"")*"|[^,]+|(?<=,)(?=,|$)|^(?=,)', header)]
 
 
-def compile_json(name: str, fields: dict[str, tuple[str, ...]]) -> LogFormat:
+def compile_json(name: str, fields: dict[str, tuple[str, ...]], absolute_targets: bool = False) -> LogFormat:
     """A JSON-lines format: event field or helper group -> JSON paths (``$.a.b``) tried in order."""
     if "client_ip" not in fields:
         raise ConfigError(f"JSON field mapping for {name} has no client_ip")
-    return LogFormat(name=name, source=repr(fields), json_fields=tuple(fields.items()))
+    return LogFormat(name=name, source=repr(fields), json_fields=tuple(fields.items()),
+                     absolute_targets=absolute_targets)
 
 
 def parse_json_mapping(text: str) -> dict[str, tuple[str, ...]]:
@@ -311,7 +344,7 @@ def _build(name: str, spec: Preset) -> LogFormat:
         return compile_w3c(spec.source, sample, name=name)
     if spec.kind == "csv":
         return compile_csv(spec.source, name=name)
-    return compile_json(name, JSON_FIELDS[name])
+    return compile_json(name, JSON_FIELDS[name], absolute_targets=spec.absolute_targets)
 
 
 def from_header(name: str, header: str | None, sample: str) -> LogFormat:

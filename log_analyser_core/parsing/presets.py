@@ -16,7 +16,7 @@ class Preset:
     kind: str
     source: str
     description: str
-    detect: bool = True             # tried by --format auto
+    detect: bool = True             # tried by --format auto (JSON presets: by the file's shape)
     optional_tail: bool = False     # accept an unnamed trailing request time
     absolute_targets: bool = False  # request targets are scheme://host/path
 
@@ -24,6 +24,15 @@ class Preset:
 _COMBINED = '%h %l %u %t "%r" %>s %b "%{Referer}i" "%{User-Agent}i"'
 _NGINX_COMBINED = ('$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent '
                    '"$http_referer" "$http_user_agent"')
+
+# Kubernetes ingress-nginx's default 'upstreaminfo' log_format.
+_INGRESS_NGINX = (_NGINX_COMBINED + " $request_length $request_time [$proxy_upstream_name] "
+                  "[$proxy_alternative_upstream_name] $upstream_addr $upstream_response_length "
+                  "$upstream_response_time $upstream_status $req_id")
+# nginx-proxy-manager's 'proxy' log_format (docker/rootfs/etc/nginx/conf.d/include/log.conf).
+_NPM = ('[$time_local] $upstream_cache_status $upstream_status $status - $request_method $scheme $host '
+        '"$request_uri" [Client $remote_addr] [Length $body_bytes_sent] [Gzip $gzip_ratio] [Sent-to $server] '
+        '"$http_user_agent" "$http_referer"')
 
 PRESETS: dict[str, Preset] = {
     "combined": Preset("config", _COMBINED, "Apache/NCSA combined", optional_tail=True),
@@ -37,6 +46,18 @@ PRESETS: dict[str, Preset] = {
     "main": Preset("config", _NGINX_COMBINED + ' "$http_x_forwarded_for"',
                    "nginx 'main' (combined plus X-Forwarded-For)", optional_tail=True),
     "traefik": Preset("config", _COMBINED + ' %k "%{router}n" "%{backend}n" %{ms}Tms', "Traefik CLF access log"),
+    "litespeed": Preset("config", _COMBINED, "LiteSpeed / OpenLiteSpeed access log (NCSA combined with "
+                        "'Log Headers' Referer and User-Agent)", detect=False, optional_tail=True),
+    "ingress-nginx": Preset("config", _INGRESS_NGINX, "Kubernetes ingress-nginx default (upstreaminfo)"),
+    "npm": Preset("config", _NPM, "nginx-proxy-manager proxy host log"),
+    "haproxy": Preset("template", "{client_ip}:{port} {time_clf} {-} {-} {haproxy_timers} {status} {bytes} {-} {-} "
+                      '{-} {-} {-} {...}"{request}"', "HAProxy option httplog"),
+    "haproxy-clf": Preset("template", '{client_ip} {-} {-} {time_clf} "{request}" {status} {bytes} "{referer}" '
+                          '"{user_agent}" {-} {-} {-} {-} {-} {-} {-} {-} {-} {request_time_ms}{...}',
+                          "HAProxy option httplog clf"),
+    "envoy": Preset("template", '[{time_iso}] "{request}" {status} {-} {-} {bytes} {request_time_ms} {-} '
+                    '"{xff_client}{xff_rest}" "{user_agent}" "{-}" "{vhost}" "{-}"{...}',
+                    "Envoy default access log format (client from X-Forwarded-For)"),
     "squid": Preset("template", "{time_epoch} {-} {client_ip} {-}/{status} {bytes} {method} {target} {-} {-} {-}",
                     "Squid native access.log", absolute_targets=True),
     "awselb": Preset("template", "{time_iso} {-} {client_ip}:{port} {-} {-} {request_time_s} {-} {status} {-} {-} "
@@ -59,6 +80,11 @@ PRESETS: dict[str, Preset] = {
                          "x-edge-detailed-result-type sc-content-type sc-content-len sc-range-start sc-range-end",
                          "Amazon CloudFront standard log (tab separated W3C)"),
     "caddy": Preset("json", "", "Caddy JSON access log"),
+    "envoy-json": Preset("json", "", "Envoy / Istio JSON access log (Istio's default keys)"),
+    "traefik-json": Preset("json", "", "Traefik JSON access log"),
+    "cloudflare": Preset("json", "", "Cloudflare Logpush HTTP requests (JSON)"),
+    "gcp-lb": Preset("json", "", "Google Cloud HTTP(S) Load Balancer (Cloud Logging JSON)", absolute_targets=True),
+    "azure-frontdoor": Preset("json", "", "Azure Front Door access log (JSON)", absolute_targets=True),
     "json": Preset("json", "", "JSON lines with a field mapping (nginx escape=json, app logs)"),
     "csv": Preset("csv", "ip,timestamp,request,status,bytes,response_time,user_agent,referer",
                   "CSV with a header row (ip,timestamp,request,status,bytes,response_time...)"),
@@ -104,6 +130,42 @@ JSON_FIELDS: dict[str, dict[str, tuple[str, ...]]] = {
         "bytes": ("$.size",), "request_time_s": ("$.duration",),
         "user_agent": ("$.request.headers['User-Agent'][0]",), "referer": ("$.request.headers.Referer[0]",),
         "hdr_x_forwarded_for": ("$.request.headers['X-Forwarded-For'][0]",),
+    },
+    "envoy-json": {
+        "client_ip": ("$.downstream_remote_address", "$.downstream_direct_remote_address"),
+        "time_any": ("$.start_time",), "method": ("$.method",), "target": ("$.path",),
+        "protocol": ("$.protocol",), "status": ("$.response_code",), "bytes": ("$.bytes_sent",),
+        "request_time_ms": ("$.duration",), "user_agent": ("$.user_agent",), "referer": ("$.referer",),
+        "vhost": ("$.authority",), "hdr_x_forwarded_for": ("$.x_forwarded_for",),
+    },
+    "traefik-json": {
+        "client_ip": ("$.ClientHost", "$.ClientAddr"), "time_any": ("$.StartUTC", "$.StartLocal", "$.time"),
+        "method": ("$.RequestMethod",), "target": ("$.RequestPath",), "protocol": ("$.RequestProtocol",),
+        "vhost": ("$.RequestHost",), "status": ("$.DownstreamStatus", "$.OriginStatus"),
+        "bytes": ("$.DownstreamContentSize",), "request_time_ns": ("$.Duration",),
+        "user_agent": ("$['request_User-Agent']",), "referer": ("$.request_Referer",),
+        "hdr_x_forwarded_for": ("$['request_X-Forwarded-For']",), "hdr_x_real_ip": ("$['request_X-Real-Ip']",),
+    },
+    "cloudflare": {
+        "client_ip": ("$.ClientIP",), "time_any": ("$.EdgeStartTimestamp",), "method": ("$.ClientRequestMethod",),
+        "target": ("$.ClientRequestURI", "$.ClientRequestPath"), "protocol": ("$.ClientRequestProtocol",),
+        "vhost": ("$.ClientRequestHost",), "status": ("$.EdgeResponseStatus",), "bytes": ("$.EdgeResponseBytes",),
+        "user_agent": ("$.ClientRequestUserAgent",), "referer": ("$.ClientRequestReferer",),
+        "request_time_ms": ("$.OriginResponseDurationMs",),
+    },
+    "gcp-lb": {
+        "client_ip": ("$.httpRequest.remoteIp",), "time_any": ("$.timestamp",),
+        "method": ("$.httpRequest.requestMethod",), "target": ("$.httpRequest.requestUrl",),
+        "protocol": ("$.httpRequest.protocol",), "status": ("$.httpRequest.status",),
+        "bytes": ("$.httpRequest.responseSize",), "user_agent": ("$.httpRequest.userAgent",),
+        "referer": ("$.httpRequest.referer",), "request_time_s": ("$.httpRequest.latency",),
+    },
+    "azure-frontdoor": {
+        "client_ip": ("$.properties.clientIp",), "peer_ip": ("$.properties.socketIp",),
+        "time_any": ("$.time",), "method": ("$.properties.httpMethod",), "target": ("$.properties.requestUri",),
+        "vhost": ("$.properties.hostName",), "status": ("$.properties.httpStatusCode",),
+        "bytes": ("$.properties.responseBytes",), "user_agent": ("$.properties.userAgent",),
+        "referer": ("$.properties.referer",), "request_time_s": ("$.properties.timeTaken",),
     },
     "json": {
         "client_ip": ("$.remote_addr", "$.client_ip", "$.ip", "$.clientip", "$.remote_ip", "$.c_ip"),
