@@ -10,40 +10,29 @@ import dataclasses
 import inspect
 import io
 import math
-import re
-import textwrap
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import orjson
 
 from log_analyser_core.errors import ConfigError
-from log_analyser_core.features import client as ip_features
 from log_analyser_core.report import exports, junit, markdown
 from log_analyser_core.report import table as report_table
 from log_analyser_core.report.model import fmt_span, iso_time
-from log_analyser_core.results import SCHEMA_VERSION, AnalysisResult, Evidence, Finding, Geo, LLMNote, Reputation
+from log_analyser_core.report.text import RESET, SEVERITY_COLOURS, terminal_safe  # noqa: F401 - part of the writers API
+from log_analyser_core.results import (
+    SCHEMA_VERSION,
+    AnalysisResult,
+    EnrichmentSummary,
+    Evidence,
+    Finding,
+    Geo,
+    LLMNote,
+    Reputation,
+)
 
-if TYPE_CHECKING:
-    from enrichment import EnrichmentSummary
-
-# C0/C1 controls, DEL, and bidirectional overrides that can make text read differently than it is.
-_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-# One style per severity, told apart without colour too: critical is reversed (bold white on red).
-SEVERITY_COLOURS = {"critical": "\x1b[1;97;41m", "high": "\x1b[1;31m", "medium": "\x1b[33m",
-                    "low": "\x1b[36m", "info": "\x1b[2m"}
-RESET = "\x1b[0m"
-
-
-def terminal_safe(text: str) -> str:
-    """Control and bidi characters shown as visible escapes (``\\x1b``, ``\\u202e``)."""
-    def escape(match: re.Match[str]) -> str:
-        code = ord(match.group(0))
-        return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
-    return _UNSAFE.sub(escape, text)
 
 
 def csv_safe(value: object) -> object:
@@ -113,32 +102,6 @@ def enrichment_summary_json(summary: EnrichmentSummary) -> dict[str, object]:
     return document
 
 
-def render_llm_notes(findings: Sequence[Finding], width: int = 100) -> str:
-    """The language model's notes under the table, labelled as the model's; empty without --explain."""
-    noted = [f for f in findings if f.llm_note is not None]
-    if not noted:
-        return ""
-    lines = ["", "LLM notes (the model's advisory view; our scores and severities above stand)"]
-    for finding in noted:
-        note = finding.llm_note
-        assert note is not None
-        head = f"  #{finding.rank} {terminal_safe(finding.ip)}  {terminal_safe(note.model)}"
-        if note.status not in ("ok", "contradicts_evidence"):
-            lines.append(f"{head}: no usable answer ({note.status}: {terminal_safe(note.detail or '')})")
-            continue
-        kind = terminal_safe(note.attack_type or "no attack type")
-        lines.append(f"{head} says: {kind}, {terminal_safe(note.severity or '?')}, "
-                     f"confidence {note.confidence or 0:.2f}")
-        if note.status != "ok":
-            lines.append(f"     set aside ({note.status}): {terminal_safe(note.detail or '')}")
-        lines += textwrap.wrap(terminal_safe(note.summary or ""), width, initial_indent="     ",
-                               subsequent_indent="     ")
-        if note.recommended_actions:
-            actions = "; ".join(terminal_safe(a) for a in note.recommended_actions)
-            lines += textwrap.wrap(f"next: {actions}", width, initial_indent="     ", subsequent_indent="       ")
-    return "\n".join(_clip(line, width) for line in lines) + "\n"
-
-
 LLM_COLUMNS = ("llm_status", "llm_model", "llm_attack_type", "llm_severity", "llm_confidence", "llm_summary",
                "llm_actions", "llm_detail")
 
@@ -166,7 +129,7 @@ def csv_row(finding: Finding, enriched: bool = False, llm: bool = False, tz: str
     }
     if enriched:
         row.update(enrichment_columns(finding))
-    row.update({name: finding.features.get(name) for name in ip_features.FEATURE_NAMES if name not in row})
+    row.update({name: value for name, value in finding.features.items() if name not in row})
     if llm:
         row.update(llm_cells(finding.llm_note))
     return {key: csv_safe(value) for key, value in row.items()}

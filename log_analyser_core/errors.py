@@ -46,6 +46,26 @@ class ConfigError(AnalyserError):
     exit_code = ExitCode.USAGE
 
 
+class SettingError(ConfigError):
+    """A setting out of its range. The message is ``template`` with the names of the settings it is
+    about (``names``) in its ``{}`` fields, so that the CLI can name its flags instead (``render``)."""
+
+    def __init__(self, template: str, *names: str, hint: str | None = None) -> None:
+        self.template = template
+        self.names = names
+        super().__init__(self.render(str), hint=hint)
+
+    def render(self, label) -> str:
+        """The message with each setting named by ``label(name)`` (e.g. threshold -> --threshold)."""
+        return self.template.format(*(label(name) for name in self.names))
+
+
+def shown(value: object) -> str:
+    """A value as a SettingError template shows it: repr for text (written by the user), braces kept."""
+    text = repr(value) if isinstance(value, str) else str(value)
+    return text.replace("{", "{{").replace("}", "}}")
+
+
 class InputError(AnalyserError):
     """An input that cannot be read or parsed: missing, unreadable, empty, corrupt, wrong format."""
 

@@ -1,4 +1,4 @@
-"""Detection quality against per-IP labels: the ``log_analyser evaluate`` subcommand.
+"""Detection quality against per-IP labels (the ``log_analyser evaluate`` subcommand is cli/evaluate.py).
 
 Labels are a CSV with ``ip,label,attack_type`` (label ``attack`` or ``benign``; attack_type one of
 evidence.AttackType for attacks). A labelled attacker is detected when its finding is flagged; its
@@ -7,15 +7,12 @@ that are flagged are false positives.
 """
 from __future__ import annotations
 
-import argparse
 import csv
-import json
-import sys
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from log_analyser_core.errors import ConfigError, ExitCode, InputError
+from log_analyser_core.errors import InputError
 from log_analyser_core.results import AttackType
 
 NOT_FLAGGED = "-"
@@ -125,42 +122,3 @@ def render(scores: Scores) -> str:
     if scores.unlabelled:
         lines.append(f"{scores.unlabelled} client(s) in the log have no label and are not counted")
     return "\n".join(lines) + "\n"
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="log_analyser evaluate",
-                                     description="Score detection quality against per-IP labels.")
-    parser.add_argument("-f", "--file", dest="files", action="extend", nargs="+", required=True, metavar="LOG",
-                        help="access log(s) to analyse: paths, globs, '-' for stdin")
-    parser.add_argument("--labels", required=True, help="CSV with ip,label,attack_type (label: attack/benign)")
-    parser.add_argument("--json", action="store_true", help="machine-readable output")
-    parser.add_argument("-o", "--output", metavar="PATH", help="write the report to PATH instead of stdout")
-    parser.add_argument("--format", dest="format_name", default="auto", metavar="NAME",
-                        help="log format preset (log_analyser --format list), default auto")
-    parser.add_argument("--threshold", type=float, default=40.0, metavar="SCORE",
-                        help="flag clients scoring at least SCORE (default 40)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed for the models (default 0)")
-    return parser
-
-
-def evaluate_command(argv: list[str]) -> ExitCode:
-    """`log_analyser evaluate -f LOG --labels labels.csv [--json]`."""
-    from log_analyser_core.parsing.reader import resolve_sources
-    from log_analyser_core.pipeline import Settings, analyse
-
-    args = build_parser().parse_args(argv)
-    if not 0.0 <= args.threshold <= 100.0:
-        raise ConfigError(f"--threshold must be between 0 and 100, not {args.threshold}")
-    labels = read_labels(args.labels)
-    settings = Settings(format_name=args.format_name, threshold=args.threshold, random_state=args.seed)
-    result = analyse(resolve_sources(args.files), settings)
-    scores = score(result.findings, labels)
-    text = json.dumps(asdict(scores), indent=2) + "\n" if args.json else render(scores)
-    if not args.output:
-        sys.stdout.write(text)
-        return ExitCode.OK
-    try:
-        Path(args.output).write_text(text, encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot write report: {exc.strerror}", path=args.output) from None
-    return ExitCode.OK

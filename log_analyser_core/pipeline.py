@@ -15,7 +15,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime
 from functools import partial
-from typing import TYPE_CHECKING, cast
+from numbers import Integral
+from typing import TYPE_CHECKING, NamedTuple, cast
 
 import numpy as np
 import polars as pl
@@ -25,14 +26,23 @@ import file_parser
 from anomaly_detector import Baseline
 from log_analyser_core import verdict
 from log_analyser_core.detectors import attribution
+from log_analyser_core.engines import engine as engines
 from log_analyser_core.engines import spark as spark_engine
-from log_analyser_core.errors import ConfigError, InputError
+from log_analyser_core.errors import InputError, SettingError, shown
 from log_analyser_core.explain import explanations
 from log_analyser_core.features import client as ip_features
+from log_analyser_core.parsing import formats as log_formats
 from log_analyser_core.parsing import reader as log_reader
 from log_analyser_core.parsing import sources as log_input
-from log_analyser_core.parsing.sources import InputOptions
-from log_analyser_core.results import AnalysisResult, Evidence, ExampleLine, Finding, Severity, Summary
+from log_analyser_core.results import (
+    AnalysisResult,
+    Evidence,
+    ExampleLine,
+    FeatureInfo,
+    Finding,
+    Severity,
+    Summary,
+)
 from log_analyser_core.rules import behaviour as behaviour_rules
 from log_analyser_core.rules import sigma_engine, signatures
 from log_analyser_core.rules.crs import stage as crs_stage
@@ -45,8 +55,7 @@ log = logging.getLogger(__name__)
 PRELOAD_MAX_BYTES = 512 * 2**20   # larger inputs: no preloading, no overlap of stages (memory first)
 DEEP_PRELOAD_MIN_BYTES = 4 * 2**20   # ~20k combined lines
 TRAIN_MIN_CLIENTS = 20  # fewer clients than this cannot describe a site's normal traffic
-SPARK_NOTE = ("engine spark: Spark returns no single requests, so the behaviour rules, payload signatures, Sigma "
-              "rules and crawler check did not run; the anomaly score is the verdict")
+FEATURE_INFO = tuple(FeatureInfo(f.name, f.unit, f.description) for f in ip_features.FEATURES)
 
 
 @dataclass(frozen=True)
@@ -83,74 +92,167 @@ class Settings:
     paranoia: int = 1                  # CRS paranoia level, 1-4
     crs_settings: tuple[tuple[str, str], ...] = ()   # CRS tx settings (--crs-set NAME=VALUE)
 
+    def __post_init__(self) -> None:
+        """Refuse a value no run can use: raises SettingError (a ConfigError) naming the setting."""
+        _check_ranges(self)
+        _check_choices(self)
+        _check_input(self)
+
+
+ENGINES = tuple(engines.ENGINES)
+REAL_IP_HEADERS = ("x-forwarded-for", "cf-connecting-ip", "x-real-ip")
+
+
+def _check_ranges(s: Settings) -> None:
+    if not 0.0 <= s.threshold <= 100.0:   # also refuses NaN
+        raise SettingError("{} must be between 0 and 100, not " + shown(s.threshold), "threshold")
+    if s.contamination is not None and not 0.0 < s.contamination <= 0.5:
+        raise SettingError("{} must be in (0, 0.5], not " + shown(s.contamination), "contamination")
+    if not 0.0 <= s.max_unparsed_ratio <= 1.0:
+        raise SettingError("{} must be between 0 and 1, not " + shown(s.max_unparsed_ratio), "max_unparsed_ratio")
+    for name, least in (("n_estimators", 1), ("reasons", 0), ("random_state", 0)):
+        value = getattr(s, name)
+        if isinstance(value, bool) or not isinstance(value, Integral) or value < least:   # numpy ints too
+            raise SettingError(f"{{}} must be a whole number of at least {least}, not {shown(value)}", name)
+    if s.paranoia not in (1, 2, 3, 4):
+        raise SettingError(f"{{}} must be a CRS paranoia level, 1-4, not {shown(s.paranoia)}", "paranoia")
+
+
+def _check_choices(s: Settings) -> None:
+    for name, choices in (("fusion", detect.FUSIONS), ("engine", ENGINES)):
+        value = getattr(s, name)
+        if value not in choices:
+            raise SettingError(f"{{}} must be one of {', '.join(choices)}, not {shown(value)}", name)
+    if s.detectors is not None:
+        unknown = [name for name in s.detectors if name not in detect.DETECTOR_NAMES]
+        if unknown or not s.detectors:
+            named = ", ".join(unknown) or "(none given)"
+            raise SettingError("{}: unknown detector " + named.replace("{", "{{").replace("}", "}}"),
+                               "detectors", hint=f"choose from {', '.join(detect.DETECTOR_NAMES)}")
+
+
+def _check_input(s: Settings) -> None:
+    if s.format_name != "auto" and s.log_format is None:
+        log_formats.preset(s.format_name)   # raises ConfigError naming the known formats
+    if s.tz != "UTC":
+        file_parser.validate_timezone(s.tz)
+    if s.real_ip_header is not None and s.real_ip_header not in REAL_IP_HEADERS:
+        raise SettingError(f"{{}} must be one of {', '.join(REAL_IP_HEADERS)}, not {shown(s.real_ip_header)}",
+                           "real_ip_header")
+    if s.trusted_proxies and not s.real_ip_header:
+        raise SettingError("{} needs {}", "trusted_proxies", "real_ip_header")
+    if s.since is not None and s.until is not None and s.since >= s.until:
+        raise SettingError(f"{{}} ({s.since:%Y-%m-%dT%H:%M:%SZ}) is not before {{}} ({s.until:%Y-%m-%dT%H:%M:%SZ})",
+                           "since", "until")
+
 
 def analyse(sources: Sequence[str], settings: Settings = Settings(),
             progress: file_parser.Progress | None = None, *,
             llm_cache: explanations.AnswerCache | None = None) -> AnalysisResult:
     """Run the whole pipeline over ``sources`` (paths, globs or '-' for stdin). ``llm_cache`` keeps
     the LLM stage's answers between runs."""
-    spark_notes = _spark_notes(settings) if settings.engine == "spark" else []  # before any work: may refuse
-    # before parsing, so that broken rules fail fast; not on Spark, where no request-level stage runs
-    rules = _sigma_rules(settings) if settings.engine != "spark" else sigma_engine.RuleSet(folders=(), rules=())
-    crs_rules, crs_notes = _crs_rules(settings)
-    size = log_reader.input_bytes(sources)
-    warming = _preload_detectors(size, settings)
-    try:
-        parsed, features = _aggregate(sources, settings, progress)
-        score = partial(_score, features, settings, ",".join(sources), warming)
-        detected = partial(_Detected.of, parsed.events, settings, rules, crs_rules) \
-            if settings.engine != "spark" else None
-        # the features are computed and the detectors fit and score on a thread while the request-level
-        # stages run: both spend most of their time in Polars, scikit-learn or TensorFlow code, which
-        # releases the GIL. On larger inputs one runs after the other, so that their memory does not add
-        # to the rules' peak.
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="detectors") as pool:
-            scoring = pool.submit(score) if size < PRELOAD_MAX_BYTES else None
-            found = detected() if detected else None
-            table, baseline, used, scores, detector_scores, notes = scoring.result() if scoring else score()
-    finally:
-        for thread in warming:   # also on an error: a thread left importing TensorFlow can crash the exit
-            thread.join()
-    notes = notes + spark_notes
-    if found is None:
-        # engine spark: no events came back, so no request-level evidence: the anomaly score is the verdict
-        verdicts = verdict.anomaly_only(table["client_ip"].to_list(), scores.tolist(), settings.allowlist)
-        stages: tuple[str, ...] = tuple(detector_scores)
-    else:
-        verdicts = found.judge(table, scores, settings)
-        stages = (*detector_scores, "rules", "signatures", *(("sigma",) if rules.rules else ()),
-                  *(("crs",) if crs_rules else ()))
-    fused = np.array([verdicts.by_ip[ip].score for ip in table["client_ip"]], dtype=np.float64)
-    allowed = np.array([verdicts.by_ip[ip].allowlisted is not None for ip in table["client_ip"]], dtype=bool)
-    flagged = _flags(fused, settings) & ~allowed
-    findings = _explain(_findings(table, used, fused, detector_scores, flagged, settings,
-                                  baseline if settings.model else None), table, baseline)
-    findings = [_with_verdict(f, verdicts.by_ip[f.ip]) if f.ip in verdicts.by_ip else f for f in findings]
-    notes = notes + rules.notes() + sigma_engine.unrecorded_fields(parsed.events, rules) + crs_notes
-    summary = _summary(parsed, table, findings, used, stages, notes)
-    summary = replace(summary, excluded=verdicts.excluded, tz=settings.tz)
+    engine = engines.named(settings.engine)
+    notes = engine.notes(settings)   # before any work: it may refuse the settings
+    # before parsing, so that broken rules fail fast; not where no request-level stage runs
+    rules = _sigma_rules(settings) if engine.reads_requests else sigma_engine.RuleSet(folders=(), rules=())
+    crs_rules, crs_notes = _crs_rules(settings, engine)
+    run = _parse_score_and_detect(engine, sources, settings, rules, crs_rules, progress)
+    verdicts = run.judge(settings)
+    findings = _ranked(run.scored, verdicts, settings)
+    notes = [*run.scored.notes, *notes, *rules.notes(), *sigma_engine.unrecorded_fields(run.parsed.events, rules),
+             *crs_notes]
+    summary = replace(_summary(run.parsed, run.scored, findings, run.stages(rules, crs_rules), notes),
+                      excluded=verdicts.excluded, tz=settings.tz)
     if settings.enrichment is not None:
-        findings, summary = _enrich(findings, summary, settings, verdicts)
-    result = AnalysisResult(summary=summary, findings=tuple(findings), features=table,
-                            unparsed=parsed.unparsed, events=parsed.events)
+        findings, summary = _enrich(findings, summary, settings, verdicts if engine.reads_requests else None)
+    result = AnalysisResult(summary=summary, findings=tuple(findings), features=run.scored.table,
+                            unparsed=run.parsed.unparsed, events=run.parsed.events, feature_info=FEATURE_INFO,
+                            read_lines=log_input.with_raw)
     if settings.explain.enabled:
         result = explanations.explain(result, settings.explain, cache=llm_cache)
     return result
 
 
-def _score(features: Callable[[], pl.DataFrame], settings: Settings, source: str, warming: list[threading.Thread]
-           ) -> tuple[pl.DataFrame, Baseline | None, list[str], np.ndarray, dict[str, np.ndarray], list[str]]:
+class Scored(NamedTuple):
+    """The detectors' part of a run: the per-client table and its anomaly scores (0-100, higher =
+    more anomalous), one per table row."""
+
+    table: pl.DataFrame
+    baseline: Baseline | None           # fitted or loaded detectors; None: too few clients to fit
+    used: list[str]                     # the features the detectors read
+    scores: np.ndarray                  # the detectors' scores fused (settings.fusion)
+    by_detector: dict[str, np.ndarray]  # each detector's own
+    notes: list[str]
+
+
+class Run(NamedTuple):
+    """What parsing, the detectors and the request-level stages found, before the verdicts."""
+
+    parsed: file_parser.ParsedLog
+    scored: Scored
+    detected: _Detected | None          # None where the engine returns no requests (Spark)
+
+    def judge(self, settings: Settings) -> verdict.Verdicts:
+        """One verdict per client; without request-level evidence the anomaly score is the verdict."""
+        if self.detected is None:
+            return verdict.anomaly_only(self.scored.table["client_ip"].to_list(), self.scored.scores.tolist(),
+                                        settings.allowlist)
+        return self.detected.judge(self.scored.table, self.scored.scores, settings)
+
+    def stages(self, sigma_rules: sigma_engine.RuleSet, crs_rules: crs_stage.RuleSet | None) -> tuple[str, ...]:
+        """The stages that ran: the detectors, then the request-level ones (Sigma and CRS with rules to run)."""
+        requests = ("rules", "signatures", *(("sigma",) if sigma_rules.rules else ()),
+                    *(("crs",) if crs_rules else ())) if self.detected else ()
+        return (*self.scored.by_detector, *requests)
+
+
+def _parse_score_and_detect(engine: engines.Engine, sources: Sequence[str], settings: Settings,
+                            rules: sigma_engine.RuleSet, crs_rules: crs_stage.RuleSet | None,
+                            progress: file_parser.Progress | None) -> Run:
+    """Parse and aggregate on ``engine``; then the detectors fit and score on a thread while the
+    request-level stages run: both spend most of their time in Polars, scikit-learn or TensorFlow
+    code, which releases the GIL. On larger inputs one runs after the other, so that their memory
+    does not add to the rules' peak."""
+    size = log_reader.input_bytes(sources)
+    warming = _preload_detectors(size, settings, engine)
+    try:
+        data = engine.aggregate(sources, settings, progress)
+        score = partial(_score, data.features, settings, ",".join(sources), warming)
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="detectors") as pool:
+            scoring = pool.submit(score) if size < PRELOAD_MAX_BYTES else None
+            detected = _Detected.of(data.parsed.events, settings, rules, crs_rules) if engine.reads_requests else None
+            scored = scoring.result() if scoring else score()
+    finally:
+        for thread in warming:   # also on an error: a thread left importing TensorFlow can crash the exit
+            thread.join()
+    return Run(data.parsed, scored, detected)
+
+
+def _score(features: Callable[[], pl.DataFrame], settings: Settings, source: str,
+           warming: list[threading.Thread]) -> Scored:
     """The per-client table from ``features``, and the detectors fitted (or loaded) and scoring every
-    client once their libraries are loaded: (table, baseline, features used, fused scores, scores by
-    detector, notes)."""
+    client once their libraries are loaded."""
     table = features()
     for thread in warming:
         thread.join()
     baseline, used, model_notes = _baseline(table, ip_features.logged_features(table), settings, source)
-    scores, detector_scores, notes = detect.score_clients(table, used, n_estimators=settings.n_estimators,
-                                                          random_state=settings.random_state, baseline=baseline,
-                                                          fusion=settings.fusion)
-    return table, baseline, used, scores, detector_scores, model_notes + notes
+    scores, by_detector, notes = detect.score_clients(table, used, n_estimators=settings.n_estimators,
+                                                      random_state=settings.random_state, baseline=baseline,
+                                                      fusion=settings.fusion)
+    return Scored(table, baseline, used, scores, by_detector, model_notes + notes)
+
+
+def _ranked(scored: Scored, verdicts: verdict.Verdicts, settings: Settings) -> list[Finding]:
+    """Every client as a Finding, highest verdict score first: flagged at the threshold (or the
+    contamination), explained by its deviations and contributions, with the verdict's evidence."""
+    table = scored.table
+    fused = np.array([verdicts.by_ip[ip].score for ip in table["client_ip"]], dtype=np.float64)
+    allowed = np.array([verdicts.by_ip[ip].allowlisted is not None for ip in table["client_ip"]], dtype=bool)
+    flagged = _flags(fused, settings) & ~allowed
+    reference = scored.baseline if settings.model else None
+    findings = _explain(_findings(table, scored.used, fused, scored.by_detector, flagged, settings, reference),
+                        table, scored.baseline)
+    return [_with_verdict(f, verdicts.by_ip[f.ip]) if f.ip in verdicts.by_ip else f for f in findings]
 
 
 def detections(events: pl.DataFrame, settings: Settings, sigma_rules: sigma_engine.RuleSet | None = None,
@@ -214,15 +316,17 @@ def _with_verdict(finding: Finding, judged: verdict.Verdict) -> Finding:
 
 
 def _enrich(findings: list[Finding], summary: Summary, settings: Settings,
-            verdicts: verdict.Verdicts) -> tuple[list[Finding], Summary]:
+            verdicts: verdict.Verdicts | None) -> tuple[list[Finding], Summary]:
     """Reputation, geography and reputation evidence on every finding; the reputation evidence then
-    joins the verdict as corroboration (it never flags a client on its own)."""
+    joins the verdict as corroboration (it never flags a client on its own). ``verdicts`` None: the
+    verdicts are the anomaly scores alone (no requests were read), and reputation is only shown."""
     import enrichment
 
     assert settings.enrichment is not None, "only called when --enrich is on"
     found = enrichment.enrich(findings, settings.enrichment)
     enriched = [replace(f, reputation=found.reputation.get(f.ip), geo=found.geo.get(f.ip)) for f in findings]
-    enriched = _corroborate(enriched, found.evidence, verdicts, settings)
+    if verdicts is not None:
+        enriched = _corroborate(enriched, found.evidence, verdicts, settings)
     rollup = enrichment.summarise(enriched, found, has_key=settings.enrichment.api_key is not None)
     severities = Counter(f.severity.label for f in enriched if f.flagged)
     return enriched, replace(summary, notes=summary.notes + found.notes, enrichment=rollup,
@@ -233,8 +337,6 @@ def _enrich(findings: list[Finding], summary: Summary, settings: Settings,
 def _corroborate(findings: list[Finding], extra: dict[str, tuple[Evidence, ...]], verdicts: verdict.Verdicts,
                  settings: Settings) -> list[Finding]:
     """Judge again with later stages' evidence, then flag and rank again (scores 0-100)."""
-    if settings.engine == "spark":   # anomaly-only verdicts: nothing to corroborate, reputation is shown only
-        return findings
     judged = {f.ip: verdicts.rejudge(f.ip, extra.get(f.ip, ())) for f in findings}
     scores = np.array([judged[f.ip].score for f in findings], dtype=np.float64)
     allowed = np.array([judged[f.ip].allowlisted is not None for f in findings], dtype=bool)
@@ -246,31 +348,15 @@ def _corroborate(findings: list[Finding], extra: dict[str, tuple[Evidence, ...]]
     return [replace(f, rank=rank) for rank, f in enumerate(updated, start=1)]
 
 
-def _spark_notes(settings: Settings) -> list[str]:
-    """What a Spark run leaves out, for the summary. Spark returns the per-client table, not the
-    requests: the allowlist's networks apply (to clients), its user-agent and path patterns (which
-    match requests) cannot, and an allowlist of nothing but patterns is refused rather than ignored."""
-    notes = [SPARK_NOTE]
-    allow = settings.allowlist
-    if allow is None or not (allow.user_agents or allow.paths):
-        return notes
-    if not allow.networks:
-        raise ConfigError("--engine spark cannot apply an allowlist of only user_agents and paths patterns: they "
-                          "match single requests, which Spark does not return",
-                          hint="list the clients under ips, or use the default engine, --engine polars")
-    return [*notes, "engine spark: the allowlist's ips were applied; its user_agents and paths patterns match "
-            "single requests and were not"]
-
-
 def _sigma_rules(settings: Settings) -> sigma_engine.RuleSet:
     folders = ([sigma_engine.builtin_dir()] if settings.builtin_rules else []) + list(settings.rules_dirs)
     return sigma_engine.load(folders)
 
 
-def _crs_rules(settings: Settings) -> tuple[crs_stage.RuleSet | None, list[str]]:
+def _crs_rules(settings: Settings, engine: engines.Engine) -> tuple[crs_stage.RuleSet | None, list[str]]:
     """The CRS rules to run and the summary's note on them; without a CRS, None and a note that
     says so (the other stages run as ever)."""
-    if settings.engine == "spark" or not (settings.crs or settings.crs_auto):
+    if not engine.reads_requests or not (settings.crs or settings.crs_auto):
         return None, []
     folder = crs_stage.find(settings.crs, settings.crs_auto)
     if folder is None:
@@ -279,7 +365,7 @@ def _crs_rules(settings: Settings) -> tuple[crs_stage.RuleSet | None, list[str]]
     return ruleset, crs_stage.notes(ruleset)
 
 
-def _preload_detectors(size: int, settings: Settings) -> list[threading.Thread]:
+def _preload_detectors(size: int, settings: Settings, engine: engines.Engine) -> list[threading.Thread]:
     """Import the detectors' libraries on threads while Polars parses (Polars releases the GIL):
     scikit-learn (about a second), except on large inputs, where its ~90 MB would add to the peak
     of the feature stage; and Keras on TensorFlow (about 4 s and 650 MB, held from training to the
@@ -289,7 +375,7 @@ def _preload_detectors(size: int, settings: Settings) -> list[threading.Thread]:
     targets: list[Callable[[], object]] = []
     if size < PRELOAD_MAX_BYTES:
         targets.append(lambda: importlib.import_module("sklearn.ensemble"))
-    if size >= DEEP_PRELOAD_MIN_BYTES and settings.engine != "spark" and \
+    if size >= DEEP_PRELOAD_MIN_BYTES and engine.reads_requests and \
             "autoencoder" in (settings.detectors or detect.available_detectors()):
         from log_analyser_core.detectors import autoencoder
 
@@ -298,24 +384,6 @@ def _preload_detectors(size: int, settings: Settings) -> list[threading.Thread]:
     for thread in threads:
         thread.start()
     return threads
-
-
-def _in_zone(events: pl.DataFrame, tz: str) -> pl.DataFrame:
-    """Events whose local offset is that of ``tz`` (for the night-time feature) when a zone other
-    than UTC is set; by default the offset each server logged is used. The result keeps its own."""
-    if tz == "UTC":
-        return events
-    local = pl.col("timestamp").dt.convert_time_zone(tz).dt.replace_time_zone(None)
-    offset = (local - pl.col("timestamp").dt.replace_time_zone(None)).dt.total_minutes().cast(pl.Int16)
-    return events.with_columns(offset.alias("tz_offset_min"))
-
-
-def _parse(sources: Sequence[str], settings: Settings, progress: file_parser.Progress | None):
-    options = InputOptions(tz=settings.tz, real_ip_header=settings.real_ip_header,
-                           trusted_proxies=settings.trusted_proxies, since=settings.since, until=settings.until)
-    return file_parser.parse(sources, format_name=settings.format_name, log_format=settings.log_format,
-                             json_fields=settings.json_fields, max_unparsed_ratio=settings.max_unparsed_ratio,
-                             progress=progress, options=options)
 
 
 def _baseline(table: pl.DataFrame, used: list[str], settings: Settings,
@@ -350,22 +418,6 @@ def _explain(findings: list[Finding], table: pl.DataFrame, baseline: Baseline | 
         text = attribution.sentences(contributions, table.row(row, named=True))
         findings[k] = replace(findings[k], contributions=contributions, explanation=tuple(text))
     return findings
-
-
-def _aggregate(sources: Sequence[str], settings: Settings, progress: file_parser.Progress | None
-               ) -> tuple[file_parser.ParsedLog, Callable[[], pl.DataFrame]]:
-    """Parse, and how to aggregate per client (run when called), locally or on Spark; Spark returns
-    the aggregate and no event rows, so the stages that read single requests (rules, signatures,
-    Sigma) have nothing to read there."""
-    if settings.engine == "spark":
-        done = spark_engine.aggregate(sources, options=settings.spark, format_name=settings.format_name,
-                                      log_format=settings.log_format, tz=settings.tz,
-                                      max_unparsed_ratio=settings.max_unparsed_ratio)
-        empty = pl.DataFrame(schema=file_parser.EVENT_SCHEMA)
-        return (file_parser.ParsedLog(events=empty, unparsed=done.unparsed_examples, stats=done.stats),
-                lambda: done.features)
-    parsed = _parse(sources, settings, progress)
-    return parsed, lambda: ip_features.compute(_in_zone(parsed.events, settings.tz))
 
 
 def _flags(scores: np.ndarray, settings: Settings) -> np.ndarray:
@@ -403,8 +455,9 @@ def _findings(table: pl.DataFrame, used: list[str], scores: np.ndarray, detector
     return findings
 
 
-def _summary(parsed: file_parser.ParsedLog, table: pl.DataFrame, findings: list[Finding], used: list[str],
-             detectors: tuple[str, ...], notes: list[str]) -> Summary:
+def _summary(parsed: file_parser.ParsedLog, scored: Scored, findings: list[Finding], stages: tuple[str, ...],
+             notes: list[str]) -> Summary:
+    table, used = scored.table, scored.used
     severities = Counter(f.severity.label for f in findings if f.flagged)
     return Summary(
         sources=tuple(parsed.stats.formats), formats=dict(parsed.stats.formats),
@@ -414,7 +467,7 @@ def _summary(parsed: file_parser.ParsedLog, table: pl.DataFrame, findings: list[
         by_severity={s.label: severities.get(s.label, 0) for s in reversed(Severity)},
         time_start=table["first_seen"].min() if table.height else None,  # type: ignore[arg-type]
         time_end=table["last_seen"].max() if table.height else None,     # type: ignore[arg-type]
-        detectors=detectors, features_used=tuple(used), notes=(*parsed.stats.notes, *notes),
+        detectors=stages, features_used=tuple(used), notes=(*parsed.stats.notes, *notes),
         not_access=dict(parsed.stats.not_access), recovered=parsed.stats.recovered,
     )
 
@@ -424,9 +477,8 @@ def train(sources: Sequence[str], directory: str, settings: Settings = Settings(
     training summary recorded with the model. Raises InputError when there are too few clients."""
     from log_analyser_core.detectors import model_store
 
-    parsed = file_parser.parse(sources, format_name=settings.format_name, log_format=settings.log_format,
-                               tz=settings.tz, max_unparsed_ratio=settings.max_unparsed_ratio)
-    table = ip_features.compute(parsed.events)
+    data = engines.named(settings.engine).aggregate(sources, settings)   # the path analyse() takes
+    parsed, table = data.parsed, data.features()
     if table.height < TRAIN_MIN_CLIENTS:
         raise InputError(f"{table.height} client(s) is too few to learn what normal traffic looks like",
                          hint=f"train on a period with at least {TRAIN_MIN_CLIENTS} clients")

@@ -7,6 +7,7 @@ often, and example log lines), one ``Finding`` per client, the run's ``Summary``
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -195,12 +196,29 @@ class Summary:
 
 
 @dataclass(frozen=True)
+class FeatureInfo:
+    """What a per-client feature means, for readers of a report (the registry is features/client.py)."""
+
+    name: str
+    unit: str
+    description: str
+
+
+# Log lines read back for a few events: the frame with String ``raw`` and Boolean ``rebuilt``
+# columns added (parsing.sources.with_raw). Writers call it through the result, so that they
+# need no parser of their own.
+LineReader = Callable[["pl.DataFrame"], "pl.DataFrame"]   # strings: Polars is not loaded here
+
+
+@dataclass(frozen=True)
 class AnalysisResult:
     summary: Summary
     findings: tuple[Finding, ...]   # every client once, highest score first, then by IP
     features: pl.DataFrame          # one row per client (ip_features.compute)
     unparsed: pl.DataFrame          # file_parser.UNPARSED_SCHEMA
     events: pl.DataFrame            # file_parser.EVENT_SCHEMA
+    feature_info: tuple[FeatureInfo, ...] = ()   # what each feature column of ``features`` means, in registry order
+    read_lines: LineReader | None = field(default=None, repr=False, compare=False)
 
     def at_least(self, severity: Severity) -> list[Finding]:
         """Flagged findings whose severity is ``severity`` or worse."""

@@ -14,9 +14,10 @@ import file_parser
 import log_analyser
 from log_analyser_core import verdict
 from log_analyser_core.engines import spark as spark_engine
+from log_analyser_core.engines.engine import SPARK_NOTE
 from log_analyser_core.errors import ConfigError, ExitCode
 from log_analyser_core.features import client as ip_features
-from log_analyser_core.pipeline import SPARK_NOTE, Settings, analyse
+from log_analyser_core.pipeline import Settings, analyse
 
 # Slow (a JVM starts); the tests that need pyspark and Java are marked heavy as well (CI's core jobs lack
 # the spark extra), while those of the pure-Python helpers run everywhere.

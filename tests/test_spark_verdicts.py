@@ -13,9 +13,10 @@ import file_parser
 import log_analyser
 from log_analyser_core import verdict
 from log_analyser_core.engines import spark as spark_engine
+from log_analyser_core.engines.engine import SPARK_NOTE
 from log_analyser_core.errors import ConfigError, ExitCode, RulesError
 from log_analyser_core.features import client as ip_features
-from log_analyser_core.pipeline import SPARK_NOTE, Settings, analyse
+from log_analyser_core.pipeline import Settings, analyse
 
 FOREST = ("iforest",)
 INTERNAL_FLOOD = "10.20.30.40"

@@ -10,8 +10,8 @@ import textwrap
 
 from log_analyser_core.errors import ConfigError
 from log_analyser_core.report import model
+from log_analyser_core.report.text import RESET, SEVERITY_COLOURS, terminal_safe
 from log_analyser_core.results import REBUILT_MARK, REBUILT_NOTE, AnalysisResult, ExampleLine, Finding
-from reporting import RESET, SEVERITY_COLOURS, terminal_safe
 
 SAMPLE_LINES = 10
 EXAMPLES = 3            # example lines shown per piece of evidence
@@ -62,7 +62,7 @@ def render_details(result: AnalysisResult, ip: str, colour: bool = False) -> str
     if f.detector_scores:
         lines.append("  detectors: " + ", ".join(f"{k} {v:.1f}" for k, v in f.detector_scores.items()))
     lines += _section("why it stands out", [terminal_safe(r) for r in f.reasons])
-    bars = model.feature_bars(f, model.typical_values(result))
+    bars = model.feature_bars(f, model.typical_values(result), model.feature_index(result))
     lines += _section("compared with the typical client", [
         f"{b.feature:<22} {model.fmt_number(b.value):>12}  typical {model.fmt_number(b.typical):>10}"
         + (f"  z {b.z:.1f}" if b.z is not None else "") for b in bars])

@@ -14,8 +14,16 @@ from collections.abc import Iterable
 
 from log_analyser_core.report import charts, model
 from log_analyser_core.report.html_assets import CSS, JS
-from log_analyser_core.results import REBUILT_MARK, REBUILT_NOTE, AnalysisResult, ExampleLine, Finding, Severity
-from reporting import terminal_safe
+from log_analyser_core.report.text import terminal_safe
+from log_analyser_core.results import (
+    REBUILT_MARK,
+    REBUILT_NOTE,
+    AnalysisResult,
+    ExampleLine,
+    FeatureInfo,
+    Finding,
+    Severity,
+)
 
 TABLE_ROWS = 1000        # findings listed (flagged first); each listed client gets a detail panel
 SAMPLE_LINES = 5         # first log lines of a client shown in its panel
@@ -178,13 +186,14 @@ def _facts(finding: Finding, tz: str) -> str:
     return "<dl>" + "".join(f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>" for k, v in facts) + "</dl>"
 
 
-def _detail(finding: Finding, index: int, typical: dict[str, float], samples: list[ExampleLine], tz: str) -> str:
+def _detail(finding: Finding, index: int, typical: dict[str, float], info: dict[str, FeatureInfo],
+            samples: list[ExampleLine], tz: str) -> str:
     parts = [f'<section class="detail" id="d-{index}" hidden><h2>#{finding.rank} {esc(finding.ip)}</h2>',
              _facts(finding, tz)]
     if finding.reasons:
         parts.append("<h3>Why it stands out</h3><ul>"
                      + "".join(f"<li>{esc(r)}</li>" for r in finding.reasons) + "</ul>")
-    parts.append(_bars(model.feature_bars(finding, typical)))
+    parts.append(_bars(model.feature_bars(finding, typical, info)))
     parts.append(_evidence(finding))
     note = model.llm_lines(finding.llm_note)
     if note:
@@ -203,7 +212,8 @@ def render_html(result: AnalysisResult, version: str = "") -> str:
     enriched = any(model.country(f) for f in findings)   # a country column only when it would hold one
     typical = model.typical_values(result)
     samples = model.sample_requests(result, [f.ip for f in findings], SAMPLE_LINES)
-    details = "".join(_detail(f, i, typical, samples.get(f.ip, []), s.tz) for i, f in enumerate(findings))
+    info = model.feature_index(result)
+    details = "".join(_detail(f, i, typical, info, samples.get(f.ip, []), s.tz) for i, f in enumerate(findings))
     span = model.fmt_span(s.time_start, s.time_end, s.tz) or "-"
     notes = "".join(f'<p class="notes">note: {esc(n)}</p>' for n in s.notes)
     table = _filters(findings, enriched) + _table(findings, enriched)

@@ -12,12 +12,12 @@ from zoneinfo import ZoneInfo
 
 import polars as pl
 
-from log_analyser_core.features import client as ip_features
 from log_analyser_core.results import (
     REBUILT_MARK,
     AnalysisResult,
     Evidence,
     ExampleLine,
+    FeatureInfo,
     Finding,
     Geo,
     LLMNote,
@@ -67,25 +67,31 @@ def typical_values(result: AnalysisResult) -> dict[str, float]:
     """Median of every numeric feature over all clients (the 'typical client')."""
     table = result.features
     medians = {}
-    for name in ip_features.FEATURE_NAMES:
+    for name in (info.name for info in result.feature_info):
         if name in table.columns and table.height:
             value = table[name].cast(pl.Float64, strict=False).fill_nan(None).median()
             medians[name] = float(value) if value is not None else 0.0  # type: ignore[arg-type]
     return medians
 
 
-def feature_bars(finding: Finding, typical: dict[str, float]) -> list[FeatureBar]:
+def feature_index(result: AnalysisResult) -> dict[str, FeatureInfo]:
+    """The result's features by name: unit and description."""
+    return {info.name: info for info in result.feature_info}
+
+
+def feature_bars(finding: Finding, typical: dict[str, float], feature_info: dict[str, FeatureInfo]
+                 ) -> list[FeatureBar]:
     """The client's deviations (largest first), then the key features not already listed."""
     bars = []
     for d in finding.deviations:
-        feature = ip_features.BY_NAME[d.feature]
+        feature = feature_info[d.feature]
         bars.append(FeatureBar(d.feature, feature.description, feature.unit, d.value, d.typical, d.z))
     listed = {d.feature for d in finding.deviations}
     for name in KEY_FEATURES:
         value = finding.features.get(name)
-        if name in listed or name not in ip_features.BY_NAME or value is None or value != value:
+        if name in listed or name not in feature_info or value is None or value != value:
             continue
-        feature = ip_features.BY_NAME[name]
+        feature = feature_info[name]
         bars.append(FeatureBar(name, feature.description, feature.unit, float(value), typical.get(name, 0.0), None))
     return bars
 
@@ -272,15 +278,13 @@ def country_counts(result: AnalysisResult, limit: int = 12) -> list[tuple[str, i
 
 def sample_requests(result: AnalysisResult, ips: list[str], per_client: int = 5) -> dict[str, list[ExampleLine]]:
     """The first ``per_client`` log lines of each client in ``ips`` (one pass over the events)."""
-    if not ips or not result.events.height:
+    if not ips or not result.events.height or result.read_lines is None:
         return {}
-    from log_analyser_core.parsing import sources as log_input
-
     rows = (result.events.lazy().with_columns(pl.col("client_ip", "source").cast(pl.String))
             .filter(pl.col("client_ip").is_in(ips))
             .sort(["source", "line_number"])
             .group_by("client_ip", maintain_order=True).head(per_client).collect())
-    rows = log_input.with_raw(rows).select("client_ip", "source", "line_number", "raw", "rebuilt")
+    rows = result.read_lines(rows).select("client_ip", "source", "line_number", "raw", "rebuilt")
     samples: dict[str, list[ExampleLine]] = {}
     for ip, source, line_number, raw, rebuilt in rows.iter_rows():
         samples.setdefault(ip, []).append(ExampleLine(source, line_number, raw, rebuilt))

@@ -14,8 +14,8 @@ from typing import Any
 
 from log_analyser_core.errors import MissingExtraError
 from log_analyser_core.report import charts, model
-from log_analyser_core.results import REBUILT_MARK, REBUILT_NOTE, AnalysisResult, ExampleLine, Finding
-from reporting import terminal_safe
+from log_analyser_core.report.text import terminal_safe
+from log_analyser_core.results import REBUILT_MARK, REBUILT_NOTE, AnalysisResult, ExampleLine, FeatureInfo, Finding
 
 log = logging.getLogger(__name__)
 FONT = "DejaVu"
@@ -223,7 +223,8 @@ def _findings_table(pdf, result: AnalysisResult) -> None:
                        _safe(pdf, f.reasons[0]) if f.reasons and f.flagged else ""])
 
 
-def _finding_page(pdf, finding: Finding, typical: dict[str, float], samples: list[ExampleLine], tz: str) -> None:
+def _finding_page(pdf, finding: Finding, typical: dict[str, float], info: dict[str, FeatureInfo],
+                  samples: list[ExampleLine], tz: str) -> None:
     pdf.add_page()
     _heading(pdf, f"#{finding.rank}  {finding.ip}")
     label = finding.severity.label if finding.flagged else "not flagged"
@@ -244,7 +245,7 @@ def _finding_page(pdf, finding: Finding, typical: dict[str, float], samples: lis
         for reason in finding.reasons:
             _para(pdf, f"• {reason}")
         pdf.ln(2)
-    _bars_table(pdf, model.feature_bars(finding, typical))
+    _bars_table(pdf, model.feature_bars(finding, typical, info))
     _evidence(pdf, finding)
     lines = model.llm_lines(finding.llm_note)
     if lines:
@@ -307,6 +308,7 @@ def render_pdf(result: AnalysisResult, version: str = "", pages: int = 20) -> by
     typical = model.typical_values(result)
     flagged = [f for f in result.findings if f.flagged][:pages]
     samples = model.sample_requests(result, [f.ip for f in flagged], SAMPLE_LINES)
+    info = model.feature_index(result)
     for finding in flagged:
-        _finding_page(pdf, finding, typical, samples.get(finding.ip, []), result.summary.tz)
+        _finding_page(pdf, finding, typical, info, samples.get(finding.ip, []), result.summary.tz)
     return bytes(pdf.output())

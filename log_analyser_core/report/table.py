@@ -6,12 +6,13 @@ reader sees where the threshold fell, then one line counting the rest. ``width``
 """
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from beautifultable import ALIGN_LEFT, ALIGN_RIGHT, WEP_ELLIPSIS, BeautifulTable
 
-import reporting
+from log_analyser_core.report.text import RESET, SEVERITY_COLOURS, terminal_safe
 from log_analyser_core.results import AnalysisResult, Finding, Geo, Reputation
 
 NEXT_UNFLAGGED = 3     # unflagged clients shown after the flagged ones: where the threshold fell
@@ -56,7 +57,7 @@ def _origin_cell(geo: Geo | None) -> str:
         return "-"
     network = f"AS{geo.asn} " if geo.asn is not None else ""
     text = " ".join(part for part in (geo.country or "??", network + (geo.as_org or "")) if part).strip()
-    return _clip(reporting.terminal_safe(text), ORIGIN_WIDTH)
+    return _clip(terminal_safe(text), ORIGIN_WIDTH)
 
 
 def _clip(text: str, width: int) -> str:
@@ -65,7 +66,7 @@ def _clip(text: str, width: int) -> str:
 
 def _row(finding: Finding, enriched: bool) -> list[str]:
     """Cells as plain text; numbers as '3,000' and scores with one decimal everywhere."""
-    safe = reporting.terminal_safe
+    safe = terminal_safe
     attack = finding.attack_types[0] if finding.attack_types and finding.flagged else ""
     reason = safe(finding.reasons[0]) if finding.reasons and finding.flagged else ""
     severity = finding.severity.label if finding.flagged else "-"
@@ -95,7 +96,7 @@ def _widths(rows: Sequence[Sequence[str]], width: int | None) -> list[int]:
 def render_table(result: AnalysisResult, top: int = 20, colour: bool = False, width: int | None = None,
                  everything: bool = False) -> str:
     """The ranked table (see choose_rows), at most ``width`` characters wide (None: as wide as it needs);
-    severities in reporting.SEVERITY_COLOURS when ``colour``; then a line counting the clients left out."""
+    severities in SEVERITY_COLOURS when ``colour``; then a line counting the clients left out."""
     if not result.findings:
         return "no clients\n"
     enriched = result.summary.enrichment is not None
@@ -109,8 +110,8 @@ def render_table(result: AnalysisResult, top: int = 20, colour: bool = False, wi
     table.set_style(BeautifulTable.STYLE_COMPACT)
     table.columns.header = header
     for row in rows:
-        if colour and row[5] in reporting.SEVERITY_COLOURS:
-            row = [*row[:5], f"{reporting.SEVERITY_COLOURS[row[5]]}{row[5]}{reporting.RESET}", *row[6:]]
+        if colour and row[5] in SEVERITY_COLOURS:
+            row = [*row[:5], f"{SEVERITY_COLOURS[row[5]]}{row[5]}{RESET}", *row[6:]]
         table.rows.append(row)
     table.columns.width = _widths([header, *[_row(f, enriched) for f in chosen.shown]], width)
     table.columns.width_exceed_policy = WEP_ELLIPSIS
@@ -118,7 +119,7 @@ def render_table(result: AnalysisResult, top: int = 20, colour: bool = False, wi
         table.columns.alignment[name] = ALIGN_RIGHT if name in right else ALIGN_LEFT
     lines = [line.rstrip() for line in str(table).splitlines()]
     lines += _left_out(chosen)
-    return "\n".join(lines) + "\n" + reporting.render_llm_notes(chosen.shown, width or 100)
+    return "\n".join(lines) + "\n" + render_llm_notes(chosen.shown, width or 100)
 
 
 def _left_out(chosen: TableRows) -> list[str]:
@@ -129,3 +130,29 @@ def _left_out(chosen: TableRows) -> list[str]:
         noun = "client" if chosen.quiet == 1 else "clients"
         lines.append(f"… and {chosen.quiet:,} {noun} with nothing suspicious")
     return lines
+
+
+def render_llm_notes(findings: Sequence[Finding], width: int = 100) -> str:
+    """The language model's notes under the table, labelled as the model's; empty without --explain."""
+    noted = [f for f in findings if f.llm_note is not None]
+    if not noted:
+        return ""
+    lines = ["", "LLM notes (the model's advisory view; our scores and severities above stand)"]
+    for finding in noted:
+        note = finding.llm_note
+        assert note is not None
+        head = f"  #{finding.rank} {terminal_safe(finding.ip)}  {terminal_safe(note.model)}"
+        if note.status not in ("ok", "contradicts_evidence"):
+            lines.append(f"{head}: no usable answer ({note.status}: {terminal_safe(note.detail or '')})")
+            continue
+        kind = terminal_safe(note.attack_type or "no attack type")
+        lines.append(f"{head} says: {kind}, {terminal_safe(note.severity or '?')}, "
+                     f"confidence {note.confidence or 0:.2f}")
+        if note.status != "ok":
+            lines.append(f"     set aside ({note.status}): {terminal_safe(note.detail or '')}")
+        lines += textwrap.wrap(terminal_safe(note.summary or ""), width, initial_indent="     ",
+                               subsequent_indent="     ")
+        if note.recommended_actions:
+            actions = "; ".join(terminal_safe(a) for a in note.recommended_actions)
+            lines += textwrap.wrap(f"next: {actions}", width, initial_indent="     ", subsequent_indent="       ")
+    return "\n".join(_clip(line, width) for line in lines) + "\n"

@@ -23,9 +23,9 @@ from sigma.rule import SigmaRule
 from sigma.validation import SigmaValidator
 from sigma.validators.core import validators as core_validators
 
-from file_parser import EVENT_SCHEMA
 from log_analyser_core.errors import RulesError
 from log_analyser_core.parsing import sources as log_input
+from log_analyser_core.parsing.events import EVENT_SCHEMA
 from log_analyser_core.results import AttackType, Evidence, ExampleLine, Severity
 from log_analyser_core.rules import sigma_compile
 from log_analyser_core.rules.packs import package_pack
