@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import os
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import cast
 from zoneinfo import ZoneInfo
@@ -415,13 +415,7 @@ class _Run:
         events = pl.concat(self.events, rechunk=False) if self.events else pl.DataFrame(schema=EVENT_SCHEMA)
         unparsed = pl.concat(self.unparsed) if self.unparsed else pl.DataFrame(schema=UNPARSED_SCHEMA)
         reasons = Counter(dict(unparsed.group_by("reason").len().iter_rows()))
-        notes = [f"{source}: {count:,} timestamps carry no UTC offset; read in {options.tz} (--tz)"
-                 for source, count in self.naive.items() if count]
-        if self.outside:
-            lines = "line" if self.outside == 1 else "lines"
-            notes.append(f"{self.outside:,} {lines} outside the --since/--until window skipped")
-        if self.recovered:
-            notes.append(f"{self.recovered:,} lines with quotes inside quoted fields read by a second pass")
+        notes = run_notes(self.naive, self.outside, self.recovered, options.tz)
         not_access = sum(self.not_access.values())
         stats = ParseStats(total_lines=events.height + unparsed.height + not_access, parsed_lines=events.height,
                            unparsed_by_reason=dict(reasons.most_common()),
@@ -429,6 +423,19 @@ class _Run:
                            outside_window=self.outside, notes=tuple(notes),
                            not_access=dict(self.not_access.most_common()), recovered=self.recovered)
         return ParsedLog(events=events, unparsed=unparsed, stats=stats)
+
+
+def run_notes(naive: Mapping[str, int], outside: int, recovered: int, tz: str) -> list[str]:
+    """The summary's notes on a parse: timestamps without an offset (per source), lines outside
+    the --since/--until window, lines read by the second pass."""
+    notes = [f"{source}: {count:,} timestamps carry no UTC offset; read in {tz} (--tz)"
+             for source, count in naive.items() if count]
+    if outside:
+        lines = "line" if outside == 1 else "lines"
+        notes.append(f"{outside:,} {lines} outside the --since/--until window skipped")
+    if recovered:
+        notes.append(f"{recovered:,} lines with quotes inside quoted fields read by a second pass")
+    return notes
 
 
 def _check_quality(result: ParsedLog, sources: Sequence[str], max_unparsed_ratio: float) -> None:

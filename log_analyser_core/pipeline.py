@@ -27,6 +27,7 @@ from anomaly_detector import Baseline
 from log_analyser_core import verdict
 from log_analyser_core.detectors import attribution
 from log_analyser_core.engines import engine as engines
+from log_analyser_core.engines import partition
 from log_analyser_core.engines import spark as spark_engine
 from log_analyser_core.errors import InputError, SettingError, shown
 from log_analyser_core.explain import explanations
@@ -43,8 +44,7 @@ from log_analyser_core.results import (
     Severity,
     Summary,
 )
-from log_analyser_core.rules import behaviour as behaviour_rules
-from log_analyser_core.rules import sigma_engine, signatures
+from log_analyser_core.rules import sigma_engine
 from log_analyser_core.rules.crs import stage as crs_stage
 
 if TYPE_CHECKING:
@@ -153,9 +153,8 @@ def analyse(sources: Sequence[str], settings: Settings = Settings(),
     the LLM stage's answers between runs."""
     engine = engines.named(settings.engine)
     notes = engine.notes(settings)   # before any work: it may refuse the settings
-    # before parsing, so that broken rules fail fast; not where no request-level stage runs
-    rules = _sigma_rules(settings) if engine.reads_requests else sigma_engine.RuleSet(folders=(), rules=())
-    crs_rules, crs_notes = _crs_rules(settings, engine)
+    rules = _sigma_rules(settings)   # before parsing, so that broken rules fail fast
+    crs_rules, crs_notes = _crs_rules(settings)
     run = _parse_score_and_detect(engine, sources, settings, rules, crs_rules, progress)
     verdicts = run.judge(settings)
     findings = _ranked(run.scored, verdicts, settings)
@@ -164,7 +163,7 @@ def analyse(sources: Sequence[str], settings: Settings = Settings(),
     summary = replace(_summary(run.parsed, run.scored, findings, run.stages(rules, crs_rules), notes),
                       excluded=verdicts.excluded, tz=settings.tz)
     if settings.enrichment is not None:
-        findings, summary = _enrich(findings, summary, settings, verdicts if engine.reads_requests else None)
+        findings, summary = _enrich(findings, summary, settings, verdicts)
     result = AnalysisResult(summary=summary, findings=tuple(findings), features=run.scored.table,
                             unparsed=run.parsed.unparsed, events=run.parsed.events, feature_info=FEATURE_INFO,
                             read_lines=log_input.with_raw)
@@ -190,19 +189,19 @@ class Run(NamedTuple):
 
     parsed: file_parser.ParsedLog
     scored: Scored
-    detected: _Detected | None          # None where the engine returns no requests (Spark)
+    detected: partition.Detected
 
     def judge(self, settings: Settings) -> verdict.Verdicts:
-        """One verdict per client; without request-level evidence the anomaly score is the verdict."""
-        if self.detected is None:
-            return verdict.anomaly_only(self.scored.table["client_ip"].to_list(), self.scored.scores.tolist(),
-                                        settings.allowlist)
-        return self.detected.judge(self.scored.table, self.scored.scores, settings)
+        """One verdict per client: the anomaly score joined with the request-level evidence."""
+        table, found = self.scored.table, self.detected
+        verdicts = verdict.judge(table["client_ip"].to_list(), self.scored.scores.tolist(), found.evidence,
+                                 found.crawlers, settings.allowlist)
+        return replace(verdicts, excluded={**found.excluded, **verdicts.excluded})
 
     def stages(self, sigma_rules: sigma_engine.RuleSet, crs_rules: crs_stage.RuleSet | None) -> tuple[str, ...]:
         """The stages that ran: the detectors, then the request-level ones (Sigma and CRS with rules to run)."""
         requests = ("rules", "signatures", *(("sigma",) if sigma_rules.rules else ()),
-                    *(("crs",) if crs_rules else ())) if self.detected else ()
+                    *(("crs",) if crs_rules else ()))
         return (*self.scored.by_detector, *requests)
 
 
@@ -216,11 +215,13 @@ def _parse_score_and_detect(engine: engines.Engine, sources: Sequence[str], sett
     size = log_reader.input_bytes(sources)
     warming = _preload_detectors(size, settings, engine)
     try:
-        data = engine.aggregate(sources, settings, progress)
+        data = engine.aggregate(sources, settings, progress, _plan(settings, rules, crs_rules))
+        assert data.detected is not None, "a plan was given"
         score = partial(_score, data.features, settings, ",".join(sources), warming)
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="detectors") as pool:
             scoring = pool.submit(score) if size < PRELOAD_MAX_BYTES else None
-            detected = _Detected.of(data.parsed.events, settings, rules, crs_rules) if engine.reads_requests else None
+            found = data.detected()
+            detected = replace(found, evidence=_real_examples(found.evidence))
             scored = scoring.result() if scoring else score()
     finally:
         for thread in warming:   # also on an error: a thread left importing TensorFlow can crash the exit
@@ -255,56 +256,33 @@ def _ranked(scored: Scored, verdicts: verdict.Verdicts, settings: Settings) -> l
     return [_with_verdict(f, verdicts.by_ip[f.ip]) if f.ip in verdicts.by_ip else f for f in findings]
 
 
+def _plan(settings: Settings, sigma_rules: sigma_engine.RuleSet | None,
+          crs_rules: crs_stage.RuleSet | None) -> partition.Plan:
+    """What each partition of the clients runs (engines/partition.py)."""
+    return partition.Plan(tz=settings.tz, allowlist=settings.allowlist, rule_paths=settings.rule_paths,
+                          sigma_rules=sigma_rules, crs_rules=crs_rules)
+
+
 def detections(events: pl.DataFrame, settings: Settings, sigma_rules: sigma_engine.RuleSet | None = None,
                crs_rules: crs_stage.RuleSet | None = None) -> tuple[dict[str, list[Evidence]], dict[str, int]]:
     """Evidence by client ip from the behaviour rules, payload signatures, Sigma rules and CRS, and
     the requests the allowlist kept out of them ('excluded because' -> count)."""
-    excluded: dict[str, int] = {}
-    if settings.allowlist is not None:
-        mask, excluded = verdict.allowed_requests(events, settings.allowlist)
-        events = events.filter(~mask)
-    rules = behaviour_rules.load_rules([behaviour_rules.default_rule_dir(), *settings.rule_paths])
-    evidence = behaviour_rules.detect(events, rules)
-    for ip, items in signatures.detect(events).items():
-        evidence.setdefault(ip, []).extend(items)
-    for ip, matched in (sigma_engine.evaluate(events, sigma_rules) if sigma_rules else {}).items():
-        evidence.setdefault(ip, []).extend(matched)
-    for ip, matched in (crs_stage.evaluate(events, crs_rules) if crs_rules else {}).items():
-        evidence.setdefault(ip, []).extend(matched)
-    return _real_examples(evidence), excluded
+    found = partition.detect(events, _plan(settings, sigma_rules, crs_rules))
+    return _real_examples(found.evidence), found.excluded
 
 
 def _real_examples(evidence: dict[str, list[Evidence]]) -> dict[str, list[Evidence]]:
     """Evidence whose example lines are read back from the log files where they can be, and then
-    no longer marked rebuilt (from standard input the rebuilt line and its mark stay)."""
+    no longer marked rebuilt (from standard input the rebuilt line and its mark stay). Lines that
+    already are the logged text (Spark reads them on the executors) are left as they are."""
     text = log_input.read_back((x.source, x.line_number) for items in evidence.values()
-                               for e in items for x in e.examples)
+                               for e in items for x in e.examples if x.rebuilt)
 
     def real(x: ExampleLine) -> ExampleLine:
         place = (x.source, x.line_number)
         return replace(x, raw=text[place], rebuilt=False) if place in text else x
     return {ip: [replace(e, examples=tuple(real(x) for x in e.examples)) for e in items]
             for ip, items in evidence.items()}
-
-
-@dataclass(frozen=True)
-class _Detected:
-    """What the request-level stages found, before the anomaly scores join it in a verdict."""
-
-    evidence: dict[str, list[Evidence]]
-    excluded: dict[str, int]        # allowlisted requests by reason
-    crawlers: set[str]
-
-    @classmethod
-    def of(cls, events: pl.DataFrame, settings: Settings, sigma_rules: sigma_engine.RuleSet,
-           crs_rules: crs_stage.RuleSet | None = None) -> _Detected:
-        evidence, excluded = detections(events, settings, sigma_rules, crs_rules)
-        return cls(evidence, excluded, verdict.crawler_clients(events))
-
-    def judge(self, table: pl.DataFrame, anomaly: np.ndarray, settings: Settings) -> verdict.Verdicts:
-        verdicts = verdict.judge(table["client_ip"].to_list(), anomaly.tolist(), self.evidence, self.crawlers,
-                                 settings.allowlist)
-        return replace(verdicts, excluded={**self.excluded, **verdicts.excluded})
 
 
 def _with_verdict(finding: Finding, judged: verdict.Verdict) -> Finding:
@@ -316,17 +294,15 @@ def _with_verdict(finding: Finding, judged: verdict.Verdict) -> Finding:
 
 
 def _enrich(findings: list[Finding], summary: Summary, settings: Settings,
-            verdicts: verdict.Verdicts | None) -> tuple[list[Finding], Summary]:
+            verdicts: verdict.Verdicts) -> tuple[list[Finding], Summary]:
     """Reputation, geography and reputation evidence on every finding; the reputation evidence then
-    joins the verdict as corroboration (it never flags a client on its own). ``verdicts`` None: the
-    verdicts are the anomaly scores alone (no requests were read), and reputation is only shown."""
+    joins the verdict as corroboration (it never flags a client on its own)."""
     import enrichment
 
     assert settings.enrichment is not None, "only called when --enrich is on"
     found = enrichment.enrich(findings, settings.enrichment)
     enriched = [replace(f, reputation=found.reputation.get(f.ip), geo=found.geo.get(f.ip)) for f in findings]
-    if verdicts is not None:
-        enriched = _corroborate(enriched, found.evidence, verdicts, settings)
+    enriched = _corroborate(enriched, found.evidence, verdicts, settings)
     rollup = enrichment.summarise(enriched, found, has_key=settings.enrichment.api_key is not None)
     severities = Counter(f.severity.label for f in enriched if f.flagged)
     return enriched, replace(summary, notes=summary.notes + found.notes, enrichment=rollup,
@@ -353,10 +329,10 @@ def _sigma_rules(settings: Settings) -> sigma_engine.RuleSet:
     return sigma_engine.load(folders)
 
 
-def _crs_rules(settings: Settings, engine: engines.Engine) -> tuple[crs_stage.RuleSet | None, list[str]]:
+def _crs_rules(settings: Settings) -> tuple[crs_stage.RuleSet | None, list[str]]:
     """The CRS rules to run and the summary's note on them; without a CRS, None and a note that
     says so (the other stages run as ever)."""
-    if not engine.reads_requests or not (settings.crs or settings.crs_auto):
+    if not (settings.crs or settings.crs_auto):
         return None, []
     folder = crs_stage.find(settings.crs, settings.crs_auto)
     if folder is None:
@@ -375,7 +351,7 @@ def _preload_detectors(size: int, settings: Settings, engine: engines.Engine) ->
     targets: list[Callable[[], object]] = []
     if size < PRELOAD_MAX_BYTES:
         targets.append(lambda: importlib.import_module("sklearn.ensemble"))
-    if size >= DEEP_PRELOAD_MIN_BYTES and engine.reads_requests and \
+    if size >= DEEP_PRELOAD_MIN_BYTES and engine.keeps_events and \
             "autoencoder" in (settings.detectors or detect.available_detectors()):
         from log_analyser_core.detectors import autoencoder
 
@@ -486,12 +462,11 @@ def train(sources: Sequence[str], directory: str, settings: Settings = Settings(
     detectors = detect.resolve_detectors(settings.detectors)
     baseline = detect.fit_baseline(table, used, detectors, n_estimators=settings.n_estimators,
                                    random_state=settings.random_state)
-    events = parsed.events
     summary = {"sources": list(parsed.stats.formats), "formats": dict(parsed.stats.formats),
                "total_lines": parsed.stats.total_lines, "parsed_lines": parsed.stats.parsed_lines,
                "clients": table.height, "detectors": list(detectors), "seed": settings.random_state,
                "n_estimators": settings.n_estimators,
-               "time_start": _iso(events["timestamp"].min()), "time_end": _iso(events["timestamp"].max())}
+               "time_start": _iso(table["first_seen"].min()), "time_end": _iso(table["last_seen"].max())}
     if "autoencoder" in baseline.detectors:
         network = cast("AutoencoderDetector", baseline.detectors["autoencoder"])
         summary["autoencoder"] = {"epochs_run": network.epochs_run_, "threshold": network.threshold_}

@@ -1,33 +1,29 @@
-"""Where parsing and per-client aggregation run: this machine (Polars) or a Spark cluster.
+"""Where parsing and the per-client stages run: this machine (Polars) or a Spark cluster.
 
-The pipeline picks one engine per run (``for_settings``) and asks it for the parsed log and the
-per-client features; ``train`` and ``analyse`` both go through it, so a baseline learns the
-same features it is later compared with. Spark returns the aggregate and no request rows, so on
-Spark the request-level stages (behaviour rules, signatures, Sigma) have nothing to read:
-``reads_requests`` says so, once, instead of tests of the engine's name across the pipeline.
+The pipeline picks one engine per run (``for_settings``) and asks it for the parsed log, the
+per-client features and what the request-level stages found; ``train`` and ``analyse`` both go
+through it, so a baseline learns the same features it is later compared with. Both engines run
+the same per-client code (engines/partition.py): the local engine on every client at once, Spark
+on each partition of the clients.
 """
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from typing import TYPE_CHECKING, Protocol
 
 import polars as pl
 
 import file_parser
+from log_analyser_core.engines import partition
 from log_analyser_core.engines import spark as spark_engine
-from log_analyser_core.errors import ConfigError
-from log_analyser_core.features import client as ip_features
 from log_analyser_core.parsing import reader as log_reader
 from log_analyser_core.parsing.sources import InputOptions
 
 if TYPE_CHECKING:
     from log_analyser_core.verdict import Allowlist
-
-SPARK_NOTE = ("engine spark: Spark returns no single requests, so the behaviour rules, payload signatures, Sigma "
-              "rules and crawler check did not run; the anomaly score is the verdict")
-
 
 class InputSettings(Protocol):
     """The Settings fields an engine reads (pipeline.Settings has them all; read-only there)."""
@@ -68,16 +64,19 @@ class InputSettings(Protocol):
 
 @dataclass(frozen=True)
 class Aggregated:
-    """A parsed log and its per-client table. ``features`` computes the table when called (one row
-    per client, features/client.py's columns), so that the caller decides on which thread."""
+    """A parsed log, its per-client table and what the request-level stages found. ``features``
+    computes the table when called (one row per client, features/client.py's columns, sorted by
+    client_ip) and ``detected`` the evidence, so that the caller decides on which thread;
+    ``detected`` is None when no Plan was given (training reads the features only)."""
 
     parsed: file_parser.ParsedLog
     features: Callable[[], pl.DataFrame]
+    detected: Callable[[], partition.Detected] | None = None
 
 
 class Engine(Protocol):
     name: str
-    reads_requests: bool   # whether ``parsed.events`` holds the requests (rules, signatures and Sigma need them)
+    keeps_events: bool   # whether ``parsed.events`` holds the requests (Spark leaves them on the cluster)
 
     def sources(self, patterns: Sequence[str]) -> list[str]:
         """The inputs named by ``patterns`` (paths, globs, '-'), as this engine reads them."""
@@ -87,15 +86,15 @@ class Engine(Protocol):
         cannot honour. Called before any work."""
 
     def aggregate(self, sources: Sequence[str], settings: InputSettings,
-                  progress: file_parser.Progress | None = None) -> Aggregated:
-        """Parse ``sources`` and say how to aggregate them per client."""
+                  progress: file_parser.Progress | None = None, plan: partition.Plan | None = None) -> Aggregated:
+        """Parse ``sources`` and say how to run the per-client stages of ``plan`` on them."""
 
 
 class LocalEngine:
-    """Polars on this machine: every request parsed into the events table, features in one group_by."""
+    """Polars on this machine: every request parsed into the events table, one partition of all clients."""
 
     name = "polars"
-    reads_requests = True
+    keeps_events = True
 
     def sources(self, patterns: Sequence[str]) -> list[str]:
         return log_reader.resolve_sources(patterns)
@@ -104,45 +103,37 @@ class LocalEngine:
         return []
 
     def aggregate(self, sources: Sequence[str], settings: InputSettings,
-                  progress: file_parser.Progress | None = None) -> Aggregated:
+                  progress: file_parser.Progress | None = None, plan: partition.Plan | None = None) -> Aggregated:
         options = InputOptions(tz=settings.tz, real_ip_header=settings.real_ip_header,
                                trusted_proxies=settings.trusted_proxies, since=settings.since, until=settings.until)
         parsed = file_parser.parse(sources, format_name=settings.format_name, log_format=settings.log_format,
                                    json_fields=settings.json_fields, max_unparsed_ratio=settings.max_unparsed_ratio,
                                    progress=progress, options=options)
-        return Aggregated(parsed, lambda: ip_features.compute(in_zone(parsed.events, settings.tz)))
+        features = partial(partition.features, parsed.events, plan or partition.Plan(tz=settings.tz))
+        detected = partial(partition.detect, parsed.events, plan) if plan is not None else None
+        return Aggregated(parsed, features, detected)
 
 
 class SparkEngine:
-    """A Spark cluster parses and aggregates; only the per-client table comes back."""
+    """A Spark cluster parses and runs the per-client stages on partitions of the clients; the
+    per-client table, the evidence (with its example lines) and the line counts come back."""
 
     name = "spark"
-    reads_requests = False
+    keeps_events = False
 
     def sources(self, patterns: Sequence[str]) -> list[str]:
         return list(patterns)   # URIs (s3a://, hdfs://) and globs are Spark's to resolve
 
     def notes(self, settings: InputSettings) -> list[str]:
-        """Spark applies the allowlist's networks (to clients); its user-agent and path patterns match
-        requests and cannot apply, and an allowlist of nothing but patterns is refused rather than ignored."""
-        allow = settings.allowlist
-        if allow is None or not (allow.user_agents or allow.paths):
-            return [SPARK_NOTE]
-        if not allow.networks:
-            raise ConfigError("--engine spark cannot apply an allowlist of only user_agents and paths patterns: they "
-                              "match single requests, which Spark does not return",
-                              hint="list the clients under ips, or use the default engine, --engine polars")
-        return [SPARK_NOTE, "engine spark: the allowlist's ips were applied; its user_agents and paths patterns "
-                "match single requests and were not"]
+        return []
 
     def aggregate(self, sources: Sequence[str], settings: InputSettings,
-                  progress: file_parser.Progress | None = None) -> Aggregated:
-        done = spark_engine.aggregate(sources, options=settings.spark, format_name=settings.format_name,
-                                      log_format=settings.log_format, tz=settings.tz,
-                                      max_unparsed_ratio=settings.max_unparsed_ratio)
+                  progress: file_parser.Progress | None = None, plan: partition.Plan | None = None) -> Aggregated:
+        done = spark_engine.run(sources, settings, plan)
         empty = pl.DataFrame(schema=file_parser.EVENT_SCHEMA)
         parsed = file_parser.ParsedLog(events=empty, unparsed=done.unparsed_examples, stats=done.stats)
-        return Aggregated(parsed, lambda: done.features)
+        detected = done.detected
+        return Aggregated(parsed, lambda: done.features, (lambda: detected) if detected is not None else None)
 
 
 ENGINES: dict[str, Callable[[], Engine]] = {"polars": LocalEngine, "spark": SparkEngine}
@@ -151,13 +142,3 @@ ENGINES: dict[str, Callable[[], Engine]] = {"polars": LocalEngine, "spark": Spar
 def named(name: str) -> Engine:
     """The engine called ``name`` (Settings.engine): polars or spark."""
     return ENGINES[name]()
-
-
-def in_zone(events: pl.DataFrame, tz: str) -> pl.DataFrame:
-    """Events whose local offset is that of ``tz`` (for the night-time feature) when a zone other
-    than UTC is set; by default the offset each server logged is used. The result keeps its own."""
-    if tz == "UTC":
-        return events
-    local = pl.col("timestamp").dt.convert_time_zone(tz).dt.replace_time_zone(None)
-    offset = (local - pl.col("timestamp").dt.replace_time_zone(None)).dt.total_minutes().cast(pl.Int16)
-    return events.with_columns(offset.alias("tz_offset_min"))

@@ -1,40 +1,51 @@
-"""Parsing and per-client feature aggregation on Apache Spark (``--engine spark``).
+"""The whole per-client pipeline on Apache Spark (``--engine spark``), with the local engine's code.
 
-The heavy part of a run, reading the lines and aggregating them per client, runs on a Spark
-cluster (or ``local[N]``); only the per-client feature table comes back, which is small. The anomaly
-detectors, the allowlist's networks, the marking of internal addresses, enrichment and reporting then
-run locally on it. No single requests come back, so the stages that read them (behaviour rules,
-payload signatures, Sigma rules, the crawler check, the allowlist's user-agent and path patterns) do
-not run at all, here or locally: the anomaly score is the verdict, and analysis.analyse says so in
-the run summary.
-
-Formats come from the same ``log_formats`` definitions the local engine uses (the regex is
-translated to Java's dialect), and every feature in ``ip_features.FEATURES`` has a Spark twin here;
-tests/test_spark_engine.py proves both engines give the same table. pyspark is imported lazily,
-only here.
+Spark reads the lines (any Hadoop file system: s3a://, hdfs://, gs://, local files), numbers them
+per file, and parses each Arrow batch with file_parser.parse_lines (``mapInArrow``): the same
+parser the local engine runs. The events are then grouped by a hash of the client address and
+each partition of clients runs engines/partition.py (``groupBy(...).applyInArrow``): features,
+behaviour rules, payload signatures, Sigma, CRS, the crawler check and the allowlist. What comes
+back to the driver is one row per client: its features, whether it is a crawler, and its
+evidence with the example lines (read on the executors, so the file may be remote). The one
+site-wide quantity of those stages, the baseline buckets' capacity, is fitted on the driver from
+every client's peak (a first, small pass) and shipped with the plan; the anomaly detectors are
+then fitted on the driver from the per-client table, as locally. pyspark is imported lazily, only here.
 """
 from __future__ import annotations
 
 import logging
+import math
 import os
-import re
-from collections.abc import Callable, Sequence
+import pickle
+import shutil
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from functools import partial
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
 
 import polars as pl
 
 import file_parser
+from log_analyser_core.engines import partition
 from log_analyser_core.errors import ConfigError, InputError, MissingExtraError
 from log_analyser_core.features import client as ip_features
-from log_analyser_core.parsing import events as log_events
-from log_analyser_core.parsing.formats import LogFormat, compile_format, preset
+from log_analyser_core.parsing.formats import LogFormat
+from log_analyser_core.parsing.sources import InputOptions, order_rotated
+from log_analyser_core.rules import behaviour as behaviour_rules
+
+if TYPE_CHECKING:
+    from log_analyser_core.engines.engine import InputSettings
+    from log_analyser_core.parsing.wrappers import Wrapper
 
 log = logging.getLogger(__name__)
 
-_NAMED_GROUP = re.compile(r"\(\?P<([A-Za-z_][A-Za-z0-9_]*)>")
-_CLF = "dd/MMM/yyyy:HH:mm:ss"
 _REMOTE_SCHEMES = ("s3a://", "s3://", "s3n://", "hdfs://", "gs://", "abfs://", "abfss://", "wasbs://", "file://")
+# Events per partition of clients, about: one partition is one Polars table in one task's memory
+# (~1 KB an event at the peak of the rules and Sigma, so ~0.5 GB per task at this size).
+PARTITION_EVENTS = 500_000
+UNPARSED_EXAMPLES = 100   # unparsed lines brought back to show (the counts are complete)
+_STRINGS = (pl.Categorical, pl.String)
 
 
 @dataclass(frozen=True)
@@ -46,21 +57,22 @@ class SparkOptions:
 
 
 @dataclass(frozen=True)
-class SparkAggregate:
-    """What comes back from the cluster: the per-client table and the line counts."""
+class SparkRun:
+    """What comes back from the cluster: the per-client table, the evidence and the line counts."""
 
-    features: pl.DataFrame            # the same columns and types as ip_features.compute()
+    features: pl.DataFrame                 # the same columns, types and order as ip_features.compute()
+    detected: partition.Detected | None    # None: no plan given (training)
     stats: file_parser.ParseStats
-    unparsed_examples: pl.DataFrame   # file_parser.UNPARSED_SCHEMA; line numbers are not known (null)
+    unparsed_examples: pl.DataFrame        # file_parser.UNPARSED_SCHEMA: the first UNPARSED_EXAMPLES
 
 
-def _pyspark() -> tuple[Any, Any, Any]:
+def _pyspark() -> tuple[Any, Any]:
     try:
-        from pyspark.sql import SparkSession, Window
+        from pyspark.sql import SparkSession
         from pyspark.sql import functions as F
     except ImportError:
         raise MissingExtraError("--engine spark", "spark", "pyspark") from None
-    return SparkSession, F, Window
+    return SparkSession, F
 
 
 def parse_conf(pairs: Sequence[str]) -> tuple[tuple[str, str], ...]:
@@ -74,9 +86,25 @@ def parse_conf(pairs: Sequence[str]) -> tuple[tuple[str, str], ...]:
     return tuple(parsed)
 
 
+def require_java(master: str) -> None:
+    """Raise ConfigError unless a local JVM can start: every master but Spark Connect (sc://) runs
+    its driver in one. pyspark finds Java through JAVA_HOME, else ``java`` on the PATH."""
+    if master.startswith("sc://"):
+        return
+    home = os.environ.get("JAVA_HOME")
+    if home and os.access(os.path.join(home, "bin", "java"), os.X_OK):
+        return
+    if not home and shutil.which("java"):
+        return
+    where = f"JAVA_HOME={home} has no bin/java" if home else "no java on the PATH and JAVA_HOME is not set"
+    raise ConfigError(f"--engine spark needs Java 17 or later to run Spark ({where})",
+                      hint="install a JRE (apt-get install openjdk-17-jre-headless) or use sc:// Spark Connect")
+
+
 def session(options: SparkOptions) -> Any:
     """A SparkSession for ``options``; Spark Connect for ``sc://`` masters (no local JVM needed)."""
-    SparkSession, _, _ = _pyspark()
+    SparkSession, _ = _pyspark()
+    require_java(options.master)
     builder = SparkSession.builder.appName("log_analyser")
     settings = [("spark.sql.session.timeZone", "UTC"), *options.conf]
     if options.master.startswith("sc://"):
@@ -89,13 +117,6 @@ def session(options: SparkOptions) -> Any:
     return builder.getOrCreate()
 
 
-def java_regex(fmt: LogFormat) -> tuple[str, dict[str, int]]:
-    """The format's regex in Java's dialect (unnamed groups) and each group's number."""
-    assert fmt.regex is not None, "JSON-lines formats have no regex"
-    numbers = dict(re.compile(fmt.regex).groupindex)
-    return _NAMED_GROUP.sub("(", fmt.regex), numbers
-
-
 def spark_paths(sources: Sequence[str]) -> list[str]:
     """Local paths as absolute file:// URIs; remote URIs (s3a://, hdfs://, ...) and globs pass through."""
     paths = []
@@ -106,242 +127,271 @@ def spark_paths(sources: Sequence[str]) -> list[str]:
     return paths
 
 
-def _format(spark: Any, paths: list[str], format_name: str | None, custom: str | None) -> LogFormat:
-    if custom:
-        return compile_format(custom)
-    if format_name not in (None, "auto"):
-        return require_support(preset(format_name))
-    sample = [row.value for row in spark.read.text(paths).limit(file_parser.DETECTION_SAMPLE).collect()]
-    if not sample:
-        raise InputError("no log lines to analyse (the input is empty)", path=", ".join(paths))
-    fmt, rate = file_parser.detect_format(pl.Series("raw", sample, dtype=pl.String))
-    log.info("spark input: format %s (%.0f%% of sampled lines match)", fmt.name, 100 * rate)
-    return require_support(fmt)
+def source_names(sources: Sequence[str]) -> dict[str, str]:
+    """Spark's name of each local file given by path (file:/abs/path, %-encoded) -> the path as given,
+    so that findings name the files as the local engine does; other files keep Spark's name."""
+    return {"file:" + os.path.abspath(s): s for s in sources if not s.startswith(_REMOTE_SCHEMES)}
+
+
+def _shown(spark_name: str, names: dict[str, str]) -> str:
+    plain = unquote(spark_name)
+    return names.get(plain, plain[len("file:"):] if plain.startswith("file:/") else plain)
 
 
 def require_support(fmt: LogFormat) -> LogFormat:
-    """``fmt`` if this engine reads it, else a ConfigError that says why (rather than a run that
-    reports every line unparsed). Spark reads regex formats with CLF or ISO 8601 times."""
+    """``fmt`` if this engine reads it, else a ConfigError that says why."""
     if fmt.name in ("w3c", "cloudfront"):
         raise ConfigError(f"--engine spark does not read {fmt.name} (W3C extended) logs: one file can hold several "
                           "#Fields: header blocks with different columns, which only the local engine follows",
                           hint="use the default engine, --engine polars")
-    if fmt.regex is None or not {"time_clf", "time_iso"} & set(fmt.groups):
-        raise ConfigError(f"--engine spark does not read the {fmt.name} format (its timestamps are not CLF or "
-                          "ISO 8601)", hint="use the default engine, --engine polars")
     return fmt
 
 
-# --- parsing: the Spark twin of file_parser._canonical -------------------------------------------
-
-def _unwrap(F: Any, raw: Any) -> Any:
-    wrapped = raw.startswith('"') & raw.endswith('"') & (F.length(raw) > 1)
-    return F.when(wrapped, F.expr("substring(raw, 2, length(raw) - 2)")).otherwise(raw)
-
-
-def _groups(F: Any, text: Any, fmt: LogFormat) -> dict[str, Any]:
-    regex, numbers = java_regex(fmt)
-    matched = text.rlike(regex)
-    return {name: F.when(matched, F.regexp_extract(text, regex, number)) for name, number in numbers.items()}
+def _format(lines: Any, settings: InputSettings) -> tuple[Wrapper | None, LogFormat]:
+    """The format of the log (one for the run): given, or detected from its first lines."""
+    fixed = file_parser._format_for(settings.format_name, settings.log_format, settings.json_fields)
+    if fixed is not None and fixed.name in ("w3c", "cloudfront"):
+        require_support(fixed)
+    sample = [row.raw for row in lines.select("raw").limit(file_parser.DETECTION_SAMPLE).collect()]
+    wrapper, fmt, rate = file_parser._format_from_sample(fixed, pl.Series("raw", sample, dtype=pl.String))
+    log.info("spark input: format %s (%.0f%% of sampled lines match)", fmt.name, 100 * rate)
+    return wrapper, require_support(fmt)
 
 
-def _quoted(F: Any, column: Any) -> Any:
-    text = F.regexp_replace(column, r'\\(["\\])', "$1")
-    return F.when(text == "-", F.lit(None)).otherwise(text)
+# --- the schemas rows travel in between Python and the JVM ----------------------------------------
+
+def _spark_type(dtype: pl.DataType) -> str:
+    if isinstance(dtype, pl.Datetime):
+        return "timestamp"
+    if isinstance(dtype, _STRINGS):
+        return "string"
+    return {pl.Int16: "short", pl.Int64: "long", pl.Float64: "double", pl.Boolean: "boolean"}[dtype.base_type()]
 
 
-def _timestamp(F: Any, g: dict[str, Any], tz: str) -> tuple[Any, Any]:
-    if "time_clf" in g:
-        text = F.regexp_replace(g["time_clf"], r"^[\[\] ]+|[\[\] ]+$", "")
-        aware = F.try_to_timestamp(text, F.lit(f"{_CLF} Z"))
-        local = F.try_to_timestamp(F.substring(text, 1, 20), F.lit(_CLF))
-    elif "time_iso" in g:
-        text = F.regexp_replace(g["time_iso"], "Z$", "+00:00")
-        aware = F.try_to_timestamp(text, F.lit("yyyy-MM-dd'T'HH:mm:ss[.SSSSSS]XXX"))
-        local = F.try_to_timestamp(F.substring(text, 1, 19), F.lit("yyyy-MM-dd'T'HH:mm:ss"))
-    else:
-        return F.lit(None).cast("timestamp"), F.lit(None).cast("short")
-    utc = F.coalesce(aware, F.to_utc_timestamp(local, tz))
-    offset = ((F.unix_micros(local) - F.unix_micros(utc)) / 60_000_000).cast("short")
-    return utc, offset
+_EVENT_COLUMNS = {**file_parser.EVENT_SCHEMA, "raw": pl.String(), "_reason": pl.String(), "_outside": pl.Boolean(),
+                  "_naive": pl.Boolean(), "_recovered": pl.Boolean()}
+PARSED_SCHEMA = ", ".join(f"`{name}` {_spark_type(dtype)}" for name, dtype in _EVENT_COLUMNS.items())
+_CLIENT_COLUMNS = {"client_ip": pl.String(), **{name: pl.Float64() for name in ip_features.FEATURE_NAMES},
+                   "first_seen": pl.Datetime("us", "UTC"), "last_seen": pl.Datetime("us", "UTC"),
+                   "errors": pl.Int64(), "crawler": pl.Boolean(), "evidence": pl.Binary(), "excluded": pl.Binary()}
+CLIENT_SCHEMA = ", ".join(f"`{name}` {_spark_type(dtype) if dtype != pl.Binary else 'binary'}"
+                          for name, dtype in _CLIENT_COLUMNS.items())
+PEAKS_SCHEMA = "rule_id string, peak double"
 
 
-def _number(column: Any, kind: str = "double") -> Any:
-    return column.try_cast(kind)
+def _arrow(frame: pl.DataFrame, columns: dict[str, pl.DataType]) -> Any:
+    """``frame`` as an Arrow table of exactly ``columns`` (categoricals as plain strings), which
+    is what Spark checks the function's result against."""
+    import pyarrow as pa
+
+    casts = [pl.col(name).cast(pl.String) if isinstance(dtype, _STRINGS) else pl.col(name).cast(dtype)
+             for name, dtype in columns.items()]
+    table = frame.select(casts).to_arrow()
+    schema = pa.schema([pa.field(name, pa.string() if table.schema.field(name).type == pa.large_string()
+                                 else pa.binary() if table.schema.field(name).type == pa.large_binary()
+                                 else table.schema.field(name).type) for name in columns])
+    return table.cast(schema)
 
 
-def _request_time(F: Any, g: dict[str, Any]) -> Any:
-    for name, divisor in (("request_time_us", 1e6), ("request_time_ms", 1e3), ("request_time_s", 1.0)):
-        if name in g:
-            return _number(g[name]) / divisor
-    if "request_time_tail" in g:
-        tail = F.when(g["request_time_tail"] != "", g["request_time_tail"])
-        return F.when(tail.contains("."), _number(tail)).otherwise(_number(tail) / 1e6)
-    return F.lit(None).cast("double")
+# --- on the executors ------------------------------------------------------------------------------
+
+def _parse_batches(batches: Iterator[Any], fmt: LogFormat, wrapper: Wrapper | None, options: InputOptions,
+                   numbering: pl.DataFrame, names: dict[str, str]) -> Iterator[Any]:
+    """mapInArrow: lines (raw, _file, _block, _id) -> events and unparsed lines (PARSED_SCHEMA)."""
+    for batch in batches:
+        lines = pl.from_arrow(batch)
+        assert isinstance(lines, pl.DataFrame)
+        lines = lines.join(numbering, on=["_file", "_block"], how="left").with_columns(
+            (pl.col("_id") - pl.col("_first_id") + pl.col("_first_line")).alias("line_number"))
+        for (spark_name,), part in lines.group_by("_file", maintain_order=True):
+            yield from _arrow(_parsed(part, fmt, wrapper, options, _shown(str(spark_name), names)),
+                              _EVENT_COLUMNS).to_batches()
 
 
-def _canonical(F: Any, fmt: LogFormat, tz: str) -> dict[str, Any]:
-    """Spark columns equal to file_parser.EVENT_SCHEMA's for the columns the features use."""
-    g = _groups(F, F.col("_text"), fmt)
-    request = _quoted(F, g["request"]) if "request" in g else F.lit(None).cast("string")
-    request_regex = log_events._REQUEST_LINE.replace("(?P<method>", "(").replace("(?P<target>", "(") \
-        .replace("(?P<protocol>", "(")
-    is_request = request.rlike(request_regex)
-    target = g["target"] if "target" in g else F.when(is_request, F.regexp_extract(request, request_regex, 2))
-    method = g["method"] if "method" in g else F.when(is_request, F.regexp_extract(request, request_regex, 1))
-    path = g["path"] if "path" in g else F.substring_index(F.col("_target_tmp"), "?", 1)
-    query = F.regexp_replace(g["query_raw"], r"^\?", "") if "query_raw" in g \
-        else F.when(F.col("_target_tmp").contains("?"), F.expr("substr(_target_tmp, instr(_target_tmp, '?') + 1)"))
-    timestamp, offset = _timestamp(F, g, tz)
-    ip = F.lower(F.regexp_replace(g["client_ip"], r"^[\[\]]+|[\[\]]+$", ""))
-    return {
-        "timestamp": timestamp, "tz_offset_min": offset,
-        "client_ip": F.regexp_replace(ip, r"^::ffff:(\d+\.\d+\.\d+\.\d+)$", "$1"),
-        "method": method, "path": path, "query": F.when(query != "", query), "_target_tmp": target,
-        "status": _number(g["status"], "short") if "status" in g else F.lit(None).cast("short"),
-        "bytes": F.coalesce(_number(g["bytes"], "long"), F.lit(0)) if "bytes" in g else F.lit(None).cast("long"),
-        "user_agent": _quoted(F, g["user_agent"]) if "user_agent" in g else F.lit(None).cast("string"),
-        "request_time": _request_time(F, g),
-    }
+def _parsed(lines: pl.DataFrame, fmt: LogFormat, wrapper: Wrapper | None, options: InputOptions,
+            source: str) -> pl.DataFrame:
+    good, bad = file_parser.parse_lines(lines["raw"], fmt, source=source, options=options,
+                                        line_numbers=lines["line_number"], wrapper=wrapper)
+    inside = pl.lit(True)
+    if options.since is not None:
+        inside = inside & (pl.col("timestamp") >= options.since)
+    if options.until is not None:
+        inside = inside & (pl.col("timestamp") < options.until)
+    good = good.join(lines.select("line_number", "raw"), on="line_number", how="left", maintain_order="left")
+    good = good.with_columns((~inside).alias("_outside"), pl.lit(None, pl.String).alias("_reason"))
+    bad = bad.select(pl.col("source").cast(pl.Categorical), "line_number", "raw", pl.col("reason").alias("_reason"))
+    return pl.concat([good.with_columns(pl.col(c).cast(pl.String) for c in ("client_ip", "peer_ip", "method",
+                                                                              "protocol", "request", "referer",
+                                                                              "user_agent", "vhost", "source")),
+                      bad.with_columns(pl.col("source").cast(pl.String))], how="diagonal_relaxed")
 
 
-def parse_frame(spark: Any, paths: list[str], fmt: LogFormat, tz: str) -> Any:
-    """Canonical event columns plus ``_reason`` (null for parsed lines) and ``source``."""
-    _, F, _ = _pyspark()
-    lines = spark.read.text(paths).select(F.col("value").alias("raw"), F.input_file_name().alias("source"))
-    lines = lines.withColumn("_text", _unwrap(F, F.col("raw")))
-    columns = _canonical(F, fmt, tz)
-    target = columns.pop("_target_tmp")
-    frame = lines.withColumn("_target_tmp", target).select(
-        "raw", "source", *[column.alias(name) for name, column in columns.items()])
-    reason = (F.when(F.trim(F.col("raw")) == "", F.lit("blank line"))
-              .when(F.col("client_ip").isNull(), F.lit(f"does not match the {fmt.name} format"))
-              .when(F.col("timestamp").isNull(), F.lit("unreadable timestamp")))
-    return frame.withColumn("_reason", reason)
+def _events(table: Any, order: dict[str, int]) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """A partition's rows as the local engine's events (EVENT_SCHEMA, in file and line order), and
+    their raw lines by (source, line_number)."""
+    frame = pl.from_arrow(table)
+    assert isinstance(frame, pl.DataFrame)
+    frame = frame.sort(pl.col("source").replace_strict(order, default=len(order)), "line_number")
+    events = frame.select(pl.col(name).cast(dtype) for name, dtype in file_parser.EVENT_SCHEMA.items())
+    return events, frame.select("source", "line_number", "raw")
 
 
-# --- features: the Spark twin of every ip_features.FEATURES entry -----------------------------
+def _with_lines(detected: partition.Detected, raw: pl.DataFrame) -> partition.Detected:
+    """Evidence whose example lines are the logged text, read from this partition's rows."""
+    from dataclasses import replace
 
-def _ratio(F: Any, condition: Any) -> Any:
-    return F.avg(condition.cast("double"))
+    wanted = {x.line_number for items in detected.evidence.values() for e in items for x in e.examples}
+    text = {(s, n): r for s, n, r in raw.filter(pl.col("line_number").is_in(list(wanted))).iter_rows()}
 
-
-def _n_unique(F: Any, column: Any) -> Any:
-    """Distinct values counting null as one value, as Polars' n_unique does."""
-    return F.count_distinct(column) + F.max(column.isNull().cast("int"))
-
-
-def _seconds(F: Any, later: Any, earlier: Any) -> Any:
-    return (F.unix_micros(later) - F.unix_micros(earlier)) / 1e6
-
-
-def _simple_features(F: Any) -> dict[str, Callable[[], Any]]:
-    status, method, path = F.col("status"), F.col("method"), F.col("path")
-    active = _seconds(F, F.max("timestamp"), F.min("timestamp"))
-    local_hour = F.hour(F.col("timestamp") + F.make_interval(mins=F.coalesce(F.col("tz_offset_min"), F.lit(0))))
-    night = local_hour.between(ip_features.NIGHT_HOURS[0], ip_features.NIGHT_HOURS[1] - 1)
-    target = F.concat(F.coalesce(path, F.lit("")), F.lit("?"), F.coalesce(F.col("query"), F.lit("")))
-    return {
-        "requests": lambda: F.count(F.lit(1)),
-        "request_rate": lambda: F.count(F.lit(1)) / (F.greatest(active, F.lit(60.0)) / 60.0),
-        "active_seconds": lambda: active,
-        "error_4xx_ratio": lambda: _ratio(F, status.between(400, 499)),
-        "error_5xx_ratio": lambda: _ratio(F, status.between(500, 599)),
-        "status_401": lambda: F.sum((status == 401).cast("int")),
-        "status_403": lambda: F.sum((status == 403).cast("int")),
-        "status_404": lambda: F.sum((status == 404).cast("int")),
-        "distinct_paths": lambda: _n_unique(F, path),
-        "distinct_404_paths": lambda: F.coalesce(
-            F.count_distinct(F.when(status == 404, path))
-            + F.max(((status == 404) & path.isNull()).cast("int")), F.lit(0)),
-        "static_ratio": lambda: _ratio(F, F.coalesce(path.rlike(ip_features.STATIC_EXTENSIONS), F.lit(False))),
-        "distinct_user_agents": lambda: _n_unique(F, F.col("user_agent")),
-        "post_ratio": lambda: _ratio(F, method == "POST"),
-        "unusual_method_ratio": lambda: _ratio(
-            F, ~F.coalesce(method.isin(*ip_features.COMMON_METHODS), F.lit(False))),
-        "bytes_total": lambda: F.sum("bytes"),
-        "bytes_max": lambda: F.max("bytes"),
-        "request_time_mean": lambda: F.avg("request_time"),
-        "request_time_max": lambda: F.max("request_time"),
-        "night_ratio": lambda: _ratio(F, night),
-        "sensitive_ratio": lambda: _ratio(F, F.coalesce(path.rlike(ip_features.SENSITIVE_PATHS), F.lit(False))),
-        "query_length_mean": lambda: F.avg(F.coalesce(F.length("query"), F.lit(0))),
-        "special_char_density": lambda: F.sum(F.regexp_count(target, F.lit(ip_features.SPECIAL_CHARS)))
-        / F.greatest(F.sum(F.length(target)), F.lit(1)),
-    }
+    def real(x):
+        place = (x.source, x.line_number)
+        return replace(x, raw=text[place], rebuilt=False) if place in text else x
+    evidence = {ip: [replace(e, examples=tuple(real(x) for x in e.examples)) for e in items]
+                for ip, items in detected.evidence.items()}
+    return replace(detected, evidence=evidence)
 
 
-# Features that need more than one grouping; computed by _windowed_features.
-WINDOWED = ("peak_rpm", "burstiness", "path_entropy")
+def _client_rows(table: Any, plan: partition.Plan | None, order: dict[str, int]) -> Any:
+    """applyInArrow: one partition of clients' events -> one row per client (CLIENT_SCHEMA)."""
+    events, raw = _events(table, order)
+    features = partition.features(events, plan or partition.Plan())
+    rows = features.with_columns(pl.col("client_ip").cast(pl.String))
+    if plan is None:
+        rows = rows.with_columns(pl.lit(False).alias("crawler"), pl.lit(None, pl.Binary).alias("evidence"),
+                                 pl.lit(None, pl.Binary).alias("excluded"))
+        return _arrow(rows, _CLIENT_COLUMNS)
+    detected = _with_lines(partition.detect(events, plan), raw)
+    ips = rows["client_ip"].to_list()
+    found = [pickle.dumps(detected.evidence[ip]) if ip in detected.evidence else None for ip in ips]
+    excluded = [pickle.dumps(detected.excluded) if i == 0 else None for i in range(len(ips))]
+    rows = rows.with_columns(pl.Series("crawler", [ip in detected.crawlers for ip in ips], dtype=pl.Boolean),
+                             pl.Series("evidence", found, dtype=pl.Binary),
+                             pl.Series("excluded", excluded, dtype=pl.Binary))
+    return _arrow(rows, _CLIENT_COLUMNS)
 
 
-def _windowed_features(F: Any, Window: Any, events: Any) -> Any:
-    per_minute = (events.groupBy("client_ip", F.date_trunc("minute", "timestamp").alias("_minute")).count()
-                  .groupBy("client_ip").agg(F.max("count").alias("peak_rpm")))
-    by_path = events.groupBy("client_ip", "path").count()
-    share = F.col("count") / F.sum("count").over(Window.partitionBy("client_ip"))
-    entropy = (by_path.withColumn("_p", share).groupBy("client_ip")
-               .agg((-F.sum(F.col("_p") * F.log2("_p"))).alias("path_entropy")))
-    ordered = Window.partitionBy("client_ip").orderBy("timestamp")
-    gaps = events.select("client_ip", _seconds(F, F.col("timestamp"), F.lag("timestamp").over(ordered)).alias("_gap"))
-    mean, std = F.avg("_gap"), F.stddev_samp("_gap")
-    bursty = gaps.groupBy("client_ip").agg(
-        F.coalesce(F.when((mean + std) > 0, (std - mean) / (std + mean)).otherwise(0.0), F.lit(0.0))
-        .alias("burstiness"))
-    return per_minute.join(entropy, "client_ip").join(bursty, "client_ip")
+def _peak_rows(table: Any, plan: partition.Plan, order: dict[str, int]) -> Any:
+    """applyInArrow: one partition of clients' events -> each baseline bucket's peak per client."""
+    events, _ = _events(table, order)
+    peaks = [pl.DataFrame({"rule_id": rule_id, "peak": series.cast(pl.Float64)})
+             for rule_id, series in partition.baseline_peaks(events, plan).items()]
+    frame = pl.concat(peaks) if peaks else pl.DataFrame(schema={"rule_id": pl.String, "peak": pl.Float64})
+    return _arrow(frame, {"rule_id": pl.String(), "peak": pl.Float64()})
 
 
-def feature_frame(events: Any) -> Any:
-    """One Spark row per client: every registered feature plus first_seen, last_seen, errors."""
-    _, F, Window = _pyspark()
-    simple = _simple_features(F)
-    missing = set(ip_features.FEATURE_NAMES) - set(simple) - set(WINDOWED)
-    if missing:  # a feature added to the registry needs its Spark twin here
-        raise NotImplementedError(f"no Spark definition for features: {sorted(missing)}")
-    aggregates = [simple[name]().alias(name) for name in simple]
-    aggregates += [F.min("timestamp").alias("first_seen"), F.max("timestamp").alias("last_seen"),
-                   F.sum((F.col("status") >= 400).cast("long")).alias("errors")]
-    table = events.groupBy("client_ip").agg(*aggregates)
-    return table.join(_windowed_features(F, Window, events), "client_ip")
+# --- on the driver ---------------------------------------------------------------------------------
 
-
-def _to_polars(frame: Any) -> pl.DataFrame:
-    table = pl.from_arrow(frame.toArrow())
-    assert isinstance(table, pl.DataFrame)
-    casts: dict[str, pl.DataType | type[pl.DataType]] = {name: pl.Float64 for name in ip_features.FEATURE_NAMES}
-    casts |= {"first_seen": pl.Datetime("us", "UTC"), "last_seen": pl.Datetime("us", "UTC"), "errors": pl.Int64}
-    table = table.with_columns(
-        [pl.col(name).cast(dtype) for name, dtype in casts.items() if name != "first_seen" and name != "last_seen"]
-        + [pl.col(name).dt.replace_time_zone("UTC") if table.schema[name].time_zone is None  # type: ignore[attr-defined]
-           else pl.col(name).dt.convert_time_zone("UTC") for name in ("first_seen", "last_seen")])
-    order = ["client_ip", *ip_features.FEATURE_NAMES, "first_seen", "last_seen", "errors"]
-    table = table.select(order).with_columns(pl.col("first_seen", "last_seen").dt.cast_time_unit("us"))
-    # the same types as the local engine's table (client_ip is categorical there), sorted by address
-    return table.sort("client_ip").with_columns(pl.col("client_ip").cast(pl.Categorical))
-
-
-def aggregate(sources: Sequence[str], *, options: SparkOptions, format_name: str | None = "auto",
-              log_format: str | None = None, tz: str = "UTC", max_unparsed_ratio: float = 0.5) -> SparkAggregate:
-    """Parse ``sources`` on Spark and return the per-client feature table and line counts."""
-    spark = session(options)
+def run(sources: Sequence[str], settings: InputSettings, plan: partition.Plan | None) -> SparkRun:
+    """Parse ``sources`` on Spark and run ``plan``'s per-client stages on partitions of the clients
+    (features only when ``plan`` is None). Raises InputError when nothing (or too little) parses."""
+    _, F = _pyspark()
+    spark = session(settings.spark)
     paths = spark_paths(sources)
-    fmt = _format(spark, paths, format_name, log_format)
-    frame = parse_frame(spark, paths, fmt, tz).cache()
+    names = source_names(sources)
+    lines = spark.read.text(paths).select(F.col("value").alias("raw"), F.col("_metadata.file_path").alias("_file"),
+                                          F.col("_metadata.file_block_start").alias("_block"),
+                                          F.monotonically_increasing_id().alias("_id"))
+    numbering = _numbering(lines.groupBy("_file", "_block").agg(F.min("_id").alias("_first_id"),
+                                                                F.count(F.lit(1)).alias("_lines")).toArrow())
+    if numbering.is_empty():
+        raise InputError("no log lines to analyse (the input is empty)", path=", ".join(sources))
+    wrapper, fmt = _format(lines, settings)
+    options = InputOptions(tz=settings.tz, real_ip_header=settings.real_ip_header,
+                           trusted_proxies=settings.trusted_proxies, since=settings.since, until=settings.until)
+    files = sorted(set(numbering["_file"].to_list()))
+    order = {name: rank for rank, name in enumerate(order_rotated([_shown(f, names) for f in files]))}
+    parse = partial(_parse_batches, fmt=fmt, wrapper=wrapper, options=options, numbering=numbering, names=names)
+    parsed = lines.mapInArrow(parse, PARSED_SCHEMA).persist()
     try:
-        reasons = {row["_reason"]: row["count"] for row in frame.groupBy("_reason").count().collect()}
-        parsed = int(reasons.pop(None, 0))
-        events = frame.filter(frame["_reason"].isNull())
-        table = _to_polars(feature_frame(events))
-        examples = frame.filter(frame["_reason"].isNotNull()).limit(20).select("source", "_reason", "raw").collect()
+        stats, unparsed = _stats(parsed, F, fmt, wrapper, [_shown(f, names) for f in files], options)
+        file_parser._check_quality(file_parser.ParsedLog(pl.DataFrame(schema=file_parser.EVENT_SCHEMA), unparsed,
+                                                         stats), sources, settings.max_unparsed_ratio)
+        parts = max(1, math.ceil(stats.parsed_lines / PARTITION_EVENTS))
+        events = (parsed.filter(F.col("_reason").isNull() & ~F.col("_outside"))
+                  .drop("_reason", "_outside", "_naive", "_recovered")
+                  .withColumn("_part", F.pmod(F.hash("client_ip"), F.lit(parts))))
+        if plan is not None and plan.capacities is None:
+            plan = _fit_baselines(events, plan, order)
+        clients = events.groupBy("_part").applyInArrow(_grouped(_client_rows, plan, order), CLIENT_SCHEMA)
+        rows = pl.from_arrow(clients.toArrow())
     finally:
-        frame.unpersist()
-    total = parsed + sum(reasons.values())
+        parsed.unpersist()
+    assert isinstance(rows, pl.DataFrame)
+    return SparkRun(_table(rows), _detected(rows) if plan is not None else None, stats, unparsed)
+
+
+def _grouped(function: Any, plan: partition.Plan | None, order: dict[str, int]) -> Any:
+    """``function`` with its plan as a plain function of one Arrow table, as applyInArrow takes it
+    (pyspark reads the eval type from a function's annotations, and fails on a functools.partial)."""
+    def apply(table):
+        return function(table, plan, order)
+    return apply
+
+
+def _numbering(blocks: Any) -> pl.DataFrame:
+    """Per (file, block): the first row id and its line number in the file (blocks in file order)."""
+    frame = pl.from_arrow(blocks)
+    assert isinstance(frame, pl.DataFrame)
+    if frame.is_empty():
+        return frame
+    frame = frame.sort("_file", "_block")
+    return frame.with_columns((pl.col("_lines").cum_sum().over("_file") - pl.col("_lines") + 1).alias("_first_line")
+                              ).select("_file", "_block", "_first_id", "_first_line")
+
+
+def _fit_baselines(events: Any, plan: partition.Plan, order: dict[str, int]) -> partition.Plan:
+    """``plan`` with the baseline buckets' capacities fitted from every client's peak."""
+    if not any(behaviour_rules.is_baseline(rule) for rule in plan.behaviour_rules()):
+        return plan
+    peaks = pl.from_arrow(events.groupBy("_part").applyInArrow(_grouped(_peak_rows, plan, order),
+                                                              PEAKS_SCHEMA).toArrow())
+    assert isinstance(peaks, pl.DataFrame)
+    by_rule = {str(rule_id): [part["peak"]] for (rule_id,), part in peaks.group_by("rule_id")}
+    return partition.fitted(plan, by_rule)
+
+
+def _table(rows: pl.DataFrame) -> pl.DataFrame:
+    """The per-client table as ip_features.compute() gives it: sorted by client_ip, categorical."""
+    columns = ["client_ip", *ip_features.FEATURE_NAMES, "first_seen", "last_seen", "errors"]
+    table = rows.select(columns).sort("client_ip")
+    return table.with_columns(pl.col("client_ip").cast(pl.Categorical),
+                              pl.col("first_seen", "last_seen").dt.convert_time_zone("UTC").dt.cast_time_unit("us"))
+
+
+def _detected(rows: pl.DataFrame) -> partition.Detected:
+    parts = [partition.Detected(
+        evidence={ip: pickle.loads(found)} if found is not None else {},
+        excluded=pickle.loads(excluded) if excluded is not None else {},
+        crawlers={ip} if crawler else set())
+        for ip, crawler, found, excluded in rows.select("client_ip", "crawler", "evidence", "excluded").iter_rows()]
+    return partition.Detected.merged(parts)
+
+
+def _stats(parsed: Any, F: Any, fmt: LogFormat, wrapper: Wrapper | None, sources: list[str],
+           options: InputOptions) -> tuple[file_parser.ParseStats, pl.DataFrame]:
+    """The line counts (file_parser.ParseStats, as the local engine counts them) and the first
+    UNPARSED_EXAMPLES unparsed lines."""
+    counts = parsed.groupBy("_reason", "_outside").agg(
+        F.count(F.lit(1)).alias("lines"), F.sum(F.col("_naive").cast("long")).alias("naive"),
+        F.sum(F.col("_recovered").cast("long")).alias("recovered")).collect()
+    reasons: dict[str, int] = {}
+    parsed_lines = outside = naive = recovered = 0
+    for row in counts:
+        if row["_reason"] is not None:
+            reasons[row["_reason"]] = reasons.get(row["_reason"], 0) + row["lines"]
+        elif row["_outside"]:
+            outside += row["lines"]
+        else:
+            parsed_lines, naive, recovered = row["lines"], int(row["naive"] or 0), int(row["recovered"] or 0)
     not_access = {reason: reasons.pop(reason) for reason in file_parser.NOT_ACCESS_REASONS if reason in reasons}
-    stats = file_parser.ParseStats(total_lines=total, parsed_lines=parsed,
-                                   unparsed_by_reason=dict(sorted(reasons.items(), key=lambda kv: -kv[1])),
-                                   formats={source: fmt.name for source in sources}, not_access=not_access)
-    unparsed = pl.DataFrame([{"source": r["source"], "line_number": None, "reason": r["_reason"], "raw": r["raw"]}
-                             for r in examples], schema=file_parser.UNPARSED_SCHEMA)
-    empty = pl.DataFrame(schema=file_parser.EVENT_SCHEMA)
-    file_parser._check_quality(file_parser.ParsedLog(empty, unparsed, stats), sources, max_unparsed_ratio)
-    return SparkAggregate(features=table, stats=stats, unparsed_examples=unparsed)
+    examples = (parsed.filter(F.col("_reason").isNotNull() & ~F.col("_reason").isin(*file_parser.NOT_ACCESS_REASONS))
+                .orderBy("source", "line_number").limit(UNPARSED_EXAMPLES)
+                .select("source", "line_number", F.col("_reason").alias("reason"), "raw").collect())
+    unparsed = pl.DataFrame([row.asDict() for row in examples], schema=file_parser.UNPARSED_SCHEMA)
+    name = f"{wrapper.name} + {fmt.name}" if wrapper else fmt.name
+    notes = file_parser.run_notes({", ".join(sources): naive}, outside, recovered, options.tz)
+    stats = file_parser.ParseStats(
+        total_lines=parsed_lines + sum(reasons.values()) + sum(not_access.values()), parsed_lines=parsed_lines,
+        unparsed_by_reason=dict(sorted(reasons.items(), key=lambda kv: -kv[1])), formats=dict.fromkeys(sources, name),
+        outside_window=outside, notes=tuple(notes), not_access=not_access, recovered=recovered)
+    return stats, unparsed

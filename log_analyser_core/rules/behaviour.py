@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TypeGuard
 
@@ -441,9 +441,15 @@ class _Baseline:
         """(the kept clients' events, those that overflow the capacity raised to the baseline)."""
         assert self.bucket.baseline_quantile is not None, "only made for baseline buckets"
         matched = pl.concat(self.kept)
-        baseline = float(pl.concat(self.peaks).quantile(self.bucket.baseline_quantile, "lower") or 0.0)
-        capacity = max(self.bucket.capacity, self.bucket.baseline_factor * baseline)
-        return matched, matched.filter(pl.col("_level") > capacity)
+        return matched, matched.filter(pl.col("_level") > self.capacity(self.peaks))
+
+    def capacity(self, peaks: Sequence[pl.Series]) -> float:
+        """The capacity raised to ``baseline_factor`` times the quantile of every client's peak."""
+        assert self.bucket.baseline_quantile is not None, "only made for baseline buckets"
+        if not peaks:
+            return self.bucket.capacity
+        baseline = float(pl.concat(peaks).quantile(self.bucket.baseline_quantile, "lower") or 0.0)
+        return max(self.bucket.capacity, self.bucket.baseline_factor * baseline)
 
 
 def _window_hits(matched: pl.DataFrame, window: Window) -> pl.DataFrame:
@@ -505,23 +511,20 @@ def _column(name: str) -> str:
     return "_target" if name == "target" else name
 
 
-def detect(events: pl.DataFrame, rules: Iterable[BehaviourRule],
-           partition_events: int = PARTITION_EVENTS) -> dict[str, list[Evidence]]:
+def detect(events: pl.DataFrame, rules: Iterable[BehaviourRule], partition_events: int = PARTITION_EVENTS,
+           capacities: Mapping[str, float] | None = None) -> dict[str, list[Evidence]]:
     """Evidence from every rule, by client ip (rules in the given order). On a shared address (see
     ``shared_addresses``) the rules marked ``per_agent_when_shared`` count each user agent apart,
-    and the client gets a note saying the address looks shared."""
-    rules = list(rules)
+    and the client gets a note saying the address looks shared. ``capacities`` (rule id -> events
+    or bytes) are the ``baseline`` buckets' capacities when ``events`` is one part of the clients:
+    fitted over all of them by ``site_capacities`` from every part's ``baseline_peaks``."""
+    rules = [_fixed(rule, capacities) for rule in rules] if capacities is not None else list(rules)
     shared = shared_addresses(events) if any(r.per_agent_when_shared for r in rules) else {}
     if not shared:
         return _detect(events, rules, partition_events)
     per_agent = [r for r in rules if r.per_agent_when_shared]
     evidence = _detect(events, [r for r in rules if not r.per_agent_when_shared], partition_events)
-    split = events.with_columns(pl.when(pl.col("client_ip").cast(pl.String).is_in(list(shared)))
-                                .then(pl.col("client_ip").cast(pl.String) + AGENT_MARK
-                                      + pl.col("user_agent").cast(pl.String).hash(seed=0).cast(pl.String))
-                                .otherwise(pl.col("client_ip").cast(pl.String)).cast(pl.Categorical)
-                                .alias("client_ip"))
-    for key, items in _detect(split, per_agent, partition_events).items():
+    for key, items in _detect(_split_shared(events, shared), per_agent, partition_events).items():
         ip = key.split(AGENT_MARK)[0]
         for item in items:
             known = [e.rule_id for e in evidence.get(ip, [])]
@@ -534,6 +537,63 @@ def detect(events: pl.DataFrame, rules: Iterable[BehaviourRule],
                   "errors, like people behind one NAT or proxy): user-agent rotation, credential stuffing and "
                   "volume are judged per user agent"))
     return evidence
+
+
+def _split_shared(events: pl.DataFrame, shared: Mapping[str, int]) -> pl.DataFrame:
+    """``events`` with each shared address's user agents as clients of their own."""
+    return events.with_columns(pl.when(pl.col("client_ip").cast(pl.String).is_in(list(shared)))
+                               .then(pl.col("client_ip").cast(pl.String) + AGENT_MARK
+                                     + pl.col("user_agent").cast(pl.String).hash(seed=0).cast(pl.String))
+                               .otherwise(pl.col("client_ip").cast(pl.String)).cast(pl.Categorical)
+                               .alias("client_ip"))
+
+
+def is_baseline(rule: BehaviourRule) -> bool:
+    return isinstance(rule.window, Bucket) and rule.window.baseline_quantile is not None
+
+
+def _fixed(rule: BehaviourRule, capacities: Mapping[str, float]) -> BehaviourRule:
+    """A ``baseline`` bucket rule as a plain bucket of the site-wide capacity fitted for it."""
+    if not is_baseline(rule):
+        return rule
+    assert isinstance(rule.window, Bucket), "a baseline rule is a bucket"
+    bucket = replace(rule.window, capacity=capacities.get(rule.id, rule.window.capacity), baseline_quantile=None)
+    return replace(rule, window=bucket)
+
+
+def baseline_peaks(events: pl.DataFrame, rules: Iterable[BehaviourRule]) -> dict[str, pl.Series]:
+    """Each ``baseline`` bucket rule's peak level per client of ``events`` (rule id -> one value a
+    client the rule counts, a user agent apart on shared addresses as ``detect`` counts them)."""
+    rules = [rule for rule in rules if is_baseline(rule)]
+    if not rules or not events.height:
+        return {}
+    shared = shared_addresses(events) if any(r.per_agent_when_shared for r in rules) else {}
+    split = _split_shared(events, shared) if shared else events
+    peaks: dict[str, list[pl.Series]] = {}
+    for frame, group in ((events, [r for r in rules if not r.per_agent_when_shared]),
+                         (split, [r for r in rules if r.per_agent_when_shared])):
+        if not group:
+            continue
+        for rows in _partitions(frame, PARTITION_EVENTS):
+            prepared = prepare(frame, group, rows)
+            for rule in group:
+                matched = _matched(rule, prepared, prepared.select(rule.condition).to_series())
+                if matched.height:
+                    baseline = _Baseline(rule.window)   # type: ignore[arg-type]
+                    baseline.add(matched)
+                    peaks.setdefault(rule.id, []).extend(baseline.peaks)
+    return {rule_id: pl.concat(series) for rule_id, series in peaks.items()}
+
+
+def site_capacities(peaks: Mapping[str, Sequence[pl.Series]], rules: Iterable[BehaviourRule]) -> dict[str, float]:
+    """The ``baseline`` buckets' capacities from every client's peak (``baseline_peaks`` of every
+    part of the clients): what ``_Baseline`` raises the capacity to in one pass over all clients."""
+    capacities = {}
+    for rule in rules:
+        if is_baseline(rule):
+            assert isinstance(rule.window, Bucket), "a baseline rule is a bucket"
+            capacities[rule.id] = _Baseline(rule.window).capacity(list(peaks.get(rule.id, ())))
+    return capacities
 
 
 # Shared addresses: an office NAT, a campus network, a mobile CGNAT. A user agent behaves like a
