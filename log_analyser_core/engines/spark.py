@@ -35,7 +35,6 @@ from log_analyser_core.parsing.sources import InputOptions, order_rotated
 from log_analyser_core.rules import behaviour as behaviour_rules
 
 if TYPE_CHECKING:
-    from log_analyser_core.engines.engine import InputSettings
     from log_analyser_core.parsing.wrappers import Wrapper
 
 log = logging.getLogger(__name__)
@@ -147,8 +146,9 @@ def require_support(fmt: LogFormat) -> LogFormat:
     return fmt
 
 
-def _format(lines: Any, settings: InputSettings) -> tuple[Wrapper | None, LogFormat]:
-    """The format of the log (one for the run): given, or detected from its first lines."""
+def _format(lines: Any, settings: Any) -> tuple[Wrapper | None, LogFormat]:
+    """The format of the log (one for the run): given, or detected from its first lines.
+    ``settings``: engine.InputSettings (not imported: engine.py imports this module)."""
     fixed = file_parser._format_for(settings.format_name, settings.log_format, settings.json_fields)
     if fixed is not None and fixed.name in ("w3c", "cloudfront"):
         require_support(fixed)
@@ -281,7 +281,7 @@ def _peak_rows(table: Any, plan: partition.Plan, order: dict[str, int]) -> Any:
 
 # --- on the driver ---------------------------------------------------------------------------------
 
-def run(sources: Sequence[str], settings: InputSettings, plan: partition.Plan | None) -> SparkRun:
+def run(sources: Sequence[str], settings: Any, plan: partition.Plan | None) -> SparkRun:
     """Parse ``sources`` on Spark and run ``plan``'s per-client stages on partitions of the clients
     (features only when ``plan`` is None). Raises InputError when nothing (or too little) parses."""
     _, F = _pyspark()
