@@ -107,6 +107,20 @@ def test_awkward_lines_are_counted_and_shown_with_their_line_numbers(spark):
 
 
 @pytest.mark.heavy
+def test_training_reads_the_same_table_in_another_zone(spark, small_partitions):
+    # train() asks for the features only (no plan): the night-time feature still follows --tz
+    from polars.testing import assert_frame_equal
+
+    from log_analyser_core.engines import engine
+
+    settings = Settings(tz="Asia/Kolkata", spark=LOCAL, max_unparsed_ratio=1.0)
+    path = [str(DATA / "small.log")]
+    local, remote = (engine.named(name).aggregate(path, settings) for name in ("polars", "spark"))
+    assert remote.detected is None
+    assert_frame_equal(local.features(), remote.features())
+
+
+@pytest.mark.heavy
 def test_cli_engine_spark(spark, tmp_path):
     out = tmp_path / "r.json"
     code = log_analyser.main(["-f", str(DATA / "small.log"), "--engine", "spark", "--spark-master", "local[2]",

@@ -43,6 +43,7 @@ _REMOTE_SCHEMES = ("s3a://", "s3://", "s3n://", "hdfs://", "gs://", "abfs://", "
 # Events per partition of clients, about: one partition is one Polars table in one task's memory
 # (~1 KB an event at the peak of the rules and Sigma, so ~0.5 GB per task at this size).
 PARTITION_EVENTS = 500_000
+PARSE_BATCH_LINES = 100_000   # lines per Arrow batch handed to the parser
 UNPARSED_EXAMPLES = 100   # unparsed lines brought back to show (the counts are complete)
 _STRINGS = (pl.Categorical, pl.String)
 
@@ -251,12 +252,13 @@ def _with_lines(detected: partition.Detected, raw: pl.DataFrame) -> partition.De
     return replace(detected, evidence=evidence)
 
 
-def _client_rows(table: Any, plan: partition.Plan | None, order: dict[str, int]) -> Any:
-    """applyInArrow: one partition of clients' events -> one row per client (CLIENT_SCHEMA)."""
+def _client_rows(table: Any, plan: partition.Plan, order: dict[str, int], detect: bool = True) -> Any:
+    """applyInArrow: one partition of clients' events -> one row per client (CLIENT_SCHEMA), its
+    evidence left empty unless ``detect``."""
     events, raw = _events(table, order)
-    features = partition.features(events, plan or partition.Plan())
+    features = partition.features(events, plan)
     rows = features.with_columns(pl.col("client_ip").cast(pl.String))
-    if plan is None:
+    if not detect:
         rows = rows.with_columns(pl.lit(False).alias("crawler"), pl.lit(None, pl.Binary).alias("evidence"),
                                  pl.lit(None, pl.Binary).alias("excluded"))
         return _arrow(rows, _CLIENT_COLUMNS)
@@ -300,31 +302,40 @@ def run(sources: Sequence[str], settings: Any, plan: partition.Plan | None) -> S
                            trusted_proxies=settings.trusted_proxies, since=settings.since, until=settings.until)
     files = sorted(set(numbering["_file"].to_list()))
     order = {name: rank for rank, name in enumerate(order_rotated([_shown(f, names) for f in files]))}
+    # fewer, larger batches to parse: each parse_lines call has a fixed cost of a few milliseconds
+    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(PARSE_BATCH_LINES))
     parse = partial(_parse_batches, fmt=fmt, wrapper=wrapper, options=options, numbering=numbering, names=names)
     parsed = lines.mapInArrow(parse, PARSED_SCHEMA).persist()
+    events = None
     try:
         stats, unparsed = _stats(parsed, F, fmt, wrapper, [_shown(f, names) for f in files], options)
         file_parser._check_quality(file_parser.ParsedLog(pl.DataFrame(schema=file_parser.EVENT_SCHEMA), unparsed,
                                                          stats), sources, settings.max_unparsed_ratio)
         parts = max(1, math.ceil(stats.parsed_lines / PARTITION_EVENTS))
+        # one shuffle by partition of clients, kept for both passes (groupBy on _part reuses it)
         events = (parsed.filter(F.col("_reason").isNull() & ~F.col("_outside"))
                   .drop("_reason", "_outside", "_naive", "_recovered")
-                  .withColumn("_part", F.pmod(F.hash("client_ip"), F.lit(parts))))
+                  .withColumn("_part", F.pmod(F.hash("client_ip"), F.lit(parts)))
+                  .repartition(parts, "_part").persist())
+        detect = plan is not None
         if plan is not None and plan.capacities is None:
             plan = _fit_baselines(events, plan, order)
-        clients = events.groupBy("_part").applyInArrow(_grouped(_client_rows, plan, order), CLIENT_SCHEMA)
+        rows_of = _grouped(_client_rows, plan or partition.Plan(tz=settings.tz), order, detect=detect)
+        clients = events.groupBy("_part").applyInArrow(rows_of, CLIENT_SCHEMA)
         rows = pl.from_arrow(clients.toArrow())
     finally:
         parsed.unpersist()
+        if events is not None:
+            events.unpersist()
     assert isinstance(rows, pl.DataFrame)
-    return SparkRun(_table(rows), _detected(rows) if plan is not None else None, stats, unparsed)
+    return SparkRun(_table(rows), _detected(rows) if detect else None, stats, unparsed)
 
 
-def _grouped(function: Any, plan: partition.Plan | None, order: dict[str, int]) -> Any:
+def _grouped(function: Any, plan: partition.Plan, order: dict[str, int], **options: bool) -> Any:
     """``function`` with its plan as a plain function of one Arrow table, as applyInArrow takes it
     (pyspark reads the eval type from a function's annotations, and fails on a functools.partial)."""
     def apply(table):
-        return function(table, plan, order)
+        return function(table, plan, order, **options)
     return apply
 
 
