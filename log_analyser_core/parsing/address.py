@@ -12,6 +12,8 @@ import ipaddress
 import re
 
 _CANONICAL_TEXT = re.compile(r"[0-9a-f.:]{2,39}")   # what str() of an unscoped address can be
+_OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
+_PLAIN_IPV4 = re.compile(rf"(?:{_OCTET}\.){{3}}{_OCTET}", re.ASCII)   # already canonical: no need to ask ipaddress
 
 
 def canonical(text: str | None) -> str | None:
@@ -19,6 +21,8 @@ def canonical(text: str | None) -> str | None:
     IPv6 folded to IPv4), or None for anything else: a scoped IPv6 address, a host name, markup."""
     if not text or "%" in text:
         return None
+    if _PLAIN_IPV4.fullmatch(text):
+        return text
     try:
         address = ipaddress.ip_address(text)
     except ValueError:
@@ -26,6 +30,19 @@ def canonical(text: str | None) -> str | None:
     mapped = getattr(address, "ipv4_mapped", None)
     result = str(mapped or address)
     return result if _CANONICAL_TEXT.fullmatch(result) else None
+
+
+def parse(text: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The address object of ``canonical(text)`` (one parse, not two), or None."""
+    if not text or "%" in text:
+        return None
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    mapped = getattr(address, "ipv4_mapped", None)
+    result = mapped or address
+    return result if _CANONICAL_TEXT.fullmatch(str(result)) else None
 
 
 def is_canonical(text: str) -> bool:
