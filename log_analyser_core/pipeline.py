@@ -438,7 +438,9 @@ def _findings(table: pl.DataFrame, used: list[str], scores: np.ndarray, detector
               flagged: np.ndarray, settings: Settings, reference: Baseline | None = None) -> list[Finding]:
     z, typical = detect.robust_z(table, used, reference)
     # most of a million distinct clients deviate in nothing: they skip the per-row sort
-    deviating = (z >= detect.REASON_MIN_Z).any(axis=1) if used and len(z) else np.zeros(table.height, dtype=bool)
+    deviating = np.zeros(table.height, dtype=bool)
+    if used and len(z):
+        deviating = np.asarray((z >= detect.REASON_MIN_Z).any(axis=1), dtype=bool)
     rows = table.to_dicts()
     order = sorted(range(len(rows)), key=lambda i: (-round(float(scores[i]), 6), rows[i]["client_ip"]))
     findings = []

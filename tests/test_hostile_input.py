@@ -191,3 +191,45 @@ def test_allowlist_and_enrichment_use_the_same_notion_of_an_address(tmp_path):
     assert listed.network_for("192.0.2.1") == "192.0.2.1/32"
     assert listed.network_for("2001:db8::1%x") is None
     assert not is_public("8.8.8.8%eth0") and is_public("8.8.8.8") and not is_internal("fe80::1%eth0")
+
+
+# Item 6: a million distinct clients. The per-client shortcuts must give what the slow paths give.
+
+_ADDRESSES = ["10.1.2.3", "8.8.8.8", "::1", "0:0:0:0:0:0:0:1", "FE80::1", "fe80::1", "fd12:3456::1", "fc::1",
+              "2001:db8::1", "2001:DB8:0:0:1:0:0:1", "2001:db8:0:0:1::", "172.16.0.1", "172.32.0.1", "100.64.1.1",
+              "169.254.1.1", "192.168.1.1", "127.0.0.1", "febf::1", "fec0::1", "::ffff:10.0.0.1", "::1.2.3.4",
+              "1:0:0:2:0:0:0:3", "fe80::1%eth0", "::ffff:0:0", "2001:0db8:0000:0000:0000:ff00:0042:8329", "1::"]
+
+
+def test_the_fast_ipv6_path_gives_what_ipaddress_gives():
+    import ipaddress
+
+    from log_analyser_core.parsing import address
+
+    def slow(text: str) -> str | None:
+        if "%" in text:
+            return None
+        parsed = ipaddress.ip_address(text)
+        return str(getattr(parsed, "ipv4_mapped", None) or parsed)
+    assert [address.canonical(a) for a in _ADDRESSES] == [slow(a) for a in _ADDRESSES]
+
+
+def test_internal_clients_are_those_is_internal_names():
+    from log_analyser_core import verdict
+
+    assert verdict.internal_clients(_ADDRESSES) == {a for a in _ADDRESSES if verdict.is_internal(a)}
+    assert "10.1.2.3" in verdict.internal_clients(_ADDRESSES) and "8.8.8.8" not in verdict.internal_clients(_ADDRESSES)
+
+
+def test_alike_clients_are_scored_once_with_the_same_scores():
+    import numpy as np
+
+    import anomaly_detector
+
+    rng = np.random.default_rng(0)
+    X = np.round(rng.normal(size=(anomaly_detector.DISTINCT_ROWS_FROM * 2, 6)), 0)   # few distinct rows
+    detector = anomaly_detector.IsolationForestDetector(n_estimators=20, random_state=0).fit(X[:500])
+    unique, inverse = anomaly_detector._distinct_rows(X)
+    assert len(unique) < len(X) / 2 and np.array_equal(unique[inverse], X)
+    row_by_row = -detector.forest_.score_samples(detector.scaler_.transform(X))
+    assert np.array_equal(detector.score_samples(X), row_by_row)
