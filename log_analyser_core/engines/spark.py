@@ -45,6 +45,7 @@ _REMOTE_SCHEMES = ("s3a://", "s3://", "s3n://", "hdfs://", "gs://", "abfs://", "
 PARTITION_EVENTS = 500_000
 PARSE_BATCH_LINES = 100_000   # lines per Arrow batch handed to the parser
 UNPARSED_EXAMPLES = 100   # unparsed lines brought back to show (the counts are complete)
+BLANK = "blank line"   # counted with the lines that are not access lines, as file_parser.parse counts them
 _STRINGS = (pl.Categorical, pl.String)
 
 
@@ -170,7 +171,7 @@ def _spark_type(dtype: pl.DataType) -> str:
 
 
 _EVENT_COLUMNS = {**file_parser.EVENT_SCHEMA, "raw": pl.String(), "_reason": pl.String(), "_outside": pl.Boolean(),
-                  "_naive": pl.Boolean(), "_recovered": pl.Boolean()}
+                  "_naive": pl.Boolean(), "_recovered": pl.Boolean(), "_refused": pl.Boolean()}
 PARSED_SCHEMA = ", ".join(f"`{name}` {_spark_type(dtype)}" for name, dtype in _EVENT_COLUMNS.items())
 _CLIENT_COLUMNS = {"client_ip": pl.String(), **{name: pl.Float64() for name in ip_features.FEATURE_NAMES},
                    "first_seen": pl.Datetime("us", "UTC"), "last_seen": pl.Datetime("us", "UTC"),
@@ -211,6 +212,10 @@ def _parse_batches(batches: Iterator[Any], fmt: LogFormat, wrapper: Wrapper | No
 
 def _parsed(lines: pl.DataFrame, fmt: LogFormat, wrapper: Wrapper | None, options: InputOptions,
             source: str) -> pl.DataFrame:
+    blank = lines["raw"].str.contains(r"^\s*$")
+    blanks = lines.filter(blank).select(pl.lit(source).alias("source"), "line_number",
+                                        pl.lit(BLANK).alias("_reason"), pl.lit("").alias("raw"))
+    lines = lines.filter(~blank)   # counted, never parsed, as file_parser.parse does
     good, bad = file_parser.parse_lines(lines["raw"], fmt, source=source, options=options,
                                         line_numbers=lines["line_number"], wrapper=wrapper)
     inside = pl.lit(True)
@@ -224,7 +229,7 @@ def _parsed(lines: pl.DataFrame, fmt: LogFormat, wrapper: Wrapper | None, option
     return pl.concat([good.with_columns(pl.col(c).cast(pl.String) for c in ("client_ip", "peer_ip", "method",
                                                                               "protocol", "request", "referer",
                                                                               "user_agent", "vhost", "source")),
-                      bad.with_columns(pl.col("source").cast(pl.String))], how="diagonal_relaxed")
+                      bad.with_columns(pl.col("source").cast(pl.String)), blanks], how="diagonal_relaxed")
 
 
 def _events(table: Any, order: dict[str, int]) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -384,9 +389,10 @@ def _stats(parsed: Any, F: Any, fmt: LogFormat, wrapper: Wrapper | None, sources
     UNPARSED_EXAMPLES unparsed lines."""
     counts = parsed.groupBy("_reason", "_outside").agg(
         F.count(F.lit(1)).alias("lines"), F.sum(F.col("_naive").cast("long")).alias("naive"),
-        F.sum(F.col("_recovered").cast("long")).alias("recovered")).collect()
+        F.sum(F.col("_recovered").cast("long")).alias("recovered"),
+        F.sum(F.col("_refused").cast("long")).alias("refused")).collect()
     reasons: dict[str, int] = {}
-    parsed_lines = outside = naive = recovered = 0
+    parsed_lines = outside = naive = recovered = refused = 0
     for row in counts:
         if row["_reason"] is not None:
             reasons[row["_reason"]] = reasons.get(row["_reason"], 0) + row["lines"]
@@ -394,13 +400,16 @@ def _stats(parsed: Any, F: Any, fmt: LogFormat, wrapper: Wrapper | None, sources
             outside += row["lines"]
         else:
             parsed_lines, naive, recovered = row["lines"], int(row["naive"] or 0), int(row["recovered"] or 0)
-    not_access = {reason: reasons.pop(reason) for reason in file_parser.NOT_ACCESS_REASONS if reason in reasons}
-    examples = (parsed.filter(F.col("_reason").isNotNull() & ~F.col("_reason").isin(*file_parser.NOT_ACCESS_REASONS))
+            refused = int(row["refused"] or 0)
+    not_access = {reason: reasons.pop(reason) for reason in (*file_parser.NOT_ACCESS_REASONS, BLANK)
+                  if reason in reasons}
+    examples = (parsed.filter(F.col("_reason").isNotNull()
+                              & ~F.col("_reason").isin(*file_parser.NOT_ACCESS_REASONS, BLANK))
                 .orderBy("source", "line_number").limit(UNPARSED_EXAMPLES)
                 .select("source", "line_number", F.col("_reason").alias("reason"), "raw").collect())
     unparsed = pl.DataFrame([row.asDict() for row in examples], schema=file_parser.UNPARSED_SCHEMA)
     name = f"{wrapper.name} + {fmt.name}" if wrapper else fmt.name
-    notes = file_parser.run_notes({", ".join(sources): naive}, outside, recovered, options.tz)
+    notes = file_parser.run_notes({", ".join(sources): naive}, outside, recovered, options.tz, refused)
     stats = file_parser.ParseStats(
         total_lines=parsed_lines + sum(reasons.values()) + sum(not_access.values()), parsed_lines=parsed_lines,
         unparsed_by_reason=dict(sorted(reasons.items(), key=lambda kv: -kv[1])), formats=dict.fromkeys(sources, name),
