@@ -1,17 +1,20 @@
 """The ModSecurity variables of each distinct request of an access log, as one long table.
 
 ``requests(events)`` keeps one row per distinct (method, path, query, protocol, user agent,
-referer, host), ``rows_of`` finds the event rows of some of them again; ``long_table`` gives every variable value of
+referer, host, logged forwarded-for headers), ``rows_of`` finds the event rows of some of them again; ``long_table`` gives every variable value of
 those requests as (rid, variable, key, value) rows, which the rules then select from.
 """
 from __future__ import annotations
 
 import polars as pl
 
-from log_analyser_core.parsing.events import per_distinct
+from log_analyser_core.parsing.events import HEADER_COLUMNS, per_distinct
 from log_analyser_core.rules.crs import transforms
 
-REQUEST_KEYS = ("method", "path", "query", "protocol", "user_agent", "referer", "vhost")
+# The request headers a log may hold, as REQUEST_HEADERS:<name>: column -> header name.
+HEADERS = {"user_agent": "User-Agent", "referer": "Referer", "vhost": "Host",
+           **{column: header for column, (_, header) in HEADER_COLUMNS.items()}}
+REQUEST_KEYS = ("method", "path", "query", "protocol", *HEADERS)
 LONG_SCHEMA = {"rid": pl.UInt32, "variable": pl.String, "key": pl.String, "value": pl.String}
 
 
@@ -58,7 +61,7 @@ def long_table(reqs: pl.DataFrame) -> pl.DataFrame:
     }
     parts = [r.select("rid", pl.lit(name).alias("variable"), pl.lit(None, pl.String).alias("key"),
                       expr.cast(pl.String).alias("value")) for name, expr in single.items()]
-    for header, column in (("User-Agent", "user_agent"), ("Referer", "referer"), ("Host", "vhost")):
+    for column, header in HEADERS.items():
         parts.append(r.filter(pl.col(column).is_not_null()).select(
             "rid", pl.lit("REQUEST_HEADERS").alias("variable"), pl.lit(header).alias("key"),
             pl.col(column).alias("value")))
