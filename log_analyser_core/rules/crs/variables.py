@@ -1,8 +1,9 @@
 """The ModSecurity variables of each distinct request of an access log, as one long table.
 
 ``requests(events)`` keeps one row per distinct (method, path, query, protocol, user agent,
-referer, host, logged forwarded-for headers), ``rows_of`` finds the event rows of some of them again; ``long_table`` gives every variable value of
-those requests as (rid, variable, key, value) rows, which the rules then select from.
+referer, host, logged forwarded-for headers), ``rows_of`` finds the event rows of some of them
+again; ``long_table`` gives every variable value of those requests as (rid, variable, key, value)
+rows, which the rules then select from.
 """
 from __future__ import annotations
 
