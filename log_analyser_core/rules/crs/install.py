@@ -3,7 +3,9 @@
 ``update(version)`` downloads a CRS release archive, checks it against its published SHA-256
 (``<archive>.sha256``, or a digest the caller gives) and unpacks it into the user data dir
 (``<user data dir>/log_analyser/crs/<version>/``), recording it as the current one;
-``installed()`` finds it again, so later runs use it without ``--crs``. The network is behind
+``installed()`` finds it again, so later runs use it without ``--crs``: the user's, else one
+installed system-wide (``<site data dir>/log_analyser/crs``, where the Docker image puts the
+release it fetches at build time). The network is behind
 ``fetch`` (a callable), so tests serve a tarball from a local HTTP server.
 """
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+import os
 import re
 import shutil
 import tarfile
@@ -38,9 +41,18 @@ def data_dir() -> Path:
     return user_data_path(APP_NAME, appauthor=False) / "crs"
 
 
+def site_dirs() -> list[Path]:
+    """``<site data dir>/log_analyser/crs`` for each system data dir (XDG_DATA_DIRS on Linux)."""
+    from platformdirs import site_data_dir
+
+    return [Path(d) / "crs" for d in site_data_dir(APP_NAME, appauthor=False, multipath=True).split(os.pathsep)]
+
+
 def installed(base: Path | None = None) -> Path | None:
-    """The CRS folder ``update`` installed last, or None."""
-    base = base or data_dir()
+    """The CRS folder ``update`` installed last in ``base``, or None; without ``base``, the user's
+    data dir, else the first system data dir that holds one."""
+    if base is None:
+        return next(filter(None, (installed(b) for b in (data_dir(), *site_dirs()))), None)
     marker = base / CURRENT
     if not marker.is_file():
         return None
