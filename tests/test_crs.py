@@ -215,6 +215,35 @@ def test_rules_update_with_a_given_digest_and_a_bad_version(capsys, release_serv
     assert code == ExitCode.RULES and "not a CRS version" in err
 
 
+def test_rules_update_takes_the_digest_github_lists_when_no_sha256_file_is_published(tmp_path, crs_dir):
+    # CRS publishes no .sha256 files; GitHub's release API lists each asset's digest
+    archive = crs_release.archive(crs_dir, "4.99.0")
+    name = "coreruleset-4.99.0-minimal.tar.gz"
+    release = {"tag_name": "v4.99.0", "assets": [
+        {"name": "coreruleset-4.99.0.tar.gz", "digest": "sha256:" + "0" * 64},
+        {"name": name, "digest": "sha256:" + hashlib.sha256(archive).hexdigest()}]}
+    files = {f"/coreruleset/coreruleset/releases/download/v4.99.0/{name}": archive,
+             "/repos/coreruleset/coreruleset/releases/tags/v4.99.0": json.dumps(release).encode(),
+             f"/tampered/coreruleset/releases/download/v4.99.0/{name}": archive + b"x",
+             "/repos/tampered/coreruleset/releases/tags/v4.99.0": json.dumps(release).encode(),
+             "/coreruleset/coreruleset/releases/download/v4.98.0/coreruleset-4.98.0-minimal.tar.gz": archive,
+             "/repos/coreruleset/coreruleset/releases/tags/v4.98.0":   # an asset uploaded before GitHub kept digests
+                 json.dumps({"assets": [{"name": "coreruleset-4.98.0-minimal.tar.gz", "digest": None}]}).encode()}
+    with crs_release.serve(files) as (base, requests):
+        template = base + "/coreruleset/coreruleset/releases/download/v{version}/coreruleset-{version}-minimal.tar.gz"
+        folder = install.update("4.99.0", url_template=template, base=tmp_path / "crs", github_api=base)
+        assert (folder / "rules" / "REQUEST-942-APPLICATION-ATTACK-SQLI.conf").is_file()
+        assert requests[1:] == [f"/coreruleset/coreruleset/releases/download/v4.99.0/{name}.sha256",
+                                "/repos/coreruleset/coreruleset/releases/tags/v4.99.0"]
+        with pytest.raises(RulesError, match="SHA-256"):
+            tampered = template.replace("/coreruleset/coreruleset/", "/tampered/coreruleset/")
+            install.update("4.99.0", url_template=tampered, base=tmp_path / "bad", github_api=base)
+        assert install.installed(tmp_path / "bad") is None
+        with pytest.raises(RulesError, match="neither"):   # no digest at all: nothing installed
+            install.update("4.98.0", url_template=template, base=tmp_path / "none", github_api=base)
+        assert install.installed(tmp_path / "none") is None
+
+
 def test_restricted_files_and_extensions_are_low_severity_policy_evidence(tmp_path, pl1):
     # a site may serve sample.log on purpose (elastic's apache_logs does): typed, but never flags alone
     path = tmp_path / "a.log"
