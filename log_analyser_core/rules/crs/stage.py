@@ -95,7 +95,7 @@ def matches(events: pl.DataFrame, ruleset: RuleSet, chunk_events: int = CHUNK_EV
     anomaly score. Only requests at or above the threshold; sorted by row and rule."""
     out = []
     for offset in range(0, events.height, chunk_events):
-        chunk = events.slice(offset, chunk_events).select(variables.REQUEST_KEYS)
+        chunk = variables.request_columns(events.slice(offset, chunk_events))
         reqs = variables.requests(chunk).filter(pl.col("path").is_not_null())
         if reqs.height == 0:
             continue

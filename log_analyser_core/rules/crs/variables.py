@@ -19,6 +19,12 @@ REQUEST_KEYS = ("method", "path", "query", "protocol", *HEADERS)
 LONG_SCHEMA = {"rid": pl.UInt32, "variable": pl.String, "key": pl.String, "value": pl.String}
 
 
+def request_columns(events: pl.DataFrame) -> pl.DataFrame:
+    """``events``' REQUEST_KEYS columns; a header column a caller's table lacks is null (events
+    built by hand, or before the header columns existed)."""
+    return events.select(pl.col(k) if k in events.columns else pl.lit(None, pl.String).alias(k) for k in REQUEST_KEYS)
+
+
 def requests(events: pl.DataFrame) -> pl.DataFrame:
     """Distinct requests of ``events``: ``rid`` (0..n-1) and the REQUEST_KEYS as strings."""
     coded = [c for c in REQUEST_KEYS if events.schema[c] == pl.Categorical]
