@@ -117,3 +117,19 @@ def test_crs_reads_the_header_as_request_headers(logged, shared):
     java = [e for e in found["203.0.113.7"] if e.rule_id == "944150"]   # Log4J / Log4Shell
     assert java and java[0].matched.startswith("REQUEST_HEADERS:X-Forwarded-For=${jndi:")
     assert "203.0.113.9" not in found
+
+
+def test_an_iis_log_reads_its_forwarded_for_field_with_plus_as_space(tmp_path):
+    path = tmp_path / "u_ex261010.log"
+    path.write_text(
+        "#Software: Microsoft Internet Information Services 10.0\n"
+        "#Fields: date time s-ip cs-method cs-uri-stem cs-uri-query s-port cs-username c-ip cs(User-Agent) "
+        "cs(Referer) sc-status sc-substatus sc-win32-status time-taken cs(X-Forwarded-For)\n"
+        "2026-10-10 13:55:36 10.0.0.1 GET /index.html - 443 - 203.0.113.7 Mozilla/5.0+(Windows) - 200 0 0 15 "
+        "1'+UNION+SELECT+password+FROM+users--\n"
+        "2026-10-10 13:55:37 10.0.0.1 GET /index.html - 443 - 203.0.113.8 Mozilla/5.0+(Windows) - 200 0 0 15 "
+        "198.51.100.20\n", encoding="utf-8")
+    events = file_parser.parse([str(path)], options=InputOptions(real_ip_header="x-forwarded-for")).events
+    assert events["forwarded_for"].cast(str).to_list() == ["1' UNION SELECT password FROM users--", "198.51.100.20"]
+    assert events["client_ip"].cast(str).to_list() == ["203.0.113.7", "198.51.100.20"]
+    assert {e.rule_id for e in signatures.detect(events)["203.0.113.7"]} == {"sig-sqli"}
