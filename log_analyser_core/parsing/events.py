@@ -287,7 +287,8 @@ def _path_query_host(fmt: LogFormat, groups: set[str], target: pl.Expr) -> tuple
 
 
 FIELD_CHARS = 8192   # Apache's LimitRequestLine and nginx's header buffers: longer was never a served request
-BOUNDED_FIELDS = ("path", "query", "request", "referer", "user_agent", "vhost", "protocol", "method")
+BOUNDED_FIELDS = ("path", "query", "request", "referer", "user_agent", "vhost", "protocol", "method",
+                  *HEADER_COLUMNS)
 
 
 def bounded(text: pl.Expr, limit: int = FIELD_CHARS) -> pl.Expr:
