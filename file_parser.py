@@ -297,6 +297,15 @@ def _format_for(name: str | None, custom: str | None, json_fields: str | None) -
     return preset(name)
 
 
+def source_format(sample: pl.Series, *, format_name: str | None = "auto", log_format: str | None = None,
+                  json_fields: str | None = None) -> tuple[LogFormat, float]:
+    """The format one source's lines are read with, from its first lines ``sample`` (as parse() does
+    for each source), and the fraction of sampled lines it reads. Live mode calls this per file (it
+    does not take collectors' envelopes off yet: see _format_from_sample's wrapper)."""
+    _, fmt, rate = _format_from_sample(_format_for(format_name, log_format, json_fields), sample)
+    return fmt, rate
+
+
 def _format_from_sample(fixed: LogFormat | None, chunk: pl.Series) -> tuple[Wrapper | None, LogFormat, float]:
     """The wrapper and format for one source: detected, or the fixed format (header-driven presets
     read the file's own header when it has one). A collector's envelope (syslog, CRI, Docker) on
@@ -366,6 +375,11 @@ def parse(sources: Sequence[str], *, format_name: str | None = "auto", log_forma
     result = run.assemble(options)
     _check_quality(result, sources, max_unparsed_ratio)
     return result
+
+
+def within_window(events: pl.DataFrame, options: InputOptions) -> pl.DataFrame:
+    """The events inside the --since/--until window of ``options`` (all of them without one)."""
+    return _window(events, options)[0]
 
 
 def _window(events: pl.DataFrame, options: InputOptions) -> tuple[pl.DataFrame, int]:

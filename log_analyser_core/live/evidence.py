@@ -1,0 +1,54 @@
+"""Payload signature and Sigma evidence, gathered batch by batch.
+
+Both stages match single requests, so they run on each batch's new requests only, and a client's
+evidence is the sum over batches: counts add up, and the first example lines (the earliest
+requests, for a log read in order) stay. The result is what one run over all of the client's
+requests gives, in the same order (signatures in their table's order, Sigma severest first),
+without reading any request twice.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+
+import polars as pl
+
+from log_analyser_core.results import Evidence
+from log_analyser_core.rules import sigma_engine, signatures
+
+_SIGNATURE_ORDER = {s.id: i for i, s in enumerate(signatures.SIGNATURES)}
+
+
+@dataclass
+class PayloadEvidence:
+    sigma: sigma_engine.RuleSet
+    found: dict[str, dict[tuple[str, str], Evidence]] = field(default_factory=dict)   # ip -> (kind, rule) -> item
+
+    def add(self, events: pl.DataFrame) -> None:
+        """Match ``events`` (new requests, allowlisted ones already left out) and add what matched."""
+        if not events.height:
+            return
+        for ip, items in signatures.detect(events).items():
+            self._merge(ip, items)
+        for ip, matched in sigma_engine.evaluate(events, self.sigma).items():
+            self._merge(ip, matched)
+
+    def _merge(self, ip: str, items: Iterable[Evidence]) -> None:
+        held = self.found.setdefault(ip, {})
+        for item in items:
+            key = (item.kind, item.rule_id)
+            before = held.get(key)
+            held[key] = item if before is None else replace(
+                before, count=before.count + item.count,
+                examples=(before.examples + item.examples)[:signatures.EXAMPLES])
+
+    def of(self, ip: str) -> list[Evidence]:
+        """The client's evidence, signatures first (table order), then Sigma (severest first, then title)."""
+        items = self.found.get(ip, {}).values()
+        signed = sorted((e for e in items if e.kind == "signature"), key=lambda e: _SIGNATURE_ORDER[e.rule_id])
+        sigma = sorted((e for e in items if e.kind != "signature"), key=lambda e: (-e.severity, e.title))
+        return signed + sigma
+
+    def forget(self, clients: Iterable[str]) -> None:
+        for ip in clients:
+            self.found.pop(ip, None)
