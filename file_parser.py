@@ -297,13 +297,35 @@ def _format_for(name: str | None, custom: str | None, json_fields: str | None) -
     return preset(name)
 
 
-def source_format(sample: pl.Series, *, format_name: str | None = "auto", log_format: str | None = None,
-                  json_fields: str | None = None) -> tuple[LogFormat, float]:
-    """The format one source's lines are read with, from its first lines ``sample`` (as parse() does
-    for each source), and the fraction of sampled lines it reads. Live mode calls this per file (it
-    does not take collectors' envelopes off yet: see _format_from_sample's wrapper)."""
-    _, fmt, rate = _format_from_sample(_format_for(format_name, log_format, json_fields), sample)
-    return fmt, rate
+@dataclass
+class SourceReader:
+    """How one source's lines are read, chosen from its first lines as parse() chooses: the
+    collector's envelope taken off (or None), the format, and for W3C the ``#Fields:`` header in
+    force. Live mode keeps one per followed file and feeds it each batch of new lines."""
+
+    source: str
+    wrapper: Wrapper | None
+    fmt: LogFormat
+    rate: float                              # the share of sampled lines the format reads
+    headers: FieldsHeaders | None = None
+
+    @classmethod
+    def of(cls, source: str, sample: pl.Series, *, format_name: str | None = "auto", log_format: str | None = None,
+           json_fields: str | None = None) -> SourceReader:
+        wrapper, fmt, rate = _format_from_sample(_format_for(format_name, log_format, json_fields), sample)
+        return cls(source, wrapper, fmt, rate, FieldsHeaders(fmt, source) if _is_w3c(fmt) else None)
+
+    @property
+    def name(self) -> str:
+        """The format's name, after the envelope's (``docker + combined``)."""
+        return f"{self.wrapper.name} + {self.fmt.name}" if self.wrapper else self.fmt.name
+
+    def parse(self, lines: pl.Series, first_line: int, options: InputOptions) -> tuple[pl.DataFrame, pl.DataFrame]:
+        """(events inside the options' time window, unparsed lines) of the source's next ``lines``,
+        numbered from ``first_line``; see parse_lines."""
+        good, bad = _parse_chunk(lines, self.fmt, self.headers, source=self.source, first_line=first_line,
+                                 options=options, wrapper=self.wrapper)
+        return _window(good, options)[0], bad
 
 
 def _format_from_sample(fixed: LogFormat | None, chunk: pl.Series) -> tuple[Wrapper | None, LogFormat, float]:
@@ -375,11 +397,6 @@ def parse(sources: Sequence[str], *, format_name: str | None = "auto", log_forma
     result = run.assemble(options)
     _check_quality(result, sources, max_unparsed_ratio)
     return result
-
-
-def within_window(events: pl.DataFrame, options: InputOptions) -> pl.DataFrame:
-    """The events inside the --since/--until window of ``options`` (all of them without one)."""
-    return _window(events, options)[0]
 
 
 def _window(events: pl.DataFrame, options: InputOptions) -> tuple[pl.DataFrame, int]:

@@ -2,6 +2,7 @@
 --on-change, and batch and live verdicts on the same finished log."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import stat
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from conftest import ROOT
 
 import file_parser
 from log_analyser_core import pipeline
@@ -199,12 +201,27 @@ def baseline_model(tmp_path_factory):
     return trusted / "model"
 
 
-def test_batch_and_follow_give_the_same_verdicts_on_a_finished_log(tmp_path, baseline_model, monkeypatch):
+CRS = ROOT.parent / "shared" / "data" / "knowledge" / "coreruleset"
+
+
+def docker_json_file(line: str) -> str:
+    """The line as Docker's json-file driver logs it."""
+    return json.dumps({"log": line + "\n", "stream": "stdout", "time": "2026-03-10T08:00:00.000000000Z"})
+
+
+@pytest.mark.parametrize("case", ["plain", "docker", "crs"])
+def test_batch_and_follow_give_the_same_verdicts_on_a_finished_log(tmp_path, baseline_model, monkeypatch, case):
+    """Plain combined lines; the same lines in Docker json-file envelopes (live mode takes them off as
+    a batch run does); and with the OWASP CRS stage, which live mode runs on each batch."""
     import loggen
 
+    if case == "crs" and not CRS.is_dir():
+        pytest.skip(f"no CRS at {CRS}")
     log = tmp_path / "access.log"   # benign traffic with a planted scanner, login brute force and flood
-    log.write_text("\n".join(loggen.generate(8000, seed=3).lines.to_list()) + "\n")
-    settings = pipeline.Settings(model=str(baseline_model))
+    text = loggen.generate(8000, seed=3).lines.to_list()
+    log.write_text("\n".join(map(docker_json_file, text) if case == "docker" else text) + "\n")
+    settings = pipeline.Settings(model=str(baseline_model), crs=str(CRS) if case == "crs" else None,
+                                 crs_auto=case == "crs")
     batch = pipeline.analyse([str(log)], settings)
     monkeypatch.setattr(tail, "READ_BYTES", 2**19)   # several batches, as when lines arrive over time
     monitor, tailer, batches = Monitor(settings), Tailer([str(log)], from_start=True), 0
@@ -212,15 +229,23 @@ def test_batch_and_follow_give_the_same_verdicts_on_a_finished_log(tmp_path, bas
         monitor.update(chunks)
         batches += 1
     live = monitor.judge_all()
-    flagged = monitor.result([str(log)]).findings
+    result = monitor.result([str(log)])
     monitor.close()
     assert batches >= 3
 
     def verdicts(findings):
-        return {f.ip: (f.flagged, f.severity, f.score, f.attack_types, f.requests) for f in findings}
+        return {f.ip: (f.flagged, f.severity, f.score, f.attack_types, f.requests,
+                       sorted((e.kind, e.rule_id, e.count) for e in f.evidence)) for f in findings}
     assert verdicts(live) == verdicts(batch.findings)
+    flagged = result.findings
     assert [(f.ip, f.rank) for f in flagged] == [(f.ip, f.rank) for f in batch.findings if f.flagged]
     assert len(flagged) >= 3   # the planted attackers: the comparison is not vacuous
+    assert result.summary.formats == batch.summary.formats
+    assert result.summary.parsed_lines == batch.summary.parsed_lines == len(text)
+    if case == "docker":
+        assert result.summary.formats == {str(log): "docker + combined"}
+    kinds = {e.kind for f in flagged for e in f.evidence}
+    assert ("crs" in kinds) == (case == "crs") and ("crs" in result.summary.detectors) == (case == "crs")
 
 
 def test_a_baseline_bucket_judged_alone_sees_its_peers_through_peer_peaks(tmp_path):

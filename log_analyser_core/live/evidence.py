@@ -1,10 +1,11 @@
-"""Payload signature and Sigma evidence, gathered batch by batch.
+"""Payload signature, Sigma and OWASP CRS evidence, gathered batch by batch.
 
-Both stages match single requests, so they run on each batch's new requests only, and a client's
-evidence is the sum over batches: counts add up, and the first example lines (the earliest
-requests, for a log read in order) stay. The result is what one run over all of the client's
-requests gives, in the same order (signatures in their table's order, Sigma severest first),
-without reading any request twice.
+The three stages match single requests (CRS scores each request on its own), so they run on each
+batch's new requests only, and a client's evidence is the sum over batches: counts add up, and the
+first example lines (the earliest requests, for a log read in order) and the first matched value
+stay. The result is what one run over all of the client's requests gives, in the same order
+(signatures in their table's order, Sigma severest first, then CRS severest first), without
+reading any request twice.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import polars as pl
 
 from log_analyser_core.results import Evidence
 from log_analyser_core.rules import sigma_engine, signatures
+from log_analyser_core.rules.crs import stage as crs_stage
 
 _SIGNATURE_ORDER = {s.id: i for i, s in enumerate(signatures.SIGNATURES)}
 
@@ -22,6 +24,7 @@ _SIGNATURE_ORDER = {s.id: i for i, s in enumerate(signatures.SIGNATURES)}
 @dataclass
 class PayloadEvidence:
     sigma: sigma_engine.RuleSet
+    crs: crs_stage.RuleSet | None = None     # None: no CRS (none installed, --no-crs)
     found: dict[str, dict[tuple[str, str], Evidence]] = field(default_factory=dict)   # ip -> (kind, rule) -> item
 
     def add(self, events: pl.DataFrame) -> None:
@@ -31,6 +34,8 @@ class PayloadEvidence:
         for ip, items in signatures.detect(events).items():
             self._merge(ip, items)
         for ip, matched in sigma_engine.evaluate(events, self.sigma).items():
+            self._merge(ip, matched)
+        for ip, matched in (crs_stage.evaluate(events, self.crs) if self.crs else {}).items():
             self._merge(ip, matched)
 
     def _merge(self, ip: str, items: Iterable[Evidence]) -> None:
@@ -43,11 +48,13 @@ class PayloadEvidence:
                 examples=(before.examples + item.examples)[:signatures.EXAMPLES])
 
     def of(self, ip: str) -> list[Evidence]:
-        """The client's evidence, signatures first (table order), then Sigma (severest first, then title)."""
+        """The client's evidence, signatures first (table order), then Sigma (severest first, then
+        title), then CRS (severest first, then rule id), as a batch run lists it."""
         items = self.found.get(ip, {}).values()
         signed = sorted((e for e in items if e.kind == "signature"), key=lambda e: _SIGNATURE_ORDER[e.rule_id])
-        sigma = sorted((e for e in items if e.kind != "signature"), key=lambda e: (-e.severity, e.title))
-        return signed + sigma
+        sigma = sorted((e for e in items if e.kind == "sigma"), key=lambda e: (-e.severity, e.title))
+        crs = sorted((e for e in items if e.kind == "crs"), key=lambda e: (-e.severity, e.rule_id))
+        return signed + sigma + crs
 
     def forget(self, clients: Iterable[str]) -> None:
         for ip in clients:

@@ -34,7 +34,6 @@ from log_analyser_core.live.checkpoint import Checkpoint
 from log_analyser_core.live.evidence import PayloadEvidence
 from log_analyser_core.live.store import ClientStore, Limits
 from log_analyser_core.live.tail import Chunk, Place
-from log_analyser_core.parsing.formats import LogFormat
 from log_analyser_core.parsing.sources import InputOptions
 from log_analyser_core.results import AnalysisResult, Finding, Severity, Summary
 from log_analyser_core.rules import behaviour as behaviour_rules
@@ -62,12 +61,13 @@ class Monitor:
         self.refit_interval = refit_interval
         self.clock = clock
         self.behaviours = pipeline.load_behaviours(settings)
-        self.payload = PayloadEvidence(pipeline.sigma_rules(settings))
+        crs, self.crs_notes = pipeline.crs_rules(settings)
+        self.payload = PayloadEvidence(pipeline.sigma_rules(settings), crs)
         self.peer_peaks: dict[str, pl.DataFrame] = {}
         self.store = ClientStore(limits or Limits(), on_evict=self._forget)
         self.findings: dict[str, Finding] = {}
         self.alerted: dict[str, Severity] = {}   # the severity each client was last alerted at
-        self.formats: dict[str, LogFormat] = {}
+        self.readers: dict[str, file_parser.SourceReader] = {}
         self.counts = Counts()
         self._check_model: Callable[[list[str], str], None] | None = None
         self.model = self._load_model(settings)
@@ -94,22 +94,21 @@ class Monitor:
         return self.model if self.model is not None else self.rolling
 
     def parse(self, chunks: Sequence[Chunk]) -> pl.DataFrame:
-        """The events (EVENT_SCHEMA) of new lines; unparsed lines are counted by reason."""
+        """The events (EVENT_SCHEMA) of new lines, each file read as a batch run reads it (its
+        collector's envelope taken off, its format); unparsed lines are counted by reason."""
         frames = []
         for chunk in chunks:
             lines = pl.Series("raw", chunk.lines, dtype=pl.String)
-            if chunk.source not in self.formats:
-                self.formats[chunk.source], rate = file_parser.source_format(
-                    lines, format_name=self.settings.format_name, log_format=self.settings.log_format,
+            reader = self.readers.get(chunk.source)
+            if reader is None:
+                reader = self.readers[chunk.source] = file_parser.SourceReader.of(
+                    chunk.source, lines, format_name=self.settings.format_name, log_format=self.settings.log_format,
                     json_fields=self.settings.json_fields)
-                log.info("%s: format %s (%.0f%% of sampled lines match)", chunk.source,
-                         self.formats[chunk.source].name, 100 * rate)
-            good, bad = file_parser.parse_lines(lines, self.formats[chunk.source], source=chunk.source,
-                                                first_line=chunk.first_line, options=self.options)
-            good = file_parser.within_window(good, self.options)
+                log.info("%s: format %s (%.0f%% of sampled lines match)", chunk.source, reader.name, 100 * reader.rate)
+            good, bad = reader.parse(lines, chunk.first_line, self.options)
             self.counts.lines += lines.len()
             self.counts.parsed += good.height
-            self.counts.unparsed.update(bad["reason"].to_list())
+            self.counts.unparsed.update(dict(bad["reason"].value_counts().iter_rows()))
             frames.append(good.select(list(file_parser.EVENT_SCHEMA)))
         return pl.concat(frames, rechunk=False) if frames else pl.DataFrame(schema=file_parser.EVENT_SCHEMA)
 
@@ -122,7 +121,7 @@ class Monitor:
         if self._check_model is not None and len(self.store.last_seen) >= pipeline.TRAIN_MIN_CLIENTS:
             # once enough clients tell what the log records (one client's burstiness can be null)
             self._check_model(ip_features.logged_features(ip_features.compute(self.store.events)),
-                              ", ".join(self.formats))
+                              ", ".join(self.readers))
             self._check_model = None
         if self.model is None and self._refit_due(now):
             self.start_refit(now)
@@ -209,7 +208,7 @@ class Monitor:
         text = '192.0.2.1 - - [01/Jan/2026:00:00:00 +0000] "GET /?q=1 HTTP/1.1" 200 1 "-" "warm-up"'
         events, _ = file_parser.parse_lines(pl.Series("raw", [text]), file_parser.preset("combined"))
         events = events.select(list(file_parser.EVENT_SCHEMA))
-        PayloadEvidence(self.payload.sigma).add(events)
+        PayloadEvidence(self.payload.sigma, self.payload.crs).add(events)
         table = ip_features.compute(events)
         behaviour_rules.detect(events, self.behaviours)
         if self.baseline is not None:
@@ -269,14 +268,15 @@ class Monitor:
         severities = Counter(f.severity.label for f in findings if f.flagged)
         baseline = self.baseline
         summary = Summary(
-            sources=tuple(sources), formats={s: f.name for s, f in self.formats.items()},
+            sources=tuple(sources), formats={s: r.name for s, r in self.readers.items()},
             total_lines=self.counts.lines, parsed_lines=self.counts.parsed,
             unparsed_by_reason=dict(self.counts.unparsed.most_common()), clients=len(self.store.last_seen),
             flagged=sum(f.flagged for f in findings),
             by_severity={s.label: severities.get(s.label, 0) for s in reversed(Severity)},
             time_start=min((f.first_seen for f in findings), default=None),
             time_end=max((f.last_seen for f in findings), default=None),
-            detectors=(*(baseline.detectors if baseline else ()), "rules", "signatures", "sigma"),
+            detectors=(*(baseline.detectors if baseline else ()), "rules", "signatures",
+                       *(("sigma",) if self.payload.sigma.rules else ()), *(("crs",) if self.payload.crs else ())),
             features_used=tuple(baseline.features if baseline else ()), notes=self.notes(), tz=self.settings.tz)
         return AnalysisResult(summary=summary, findings=findings, features=pl.DataFrame(),
                               unparsed=pl.DataFrame(schema=file_parser.UNPARSED_SCHEMA),
@@ -284,7 +284,9 @@ class Monitor:
 
     def notes(self) -> tuple[str, ...]:
         if self.model is not None:
-            return (f"live mode: scored against the baseline model {self.settings.model}",)
-        if self.rolling is None:
-            return (f"live mode: fewer than {pipeline.TRAIN_MIN_CLIENTS} clients so far, no anomaly scores yet",)
-        return (f"live mode: anomaly baseline fitted on the live clients every {self.refit_interval:g} s",)
+            scoring = f"live mode: scored against the baseline model {self.settings.model}"
+        elif self.rolling is None:
+            scoring = f"live mode: fewer than {pipeline.TRAIN_MIN_CLIENTS} clients so far, no anomaly scores yet"
+        else:
+            scoring = f"live mode: anomaly baseline fitted on the live clients every {self.refit_interval:g} s"
+        return (scoring, *self.crs_notes)
