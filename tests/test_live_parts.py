@@ -156,6 +156,34 @@ def test_the_store_drops_the_least_recently_seen_clients_over_its_event_limit():
     assert store.events.height == 8
 
 
+def test_a_large_client_sending_successful_requests_is_judged_again_later_not_on_each_batch():
+    """Judging costs in proportion to a client's kept requests: a large client's successful requests
+    wait (REJUDGE_SECONDS at most, or until it doubles); a failed request is judged at once."""
+    from log_analyser_core.live import monitor as live
+
+    clock = Clock()
+    monitor = Monitor(pipeline.Settings(crs_auto=False), clock=clock)
+
+    def batch(status: int, count: int, first: int) -> list[Chunk]:
+        text = [f'192.0.2.7 - - [07/Dec/2026:10:00:{n % 60:02d} +0000] "GET /p{n} HTTP/1.1" {status} 5 "-" "x"'
+                for n in range(first, first + count)]
+        return [Chunk("access.log", first + 1, text)]
+
+    def judged(chunks: list[Chunk]) -> bool:
+        return [f.ip for f in monitor.update(chunks)] == ["192.0.2.7"]
+    assert judged(batch(200, live.SMALL_CLIENT_EVENTS + 10, 0))       # a new client
+    clock.now += 1
+    assert not judged(batch(200, 5, 100)) and monitor.waiting == {"192.0.2.7"}
+    assert not judged([])                                              # nothing new, its wait not over
+    clock.now += live.REJUDGE_SECONDS
+    assert judged([]) and not monitor.waiting                         # over: judged without a new line
+    assert not judged(batch(200, 5, 200))
+    assert judged(batch(404, 1, 300))                                  # a failed request: at once
+    assert not judged(batch(200, 5, 400))
+    assert judged(batch(200, 2 * monitor.store.kept["192.0.2.7"], 500))   # doubled
+    monitor.close()
+
+
 def test_atomic_write_replaces_the_file_and_keeps_its_permissions(tmp_path):
     target = tmp_path / "deny.conf"
     target.write_text("old")

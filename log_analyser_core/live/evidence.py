@@ -9,7 +9,7 @@ reading any request twice.
 """
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
 import polars as pl
@@ -27,16 +27,18 @@ class PayloadEvidence:
     crs: crs_stage.RuleSet | None = None     # None: no CRS (none installed, --no-crs)
     found: dict[str, dict[tuple[str, str], Evidence]] = field(default_factory=dict)   # ip -> (kind, rule) -> item
 
-    def add(self, events: pl.DataFrame) -> None:
-        """Match ``events`` (new requests, allowlisted ones already left out) and add what matched."""
+    def add(self, events: pl.DataFrame) -> set[str]:
+        """Match ``events`` (new requests, allowlisted ones already left out) and add what matched;
+        returns the clients that matched something."""
         if not events.height:
-            return
-        for ip, items in signatures.detect(events).items():
-            self._merge(ip, items)
-        for ip, matched in sigma_engine.evaluate(events, self.sigma).items():
-            self._merge(ip, matched)
-        for ip, matched in (crs_stage.evaluate(events, self.crs) if self.crs else {}).items():
-            self._merge(ip, matched)
+            return set()
+        found: list[Mapping[str, Iterable[Evidence]]] = [
+            signatures.detect(events), sigma_engine.evaluate(events, self.sigma),
+            crs_stage.evaluate(events, self.crs) if self.crs else {}]
+        for stage in found:
+            for ip, items in stage.items():
+                self._merge(ip, items)
+        return {ip for stage in found for ip in stage}
 
     def _merge(self, ip: str, items: Iterable[Evidence]) -> None:
         held = self.found.setdefault(ip, {})

@@ -22,12 +22,13 @@ from log_analyser_core.live import checkpoint as checkpoints
 from log_analyser_core.live.monitor import REFIT_SECONDS, Monitor
 from log_analyser_core.live.outputs import AlertSink, Reports, alert_json
 from log_analyser_core.live.store import Limits
-from log_analyser_core.live.tail import Tailer
+from log_analyser_core.live.tail import Chunk, Tailer
 from log_analyser_core.results import AnalysisResult, Finding
 
 log = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.25          # wait between polls when no new line came
+BATCH_SECONDS = 1.0          # new lines are gathered this long and judged together (each batch has a fixed cost)
 COMPACT_SECONDS = 10.0       # idle eviction and memory limits applied this often
 CHECKPOINT_SECONDS = 10.0    # places and alert state are saved this often (and at the end) ...
 EVENTS_CHECKPOINT_SECONDS = 60.0   # ... the kept events this often (and at the end)
@@ -96,35 +97,48 @@ class Follower:
         return sent
 
     def _loop(self, monitor: Monitor, tailer: Tailer, reports: Reports, sink: AlertSink, path: Path) -> int:
-        sent, first, reading = 0, True, False
+        sent, first, pending = 0, True, Pending()
         compacted = saved = saved_events = time.monotonic()
+        batched = -BATCH_SECONDS   # when the last batch was judged: the first lines go at once
         while not self.stop.is_set():
             chunks = tailer.poll()
             if first and self.ready is not None:
                 self.ready(len(tailer.places_now()))
             first = False
-            findings = monitor.update(chunks) if chunks else []
-            findings += monitor.refitted()
-            if findings:
-                sent += self._alert(monitor, findings, sink)
-                self._refresh(monitor, reports, findings)
+            pending.add(chunks)
             now = time.monotonic()
+            judged = pending.lines > 0 and now - batched >= BATCH_SECONDS
+            if judged:
+                batched = now
+                sent += self._update(monitor, reports, sink, pending.take())
+            elif not pending.lines:   # no new line: clients whose wait is over, a finished refit
+                sent += self._update(monitor, reports, sink, [])
             if now - compacted >= COMPACT_SECONDS:
                 if monitor.compact():
                     self._refresh(monitor, reports, [])
                 compacted = now
-            if now - saved >= CHECKPOINT_SECONDS:
+            if not pending.lines and now - saved >= CHECKPOINT_SECONDS:   # places past judged lines only
                 with_events = now - saved_events >= EVENTS_CHECKPOINT_SECONDS
                 try:
                     checkpoints.save(path, monitor.checkpoint(tailer.places_now()), events=with_events)
                 except ConfigError as exc:   # a full disk, say: keep following; the last save reports it
                     log.error("%s", exc)
                 saved, saved_events = now, now if with_events else saved_events
-            if not chunks:
-                if reading:
-                    log.info("caught up: %s", ", ".join(f"{p.path} line {p.lines}" for p in tailer.places_now()))
-                self.stop.wait(POLL_SECONDS)
-            reading = bool(chunks)
+            if not chunks and not pending.lines and pending.read:
+                log.info("caught up: %s", ", ".join(f"{p.path} line {p.lines}" for p in tailer.places_now()))
+                pending.read = False
+            if not judged:   # after a batch, poll again at once: more lines came while it was judged
+                self.stop.wait(min(POLL_SECONDS, max(0.01, batched + BATCH_SECONDS - now)) if pending.lines
+                               else POLL_SECONDS)
+        return sent + self._update(monitor, reports, sink, pending.take())
+
+    def _update(self, monitor: Monitor, reports: Reports, sink: AlertSink, chunks: list[Chunk]) -> int:
+        """Judge new lines (and the clients whose wait is over), alert, refresh; returns alerts sent."""
+        findings = monitor.update(chunks) + monitor.refitted()
+        if not findings:
+            return 0
+        sent = self._alert(monitor, findings, sink)
+        self._refresh(monitor, reports, findings)
         return sent
 
     def _alert(self, monitor: Monitor, findings: list[Finding], sink: AlertSink) -> int:
@@ -140,6 +154,30 @@ class Follower:
         changed = reports.refresh(result)
         if self.screen is not None and (changed or any(f.flagged for f in findings)):
             self.screen.show(result)
+
+
+@dataclass
+class Pending:
+    """Lines read but not judged yet, consecutive lines of one file joined into one chunk."""
+
+    chunks: list[Chunk] = field(default_factory=list)
+    lines: int = 0
+    read: bool = False   # lines were read since the last "caught up"
+
+    def add(self, chunks: Sequence[Chunk]) -> None:
+        for chunk in chunks:
+            last = self.chunks[-1] if self.chunks else None
+            if last is not None and last.source == chunk.source and \
+                    last.first_line + len(last.lines) == chunk.first_line:
+                last.lines.extend(chunk.lines)
+            else:
+                self.chunks.append(Chunk(chunk.source, chunk.first_line, list(chunk.lines)))
+            self.lines += len(chunk.lines)
+            self.read = True
+
+    def take(self) -> list[Chunk]:
+        taken, self.chunks, self.lines = self.chunks, [], 0
+        return taken
 
 
 def stop_on_signals(stop: threading.Event) -> Callable[[], int | None]:

@@ -8,6 +8,14 @@ behaviour rules (the same rule files and code; a ``baseline`` bucket's quantile 
 client through ``peer_peaks``), then pipeline.judged_findings. So a client's verdict is what a
 batch run over its requests gives.
 
+Judging a client costs in proportion to its kept requests, so a client is judged again at once
+only when that is cheap or may matter: it is small (SMALL_CLIENT_EVENTS requests or fewer), a new
+request of its failed (status 400 or more) or matched a signature, Sigma or CRS rule, it holds
+GROWTH times the requests it held when last judged, or REJUDGE_SECONDS have passed since then.
+Otherwise it waits for the first of these (so the verdict of a large client sending successful
+requests lags them by REJUDGE_SECONDS at most); the last judgement of a run (judge_all) takes
+every client.
+
 The anomaly baseline is the ``--model`` directory when given (recommended: scores do not drift);
 otherwise detectors fitted on the live clients' features, first once MIN_CLIENTS clients are
 known and again every ``refit_interval`` seconds. Until that first fit, only evidence scores.
@@ -41,6 +49,9 @@ from log_analyser_core.rules import behaviour as behaviour_rules
 log = logging.getLogger(__name__)
 
 REFIT_SECONDS = 600.0   # without --model: the live clients' baseline is fitted again this often
+SMALL_CLIENT_EVENTS = 50   # clients with no more kept requests than this are judged on each batch ...
+GROWTH = 2.0               # ... the others once they hold this many times their requests at the last judgement,
+REJUDGE_SECONDS = 3.0      # or this long after it, or at once when a new request failed or matched a payload rule
 
 
 @dataclass
@@ -67,6 +78,8 @@ class Monitor:
         self.store = ClientStore(limits or Limits(), on_evict=self._forget)
         self.findings: dict[str, Finding] = {}
         self.alerted: dict[str, Severity] = {}   # the severity each client was last alerted at
+        self.judged: dict[str, tuple[int, float]] = {}   # client -> (its kept requests, clock) when last judged
+        self.waiting: set[str] = set()           # clients with requests not judged yet
         self.readers: dict[str, file_parser.SourceReader] = {}
         self.counts = Counts()
         self._check_model: Callable[[list[str], str], None] | None = None
@@ -113,10 +126,12 @@ class Monitor:
         return pl.concat(frames, rechunk=False) if frames else pl.DataFrame(schema=file_parser.EVENT_SCHEMA)
 
     def update(self, chunks: Sequence[Chunk]) -> list[Finding]:
-        """Read new lines; the new findings of the clients that sent them."""
+        """Read new lines (none: only judge the clients whose wait is over); the new findings of the
+        clients judged (see the module docstring for which)."""
         now = self.clock()
         events = self.parse(chunks)
-        self.payload.add(self._not_allowed(events))
+        matched = self.payload.add(self._not_allowed(events))
+        failed = events.filter(pl.col("status") >= 400)["client_ip"].unique().cast(pl.String).to_list()
         touched = self.store.add(events, now)
         if self._check_model is not None and len(self.store.last_seen) >= pipeline.TRAIN_MIN_CLIENTS:
             # once enough clients tell what the log records (one client's burstiness can be null)
@@ -125,7 +140,19 @@ class Monitor:
             self._check_model = None
         if self.model is None and self._refit_due(now):
             self.start_refit(now)
-        return self.judge(touched)
+        return self.judge(self._due(touched, matched | set(failed), now))
+
+    def _due(self, touched: set[str], urgent: set[str], now: float) -> set[str]:
+        """Which of the clients with unjudged requests to judge now (``urgent`` ones at once); the
+        rest keep waiting."""
+        due = urgent & touched
+        for ip in (touched | self.waiting) - due:
+            kept, then = self.judged.get(ip, (0, -float("inf")))
+            held = self.store.kept.get(ip, 0)
+            if held <= SMALL_CLIENT_EVENTS or held >= GROWTH * kept or now - then >= REJUDGE_SECONDS:
+                due.add(ip)
+        self.waiting = (self.waiting | touched) - due
+        return due
 
     def _refit_due(self, now: float) -> bool:
         if self._fitting is not None:
@@ -163,6 +190,9 @@ class Monitor:
 
     def judge(self, clients: Iterable[str]) -> list[Finding]:
         """The findings of ``clients`` from their kept events (also kept as their current finding)."""
+        clients = list(clients)
+        if not clients:
+            return []
         events = self.store.of(clients)
         if not events.height:
             return []
@@ -176,6 +206,9 @@ class Monitor:
         found = self._detected(events)
         scored = pipeline.Scored(table, baseline, used, fused, own, [])
         _, findings = pipeline.judged_findings(found, scored, self.settings, baseline)
+        now = self.clock()
+        for ip in table["client_ip"].cast(pl.String):
+            self.judged[ip] = (self.store.kept.get(ip, 0), now)
         for finding in findings:   # only the flagged are kept: memory grows with attackers, not clients
             if finding.flagged:
                 self.findings[finding.ip] = finding
@@ -216,6 +249,7 @@ class Monitor:
 
     def judge_all(self) -> list[Finding]:
         """Every live client judged again (at the end, so that each verdict sees the final peers)."""
+        self.waiting = set()
         return self.judge(list(self.store.last_seen))
 
     def compact(self) -> set[str]:
@@ -244,8 +278,7 @@ class Monitor:
     def restore(self, state: Checkpoint) -> None:
         """Resume from a checkpoint: the kept events and alerts, every client judged again (no alerts:
         their alerted severities come back with them)."""
-        self.store.events = state.events
-        self.store.last_seen = dict(state.last_seen)
+        self.store.load(state.events, state.last_seen)
         self.alerted = {ip: s for ip, s in state.alerted.items() if ip in self.store.last_seen}
         if self.store.events.height:
             self.payload.add(self._not_allowed(self.store.events))
@@ -255,6 +288,8 @@ class Monitor:
         for ip in clients:
             self.findings.pop(ip, None)
             self.alerted.pop(ip, None)
+            self.judged.pop(ip, None)
+        self.waiting -= clients
         self.payload.forget(clients)
         wanted = pl.Series(list(clients), dtype=pl.String).implode()
         self.peer_peaks = {rule: peaks.filter(~pl.col("client_ip").is_in(wanted))

@@ -38,6 +38,7 @@ class ClientStore:
     limits: Limits = Limits()
     events: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=EVENT_SCHEMA))
     last_seen: dict[str, float] = field(default_factory=dict)   # client -> wall-clock seconds
+    kept: dict[str, int] = field(default_factory=dict)          # client -> events held
     on_evict: Callable[[set[str]], None] | None = None
 
     def add(self, events: pl.DataFrame, now: float) -> set[str]:
@@ -45,10 +46,15 @@ class ClientStore:
         if not events.height:
             return set()
         self.events = pl.concat([self.events, events.select(list(EVENT_SCHEMA))], rechunk=False)
-        clients = set(events["client_ip"].unique().cast(pl.String).to_list())
-        for ip in clients:
+        added = _per_client(events)
+        for ip, count in added.items():
             self.last_seen[ip] = now
-        return clients
+            self.kept[ip] = self.kept.get(ip, 0) + count
+        return set(added)
+
+    def load(self, events: pl.DataFrame, last_seen: dict[str, float]) -> None:
+        """Hold ``events`` and ``last_seen`` (from a checkpoint) instead of what is held."""
+        self.events, self.last_seen, self.kept = events, dict(last_seen), _per_client(events)
 
     def of(self, clients: Iterable[str]) -> pl.DataFrame:
         """The kept events of ``clients``, in arrival order."""
@@ -70,6 +76,7 @@ class ClientStore:
                 total -= counts[ip]
             kept = kept.filter(~_among(gone))
         self.events = kept.rechunk()
+        self.kept = _per_client(self.events)
         for ip in gone:
             self.last_seen.pop(ip, None)
         if gone:
@@ -77,6 +84,11 @@ class ClientStore:
             if self.on_evict is not None:
                 self.on_evict(gone)
         return gone
+
+
+def _per_client(events: pl.DataFrame) -> dict[str, int]:
+    """Events by client ip (one row per client, not per event, crosses into Python)."""
+    return dict(events.group_by(pl.col("client_ip").cast(pl.String)).len().iter_rows())
 
 
 def _among(clients: Iterable[str]) -> pl.Expr:
