@@ -560,12 +560,16 @@ def shared_addresses(events: pl.DataFrame) -> dict[str, int]:
     person (fetched page assets, under PERSON_MAX_ERROR_SHARE errors): address -> such agents."""
     if not events.height:
         return {}
+    # per (address, agent as logged) first, so that only the distinct agents are cast and matched
+    asset = log_events.text_matches(events["path"], f"(?i){_ASSET}")
+    pairs = (events.select("client_ip", "user_agent", (pl.col("status") >= 400).alias("error"), asset.alias("asset"))
+             .group_by("client_ip", "user_agent")
+             .agg(pl.col("asset").any(), pl.col("error").sum().alias("errors"), pl.col("error").count().alias("n")))
     agent = pl.col("user_agent").cast(pl.String).str.to_lowercase()
-    people = (events.select(pl.col("client_ip").cast(pl.String), agent.alias("ua"),
-                            pl.col("path").str.contains(f"(?i){_ASSET}").alias("asset"),
-                            (pl.col("status") >= 400).alias("error"))
+    people = (pairs.select(pl.col("client_ip").cast(pl.String), agent.alias("ua"), "asset", "errors", "n")
               .filter(pl.col("ua").str.contains(_BROWSER) & ~pl.col("ua").str.contains(_BOT))
-              .group_by("client_ip", "ua").agg(pl.col("asset").any(), pl.col("error").mean())
+              .group_by("client_ip", "ua").agg(pl.col("asset").any(), (pl.col("errors").sum() / pl.col("n").sum())
+                                               .alias("error"))
               .filter(pl.col("asset") & (pl.col("error") < PERSON_MAX_ERROR_SHARE))
               .group_by("client_ip").len().filter(pl.col("len") >= SHARED_MIN_AGENTS))
     return dict(people.iter_rows())
