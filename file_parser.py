@@ -366,12 +366,14 @@ class SourceReader:
         """The format's name, after the envelope's (``docker + combined``)."""
         return f"{self.wrapper.name} + {self.fmt.name}" if self.wrapper else self.fmt.name
 
-    def parse(self, lines: pl.Series, first_line: int, options: InputOptions) -> tuple[pl.DataFrame, pl.DataFrame]:
-        """(events inside the options' time window, unparsed lines) of the source's next ``lines``,
-        numbered from ``first_line``; see parse_lines."""
-        good, bad = _parse_chunk(lines, self.fmt, self.headers, source=self.source, first_line=first_line,
-                                 options=options, wrapper=self.wrapper)
-        return _window(good, options)[0], bad
+    def parse(self, lines: pl.Series, first_line: int,
+              options: InputOptions) -> tuple[pl.DataFrame, pl.DataFrame, int]:
+        """(events inside the options' time window, unparsed lines, blank lines) of the source's next
+        ``lines``, numbered from ``first_line``; see parse_lines."""
+        kept, numbers, blank = _without_blanks(lines, first_line)
+        good, bad = _parse_chunk(kept, self.fmt, self.headers, source=self.source, first_line=first_line,
+                                 options=options, wrapper=self.wrapper, line_numbers=numbers)
+        return _window(good, options)[0], bad, blank
 
 
 def _format_from_sample(fixed: LogFormat | None, chunk: pl.Series) -> tuple[Wrapper | None, LogFormat, float]:

@@ -118,10 +118,12 @@ class Monitor:
                     chunk.source, lines, format_name=self.settings.format_name, log_format=self.settings.log_format,
                     json_fields=self.settings.json_fields)
                 log.info("%s: format %s (%.0f%% of sampled lines match)", chunk.source, reader.name, 100 * reader.rate)
-            good, bad = reader.parse(lines, chunk.first_line, self.options)
+            good, bad, blank = reader.parse(lines, chunk.first_line, self.options)
             self.counts.lines += lines.len()
             self.counts.parsed += good.height
             self.counts.unparsed.update(dict(bad["reason"].value_counts().iter_rows()))
+            if blank:   # counted, never parsed, as in a batch run
+                self.counts.unparsed["blank line"] += blank
             frames.append(good.select(list(file_parser.EVENT_SCHEMA)))
         return pl.concat(frames, rechunk=False) if frames else pl.DataFrame(schema=file_parser.EVENT_SCHEMA)
 
