@@ -45,6 +45,7 @@ from log_analyser_core.results import (
     Summary,
 )
 from log_analyser_core.rules import sigma_engine
+from log_analyser_core.rules.behaviour import BehaviourRule
 from log_analyser_core.rules.crs import stage as crs_stage
 
 if TYPE_CHECKING:
@@ -190,14 +191,11 @@ class Run(NamedTuple):
 
     parsed: file_parser.ParsedLog
     scored: Scored
-    detected: partition.Detected
+    detected: Detected
 
     def judge(self, settings: Settings) -> verdict.Verdicts:
         """One verdict per client: the anomaly score joined with the request-level evidence."""
-        table, found = self.scored.table, self.detected
-        verdicts = verdict.judge(table["client_ip"].to_list(), self.scored.scores.tolist(), found.evidence,
-                                 found.crawlers, settings.allowlist)
-        return replace(verdicts, excluded={**found.excluded, **verdicts.excluded})
+        return judge(self.detected, self.scored, settings)
 
     def stages(self, sigma_rules: sigma_engine.RuleSet, crs_rules: crs_stage.RuleSet | None) -> tuple[str, ...]:
         """The stages that ran: the detectors, then the request-level ones (Sigma and CRS with rules to run)."""
@@ -244,15 +242,38 @@ def _score(features: Callable[[], pl.DataFrame], settings: Settings, source: str
     return Scored(table, baseline, used, scores, by_detector, model_notes + notes)
 
 
-def _ranked(scored: Scored, verdicts: verdict.Verdicts, settings: Settings) -> list[Finding]:
+def judge(detected: Detected | None, scored: Scored, settings: Settings) -> verdict.Verdicts:
+    """One verdict per client of ``scored.table`` from its anomaly score and the request-level
+    evidence (``detected``; None: no request-level stage ran, and the anomaly score is the
+    verdict). Batch runs and live mode (log_analyser_core.live) both judge here."""
+    table = scored.table
+    if detected is None:
+        return verdict.anomaly_only(table["client_ip"].to_list(), scored.scores.tolist(), settings.allowlist)
+    verdicts = verdict.judge(table["client_ip"].to_list(), scored.scores.tolist(), detected.evidence,
+                             detected.crawlers, settings.allowlist)
+    return replace(verdicts, excluded={**detected.excluded, **verdicts.excluded})
+
+
+def judged_findings(detected: Detected | None, scored: Scored, settings: Settings,
+                    reference: Baseline | None) -> tuple[verdict.Verdicts, list[Finding]]:
+    """The verdicts (see judge) and every client's Finding ranked by them; ``reference``: the
+    baseline the robust z-scores are measured against (None: the table itself). Live mode's entry."""
+    verdicts = judge(detected, scored, settings)
+    return verdicts, _ranked(scored, verdicts, settings, reference)
+
+
+def _ranked(scored: Scored, verdicts: verdict.Verdicts, settings: Settings,
+            reference: Baseline | None = None) -> list[Finding]:
     """Every client as a Finding, highest verdict score first: flagged at the threshold (or the
-    contamination), explained by its deviations and contributions, with the verdict's evidence."""
+    contamination), explained by its deviations and contributions, with the verdict's evidence.
+    ``reference``: see judged_findings (a batch run: the --model baseline, else the table)."""
     table = scored.table
     judged = [verdicts.by_ip[ip] for ip in table["client_ip"].to_list()]   # one Python list, not a Series walk
     fused = np.array([v.score for v in judged], dtype=np.float64)
     allowed = np.array([v.allowlisted is not None for v in judged], dtype=bool)
     flagged = _flags(fused, settings) & ~allowed
-    reference = scored.baseline if settings.model else None
+    if reference is None and settings.model:
+        reference = scored.baseline
     findings = _explain(_findings(table, scored.used, fused, scored.by_detector, flagged, settings, reference),
                         table, scored.baseline)
     return [_with_verdict(f, verdicts.by_ip[f.ip]) if f.ip in verdicts.by_ip else f for f in findings]
@@ -273,6 +294,21 @@ def detections(events: pl.DataFrame, settings: Settings, sigma_rules: sigma_engi
     return _real_examples(found.evidence), found.excluded
 
 
+def load_behaviours(settings: Settings) -> list[BehaviourRule]:
+    """The shipped behaviour rules and those of ``settings.rule_paths``."""
+    return partition.Plan(rule_paths=settings.rule_paths).behaviour_rules()
+
+
+def sigma_rules(settings: Settings) -> sigma_engine.RuleSet:
+    """The Sigma rules a run evaluates: the built-in pack (unless turned off) and ``settings.rules_dirs``."""
+    return _sigma_rules(settings)
+
+
+def crs_rules(settings: Settings) -> tuple[crs_stage.RuleSet | None, list[str]]:
+    """The CRS rules a run over requests evaluates (None without a CRS) and the summary's note on them."""
+    return _crs_rules(settings)
+
+
 def _real_examples(evidence: dict[str, list[Evidence]]) -> dict[str, list[Evidence]]:
     """Evidence whose example lines are read back from the log files where they can be, and then
     no longer marked rebuilt (from standard input the rebuilt line and its mark stay). Lines that
@@ -285,6 +321,10 @@ def _real_examples(evidence: dict[str, list[Evidence]]) -> dict[str, list[Eviden
         return replace(x, raw=text[place], rebuilt=False) if place in text else x
     return {ip: [replace(e, examples=tuple(real(x) for x in e.examples)) for e in items]
             for ip, items in evidence.items()}
+
+
+# What the request-level stages found (engines/partition.py); live mode builds its own.
+Detected = partition.Detected
 
 
 def _with_verdict(finding: Finding, judged: verdict.Verdict) -> Finding:
