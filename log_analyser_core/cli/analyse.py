@@ -30,12 +30,15 @@ def run(args: argparse.Namespace) -> ExitCode:
 
     files = named(settings.engine).sources(args.files)   # local paths resolved; Spark URIs as given
     bar = _progress_bar(files, quiet=args.quiet)
+    loading = _preload_writers(args)
     with contextlib.ExitStack() as stack:
         llm_cache = stack.enter_context(_llm_cache(args)) if settings.explain.enabled else None
         try:
             result = analyse(files, settings, progress=bar.update, llm_cache=llm_cache)
         finally:
             bar.close()
+            if loading:
+                loading.join()
     if args.verbose:
         _show_unparsed(result)
     if args.dry_run_llm:
@@ -48,6 +51,10 @@ def run(args: argparse.Namespace) -> ExitCode:
     for note in result.summary.notes:
         if args.verbose or not note.startswith("detectors:"):   # which models ran: -v, JSON and the PDF say
             _say(args, f"note: {note}")
+    if settings.model is None and named(settings.engine).reads_requests:
+        from log_analyser_core.pipeline import NO_MODEL_HINT
+
+        _say(args, f"note: {NO_MODEL_HINT}")
     from log_analyser_core.cli import messages
 
     if args.fail_on is not None and result.at_least(args.fail_on):
@@ -136,6 +143,18 @@ def _explain_settings(args: argparse.Namespace):
         raise ConfigError(f"--llm-base-url must be an http:// or https:// URL, not {url!r}")
     return ExplainSettings(enabled=args.explain and not args.dry_run_llm, top=args.explain_top,
                            model=args.llm_model, base_url=url, redact_ips="ips" in args.llm_redact)
+
+
+def _preload_writers(args: argparse.Namespace):
+    """Start importing the PDF and HTML writers' libraries while the log is analysed (see reporting.preload)."""
+    import reporting
+    from log_analyser_core.errors import AnalyserError
+
+    try:
+        kinds = [reporting.format_for(path, args.output_format)[0] for path in args.output]
+    except AnalyserError:   # reported when the reports are written, after the analysis, as before
+        return None
+    return reporting.preload(kinds)
 
 
 def _llm_cache(args: argparse.Namespace):

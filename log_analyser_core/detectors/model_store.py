@@ -5,7 +5,8 @@ A model directory holds:
   reference.npz     the training clients' raw scores per detector, the 0-100 scale, and the median client
                     and robust spread of each feature (for reasons); numpy arrays, no pickle
   iforest.skops     the robust scaler and Isolation Forest (skops)
-  autoencoder.keras the autoencoder network (Keras 3 format) and autoencoder.json (its scaler, threshold)
+  autoencoder.npz   the autoencoder's weights (numpy, no pickle; scoring reads them with NumPy), with
+                    autoencoder.json (its scaler, threshold) and autoencoder.keras (the same network for Keras)
 
 scikit-learn objects are stored with skops rather than joblib/pickle: loading a pickle runs whatever
 code the file names, while skops rebuilds only the types it is told to trust (here scikit-learn's
