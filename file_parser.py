@@ -89,6 +89,8 @@ def detect_format(sample: pl.Series) -> tuple[LogFormat, float]:
         rate = _match_rate(lines, candidate)
         if rate > best_rate:
             best, best_rate = candidate, rate
+        if best_rate == 1.0:   # no later candidate can read more (ties go to the earlier one)
+            break
     if not shaped and best_rate < VARIANT_BELOW:   # combined with a lead or trailing fields of its own?
         variant = variants.infer(lines)
         rate = _match_rate(lines, variant) if variant is not None else 0.0

@@ -89,18 +89,23 @@ SMALL_RUN = textwrap.dedent("""
     import log_analyser
     code = log_analyser.main(["-f", sys.argv[1], "-o", sys.argv[2]])
     heavy = ("sigma", "sklearn", "scipy", "pandas", "tensorflow", "keras", "matplotlib", "fpdf")
-    print(json.dumps({"code": code, "heavy": sorted(m for m in heavy if m in sys.modules)}))
+    # what only some runs need: the progress bar (a terminal), CRS install (urllib, tarfile) and its compiler (regex)
+    rare = ("tqdm", "urllib.request", "tarfile", "regex")
+    print(json.dumps({"code": code, "heavy": sorted(m for m in heavy if m in sys.modules),
+                      "rare": sorted(m for m in rare if m in sys.modules)}))
 """)
 
 
 def test_a_one_line_run_imports_nothing_heavy(tmp_path):
     log = tmp_path / "one.log"
     log.write_text('203.0.113.9 - - [02/Mar/2026:01:00:00 +0000] "GET /.env HTTP/1.1" 404 12 "-" "curl/8.5"\n')
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "XDG_CACHE_HOME": str(tmp_path / "cache"),
+           "XDG_DATA_HOME": str(tmp_path / "data")}   # no CRS installed
     runs = [subprocess.run([sys.executable, "-c", SMALL_RUN, str(log), str(tmp_path / "out.json")], cwd=ROOT,
                            env=env, capture_output=True, text=True, timeout=120) for _ in range(2)]
     first, second = (json.loads(run.stdout.splitlines()[-1]) for run in runs)
     assert first["code"] == second["code"] == 0
     assert first["heavy"] == ["sigma"]   # the pack is compiled once, with pySigma
     assert second["heavy"] == []         # then read from the cache
+    assert second["rare"] == []          # no terminal here, no CRS installed in this cache dir
     assert json.loads((tmp_path / "out.json").read_text())["findings"][0]["ip"] == "203.0.113.9"

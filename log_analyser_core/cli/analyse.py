@@ -166,13 +166,25 @@ def _llm_cache(args: argparse.Namespace):
     return CacheStore(Path(args.cache) if args.cache else None)
 
 
+class _NoProgress:
+    """The progress bar when none is shown (-q, or stderr is not a terminal: CI jobs, cron)."""
+
+    def update(self, n: float | None = 1) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 def _progress_bar(files: Sequence[str], quiet: bool = False):
     """A byte-counting progress callback on stderr, shown only on a TTY, after one second and without -q."""
+    if quiet or not sys.stderr.isatty():   # tqdm (and the multiprocessing lock it makes) is not even imported
+        return _NoProgress()
     from tqdm import tqdm
 
     sizes = [os.path.getsize(f) for f in files if f != "-" and os.path.isfile(f)]
     bar = tqdm(total=sum(sizes) or None, unit="B", unit_scale=True, delay=1.0, leave=False,
-               file=sys.stderr, disable=quiet or not sys.stderr.isatty(), desc="reading")
+               file=sys.stderr, desc="reading")
     return bar
 
 

@@ -146,7 +146,8 @@ def load_rules(paths: Sequence[str | Path] | None = None) -> list[BehaviourRule]
 
 def _load_file(path: Path, errors: _Collector) -> list[BehaviourRule]:
     try:
-        documents = yaml.safe_load(path.read_text(encoding="utf-8"))
+        # libyaml's safe loader where PyYAML was built with it: the same documents, about 10x faster
+        documents = yaml.load(path.read_text(encoding="utf-8"), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         errors.add(str(path), "-", "file", f"cannot read YAML: {str(exc).splitlines()[0]}")
         return []
@@ -551,11 +552,14 @@ def shared_addresses(events: pl.DataFrame) -> dict[str, int]:
     person (fetched page assets, under PERSON_MAX_ERROR_SHARE errors): address -> such agents."""
     if not events.height:
         return {}
-    agent = pl.col("user_agent").cast(pl.String).str.to_lowercase()
-    people = (events.select(pl.col("client_ip").cast(pl.String), agent.alias("ua"),
-                            pl.col("path").str.contains(f"(?i){_ASSET}").alias("asset"),
-                            (pl.col("status") >= 400).alias("error"))
-              .filter(pl.col("ua").str.contains(_BROWSER) & ~pl.col("ua").str.contains(_BOT))
+    # browser agents picked once per distinct agent, not per request; the rest runs on their requests only
+    kind = log_events.text_masks(events["user_agent"], {"browser": _BROWSER, "bot": _BOT},
+                                  lambda text: text.str.to_lowercase())
+    browsers = events.filter(kind["browser"] & ~kind["bot"])
+    people = (browsers.select(pl.col("client_ip").cast(pl.String),
+                              pl.col("user_agent").cast(pl.String).str.to_lowercase().alias("ua"),
+                              pl.col("path").str.contains(f"(?i){_ASSET}").alias("asset"),
+                              (pl.col("status") >= 400).alias("error"))
               .group_by("client_ip", "ua").agg(pl.col("asset").any(), pl.col("error").mean())
               .filter(pl.col("asset") & (pl.col("error") < PERSON_MAX_ERROR_SHARE))
               .group_by("client_ip").len().filter(pl.col("len") >= SHARED_MIN_AGENTS))
