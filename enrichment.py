@@ -55,7 +55,10 @@ class EnrichmentSettings:
     max_age_days: int = 90           # AbuseIPDB's maxAgeInDays: reports of the last N days (1-365)
     max_lookups: int = FREE_TIER_DAILY_CHECKS   # network lookups per run; cache hits are free
     concurrency: int = 4             # requests in flight at once
-    timeout: float = 10.0            # connect and read timeout of one request
+    timeout: float = 10.0            # connect and read timeout of one request (each network read)
+    request_deadline: float = 30.0   # one request's whole time, body included (a trickling server)
+    deadline: float = 300.0          # the whole run's lookups; those not done by then are skipped
+    max_body_bytes: int = 64 * 1024  # a /check answer is under 1 KiB; a larger one is refused
     retries: int = 3                 # on 5xx answers, timeouts and dropped connections
     backoff: float = 0.5             # urllib3 backoff factor: retries at once, then after 1 s, 2 s, ...
     cache_path: Path | None = None   # None: the user cache directory
@@ -168,17 +171,42 @@ class AbuseIPDBClient:
         # environment's proxy for a scheme anyway.
         proxy = _proxy_for(self._url)
         self._proxies: dict[str, str | None] = {"http": proxy, "https": proxy}
+        self._request_deadline = settings.request_deadline
+        self._max_body = settings.max_body_bytes
+        self.ends_at: float | None = None   # time.monotonic() after which no request may run on
 
     def check(self, ip: str) -> Reputation:
         """AbuseIPDB's view of one public address; raises LookupStopped on 401/403, 429 and when
         the service cannot be reached; any other failure is an ``unknown`` Reputation."""
         try:
             response = self._session.get(self._url, params={"ipAddress": ip, "maxAgeInDays": self._max_age},
-                                         timeout=self._timeout, allow_redirects=False,
+                                         timeout=self._timeout, allow_redirects=False, stream=True,
                                          proxies=self._proxies)  # type: ignore[arg-type]
         except requests.RequestException as exc:
             return self._failed(_cause(exc))
-        return self._answer(response)
+        try:
+            body = self._body(response)
+        except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
+            return self._failed(exc)
+        finally:
+            response.close()
+        return self._answer(response, body) if isinstance(body, bytes) else body
+
+    def _body(self, response: requests.Response) -> bytes | Reputation:
+        """The body, read as it arrives: an ``unknown`` Reputation instead when it is larger than
+        max_body_bytes or still arriving at the deadline (each read's timeout never fires on a
+        server that sends one byte every few seconds)."""
+        ends = time.monotonic() + self._request_deadline
+        if self.ends_at is not None:
+            ends = min(ends, self.ends_at)
+        data = bytearray()
+        while chunk := response.raw.read1(self._max_body + 1):
+            data += chunk
+            if len(data) > self._max_body:
+                return _unknown(f"AbuseIPDB answer larger than {self._max_body:,} bytes")
+            if time.monotonic() > ends:
+                return _unknown(f"AbuseIPDB answer not complete within {self._request_deadline:g} s")
+        return bytes(data)
 
     def _failed(self, reason: BaseException | None) -> Reputation:
         # NewConnectionError is a subclass of ConnectTimeoutError: test it first
@@ -188,11 +216,11 @@ class AbuseIPDBClient:
             raise ConnectionFailed("AbuseIPDB timed out")
         return _unknown(f"AbuseIPDB request failed ({type(reason).__name__})")
 
-    def _answer(self, response: requests.Response) -> Reputation:
+    def _answer(self, response: requests.Response, body: bytes) -> Reputation:
         status = response.status_code
         if status == 200:
-            return parse_check(response.content)
-        detail = _error_detail(response.content)
+            return parse_check(body)
+        detail = _error_detail(body)
         if status in (401, 403):
             raise LookupStopped(f"AbuseIPDB rejected the API key (HTTP {status})", _unknown(f"HTTP {status}"))
         if status == 429:
@@ -228,21 +256,40 @@ def _to_cache(rep: Reputation) -> dict[str, object]:
             "usage_type": rep.usage_type, "isp": rep.isp, "domain": rep.domain, "is_tor": rep.is_tor}
 
 
+_CACHED_TEXT = ("last_reported", "usage_type", "isp", "domain")
+
+
 def _from_cache(value: object) -> Reputation | None:
-    if not isinstance(value, dict) or not isinstance(value.get("abuse_score"), int):
+    """A cached reputation, each field checked for its type and range (the file is the user's and
+    may have been edited or written by an older version); None, a miss, when any field is wrong."""
+    if not isinstance(value, dict) or set(value) - {"abuse_score", "total_reports", "is_tor", *_CACHED_TEXT}:
         return None
-    try:
-        return Reputation(status="ok", **value)
-    except TypeError:
+    score, reports, tor = value.get("abuse_score"), value.get("total_reports"), value.get("is_tor")
+    if not isinstance(score, int) or isinstance(score, bool) or not 0 <= score <= 100:
         return None
+    if not (reports is None or _is_int(reports) and reports >= 0) or not isinstance(tor, bool | None):
+        return None
+    texts = {name: value.get(name) for name in _CACHED_TEXT}
+    if not all(isinstance(text, str | None) for text in texts.values()):
+        return None
+    clipped = {name: text[:TEXT_FIELD_CHARS] if text else None for name, text in texts.items()}
+    return Reputation(status="ok", abuse_score=score, total_reports=reports, is_tor=tor, **clipped)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 class _Batch:
     """Lookups for a list of addresses on a few threads; the first LookupStopped ends the batch."""
 
-    def __init__(self, service: ReputationService, concurrency: int) -> None:
+    def __init__(self, service: ReputationService, concurrency: int, deadline: float | None = None) -> None:
         self.service = service
         self.concurrency = max(1, concurrency)
+        self.deadline = deadline
+        self.ends_at = time.monotonic() + deadline if deadline is not None else None
+        if self.ends_at is not None and isinstance(service, AbuseIPDBClient):
+            service.ends_at = self.ends_at
         self.stop = threading.Event()
         self.lock = threading.Lock()
         self.stopped: LookupStopped | None = None
@@ -256,6 +303,10 @@ class _Batch:
 
     def _one(self, ip: str) -> Reputation | None:
         if self.stop.is_set():
+            return None
+        if self.ends_at is not None and time.monotonic() > self.ends_at:
+            self._halt(LookupStopped(f"the enrichment deadline ({self.deadline:g} s) passed",
+                                     _unknown("enrichment deadline")))
             return None
         try:
             rep = self.service.check(ip)
@@ -308,7 +359,7 @@ def lookup_reputations(ips: Sequence[str], settings: EnrichmentSettings, cache: 
             to_ask.append(ip)
         else:
             reputations[ip] = Reputation(status="skipped", detail=f"beyond --max-lookups {settings.max_lookups}")
-    batch = _Batch(service or AbuseIPDBClient(settings), settings.concurrency) if to_ask else None
+    batch = _Batch(service or AbuseIPDBClient(settings), settings.concurrency, settings.deadline) if to_ask else None
     answers = batch.run(to_ask) if batch else {}
     stopped = batch.stopped if batch else None
     for ip in to_ask:

@@ -29,13 +29,16 @@ from log_analyser_core.parsing.wrappers import Wrapper
 log = logging.getLogger(__name__)
 
 UNCOUNTED_REASONS = NOT_ACCESS_REASONS   # the former name
+# source and reason repeat on every row: dictionary-encoded, so a long path is not stored once per line
 UNPARSED_SCHEMA: dict[str, pl.DataType] = {
-    "source": pl.String(), "line_number": pl.Int64(), "reason": pl.String(), "raw": pl.String(),
+    "source": pl.Categorical(), "line_number": pl.Int64(), "reason": pl.Categorical(), "raw": pl.String(),
 }
+UNPARSED_RAW_CHARS = 2_000   # an unparsed line is kept this long: enough to see what it was
 
 DETECTION_SAMPLE = 2000
 VARIANT_BELOW = 0.98   # when no preset reads this share of the sample, combined variants are inferred
 _FIELDS = "#Fields:"   # the W3C directive naming a block's columns
+UNUSABLE_FIELDS = "under an unusable #Fields: line"   # the reason for each line of a skipped W3C block
 
 
 @dataclass(frozen=True)
@@ -107,7 +110,7 @@ def _shaped_candidates(lines: pl.Series) -> list[LogFormat]:
     if fields.len():
         data = lines.filter(~lines.str.starts_with("#"))
         name = "cloudfront" if "x-edge-location" in fields[0] else "w3c"
-        return [log_formats.from_header(name, fields[0], data[0] if data.len() else " ")]
+        return [_from_header(name, fields[0], data[0] if data.len() else " ")]
     if cast(float, lines.str.starts_with("{").mean() or 0.0) > 0.5:
         return [preset(name) for name, spec in PRESETS.items() if spec.kind == "json"]
     if "," in first and not first[:1].isdigit() and first.count('"') == 0:
@@ -126,7 +129,7 @@ def _match_rate(lines: pl.Series, fmt: LogFormat) -> float:
             return 0.0
         data = ~lines.str.starts_with("#")
         hits = sum(int(lines.filter(data & (which == i)).str.contains(cast(str, f.regex)).sum())
-                   for i, f in enumerate(formats))
+                   for i, f in enumerate(formats) if f is not None)
         return hits / int(data.sum()) if data.any() else 0.0
     if fmt.regex is not None:
         data = lines.filter(~lines.str.starts_with(fmt.header_prefix)) if fmt.header_prefix else lines
@@ -188,22 +191,32 @@ def parse_lines(lines: pl.Series, fmt: LogFormat, *, source: str = "<lines>", fi
     first, second, final = canonical(fmt, options.tz, source, real_ip_group)
     events = (frame.with_columns(first).with_columns(second).select(*final, "raw", "_line", "_matched")
               .collect(engine="streaming"))  # morsel-parallel: uses every core on one column
-    parsed = pl.col("client_ip").is_not_null() & pl.col("timestamp").is_not_null()
-    good = events.filter(parsed).drop("raw", "_line", "_matched").with_columns(_recovered=pl.lit(False))
+    read = pl.col("client_ip").is_not_null() & pl.col("timestamp").is_not_null()
+    parsed = read & pl.col("_bad_number").is_null()
+    good = events.filter(parsed).drop("raw", "_line", "_matched", "_bad_number") \
+        .with_columns(_recovered=pl.lit(False), _refused=pl.lit(False))
+    # a line that reads but holds a number that does not fit its column: unparsed, with that reason
+    reason = pl.when(read).then(pl.col("_bad_number")).otherwise(unparsed_reason(fmt, wrapper))
     bad = events.filter(~parsed).select(
-        pl.col("source").cast(pl.String), "line_number", unparsed_reason(fmt, wrapper).alias("reason"), "raw")
+        pl.col("source").cast(pl.String), "line_number", reason.alias("reason"), "raw")
     if pieces is not None and pieces.height:   # joined into the line they continue: counted apart
         bad = pl.concat([bad, pieces.select(pl.lit(source).alias("source"), "line_number",
                                             pl.lit(JOINED_PIECE).alias("reason"), "raw")]).sort("line_number")
     if real_ip_group:
-        good = good.with_columns(resolve_real_ip(good, "_real_ip_hdr", options.trusted_proxies)
-                                 .cast(pl.Categorical).alias("client_ip")).drop("_real_ip_hdr")
+        client, refused = resolve_real_ip(good, "_real_ip_hdr", options.trusted_proxies)
+        good = good.with_columns(client.cast(pl.Categorical).alias("client_ip"), refused.alias("_refused")) \
+            .drop("_real_ip_hdr")
     lenient = fmt.lenient
     mismatch = bad["reason"] == f"does not match the {fmt.name} format"
     if recover and lenient is not None and mismatch.any():
         good, bad = _recover(good, bad, mismatch, replace(fmt, regex=lenient), source=source, options=options,
                              wrapper=wrapper)
-    return good, bad
+    return good, _kept(bad)
+
+
+def _kept(bad: pl.DataFrame) -> pl.DataFrame:
+    """Unparsed rows as they are kept: UNPARSED_SCHEMA, the text clipped to UNPARSED_RAW_CHARS."""
+    return bad.with_columns(pl.col("raw").str.slice(0, UNPARSED_RAW_CHARS)).cast(UNPARSED_SCHEMA)  # type: ignore[arg-type]
 
 
 def _recover(good: pl.DataFrame, bad: pl.DataFrame, mismatch: pl.Series, lenient: LogFormat, *, source: str,
@@ -218,7 +231,7 @@ def _recover(good: pl.DataFrame, bad: pl.DataFrame, mismatch: pl.Series, lenient
     if found.height == 0:
         return good, bad
     good = pl.concat([good, found.with_columns(_recovered=pl.lit(True))]).sort("line_number")
-    bad = pl.concat([bad.filter(~mismatch), still]).sort("line_number")
+    bad = pl.concat([_kept(bad.filter(~mismatch)), still]).sort("line_number")
     return good, bad
 
 
@@ -236,32 +249,37 @@ class FieldsHeaders:
     initial: LogFormat
     source: str = "<lines>"
     current: tuple[str, int] | None = None   # the last #Fields: line read so far, and its line number
-    compiled: dict[tuple[str, bool], LogFormat] = field(default_factory=dict)
+    compiled: dict[tuple[str, bool], LogFormat | None] = field(default_factory=dict)
 
-    def format_for(self, header: tuple[str, int] | None, sample: str) -> LogFormat:
+    def format_for(self, header: tuple[str, int] | None, sample: str) -> LogFormat | None:
         """The format for data lines under ``header`` (its text and line number; None before the
         first); ``sample`` is one of those lines, whose tabs choose the separator. A header that
-        names no c-ip or date is a ConfigError naming the source and line."""
+        names no c-ip or date gives None (its block is skipped, each line unparsed), with one
+        warning naming the source and line."""
         if header is None:
             return self.initial
         text, line = header
         key = (text, "\t" in sample)
         if key not in self.compiled:
             try:
-                fmt = log_formats.compile_w3c(text, sample, name=self.initial.name)
+                fmt: LogFormat | None = log_formats.compile_w3c(text, sample, name=self.initial.name)
             except ConfigError as exc:
-                raise ConfigError(exc.message, hint=exc.hint, path=self.source, line=line) from None
+                log.warning("%s:%d: %s; the lines under it are skipped", self.source, line, exc.message)
+                fmt = None
             self.compiled[key] = fmt
         return self.compiled[key]
 
-    def blocks(self, lines: pl.Series, first_line: int = 1) -> tuple[pl.Series, list[LogFormat]]:
+    def blocks(self, lines: pl.Series,
+               line_numbers: pl.Series | int = 1) -> tuple[pl.Series, list[LogFormat | None]]:
         """Which format reads each line of a chunk: one index per line into the distinct formats,
-        and those formats. Block k of the chunk starts at its k-th ``#Fields:`` line (block 0
-        continues the header in force); only blocks with data lines compile a format. Advances
-        ``current``."""
+        and those formats (None for a block under an unusable header). Block k of the chunk starts
+        at its k-th ``#Fields:`` line (block 0 continues the header in force); only blocks with data
+        lines compile a format. ``line_numbers``: one per line, or the first line's number.
+        Advances ``current``."""
         is_header = lines.str.starts_with(_FIELDS).fill_null(False)
         block = is_header.cum_sum()
-        numbers = (is_header.arg_true() + first_line).to_list()
+        numbers = (is_header.arg_true() + line_numbers).to_list() if isinstance(line_numbers, int) \
+            else line_numbers.filter(is_header).to_list()
         headers = [self.current, *zip(lines.filter(is_header).to_list(), numbers, strict=True)]
         data = ~lines.str.starts_with("#") & (lines.str.strip_chars() != "")
         samples = (pl.DataFrame({"block": block, "raw": lines}).filter(data)
@@ -275,23 +293,51 @@ class FieldsHeaders:
 
 
 def _parse_chunk(lines: pl.Series, fmt: LogFormat, headers: FieldsHeaders | None, *, source: str,
-                 first_line: int, options: InputOptions,
-                 wrapper: Wrapper | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
+                 first_line: int, options: InputOptions, wrapper: Wrapper | None = None,
+                 line_numbers: pl.Series | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
     """parse_lines, with W3C lines read under the ``#Fields:`` header above them: one parse per
-    distinct field list in the chunk, results put back in line order."""
+    distinct field list in the chunk, results put back in line order. ``line_numbers`` (one per
+    line) when lines were left out of the chunk, else numbered from ``first_line``."""
     if headers is None:
-        return parse_lines(lines, fmt, source=source, first_line=first_line, options=options, wrapper=wrapper)
+        return parse_lines(lines, fmt, source=source, first_line=first_line, options=options, wrapper=wrapper,
+                           line_numbers=line_numbers)
     if wrapper is not None:   # the #Fields: lines are read out of the envelope too
         lines = wrappers.unwrap(lines, wrapper)
-    which, formats = headers.blocks(lines, first_line)
-    if len(formats) == 1:
-        return parse_lines(lines, formats[0], source=source, first_line=first_line, options=options)
-    numbers = pl.int_range(first_line, first_line + lines.len(), dtype=pl.Int64, eager=True)
-    parts = [parse_lines(lines.filter(which == i), block_format, source=source, options=options,
-                         line_numbers=numbers.filter(which == i)) for i, block_format in enumerate(formats)]
+    numbers = pl.int_range(first_line, first_line + lines.len(), dtype=pl.Int64, eager=True) \
+        if line_numbers is None else line_numbers
+    which, formats = headers.blocks(lines, numbers)
+    if len(formats) == 1 and formats[0] is not None:
+        return parse_lines(lines, formats[0], source=source, options=options, line_numbers=numbers)
+    parts = [_parse_block(lines.filter(which == i), block_format, source=source, options=options,
+                          line_numbers=numbers.filter(which == i)) for i, block_format in enumerate(formats)]
     good = pl.concat([part[0] for part in parts]).sort("line_number")
     bad = pl.concat([part[1] for part in parts]).sort("line_number")
     return good, bad
+
+
+def _parse_block(lines: pl.Series, fmt: LogFormat | None, *, source: str, options: InputOptions,
+                 line_numbers: pl.Series) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """parse_lines for one W3C block; a block under an unusable ``#Fields:`` line (None) is all
+    unparsed, its header lines as header lines (counted apart)."""
+    if fmt is not None:
+        return parse_lines(lines, fmt, source=source, options=options, line_numbers=line_numbers)
+    reason = pl.when(pl.col("raw").str.starts_with("#")).then(pl.lit("header line")).otherwise(pl.lit(UNUSABLE_FIELDS))
+    bad = pl.DataFrame({"raw": lines, "line_number": line_numbers}).select(
+        pl.lit(source).alias("source"), "line_number", reason.alias("reason"),
+        pl.col("raw").str.slice(0, UNPARSED_RAW_CHARS))
+    extra = {"_naive": pl.Boolean(), "_recovered": pl.Boolean(), "_refused": pl.Boolean()}
+    return pl.DataFrame(schema={**EVENT_SCHEMA, **extra}), bad.cast(UNPARSED_SCHEMA)  # type: ignore[arg-type]
+
+
+def _without_blanks(chunk: pl.Series, first_line: int) -> tuple[pl.Series, pl.Series | None, int]:
+    """(the chunk's non-blank lines, their line numbers or None when none was blank, blank lines).
+    Blank lines are counted, never parsed nor stored: 100 MB of newlines compress to a few bytes."""
+    blank = chunk.str.contains(r"^\s*$")
+    count = int(blank.sum())
+    if count == 0:
+        return chunk, None, 0
+    numbers = pl.int_range(first_line, first_line + chunk.len(), dtype=pl.Int64, eager=True)
+    return chunk.filter(~blank), numbers.filter(~blank), count
 
 
 def _is_w3c(fmt: LogFormat) -> bool:
@@ -336,13 +382,23 @@ def _unprefixed_format(fixed: LogFormat | None, chunk: pl.Series, rated: bool = 
             found = lines.filter(lines.str.starts_with(_FIELDS))
             header = found[0] if found.len() else None
         data = lines.filter(~lines.str.starts_with("#"))
-        fixed = log_formats.from_header(fixed.name, header, data[0] if data.len() else " ")
+        fixed = (log_formats.from_header if fixed.name == "csv" else _from_header)(
+            fixed.name, header, data[0] if data.len() else " ")
         if not rated:
             return fixed, 1.0
     if not rated:
         return fixed, 1.0
     lines = chunk.filter(chunk.str.strip_chars() != "").head(DETECTION_SAMPLE)
     return fixed, (_match_rate(lines, fixed) if lines.len() else 0.0)
+
+
+def _from_header(name: str, header: str | None, sample: str) -> LogFormat:
+    """A W3C format from a file's first ``#Fields:`` line; an unusable one gives the preset (its
+    block is then skipped by FieldsHeaders, which reads the same line)."""
+    try:
+        return log_formats.from_header(name, header, sample)
+    except ConfigError:
+        return preset(name)
 
 
 def parse(sources: Sequence[str], *, format_name: str | None = "auto", log_format: str | None = None,
@@ -361,7 +417,7 @@ def parse(sources: Sequence[str], *, format_name: str | None = "auto", log_forma
     run = _Run()
     for source in order_rotated(resolve_sources(sources)):
         next_line, headers, wrapper = 1, None, None
-        for chunk in read_ahead(iter_chunks(source, progress)):
+        for chunk in read_ahead(iter_chunks(source, progress, max_decompressed=options.max_decompressed)):
             if source not in run.formats:
                 wrapper, fmt, rate = _format_from_sample(fixed, chunk)
                 run.formats[source] = fmt
@@ -370,8 +426,11 @@ def parse(sources: Sequence[str], *, format_name: str | None = "auto", log_forma
                 log.info("%s: format %s (%.0f%% of sampled lines match)", source, run.name(source), 100 * rate)
                 if fmt.ignored:
                     log.info("%s: read over as opaque fields: %s", source, ", ".join(fmt.ignored))
-            good, bad = _parse_chunk(chunk, run.formats[source], headers, source=source, first_line=next_line,
-                                     options=options, wrapper=wrapper)
+            lines, numbers, blank = _without_blanks(chunk, next_line)
+            if blank:   # counted by kind, like other lines that are not access lines
+                run.not_access["blank line"] += blank
+            good, bad = _parse_chunk(lines, run.formats[source], headers, source=source, first_line=next_line,
+                                     options=options, wrapper=wrapper, line_numbers=numbers)
             run.add(source, _window(good, options), bad)
             next_line += chunk.len()
     result = run.assemble(options)
@@ -404,6 +463,7 @@ class _Run:
     not_access: Counter = field(default_factory=Counter)
     recovered: int = 0
     outside: int = 0
+    refused: int = 0   # kept lines whose --real-ip-header held a value that is not an address
 
     def name(self, source: str) -> str:
         """The source's format as the summary names it: 'combined', or 'cri + combined'."""
@@ -414,7 +474,8 @@ class _Run:
         good, outside = windowed
         self.naive[source] += int(good["_naive"].sum())
         self.recovered += int(good["_recovered"].sum())
-        self.events.append(good.drop("_naive", "_recovered"))
+        self.refused += int(good["_refused"].sum())
+        self.events.append(good.drop("_naive", "_recovered", "_refused"))
         apart = bad["reason"].is_in(NOT_ACCESS_REASONS)
         if apart.any():   # counted by kind, not kept
             self.not_access.update(dict(bad.filter(apart).group_by("reason").len().iter_rows()))
@@ -433,6 +494,9 @@ class _Run:
             notes.append(f"{self.outside:,} {lines} outside the --since/--until window skipped")
         if self.recovered:
             notes.append(f"{self.recovered:,} lines with quotes inside quoted fields read by a second pass")
+        if self.refused:
+            notes.append(f"{self.refused:,} lines carry a forwarded-for value that is not an IP address "
+                         "(refused: the next valid hop, else the connecting address, is the client)")
         not_access = sum(self.not_access.values())
         stats = ParseStats(total_lines=events.height + unparsed.height + not_access, parsed_lines=events.height,
                            unparsed_by_reason=dict(reasons.most_common()),

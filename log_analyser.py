@@ -22,8 +22,10 @@ from log_analyser_core.cli.common import (
     duration,
     pages,
     severity,
+    size,
     version,
 )
+from log_analyser_core.cli.output import StdoutError, silence_stdout
 from log_analyser_core.errors import AnalyserError, ExitCode
 from log_analyser_core.results import Severity
 
@@ -248,6 +250,9 @@ def _add_input_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--since", metavar="TIME",
                        help="only events at or after TIME: relative (24h, 30m, 7d) or ISO 8601 (2026-03-10T08:00)")
     group.add_argument("--until", metavar="TIME", help="only events before TIME (same forms as --since)")
+    group.add_argument("--max-decompressed", type=size, default=None, metavar="SIZE",
+                       help="stop with exit 3 when a .gz/.bz2/.xz input decompresses to more than SIZE "
+                       "(default 20G; e.g. 500M, 100G; 0 = no limit)")
 
 
 def _add_engine_options(parser: argparse.ArgumentParser) -> None:
@@ -343,14 +348,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except AnalyserError as exc:
         if debug:
             traceback.print_exc()
+        if isinstance(exc, StdoutError):
+            silence_stdout()
         print(f"error: {exc}", file=sys.stderr)
         return int(exc.exit_code)
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return int(ExitCode.INTERRUPTED)
-    except BrokenPipeError:
-        sys.stderr.close()  # the reader went away (e.g. piped into head): not an error
-        return int(ExitCode.OK)
+    except BrokenPipeError:   # standard output closed early (piped into head): no report was whole
+        silence_stdout()
+        print("error: cannot write to standard output: Broken pipe", file=sys.stderr)
+        return int(ExitCode.USAGE)
     except SystemExit as exc:  # argparse: --help, --version and usage errors
         return int(exc.code or 0) if isinstance(exc.code, int) else int(ExitCode.USAGE)
     except Exception:

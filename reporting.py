@@ -13,7 +13,7 @@ import inspect
 import io
 import math
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 
@@ -35,14 +35,18 @@ from log_analyser_core.results import (
     Reputation,
 )
 
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\n")
 
 
 def csv_safe(value: object) -> object:
-    """Neutralise spreadsheet formulas: text cells starting with = + - @ TAB CR get a leading quote."""
-    if isinstance(value, str) and value.startswith(_FORMULA_START):
-        return "'" + value
-    return value
+    """Text cells with control characters shown as visible escapes (``\\x1b``), and spreadsheet
+    formulas neutralised: a cell whose first character after any leading white space is
+    = + - @ (or that starts with TAB, CR or LF) gets a leading quote."""
+    if not isinstance(value, str):
+        return value
+    if value.startswith(_FORMULA_START) or value.lstrip().startswith(_FORMULA_START):
+        value = "'" + value
+    return terminal_safe(value)
 
 
 def _time(value: datetime | None) -> str | None:
@@ -198,7 +202,10 @@ def llm_note_json(note: LLMNote) -> dict[str, object]:
             "recommended_actions": list(note.recommended_actions), "detail": note.detail}
 
 
-def result_json(result: AnalysisResult, version: str = "") -> dict[str, object]:
+def result_json(result: AnalysisResult, version: str = "",
+                findings: Sequence[Finding] | None = None) -> dict[str, object]:
+    """The JSON report as a dict; ``findings`` (default: all the result's) are those it lists."""
+    findings = result.findings if findings is None else findings
     s = result.summary
     summary = {
         "sources": list(s.sources), "formats": s.formats, "total_lines": s.total_lines,
@@ -212,14 +219,32 @@ def result_json(result: AnalysisResult, version: str = "") -> dict[str, object]:
         summary["enrichment"] = enrichment_summary_json(s.enrichment)
     enriched = s.enrichment is not None
     return {"schema_version": SCHEMA_VERSION, "generator": {"name": "log_analyser", "version": version},
-            "summary": summary, "findings": [finding_json(f, enriched) for f in result.findings]}
+            "summary": summary, "findings": [finding_json(f, enriched) for f in findings]}
+
+
+_JSON_OPTIONS = orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE | orjson.OPT_SERIALIZE_NUMPY
 
 
 def render_json(result: AnalysisResult, version: str = "") -> str:
     """The versioned JSON report (schema: schemas/report.schema.json)."""
+    return "".join(stream_json(result, version))
+
+
+def stream_json(result: AnalysisResult, version: str = "") -> Iterator[str]:
+    """The JSON report in pieces, one finding at a time, text identical to the whole document
+    indented by orjson: a run over a million distinct clients never holds its JSON at once."""
     # orjson: the standard library's encoder drops to pure Python when indenting (1 s for a 5M-line log's 25 MB)
-    options = orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE | orjson.OPT_SERIALIZE_NUMPY
-    return orjson.dumps(result_json(result, version), option=options).decode()
+    head = orjson.dumps(result_json(result, version, findings=()), option=_JSON_OPTIONS).decode()
+    if not result.findings:
+        yield head
+        return
+    yield head[:head.rindex("[]")] + "[\n"
+    enriched = result.summary.enrichment is not None
+    for index, finding in enumerate(result.findings):
+        text = orjson.dumps(finding_json(finding, enriched), option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY)
+        # an item of the top-level "findings" list sits two levels deep; JSON text holds no raw newline
+        yield ("" if index == 0 else ",\n") + "    " + text.decode().replace("\n", "\n    ")
+    yield "\n  ]\n}\n"
 
 
 def render_pdf(result: AnalysisResult, version: str = "", pages: int = 20) -> bytes:
@@ -299,6 +324,14 @@ def preload(kinds: Sequence[str]) -> threading.Thread | None:
     thread = threading.Thread(target=load, name="report-libraries", daemon=True)
     thread.start()
     return thread
+
+
+def stream(kind: str, result: AnalysisResult, **options: object) -> Iterator[str | bytes]:
+    """``render`` in pieces: the JSON report one finding at a time, the others whole."""
+    if kind == "json":
+        version = options.get("version", "")
+        return stream_json(result, version if isinstance(version, str) else "")
+    return iter([render(kind, result, **options)])
 
 
 def render(kind: str, result: AnalysisResult, **options: object) -> str | bytes:

@@ -27,6 +27,8 @@ import yaml
 
 from log_analyser_core.errors import ConfigError
 from log_analyser_core.parsing import events as log_events
+from log_analyser_core.parsing.address import canonical
+from log_analyser_core.parsing.address import parse as parse_address
 from log_analyser_core.results import AttackType, Evidence, Severity
 from log_analyser_core.rules.behaviour import regex_problem
 
@@ -76,12 +78,10 @@ class Allowlist:
     paths: tuple[str, ...] = ()
 
     def network_for(self, ip: str) -> str | None:
-        if not self.networks:
+        text = canonical(ip) if self.networks else None
+        if text is None:
             return None
-        try:
-            address = ipaddress.ip_address(ip)
-        except ValueError:
-            return None
+        address = ipaddress.ip_address(text)
         return next((str(n) for n in self.networks if address.version == n.version and address in n), None)
 
 
@@ -94,7 +94,7 @@ def load_allowlist(path: str | Path) -> Allowlist:
     if not isinstance(data, dict) or not set(data) <= {"ips", "user_agents", "paths"}:
         raise ConfigError("allowlist must be a mapping of ips, user_agents and paths", path=str(path))
     try:
-        networks = tuple(ipaddress.ip_network(str(item), strict=False) for item in data.get("ips") or ())
+        networks = tuple(_network(str(item)) for item in data.get("ips") or ())
     except ValueError as exc:
         raise ConfigError(f"allowlist: {exc}", path=str(path)) from None
     patterns = {key: tuple(str(p) for p in data.get(key) or ()) for key in ("user_agents", "paths")}
@@ -104,6 +104,14 @@ def load_allowlist(path: str | Path) -> Allowlist:
                 raise ConfigError(f"allowlist {key}: invalid regular expression {pattern!r}: {problem}",
                                   path=str(path))
     return Allowlist(networks=networks, **patterns)
+
+
+def _network(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    """An allowlist entry: an address (canonical, see parsing.address) or a CIDR network."""
+    address, slash, prefix = text.strip().partition("/")
+    if canonical(address) is None:
+        raise ValueError(f"{text!r} is not an IP address or network")
+    return ipaddress.ip_network(f"{canonical(address)}{slash}{prefix}", strict=False)
 
 
 def allowed_requests(events: pl.DataFrame, allow: Allowlist) -> tuple[pl.Series, dict[str, int]]:
@@ -122,11 +130,22 @@ def allowed_requests(events: pl.DataFrame, allow: Allowlist) -> tuple[pl.Series,
 def is_internal(ip: str) -> bool:
     """True for RFC 1918, carrier-grade NAT, loopback, link-local and unique-local addresses
     (analysed like any other and marked; documentation ranges such as 192.0.2.0/24 are not internal)."""
-    try:
-        address = ipaddress.ip_address(ip)
-    except ValueError:
+    address = parse_address(ip)
+    if address is None:
         return False
     return any(address in network for network in INTERNAL_NETWORKS if network.version == address.version)
+
+
+# Text an internal address can start with (canonical form: IPv4 dotted, IPv6 lower case and
+# compressed): every other client is not internal without being parsed. A million distinct
+# clients cost one regex over the column, not a million ipaddress objects.
+_MAYBE_INTERNAL = r"(?i)^(?:10\.|172\.|192\.168\.|100\.|127\.|169\.254\.|f[c-f][0-9a-f]{2}:|[0:]*:)"
+
+
+def internal_clients(ips: Sequence[str]) -> set[str]:
+    """The ``ips`` (canonical text) that is_internal() holds internal, checked in one pass."""
+    maybe = pl.Series(ips, dtype=pl.String).str.contains(_MAYBE_INTERNAL).fill_null(False)
+    return {ip for ip, hit in zip(ips, maybe.to_list(), strict=True) if hit and is_internal(ip)}
 
 
 def crawler_clients(events: pl.DataFrame) -> set[str]:
@@ -256,12 +275,13 @@ def judge(ips: Sequence[str], anomaly: Sequence[float], evidence: dict[str, list
     """Verdicts for every client (``ips`` and ``anomaly`` aligned); allowlisted clients keep a verdict
     (their evidence is dropped and they are never flagged) and are counted per network."""
     networks, excluded = _allowlisted(ips, allow)
+    internal = internal_clients(ips)
     by_ip: dict[str, Verdict] = {}
     inputs: dict[str, _Inputs] = {}
     for ip, score, network in zip(ips, anomaly, networks, strict=True):
         inputs[ip] = _Inputs(float(score), tuple([] if network else evidence.get(ip, [])), ip in crawlers)
         by_ip[ip] = fuse(inputs[ip].anomaly, inputs[ip].evidence, crawler=inputs[ip].crawler,
-                         internal=is_internal(ip), allowlisted=network)
+                         internal=ip in internal, allowlisted=network)
     return Verdicts(by_ip=by_ip, excluded=excluded, inputs=inputs)
 
 
@@ -271,6 +291,7 @@ def anomaly_only(ips: Sequence[str], anomaly: Sequence[float], allow: Allowlist 
     addresses are marked and the allowlist's networks apply as in judge(); its user-agent and path
     patterns match single requests and cannot. Such verdicts are not rejudged (no ``inputs``)."""
     networks, excluded = _allowlisted(ips, allow)
-    by_ip = {ip: Verdict(score=float(score), attack_types=(), evidence=(), internal=is_internal(ip),
+    internal = internal_clients(ips)
+    by_ip = {ip: Verdict(score=float(score), attack_types=(), evidence=(), internal=ip in internal,
                          allowlisted=network) for ip, score, network in zip(ips, anomaly, networks, strict=True)}
     return Verdicts(by_ip=by_ip, excluded=excluded)

@@ -178,7 +178,8 @@ def test_damaged_autoencoder_weights_are_a_config_error(tmp_path):
 
     rng = np.random.default_rng(0)
     widths = (6, 4, 2, 4, 6)
-    good = DenseNetwork([(rng.normal(0, 1, (a, b)), rng.normal(0, 1, b)) for a, b in zip(widths, widths[1:])])
+    shapes = zip(widths[:-1], widths[1:], strict=True)
+    good = DenseNetwork([(rng.normal(0, 1, (a, b)), rng.normal(0, 1, b)) for a, b in shapes])
     good.save(tmp_path / "ok.npz")
     assert DenseNetwork.load(tmp_path / "ok.npz").predict(np.ones((3, 6))).shape == (3, 6)
     np.savez(tmp_path / "short.npz", w0=np.ones((6, 4)), b0=np.ones(4))

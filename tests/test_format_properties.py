@@ -239,5 +239,5 @@ def test_cloudfront_percent_encoded_agents(f):
     events, bad = fp.parse_lines(pl.Series([line]), log_formats.preset("cloudfront"))
     event = events.row(0, named=True)
     agent = None if f["agent"] in ("", "-") else f["agent"]   # a lone "-" is the log's mark for "not sent"
-    assert bad.height == 0 and event["user_agent"] == agent and event["client_ip"] == f["ip"]
+    assert bad.height == 0 and event["user_agent"] == agent and event["client_ip"] == canonical(f["ip"])
     assert event["timestamp"] == f["moment"].replace(tzinfo=UTC) and event["path"] == f["path"]

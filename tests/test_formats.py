@@ -9,7 +9,7 @@ import pytest
 from conftest import DATA
 
 import file_parser as fp
-from log_analyser_core.errors import ConfigError
+from log_analyser_core.errors import ConfigError, InputError
 from log_analyser_core.parsing.events import EVENT_SCHEMA
 from log_analyser_core.parsing.presets import PRESETS
 
@@ -278,7 +278,8 @@ def test_w3c_auto_detection_picks_w3c_for_a_file_with_several_header_blocks(capl
 
 def test_w3c_header_in_force_carries_across_chunks(monkeypatch):
     whole = fp.iter_chunks
-    monkeypatch.setattr(fp, "iter_chunks", lambda source, progress=None: whole(source, progress, chunk_bytes=150))
+    monkeypatch.setattr(fp, "iter_chunks",
+                        lambda source, progress=None, **kw: whole(source, progress, chunk_bytes=150, **kw))
     assert len(list(fp.iter_chunks(str(W3C_BLOCKS)))) >= 8   # the second header's block spans several chunks
     assert_w3c_blocks(fp.parse([str(W3C_BLOCKS)], format_name="w3c"))
 
@@ -295,15 +296,31 @@ def test_w3c_headers_are_per_file_and_lines_above_the_first_use_the_format_given
 
 
 @pytest.mark.parametrize("format_name", ["w3c", "auto"])
-def test_w3c_header_without_client_address_names_the_file_and_line(tmp_path, format_name):
+def test_w3c_header_without_client_address_skips_its_block_with_a_count(tmp_path, format_name, caplog):
     path = tmp_path / "u_ex260310.log"
     path.write_text("#Fields: date time c-ip cs-method cs-uri-stem sc-status\n"
                     "2026-03-10 09:00:01 192.0.2.44 GET /x 500\n"
+                    "2026-03-10 09:00:01 192.0.2.45 GET /x 500\n"
                     "#Fields: date time cs-method cs-uri-stem sc-status\n"
-                    "2026-03-10 09:00:02 GET /y 200\n", encoding="utf-8")
-    with pytest.raises(ConfigError, match="names no c-ip or date field") as raised:
-        fp.parse([str(path)], format_name=format_name)
-    assert (raised.value.path, raised.value.line) == (str(path), 3)
+                    "2026-03-10 09:00:02 GET /y 200\n"
+                    "#Fields: date time c-ip cs-method cs-uri-stem sc-status\n"
+                    "2026-03-10 09:00:03 192.0.2.46 GET /z 404\n", encoding="utf-8")
+    result = fp.parse([str(path)], format_name=format_name)
+    assert result.events["client_ip"].cast(str).to_list() == ["192.0.2.44", "192.0.2.45", "192.0.2.46"]
+    assert result.stats.unparsed_by_reason == {fp.UNUSABLE_FIELDS: 1}
+    assert result.stats.not_access == {"header line": 3}
+    assert result.unparsed.filter(pl.col("reason") == fp.UNUSABLE_FIELDS)["line_number"].to_list() == [5]
+    assert f"{path}:4: " in caplog.text and "names no c-ip or date field" in caplog.text
+
+
+@pytest.mark.parametrize("first", [True, False])
+def test_w3c_file_with_only_unusable_fields_lines_is_an_input_error(tmp_path, first):
+    path = tmp_path / "u_ex260310.log"
+    good = "#Fields: date time c-ip cs-method cs-uri-stem sc-status\n" if not first else ""
+    path.write_text(good + "#Fields: date time cs-method cs-uri-stem sc-status\n"
+                    "2026-03-10 09:00:02 GET /y 200\n2026-03-10 09:00:03 GET /z 200\n", encoding="utf-8")
+    with pytest.raises(InputError, match="only 0 of 2 lines parse"):
+        fp.parse([str(path)], format_name="w3c")
 
 
 def test_csv_header_with_unknown_columns_and_no_address_is_an_error(tmp_path):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 
 import numpy as np
 import polars as pl
@@ -244,7 +245,7 @@ def test_model_trained_on_other_features_is_a_clear_error(tmp_path, capsys):
     (lambda folder: (folder / "model.json").unlink(), "not a model directory"),
     (lambda folder: (folder / "model.json").write_text("{"), "cannot read the model"),
     (lambda folder: _rewrite(folder, features=["requests", "telepathy"]), "does not compute: telepathy"),
-    (lambda folder: _rewrite(folder, format_version=99), "format version 99 is not supported"),
+    (lambda folder: _rewrite(folder, format_version=99), "in format 99, made by a newer log_analyser"),
     (lambda folder: _rewrite(folder, detectors=["iforest"]) or _plant(folder), "not trusted: posix.system"),
 ])
 def test_broken_or_hostile_models_are_refused(forest_model, tmp_path, edit, message):
@@ -299,3 +300,56 @@ def test_help_states_how_models_are_loaded(capsys):
     out = capsys.readouterr().out
     assert "--detectors" in out and "--model" in out and "without unpickling" in out
     assert log_analyser.main(["train", "--help"]) == 0 and "--save" in capsys.readouterr().out
+
+
+def _arrays(folder, drop: str | None = None, **changes):
+    import numpy as np
+
+    with np.load(folder / "reference.npz") as arrays:
+        kept = {key: arrays[key] for key in arrays.files if key != drop}
+    np.savez(folder / "reference.npz", **{**kept, **changes})
+
+
+def _swap_estimator(folder):
+    import skops.io
+    from sklearn.preprocessing import RobustScaler
+
+    state = skops.io.load(folder / "iforest.skops", trusted=list(model_store.TRUSTED_SKOPS_TYPES))
+    skops.io.dump({**state, "forest": RobustScaler().fit([[0.0] * 3])}, folder / "iforest.skops")
+
+
+# Each damage gives one ConfigError naming the file (issue 22, item 12), never a crash later on.
+@pytest.mark.parametrize(("edit", "file", "message"), [
+    (lambda f: (f / "reference.npz").unlink(), "", "reference.npz is missing"),
+    (lambda f: (f / "iforest.skops").unlink(), "", "iforest.skops is missing"),
+    (lambda f: (f / "iforest.skops").write_bytes(b"PK\x03\x04 not a zip"), "iforest.skops", "cannot read it"),
+    (lambda f: (f / "reference.npz").write_bytes(b"junk"), "reference.npz", "cannot read it"),
+    (lambda f: _arrays(f, drop="center"), "reference.npz", "no center array"),
+    (lambda f: _arrays(f, drop="reference_iforest"), "reference.npz", "no reference_iforest array"),
+    (lambda f: _arrays(f, reference_iforest=__import__("numpy").array([])), "reference.npz",
+     "'reference_iforest' is not a non-empty list of numbers"),
+    (lambda f: _arrays(f, spread=__import__("numpy").array([1.0, 2.0])), "reference.npz", "'spread' is not"),
+    (lambda f: _arrays(f, scale=__import__("numpy").array([1.0, float("nan")])), "reference.npz", "'scale' is not"),
+    (lambda f: _rewrite(f, features=["requests"]), "model.json", "'typical' is not a list of 1 numbers"),
+    (lambda f: _rewrite(f, features="requests"), "model.json", "'features' is not a non-empty list"),
+    (lambda f: _rewrite(f, detectors=[]), "model.json", "'detectors' is not a non-empty list"),
+    (lambda f: _rewrite(f, detectors=["autoencoder"]), "model.json", "lacks iforest"),
+    (lambda f: _rewrite(f, training={}), "model.json", "'training.clients' is not"),
+    (lambda f: _rewrite(f, typical="many"), "model.json", "'typical' is not a list"),
+    (lambda f: _rewrite(f, format_version="1"), "model.json", "format version is '1'; this version reads format 1"),
+    (lambda f: _rewrite(f, format_version=None), "model.json", "format version is missing"),
+    (_swap_estimator, "iforest.skops", "expected a RobustScaler and an IsolationForest, found RobustScaler and "
+                                       "RobustScaler"),
+])
+def test_damaged_models_are_one_line_errors_naming_the_file(forest_model, tmp_path, capsys, edit, file, message):
+    import shutil
+
+    folder = tmp_path / "copy"
+    shutil.copytree(forest_model[0], folder)
+    edit(folder)
+    with pytest.raises(ConfigError, match=re.escape(message)) as raised:
+        model_store.load(folder)
+    assert raised.value.path == str(folder / file if file else folder)
+    code = log_analyser.main(["-f", str(DATA / "small.log"), "--model", str(folder)])
+    err = capsys.readouterr().err.strip()
+    assert code == ExitCode.USAGE and err.startswith("error: ") and "\n" not in err, err

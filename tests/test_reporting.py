@@ -58,7 +58,7 @@ def test_csv_has_one_row_per_client_and_no_formula_cells(small_result):
 
 @pytest.mark.parametrize(("value", "expected"), [
     ("=HYPERLINK(\"x\")", "'=HYPERLINK(\"x\")"), ("+1", "'+1"), ("-cmd", "'-cmd"), ("@SUM(A1)", "'@SUM(A1)"),
-    ("\tx", "'\tx"), ("plain", "plain"), (12, 12),
+    ("\tx", "'\\x09x"), ("plain", "plain"), (12, 12),
 ])
 def test_csv_safe(value, expected):
     assert reporting.csv_safe(value) == expected

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from log_analyser_core.cli.common import configure_logging, named_as_flags, version
+from log_analyser_core.cli.output import to_stdout, write
 from log_analyser_core.errors import ConfigError, ExitCode
 
 log = logging.getLogger("log_analyser")
@@ -44,7 +45,7 @@ def run(args: argparse.Namespace) -> ExitCode:
     if args.dry_run_llm:
         _print_llm_dry_run(result, settings)
     _write_reports(result, args)
-    sys.stdout.flush()
+    to_stdout()
     _say(args, summary_line(result, colour=_colour(sys.stderr)))
     if settings.format_name == "auto" and not settings.log_format and not settings.json_fields:
         _say(args, _detected_formats(result.summary.formats))
@@ -83,6 +84,7 @@ def build_settings(args: argparse.Namespace, now: datetime | None = None):
         settings = Settings(
             format_name=args.format_name, log_format=args.log_format, json_fields=args.json_fields, tz=args.tz,
             real_ip_header=args.real_ip_header, trusted_proxies=parse_networks(args.trusted_proxies or ""),
+            max_decompressed=args.max_decompressed,
             threshold=args.threshold, contamination=args.contamination, random_state=args.seed,
             enrichment=enrichment_settings(args), explain=_explain_settings(args),
             rules_dirs=tuple(args.rules_dirs), builtin_rules=not args.no_builtin_rules, detectors=args.detectors,
@@ -217,17 +219,17 @@ def _write_reports(result, args: argparse.Namespace) -> None:
         from log_analyser_core.report.details import render_details
 
         texts = [render_details(result, ip, colour=_colour(sys.stdout)) for ip in args.details]
-        sys.stdout.write("\n".join(texts))
+        to_stdout("\n".join(texts))
     elif not args.output:
-        sys.stdout.write(reporting.render_table(result, top=args.top, colour=_colour(sys.stdout),
-                                                width=_table_width(args, sys.stdout), everything=args.all_clients))
+        to_stdout(reporting.render_table(result, top=args.top, colour=_colour(sys.stdout),
+                                         width=_table_width(args, sys.stdout), everything=args.all_clients))
     targets = [reporting.format_for(path, args.output_format) for path in args.output]
     options = {"top": args.top, "version": version(), "severity": args.block_severity, "pages": args.pdf_pages,
                "everything": args.all_clients, "width": args.width, "fail_on": args.fail_on}
     failed: list[Exception] = []
     for kind, path in targets:   # one failing report (a full disk, a bug) must not cost the blocklists after it
         try:
-            _write(reporting.render(kind, result, **options), path)
+            write(reporting.stream(kind, result, **options), path)
         except Exception as exc:   # noqa: BLE001 - re-raised below, once every other report is written
             if failed:   # the first failure is raised below, and main() prints it once
                 log.error("%s report to %s failed: %s", kind, path, exc)
@@ -265,26 +267,6 @@ def _step_summary(result, args: argparse.Namespace) -> None:
             handle.write(render_markdown(result) + "\n")
     except OSError as exc:
         raise ConfigError(f"cannot append to GITHUB_STEP_SUMMARY: {exc.strerror}", path=path) from None
-
-
-def _write(content: str | bytes, path: str) -> None:
-    """Write a report to ``path`` ('-' = stdout); text as UTF-8, bytes (PDF) as they are."""
-    if path == "-":
-        if isinstance(content, bytes):
-            sys.stdout.flush()
-            sys.stdout.buffer.write(content)
-        else:
-            sys.stdout.write(content)
-        return
-    try:
-        if isinstance(content, bytes):
-            with open(path, "wb") as handle:
-                handle.write(content)
-        else:
-            with open(path, "w", encoding="utf-8", newline="") as handle:
-                handle.write(content)
-    except OSError as exc:
-        raise ConfigError(f"cannot write report: {exc.strerror}", path=path) from None
 
 
 def _detected_formats(formats: dict[str, str]) -> str:

@@ -46,6 +46,23 @@ def duration(text: str) -> float:
     return seconds
 
 
+_SIZE_UNITS = {"": 1, "K": 1024, "M": 1024 ** 2, "G": 1024 ** 3, "T": 1024 ** 4}
+
+
+def size(text: str) -> int:
+    """Bytes from '500M', '20G' or '1048576' (binary units)."""
+    number, unit = text.strip().upper().removesuffix("B"), ""
+    if number[-1:] in _SIZE_UNITS:
+        number, unit = number[:-1], number[-1]
+    try:
+        value = float(number) * _SIZE_UNITS[unit]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (use e.g. 500M or 20G)") from None
+    if not 0 <= value < 2 ** 63:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (use e.g. 500M or 20G)")
+    return int(value)
+
+
 def severity(text: str) -> Severity:
     try:
         return Severity.parse(text)

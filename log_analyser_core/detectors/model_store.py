@@ -92,34 +92,33 @@ def _versions(baseline: Baseline) -> dict[str, str]:
     return versions
 
 
+KNOWN_DETECTORS = ("iforest", "autoencoder")
+_RETRAIN = "retrain it with: log_analyser train -f known_good.log --save DIR"
+
+
 def load(directory: Path | str, detectors: tuple[str, ...] | None = None) -> LoadedModel:
     """Load a model directory; ``detectors`` restricts which of its detectors score (None: all saved).
 
+    Every file is checked as it is read (present, readable, the keys, types and shapes this version
+    wrote), so a damaged or hand-edited model is a ConfigError naming the file, never a crash later.
     Raises ConfigError for a missing or malformed model, features this version does not know, or a
     requested detector the model was not trained with; MissingExtraError if it needs the deep extra.
     """
     folder = Path(directory)
     metadata = _metadata(folder)
-    unknown = [f for f in metadata["features"] if f not in FEATURE_NAMES]
-    if unknown:
-        raise ConfigError(f"the model uses features this version does not compute: {', '.join(unknown)}",
-                          path=str(folder), hint="train a new model with this version")
     wanted = tuple(metadata["detectors"]) if detectors is None else detectors
     missing = [name for name in wanted if name not in metadata["detectors"]]
     if missing:
         raise ConfigError(f"the model has no {', '.join(missing)} detector", path=str(folder),
                           hint=f"it was trained with {', '.join(metadata['detectors'])}")
-    forest = _load_forest(folder)
+    width = len(metadata["features"])
+    forest = _load_forest(folder, width)
     fitted: dict[str, Detector] = {name: forest for name in wanted if name == "iforest"}
     if "autoencoder" in wanted:
-        from log_analyser_core.detectors import autoencoder
-
-        fitted["autoencoder"] = autoencoder.AutoencoderDetector.load(folder)
-    with np.load(folder / "reference.npz", allow_pickle=False) as arrays:
-        reference = {name: arrays[f"reference_{name}"] for name in wanted}
-        scale, center, spread = arrays["scale"], arrays["center"], arrays["spread"]
+        fitted["autoencoder"] = _load_autoencoder(folder, width)
+    reference, scale, center, spread = _reference(folder, wanted, width)
     baseline = Baseline(features=tuple(metadata["features"]), detectors=fitted, scale_model=forest,
-                        reference=reference, scale=scale, typical=np.array(metadata["typical"]),
+                        reference=reference, scale=scale, typical=np.array(metadata["typical"], dtype=float),
                         clients=int(metadata["training"]["clients"]), center=center, spread=spread)
     return LoadedModel(baseline=baseline, metadata=metadata)
 
@@ -135,24 +134,138 @@ def _metadata(folder: Path) -> dict:
         raise ConfigError(f"cannot read the model: {exc}", path=str(path)) from None
     if not isinstance(metadata, dict) or metadata.get("format") != FORMAT:
         raise ConfigError("not a log_analyser model", path=str(path))
-    if metadata.get("format_version") != FORMAT_VERSION:
-        raise ConfigError(f"model format version {metadata.get('format_version')} is not supported",
-                          path=str(path), hint=f"this version reads format {FORMAT_VERSION}; retrain the model")
+    _check_version(metadata.get("format_version"), path)
+    features = metadata.get("features")
+    unknown = [f for f in features if f not in FEATURE_NAMES] if isinstance(features, list) else []
+    if unknown:
+        raise ConfigError(f"the model uses features this version does not compute: {', '.join(map(str, unknown))}",
+                          path=str(folder), hint="train a new model with this version")
+    problem = _metadata_problem(metadata)
+    if problem:
+        raise ConfigError(f"damaged model: {problem}", path=str(path), hint=_RETRAIN)
     return metadata
 
 
-def _load_forest(folder: Path) -> IsolationForestDetector:
+def _check_version(version: object, path: Path) -> None:
+    if version == FORMAT_VERSION and isinstance(version, int) and not isinstance(version, bool):
+        return
+    if isinstance(version, int) and not isinstance(version, bool) and version > FORMAT_VERSION:
+        raise ConfigError(f"the model is in format {version}, made by a newer log_analyser", path=str(path),
+                          hint=f"this version reads format {FORMAT_VERSION}: upgrade log_analyser or retrain")
+    shown = "missing" if version is None else repr(version)
+    raise ConfigError(f"the model's format version is {shown}; this version reads format {FORMAT_VERSION}",
+                      path=str(path), hint=_RETRAIN)
+
+
+def _metadata_problem(metadata: dict) -> str | None:
+    """What is wrong with model.json's fields, or None."""
+    features, names = metadata.get("features"), metadata.get("detectors")
+    if not isinstance(features, list) or not features or not all(isinstance(f, str) for f in features):
+        return "'features' is not a non-empty list of names"
+    if len(set(features)) != len(features):
+        return "'features' names a feature twice"
+    if not isinstance(names, list) or not names or not all(n in KNOWN_DETECTORS for n in names):
+        return f"'detectors' is not a non-empty list of {' / '.join(KNOWN_DETECTORS)}"
+    if "iforest" not in names:
+        return "'detectors' lacks iforest, which every model has"
+    typical = metadata.get("typical")
+    if not isinstance(typical, list) or len(typical) != len(features) or not all(_is_number(v) for v in typical):
+        return f"'typical' is not a list of {len(features)} numbers, one per feature"
+    training = metadata.get("training")
+    clients = training.get("clients") if isinstance(training, dict) else None
+    if not isinstance(clients, int) or isinstance(clients, bool) or clients < 1:
+        return "'training.clients' is not a positive whole number"
+    return None
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and np.isfinite(value)
+
+
+def _load_forest(folder: Path, width: int) -> IsolationForestDetector:
     import skops.io
+    from sklearn.ensemble import IsolationForest
+    from sklearn.preprocessing import RobustScaler
 
     path = folder / "iforest.skops"
-    untrusted = [t for t in skops.io.get_untrusted_types(file=path) if t not in TRUSTED_SKOPS_TYPES]
-    if untrusted:
-        raise ConfigError(f"the model file contains types that are not trusted: {', '.join(untrusted)}",
-                          path=str(path), hint="only load models made by log_analyser train")
-    state = skops.io.load(path, trusted=list(TRUSTED_SKOPS_TYPES))
-    forest = IsolationForestDetector(**state["params"])
-    forest.scaler_, forest.forest_ = state["scaler"], state["forest"]
+    if not path.is_file():
+        raise ConfigError("damaged model: iforest.skops is missing", path=str(folder), hint=_RETRAIN)
+    try:
+        untrusted = [t for t in skops.io.get_untrusted_types(file=path) if t not in TRUSTED_SKOPS_TYPES]
+        if untrusted:
+            raise ConfigError(f"the model file contains types that are not trusted: {', '.join(untrusted)}",
+                              path=str(path), hint="only load models made by log_analyser train")
+        state = skops.io.load(path, trusted=list(TRUSTED_SKOPS_TYPES))
+    except ConfigError:
+        raise
+    except Exception as exc:   # skops raises zip, JSON, type and attribute errors of every kind for a damaged file
+        raise ConfigError(f"damaged model: cannot read it ({type(exc).__name__})", path=str(path),
+                          hint=_RETRAIN) from None
+    if not isinstance(state, dict) or not isinstance(state.get("params"), dict):
+        raise ConfigError("damaged model: not a scaler, forest and parameters", path=str(path), hint=_RETRAIN)
+    scaler, forest_model = state.get("scaler"), state.get("forest")
+    if not isinstance(scaler, RobustScaler) or not isinstance(forest_model, IsolationForest):
+        raise ConfigError(f"damaged model: expected a RobustScaler and an IsolationForest, found "
+                          f"{type(scaler).__name__} and {type(forest_model).__name__}", path=str(path), hint=_RETRAIN)
+    for fitted in (scaler, forest_model):
+        if getattr(fitted, "n_features_in_", None) != width:
+            raise ConfigError(f"damaged model: {type(fitted).__name__} was fitted on "
+                              f"{getattr(fitted, 'n_features_in_', 'no')} features, model.json lists {width}",
+                              path=str(path), hint=_RETRAIN)
+    try:
+        forest = IsolationForestDetector(**state["params"])
+    except TypeError:
+        raise ConfigError("damaged model: unknown forest parameters", path=str(path), hint=_RETRAIN) from None
+    forest.scaler_, forest.forest_ = scaler, forest_model
     return forest
+
+
+def _load_autoencoder(folder: Path, width: int) -> Detector:
+    from log_analyser_core.detectors import autoencoder
+
+    # the weights scoring reads (autoencoder.npz), or for a model saved before them the Keras file
+    weights = "autoencoder.npz" if (folder / "autoencoder.npz").is_file() else "autoencoder.keras"
+    for name in ("autoencoder.json", weights):
+        if not (folder / name).is_file():
+            raise ConfigError(f"damaged model: {name} is missing", path=str(folder), hint=_RETRAIN)
+    try:
+        detector = autoencoder.AutoencoderDetector.load(folder)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"damaged model: cannot load the autoencoder ({type(exc).__name__})",
+                          path=str(folder / "autoencoder.json"), hint=_RETRAIN) from None
+    layers = detector.network_.layers
+    if layers[0][0].shape[0] != width or layers[-1][0].shape[1] != width:
+        raise ConfigError(f"damaged model: the autoencoder does not read and write {width} features, as "
+                          "model.json lists", path=str(folder / weights), hint=_RETRAIN)
+    return detector
+
+
+def _reference(folder: Path, wanted: tuple[str, ...], width: int) -> tuple[dict, np.ndarray, np.ndarray, np.ndarray]:
+    """(reference scores per detector, the 0-100 scale, feature centre, feature spread) from
+    reference.npz, each checked: present, numeric, finite, non-empty, of the right length."""
+    import zipfile
+
+    path = folder / "reference.npz"
+    if not path.is_file():
+        raise ConfigError("damaged model: reference.npz is missing", path=str(folder), hint=_RETRAIN)
+    shapes = {"scale": None, "center": width, "spread": width, **{f"reference_{name}": None for name in wanted}}
+    try:
+        with np.load(path, allow_pickle=False) as arrays:
+            absent = [key for key in shapes if key not in arrays.files]
+            if absent:
+                raise ConfigError(f"damaged model: no {', '.join(absent)} array", path=str(path), hint=_RETRAIN)
+            loaded = {key: np.asarray(arrays[key]) for key in shapes}
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        raise ConfigError(f"damaged model: cannot read it ({type(exc).__name__})", path=str(path),
+                          hint=_RETRAIN) from None
+    for key, values in loaded.items():
+        length = shapes[key]
+        if (values.ndim != 1 or values.size == 0 or not np.issubdtype(values.dtype, np.number)
+                or not np.all(np.isfinite(values)) or length is not None and values.size != length):
+            expected = f"{length} numbers" if length else "a non-empty list of numbers"
+            raise ConfigError(f"damaged model: '{key}' is not {expected}", path=str(path), hint=_RETRAIN)
+    reference = {name: loaded[f"reference_{name}"] for name in wanted}
+    return reference, loaded["scale"], loaded["center"], loaded["spread"]
 
 
 def check_features(model: LoadedModel, used: list[str], source: str) -> None:

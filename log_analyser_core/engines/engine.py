@@ -57,6 +57,9 @@ class InputSettings(Protocol):
     def until(self) -> datetime | None: ...
 
     @property
+    def max_decompressed(self) -> int | None: ...
+
+    @property
     def max_unparsed_ratio(self) -> float: ...
 
     @property
@@ -106,7 +109,8 @@ class LocalEngine:
     def aggregate(self, sources: Sequence[str], settings: InputSettings,
                   progress: file_parser.Progress | None = None) -> Aggregated:
         options = InputOptions(tz=settings.tz, real_ip_header=settings.real_ip_header,
-                               trusted_proxies=settings.trusted_proxies, since=settings.since, until=settings.until)
+                               trusted_proxies=settings.trusted_proxies, since=settings.since, until=settings.until,
+                               max_decompressed=settings.max_decompressed)
         parsed = file_parser.parse(sources, format_name=settings.format_name, log_format=settings.log_format,
                                    json_fields=settings.json_fields, max_unparsed_ratio=settings.max_unparsed_ratio,
                                    progress=progress, options=options)

@@ -115,6 +115,7 @@ class CacheStore:
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
         self.enabled = True
+        self._warned: set[str] = set()   # actions already warned about: one warning each, not one per lookup
 
     # -- opening, migrating, recovering -------------------------------------------------------
     def _connection(self) -> sqlite3.Connection | None:
@@ -181,7 +182,12 @@ class CacheStore:
                 conn = self._connection()
                 return default if conn is None else work(conn)
             except (sqlite3.Error, OSError, ValueError) as exc:   # ValueError: a stored value that is not JSON
-                log.warning("cache %s: %s failed (%s); continuing without it", self.path, action, exc)
+                if self._conn is None:   # it cannot even be opened: unusable for the rest of the run
+                    self.enabled = False
+                first = action not in self._warned
+                self._warned.add(action)
+                log.log(logging.WARNING if first else logging.DEBUG,
+                        "cache %s: %s failed (%s); continuing without it", self.path, action, exc)
                 return default
 
     # -- the interface ------------------------------------------------------------------------

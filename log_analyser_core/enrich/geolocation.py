@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Protocol
 
 from log_analyser_core.errors import ConfigError
+from log_analyser_core.parsing.address import canonical
 from log_analyser_core.results import Geo
 
 log = logging.getLogger(__name__)
@@ -35,10 +36,10 @@ class Locator(Protocol):
 def is_public(ip: str) -> bool:
     """True for a globally routable unicast address: private, loopback, link-local, reserved,
     multicast and documentation ranges (192.0.2.0/24, 2001:db8::/32, ...) are not public."""
-    try:
-        address = ipaddress.ip_address(ip)
-    except ValueError:
+    text = canonical(ip)   # a scoped or otherwise odd form is not an address: never sent anywhere
+    if text is None:
         return False
+    address = ipaddress.ip_address(text)
     return address.is_global and not address.is_multicast
 
 

@@ -87,7 +87,8 @@ class ExplainSettings:
     line_chars: int = 400           # each line clipped to this length
     token_budget: int = 2000        # prompt size per finding; example lines are dropped to fit
     answer_tokens: int = 3000       # max_completion_tokens (reasoning models spend some before answering)
-    timeout: float = 60.0           # per HTTP attempt
+    timeout: float = 60.0           # per network read of one HTTP attempt
+    deadline: float = 180.0         # per request, retries and body included (a trickling server)
     max_retries: int = 2            # on 429, 5xx and timeouts, with the SDK's backoff
     concurrency: int = 3            # requests in flight at once
     cache_ttl: int = 30 * 86400
@@ -319,7 +320,8 @@ def open_backend(settings: ExplainSettings) -> tuple[ChatBackend | None, str | N
     api_key = os.environ.get("OPENAI_API_KEY", "").strip()
     if not api_key:
         return None, "OPENAI_API_KEY is not set (for a local server any value works, e.g. OPENAI_API_KEY=local)"
-    return llm_client.OpenAIBackend(api_key, settings.base_url, settings.timeout, settings.max_retries), None
+    return llm_client.OpenAIBackend(api_key, settings.base_url, settings.timeout, settings.max_retries,
+                                    deadline=settings.deadline), None
 
 
 def base_url(settings: ExplainSettings) -> str:

@@ -5,7 +5,9 @@ Imported lazily by ``explanations``; importing it without the extra raises Impor
 """
 from __future__ import annotations
 
+import json
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -18,6 +20,8 @@ log = logging.getLogger(__name__)
 MAX_ACTIONS = 5
 SUMMARY_CHARS = 1500      # longer answers are not a short note: rejected as schema violations
 ACTION_CHARS = 300
+MAX_BODY_BYTES = 1024 * 1024   # a chat completion of a few thousand tokens is a few kilobytes
+REFUSAL_CHARS = 500
 
 SeverityLabel = Literal["info", "low", "medium", "high", "critical"]
 
@@ -59,13 +63,21 @@ class Reply:
 
 
 class OpenAIBackend:
-    """Sends Chat Completions requests with the ``openai`` SDK (retries 429/5xx with backoff)."""
+    """Sends Chat Completions requests with the ``openai`` SDK (retries 429/5xx with backoff).
 
-    def __init__(self, api_key: str, base_url: str | None, timeout: float, max_retries: int) -> None:
+    ``timeout`` bounds each network read; ``deadline`` the whole call, body included: a server
+    that trickles one byte every few seconds never trips a read timeout. The body is read as a
+    stream, at most ``max_body_bytes``, and checked field by field (a compatible server may send
+    anything), so a malformed answer is a failed note, never an exception."""
+
+    def __init__(self, api_key: str, base_url: str | None, timeout: float, max_retries: int,
+                 deadline: float | None = None, max_body_bytes: int = MAX_BODY_BYTES) -> None:
         self.client = openai.OpenAI(api_key=api_key, base_url=base_url or None, timeout=timeout,
                                     max_retries=max_retries)
         self.timeout = timeout
         self.max_retries = max_retries
+        self.deadline = deadline if deadline is not None else timeout * (max_retries + 1) + 30
+        self.max_body_bytes = max_body_bytes
 
     @property
     def url(self) -> str:
@@ -73,17 +85,19 @@ class OpenAIBackend:
 
     def complete(self, body: dict[str, Any]) -> Reply:
         """POST ``body`` to ``/chat/completions``; never raises for HTTP or server trouble."""
+        ends = time.monotonic() + self.deadline
         try:
-            completion = self.client.chat.completions.create(**body)
+            with self.client.chat.completions.with_streaming_response.create(**body) as response:
+                data = bytearray()
+                for chunk in response.iter_bytes():
+                    data += chunk
+                    if len(data) > self.max_body_bytes:
+                        return Reply(failure=f"the answer is larger than {self.max_body_bytes:,} bytes")
+                    if time.monotonic() > ends:
+                        return Reply(failure=f"no complete answer within {self.deadline:g} s")
         except openai.APIError as exc:
             return self._failure(exc)
-        choices = getattr(completion, "choices", None)
-        if not choices or getattr(choices[0], "message", None) is None:
-            return Reply(failure="the server's response is not a chat completion")
-        choice = choices[0]
-        if choice.message.refusal:
-            return Reply(refusal=choice.message.refusal)
-        return Reply(content=choice.message.content or "", truncated=choice.finish_reason == "length")
+        return completion_reply(bytes(data))
 
     def _failure(self, exc: openai.APIError) -> Reply:
         tries = f"after {self.max_retries + 1} attempts"
@@ -104,6 +118,26 @@ class OpenAIBackend:
         if isinstance(exc, openai.APIStatusError):
             return Reply(failure=f"server error (HTTP {exc.status_code}, {tries})")
         return Reply(failure=f"unreadable response ({type(exc).__name__})")
+
+
+def completion_reply(data: bytes) -> Reply:
+    """A Reply from a chat completion's body, every field checked: a body that is not UTF-8 JSON,
+    a ``message`` that is not an object, a ``content`` that is not text all fail the request."""
+    try:
+        document = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        return Reply(failure="unreadable response (not UTF-8 JSON)")
+    choices = document.get("choices") if isinstance(document, dict) else None
+    choice = choices[0] if isinstance(choices, list) and choices else None
+    message = choice.get("message") if isinstance(choice, dict) else None
+    if not isinstance(choice, dict) or not isinstance(message, dict):
+        return Reply(failure="the server's response is not a chat completion")
+    content, refusal = message.get("content"), message.get("refusal")
+    if not isinstance(content, str | None) or not isinstance(refusal, str | None):
+        return Reply(failure="the server's response is not a chat completion (content or refusal is not text)")
+    if refusal:
+        return Reply(refusal=_clip(refusal, REFUSAL_CHARS))
+    return Reply(content=content or "", truncated=choice.get("finish_reason") == "length")
 
 
 def _clip(text: str, width: int = 160) -> str:

@@ -9,9 +9,10 @@ restore them in text that comes back.
 """
 from __future__ import annotations
 
-import ipaddress
 import re
 from urllib.parse import unquote
+
+from log_analyser_core.parsing.address import canonical
 
 REDACTED = "[REDACTED]"
 EMAIL = "[EMAIL]"
@@ -113,10 +114,4 @@ def restore(text: str, mapping: dict[str, str]) -> str:
 
 
 def _canonical(text: str) -> str | None:
-    try:
-        address = ipaddress.ip_address(text)
-    except ValueError:
-        return None
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-        return str(address.ipv4_mapped)
-    return str(address)
+    return canonical(text)

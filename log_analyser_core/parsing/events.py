@@ -162,7 +162,8 @@ def _epoch_time(column: str) -> tuple[pl.Expr, pl.Expr]:
     seconds = (pl.when(number > 1e17).then(number / 1e9).when(number > 1e14).then(number / 1e6)
                .when(number > 1e11).then(number / 1e3).otherwise(number))
     seconds = pl.when(seconds.abs() < 1e11).then(seconds)   # beyond year 5000: unreadable, not an error
-    return (seconds * 1e6).round().cast(pl.Int64).cast(pl.Datetime("us")), pl.lit(0, dtype=pl.Int32)
+    micros = (seconds * 1e6).round().cast(pl.Int64, strict=False)   # never a crash on an odd value
+    return micros.cast(pl.Datetime("us")), pl.lit(0, dtype=pl.Int32)
 
 
 def _any_time(column: str) -> tuple[pl.Expr, pl.Expr]:
@@ -278,6 +279,33 @@ def _path_query_host(fmt: LogFormat, groups: set[str], target: pl.Expr) -> tuple
     return path, pl.when(query == "").then(None).otherwise(query), host
 
 
+FIELD_CHARS = 8192   # Apache's LimitRequestLine and nginx's header buffers: longer was never a served request
+BOUNDED_FIELDS = ("path", "query", "request", "referer", "user_agent", "vhost", "protocol", "method")
+
+
+def bounded(text: pl.Expr, limit: int = FIELD_CHARS) -> pl.Expr:
+    """``text`` clipped to ``limit`` characters where it is longer (its byte length is known without
+    reading it, so the common short value costs nothing): every log field is written by the
+    client, and a field of a megabyte would be held, matched and reported at that size."""
+    text = text.cast(pl.String)   # a field the format does not log is a null literal
+    return pl.when(text.str.len_bytes() > limit).then(text.str.slice(0, limit)).otherwise(text)
+
+
+def _byte_count(fmt: LogFormat) -> pl.Expr:
+    """Bytes sent as Int64, null where not logged ('-') or beyond Int64 (9.2e18 and up, 1e30)."""
+    return _decoded(fmt, "bytes").cast(pl.Float64, strict=False).cast(pl.Int64, strict=False)
+
+
+def _out_of_range(fmt: LogFormat, groups: set[str]) -> pl.Expr:
+    """Why a line's numbers cannot be stored (a reason for the unparsed table), or null. A number
+    that reads but does not fit its column makes the line unparsed rather than a zero."""
+    if "bytes" not in groups:
+        return pl.lit(None, dtype=pl.String)
+    number = _decoded(fmt, "bytes").cast(pl.Float64, strict=False)
+    return pl.when(number.is_not_null() & _byte_count(fmt).is_null()) \
+        .then(pl.lit("bytes out of range")).otherwise(None)
+
+
 def canonical(fmt: LogFormat, tz: str, source: str, real_ip_group: str | None = None) -> list[list[pl.Expr]]:
     """Stages of expressions (apply each with ``with_columns``, the last with ``select``) turning
     the format's groups into EVENT_SCHEMA columns, plus ``_naive`` (time logged without an
@@ -309,13 +337,15 @@ def _final(fmt: LogFormat, groups: set[str], tz: str, source: str, real_ip_group
         "method": request["method"], "path": path, "query": query, "protocol": request["protocol"],
         "request": request["request"],
         "status": opt("status", _decoded(fmt, "status").cast(pl.Int16, strict=False)),
-        "bytes": opt("bytes", _decoded(fmt, "bytes").cast(pl.Float64, strict=False).cast(pl.Int64).fill_null(0)),
+        "bytes": opt("bytes", _byte_count(fmt).fill_null(0)),
         "referer": opt("referer"), "user_agent": opt("user_agent"),
         "vhost": pl.coalesce(opt("vhost"), host), "request_time": request_time(groups),
         "line_number": pl.col("line_number"), "source": pl.lit(source),
     }
-    exprs = [expr.cast(EVENT_SCHEMA[name]).alias(name) for name, expr in columns.items()]
+    exprs = [(bounded(expr) if name in BOUNDED_FIELDS else expr).cast(EVENT_SCHEMA[name]).alias(name)
+             for name, expr in columns.items()]
     exprs.append(naive.alias("_naive"))
+    exprs.append(_out_of_range(fmt, groups).alias("_bad_number"))
     if real_ip_group:
         exprs.append((_decoded(fmt, real_ip_group) if real_ip_group in groups else pl.lit(None, pl.String))
                      .alias("_real_ip_hdr"))

@@ -16,6 +16,7 @@ import os
 import queue
 import sys
 import threading
+import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
@@ -25,6 +26,9 @@ import polars as pl
 from log_analyser_core.errors import InputError
 
 CHUNK_BYTES = 32 * 1024 * 1024
+# A compressed input may hold far more than it weighs (100 MB of newlines bzip2 to 113 bytes):
+# decompression stops here unless the user raises the cap (--max-decompressed).
+MAX_DECOMPRESSED_BYTES = 20 * 1024 ** 3
 _SEPARATOR = b"\x1f"  # ASCII unit separator: never in a log line; a block containing it takes the slow path
 _MAGIC: dict[bytes, Callable[..., Any]] = {b"\x1f\x8b": gzip.open, b"BZh": bz2.open, b"\xfd7zXZ\x00": lzma.open}
 Progress = Callable[[int], None]
@@ -71,36 +75,44 @@ def _open(source: str) -> tuple[BinaryIO, BinaryIO]:
 def _read(stream: BinaryIO, size: int, source: str) -> bytes:
     try:
         return stream.read(size)
-    except (EOFError, OSError, lzma.LZMAError) as exc:
+    except (EOFError, OSError, lzma.LZMAError, zlib.error) as exc:   # zlib.error: corrupt deflate data
         raise InputError(f"cannot read: {exc}", path=source,
                          hint="the file is truncated or corrupt") from None
 
 
 def iter_chunks(source: str, progress: Progress | None = None,
-                chunk_bytes: int | None = None) -> Iterator[pl.Series]:
+                chunk_bytes: int | None = None, max_decompressed: int | None = None) -> Iterator[pl.Series]:
     """Yield the file's lines as String Series of roughly ``chunk_bytes`` each, in order.
 
     Bytes that are not UTF-8 are kept as ``\\xNN`` escapes, the way Apache logs them.
+    ``max_decompressed``: see ``line_blocks``.
     """
-    for block in line_blocks(source, progress, chunk_bytes):
+    for block in line_blocks(source, progress, chunk_bytes, max_decompressed):
         lines = _split(block)
         del block   # not held while the caller parses the lines
         yield lines
 
 
 def line_blocks(source: str, progress: Progress | None = None,
-                chunk_bytes: int | None = None) -> Iterator[bytes]:
+                chunk_bytes: int | None = None, max_decompressed: int | None = None) -> Iterator[bytes]:
     """The file's bytes (decompressed) in blocks of whole lines, roughly ``chunk_bytes`` (default
     CHUNK_BYTES) each, without their last newline: a block of n lines holds n - 1 newlines.
-    A plain file read to its end leaves a LineIndex of it for ``read_lines``."""
+    A plain file read to its end leaves a LineIndex of it for ``read_lines``. A compressed input
+    that decompresses to more than ``max_decompressed`` bytes (default MAX_DECOMPRESSED_BYTES;
+    0 = no limit) is an InputError."""
     chunk_bytes = chunk_bytes or CHUNK_BYTES
+    limit = MAX_DECOMPRESSED_BYTES if max_decompressed is None else max_decompressed
     stream, raw = _open(source)
-    carry, position = b"", 0
+    carry, position, decompressed = b"", 0, 0
     measured = source != "-" and raw.seekable()   # not standard input or a pipe, e.g. -f <(zcat ...)
     plain = measured and stream is raw
     index = LineIndex.of(raw) if plain else None
     try:
         while block := _read(stream, chunk_bytes, source):
+            decompressed += len(block)
+            if stream is not raw and limit and decompressed > limit:
+                raise InputError(f"decompresses to more than {limit:,} bytes", path=source,
+                                 hint="raise the limit with --max-decompressed SIZE, or 0 for none")
             block = carry + block if carry else block
             cut = block.rfind(b"\n") + 1
             if cut == 0:

@@ -34,7 +34,8 @@ class InputOptions:
     ``tz``: zone for timestamps logged without an offset. ``real_ip_header``: one of
     ``log_formats.REAL_IP_HEADERS`` or None. ``trusted_proxies``: proxy networks whose
     headers are believed (empty = every peer is a trusted proxy). ``since``/``until``: a
-    half-open UTC window [since, until) of event times kept.
+    half-open UTC window [since, until) of event times kept. ``max_decompressed``: bytes a
+    compressed input may decompress to (None: reader.MAX_DECOMPRESSED_BYTES; 0: no limit).
     """
 
     tz: str = "UTC"
@@ -42,6 +43,7 @@ class InputOptions:
     trusted_proxies: tuple[Network, ...] = ()
     since: datetime | None = None
     until: datetime | None = None
+    max_decompressed: int | None = None
 
 
 def order_rotated(sources: Sequence[str]) -> list[str]:
@@ -107,41 +109,50 @@ def real_client(peer: str | None, header: str | None, trusted: tuple[Network, ..
     client. With trusted networks the header is believed only from a trusted peer, and the list
     is walked from the right, skipping trusted hops (nginx real_ip_recursive).
     """
-    hops = [_address(part) for part in (header or "").split(",")]
-    hops = [hop for hop in hops if hop is not None]
+    return _real_client(peer, header, trusted)[0]
+
+
+def _real_client(peer: str | None, header: str | None,
+                 trusted: tuple[Network, ...]) -> tuple[str | None, bool]:
+    """(real_client's answer, whether the header held a hop that is not an address)."""
+    parts = [part for part in (header or "").split(",") if part.strip()]
+    found = [_address(part) for part in parts]
+    hops = [hop for hop in found if hop is not None]
+    refused = len(hops) < len(found)
     if not hops or peer is None:
-        return peer
+        return peer, refused
     if not trusted:
-        return str(hops[0])
+        return str(hops[0]), refused
     if not _trusted(_address(peer), trusted):
-        return peer
+        return peer, refused
     for hop in reversed(hops):
         if not _trusted(hop, trusted):
-            return str(hop)
-    return str(hops[0])
+            return str(hop), refused
+    return str(hops[0]), refused
 
 
 def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     text = text.strip().strip('"').strip("[]")
     if text.count(":") == 1 and "." in text:  # ip:port
         text = text.split(":", 1)[0]
-    text = client_address.canonical(text)   # a scoped IPv6 address is not one: its scope is free text
-    return None if text is None else ipaddress.ip_address(text)
+    canonical = client_address.canonical(text)   # a scoped IPv6 address is not one: its scope is free text
+    return None if canonical is None else ipaddress.ip_address(canonical)
 
 
 def _trusted(address, trusted: tuple[Network, ...]) -> bool:
     return address is not None and any(address in network for network in trusted)
 
 
-def resolve_real_ip(frame: pl.DataFrame, header: str, trusted: tuple[Network, ...]) -> pl.Series:
-    """``client_ip`` for every row of ``frame`` (columns ``peer_ip`` and ``header``), computed once
-    per distinct (peer, header) pair."""
+def resolve_real_ip(frame: pl.DataFrame, header: str, trusted: tuple[Network, ...]) -> tuple[pl.Series, pl.Series]:
+    """(``client_ip``, whether the header held a value that is not an address) for every row of
+    ``frame`` (columns ``peer_ip`` and ``header``), computed once per distinct (peer, header) pair."""
     pairs = frame.select(pl.col("peer_ip").cast(pl.String), pl.col(header)).unique()
-    resolved = [real_client(peer, value, trusted) for peer, value in pairs.iter_rows()]
-    table = pairs.with_columns(pl.Series("_client", resolved, dtype=pl.String))
+    resolved = [_real_client(peer, value, trusted) for peer, value in pairs.iter_rows()]
+    table = pairs.with_columns(pl.Series("_client", [client for client, _ in resolved], dtype=pl.String),
+                               pl.Series("_refused", [refused for _, refused in resolved], dtype=pl.Boolean))
     joined = frame.select(pl.col("peer_ip").cast(pl.String), header).join(
         table, on=["peer_ip", header], how="left", nulls_equal=True, maintain_order="left")
-    return joined["_client"]
+    return joined["_client"], joined["_refused"]
 
 
 def is_readable_again(source: str) -> bool:
@@ -174,6 +185,16 @@ def read_back(places: Iterable[tuple[str, int]]) -> dict[tuple[str, int], str]:
             for n, line in log_reader.read_lines(source, numbers).items()}
 
 
+EXAMPLE_CHARS = 4000   # an example line is kept this long in every report
+
+
+def clip_line(line: str, limit: int = EXAMPLE_CHARS) -> str:
+    """``line`` cut to ``limit`` characters with a visible marker saying how long it was."""
+    if len(line) <= limit:
+        return line
+    return f"{line[:limit]}… [clipped: {len(line):,} characters]"
+
+
 def with_raw(frame: pl.DataFrame) -> pl.DataFrame:
     """``frame`` (a few events: examples, not the whole log) with a String ``raw`` column and a
     Boolean ``rebuilt`` one: each line read back from its file (``rebuilt`` False), or rebuilt from
@@ -184,7 +205,7 @@ def with_raw(frame: pl.DataFrame) -> pl.DataFrame:
     rebuilt = frame.select(rebuilt_line()).to_series().to_list()
     places = list(zip(frame["source"].cast(pl.String).to_list(), frame["line_number"].to_list(), strict=True))
     text = read_back(places)
-    raw = [text.get(place, line) for place, line in zip(places, rebuilt, strict=True)]
+    raw = [clip_line(text.get(place, line)) for place, line in zip(places, rebuilt, strict=True)]
     return frame.with_columns(pl.Series("raw", raw, dtype=pl.String),
                               pl.Series("rebuilt", [place not in text for place in places], dtype=pl.Boolean))
 

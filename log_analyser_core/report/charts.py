@@ -59,7 +59,14 @@ def _figure(width: float, height: float):
 
 
 def _clip(label: str) -> str:
-    return label if len(label) <= LABEL_CHARS else label[:LABEL_CHARS - 1] + "…"
+    """A chart label as safe text: control characters as visible escapes (XML 1.0 cannot hold
+    ESC, even as a character reference, so one would break the SVG), '$' not read as mathtext,
+    clipped to LABEL_CHARS with an ellipsis."""
+    from reporting import terminal_safe
+
+    label = terminal_safe(label)
+    label = label if len(label) <= LABEL_CHARS else label[:LABEL_CHARS - 1] + "…"
+    return label.replace("$", r"\$")
 
 
 def timeline_chart(result: AnalysisResult, theme: Theme = LIGHT, size=(8.0, 2.8)):
