@@ -555,7 +555,7 @@ def shared_addresses(events: pl.DataFrame) -> dict[str, int]:
     # browser agents picked once per distinct agent, not per request; the rest runs on their requests only
     kind = log_events.text_masks(events["user_agent"], {"browser": _BROWSER, "bot": _BOT},
                                   lambda text: text.str.to_lowercase())
-    browsers = events.filter(kind["browser"] & ~kind["bot"])
+    browsers = events.select("client_ip", "user_agent", "path", "status").filter(kind["browser"] & ~kind["bot"])
     people = (browsers.select(pl.col("client_ip").cast(pl.String),
                               pl.col("user_agent").cast(pl.String).str.to_lowercase().alias("ua"),
                               pl.col("path").str.contains(f"(?i){_ASSET}").alias("asset"),
