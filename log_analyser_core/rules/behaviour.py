@@ -552,18 +552,19 @@ def shared_addresses(events: pl.DataFrame) -> dict[str, int]:
     person (fetched page assets, under PERSON_MAX_ERROR_SHARE errors): address -> such agents."""
     if not events.height:
         return {}
-    # browser agents picked once per distinct agent, not per request; the rest runs on their requests only
-    kind = log_events.text_masks(events["user_agent"], {"browser": _BROWSER, "bot": _BOT},
-                                  lambda text: text.str.to_lowercase())
-    browsers = events.select("client_ip", "user_agent", "path", "status").filter(kind["browser"] & ~kind["bot"])
-    people = (browsers.select(pl.col("client_ip").cast(pl.String),
-                              pl.col("user_agent").cast(pl.String).str.to_lowercase().alias("ua"),
-                              pl.col("path").str.contains(f"(?i){_ASSET}").alias("asset"),
-                              (pl.col("status") >= 400).alias("error"))
-              .group_by("client_ip", "ua").agg(pl.col("asset").any(), pl.col("error").mean())
+    # Browser agents are picked once per distinct agent, and requests are grouped by a number per
+    # lower-cased agent: no text column as long as the log (on 5M lines that text took 1.6 GB).
+    agents = events.get_column("user_agent").unique().to_frame()
+    agents = (agents.with_columns(pl.col("user_agent").cast(pl.String).fill_null("").str.to_lowercase().alias("_ua"))
+              .filter(pl.col("_ua").str.contains(_BROWSER) & ~pl.col("_ua").str.contains(_BOT))
+              .select("user_agent", pl.col("_ua").rank("dense").alias("_agent")))
+    people = (events.select("client_ip", "user_agent", "path", "status").join(agents, on="user_agent")
+              .select("client_ip", "_agent", pl.col("path").str.contains(f"(?i){_ASSET}").alias("asset"),
+                      (pl.col("status") >= 400).alias("error"))
+              .group_by("client_ip", "_agent").agg(pl.col("asset").any(), pl.col("error").mean())
               .filter(pl.col("asset") & (pl.col("error") < PERSON_MAX_ERROR_SHARE))
               .group_by("client_ip").len().filter(pl.col("len") >= SHARED_MIN_AGENTS))
-    return dict(people.iter_rows())
+    return {str(ip): count for ip, count in people.iter_rows()}
 
 
 def _detect(events: pl.DataFrame, rules: Iterable[BehaviourRule],
