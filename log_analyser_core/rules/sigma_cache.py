@@ -59,6 +59,7 @@ def key(files: Sequence[Path], columns: Sequence[str]) -> str | None:
     try:
         for name in _COMPILER:
             digest.update((here / name).read_bytes())
+        digest.update((here.parent / "parsing" / "events.py").read_bytes())   # HEADER_COLUMNS: header fields
         for path in files:
             digest.update(b"\0" + os.fsencode(path) + b"\0")
             digest.update(hashlib.sha256(path.read_bytes()).digest())
