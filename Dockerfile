@@ -35,6 +35,22 @@ RUN extras=llm && if [ "$VARIANT" = full ]; then extras=deep,llm; fi \
        ".[${extras}]" \
     && pip check \
     && touch "$VIRTUAL_ENV/.log_analyser-image"
+# The OWASP Core Rule Set (not shipped with the project): a pinned release fetched and checked
+# against its SHA-256 by `log_analyser rules update --crs`, installed system-wide for every user
+# of the image. Without a pinned digest nothing is fetched and runs say there is no CRS (see
+# "The Core Rule Set in the image" in the README). CRS_URL may be a template with {version}; a
+# test serves a tarball on 127.0.0.1 through it. CRS_VERSION=none: no CRS.
+ARG CRS_VERSION=4.28.0
+ARG CRS_SHA256=""
+ARG CRS_URL="https://github.com/coreruleset/coreruleset/releases/download/v{version}/coreruleset-{version}-minimal.tar.gz"
+ENV CRS_SHARE=/opt/crs-share
+RUN mkdir -p "$CRS_SHARE/log_analyser/crs" \
+    && if [ "$CRS_VERSION" = none ] || [ -z "$CRS_SHA256" ]; then \
+         echo "CRS not fetched: give --build-arg CRS_SHA256=<digest of the CRS ${CRS_VERSION} archive>"; \
+       else \
+         XDG_DATA_HOME="$CRS_SHARE" log_analyser rules update --crs "$CRS_VERSION" --url "$CRS_URL" \
+           --sha256 "$CRS_SHA256"; \
+       fi
 
 FROM python:${PYTHON_VERSION}-slim-bookworm AS runtime
 ARG VARIANT=default
@@ -59,6 +75,7 @@ ENV VIRTUAL_ENV=/opt/venv \
     XDG_CACHE_HOME=/data/cache \
     XDG_CONFIG_HOME=/data/config \
     XDG_DATA_HOME=/data/share \
+    XDG_DATA_DIRS=/opt/crs-share:/usr/local/share:/usr/share \
     MPLCONFIGDIR=/data/cache/matplotlib \
     KERAS_HOME=/data/keras \
     TF_CPP_MIN_LOG_LEVEL=2
@@ -71,6 +88,8 @@ RUN groupadd --system --gid 10001 analyser \
     && install -d -o analyser -g analyser -m 1777 /data /out \
     && install -d -m 0755 /logs
 COPY --from=build /opt/venv /opt/venv
+# the CRS the build fetched (if any), in a system data dir: every user's runs find it
+COPY --from=build /opt/crs-share /opt/crs-share
 USER 10001:10001
 WORKDIR /out
 VOLUME ["/data"]

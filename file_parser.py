@@ -343,6 +343,39 @@ def _format_for(name: str | None, custom: str | None, json_fields: str | None) -
     return preset(name)
 
 
+@dataclass
+class SourceReader:
+    """How one source's lines are read, chosen from its first lines as parse() chooses: the
+    collector's envelope taken off (or None), the format, and for W3C the ``#Fields:`` header in
+    force. Live mode keeps one per followed file and feeds it each batch of new lines."""
+
+    source: str
+    wrapper: Wrapper | None
+    fmt: LogFormat
+    rate: float                              # the share of sampled lines the format reads
+    headers: FieldsHeaders | None = None
+
+    @classmethod
+    def of(cls, source: str, sample: pl.Series, *, format_name: str | None = "auto", log_format: str | None = None,
+           json_fields: str | None = None) -> SourceReader:
+        wrapper, fmt, rate = _format_from_sample(_format_for(format_name, log_format, json_fields), sample)
+        return cls(source, wrapper, fmt, rate, FieldsHeaders(fmt, source) if _is_w3c(fmt) else None)
+
+    @property
+    def name(self) -> str:
+        """The format's name, after the envelope's (``docker + combined``)."""
+        return f"{self.wrapper.name} + {self.fmt.name}" if self.wrapper else self.fmt.name
+
+    def parse(self, lines: pl.Series, first_line: int,
+              options: InputOptions) -> tuple[pl.DataFrame, pl.DataFrame, int]:
+        """(events inside the options' time window, unparsed lines, blank lines) of the source's next
+        ``lines``, numbered from ``first_line``; see parse_lines."""
+        kept, numbers, blank = _without_blanks(lines, first_line)
+        good, bad = _parse_chunk(kept, self.fmt, self.headers, source=self.source, first_line=first_line,
+                                 options=options, wrapper=self.wrapper, line_numbers=numbers)
+        return _window(good, options)[0], bad, blank
+
+
 def _format_from_sample(fixed: LogFormat | None, chunk: pl.Series) -> tuple[Wrapper | None, LogFormat, float]:
     """The wrapper and format for one source: detected, or the fixed format (header-driven presets
     read the file's own header when it has one). A collector's envelope (syslog, CRI, Docker) on

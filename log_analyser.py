@@ -14,7 +14,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
-from log_analyser_core.cli import cache, evaluate, rules, train
+from log_analyser_core.cli import cache, evaluate, follow, rules, train
 from log_analyser_core.cli.common import (
     EXIT_CODES,
     add_rules_options,
@@ -61,6 +61,7 @@ examples:
   log_analyser rules update                       fetch SigmaHQ's released webserver rules (checksum verified)
   log_analyser train -f known_good.log --save model/   fit a baseline on traffic you trust
   log_analyser -f today.log --model model/        score against that baseline
+  log_analyser -f access.log --follow --model model/ -o deny.conf   live: alert lines, blocklist kept current
 
 """ + EXIT_CODES
 
@@ -112,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_rules_options(parser)
     _add_config_options(parser)
     _add_engine_options(parser)
+    follow.add_follow_options(parser)
     return parser
 
 

@@ -191,14 +191,11 @@ class Run(NamedTuple):
 
     parsed: file_parser.ParsedLog
     scored: Scored
-    detected: _Detected | None          # None where the engine returns no requests (Spark)
+    detected: Detected | None           # None where the engine returns no requests (Spark)
 
     def judge(self, settings: Settings) -> verdict.Verdicts:
         """One verdict per client; without request-level evidence the anomaly score is the verdict."""
-        if self.detected is None:
-            return verdict.anomaly_only(self.scored.table["client_ip"].to_list(), self.scored.scores.tolist(),
-                                        settings.allowlist)
-        return self.detected.judge(self.scored.table, self.scored.scores, settings)
+        return judge(self.detected, self.scored, settings)
 
     def stages(self, sigma_rules: sigma_engine.RuleSet, crs_rules: crs_stage.RuleSet | None) -> tuple[str, ...]:
         """The stages that ran: the detectors, then the request-level ones (Sigma and CRS with rules to run)."""
@@ -221,7 +218,7 @@ def _parse_score_and_detect(engine: engines.Engine, sources: Sequence[str], sett
         score = partial(_score, data.features, settings, ",".join(sources), warming)
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="detectors") as pool:
             scoring = pool.submit(score) if size < PRELOAD_MAX_BYTES else None
-            detected = _Detected.of(data.parsed.events, settings, rules, crs_rules) if engine.reads_requests else None
+            detected = Detected.of(data.parsed.events, settings, rules, crs_rules) if engine.reads_requests else None
             scored = scoring.result() if scoring else score()
     finally:
         for thread in warming:   # also on an error: a thread left importing TensorFlow can crash the exit
@@ -243,15 +240,35 @@ def _score(features: Callable[[], pl.DataFrame], settings: Settings, source: str
     return Scored(table, baseline, used, scores, by_detector, model_notes + notes)
 
 
-def _ranked(scored: Scored, verdicts: verdict.Verdicts, settings: Settings) -> list[Finding]:
+def judge(detected: Detected | None, scored: Scored, settings: Settings) -> verdict.Verdicts:
+    """One verdict per client of ``scored.table`` from its anomaly score and the request-level
+    evidence (``detected``; None where the engine returns no requests: the anomaly score is the
+    verdict). Batch runs and live mode (log_analyser_core.live) both judge here."""
+    if detected is None:
+        return verdict.anomaly_only(scored.table["client_ip"].to_list(), scored.scores.tolist(), settings.allowlist)
+    return detected.judge(scored.table, scored.scores, settings)
+
+
+def judged_findings(detected: Detected | None, scored: Scored, settings: Settings,
+                    reference: Baseline | None) -> tuple[verdict.Verdicts, list[Finding]]:
+    """The verdicts (see judge) and every client's Finding ranked by them; ``reference``: the
+    baseline the robust z-scores are measured against (None: the table itself). Live mode's entry."""
+    verdicts = judge(detected, scored, settings)
+    return verdicts, _ranked(scored, verdicts, settings, reference)
+
+
+def _ranked(scored: Scored, verdicts: verdict.Verdicts, settings: Settings,
+            reference: Baseline | None = None) -> list[Finding]:
     """Every client as a Finding, highest verdict score first: flagged at the threshold (or the
-    contamination), explained by its deviations and contributions, with the verdict's evidence."""
+    contamination), explained by its deviations and contributions, with the verdict's evidence.
+    ``reference``: see judged_findings (a batch run: the --model baseline, else the table)."""
     table = scored.table
     judged = [verdicts.by_ip[ip] for ip in table["client_ip"].to_list()]   # one Python list, not a Series walk
     fused = np.array([v.score for v in judged], dtype=np.float64)
     allowed = np.array([v.allowlisted is not None for v in judged], dtype=bool)
     flagged = _flags(fused, settings) & ~allowed
-    reference = scored.baseline if settings.model else None
+    if reference is None and settings.model:
+        reference = scored.baseline
     findings = _explain(_findings(table, scored.used, fused, scored.by_detector, flagged, settings, reference),
                         table, scored.baseline)
     return [_with_verdict(f, verdicts.by_ip[f.ip]) if f.ip in verdicts.by_ip else f for f in findings]
@@ -265,8 +282,7 @@ def detections(events: pl.DataFrame, settings: Settings, sigma_rules: sigma_engi
     if settings.allowlist is not None:
         mask, excluded = verdict.allowed_requests(events, settings.allowlist)
         events = events.filter(~mask)
-    rules = behaviour_rules.load_rules([behaviour_rules.default_rule_dir(), *settings.rule_paths])
-    evidence = behaviour_rules.detect(events, rules)
+    evidence = behaviour_rules.detect(events, load_behaviours(settings))
     for ip, items in signatures.detect(events).items():
         evidence.setdefault(ip, []).extend(items)
     for ip, matched in (sigma_engine.evaluate(events, sigma_rules) if sigma_rules else {}).items():
@@ -274,6 +290,21 @@ def detections(events: pl.DataFrame, settings: Settings, sigma_rules: sigma_engi
     for ip, matched in (crs_stage.evaluate(events, crs_rules) if crs_rules else {}).items():
         evidence.setdefault(ip, []).extend(matched)
     return _real_examples(evidence), excluded
+
+
+def load_behaviours(settings: Settings) -> list[behaviour_rules.BehaviourRule]:
+    """The shipped behaviour rules and those of ``settings.rule_paths``."""
+    return behaviour_rules.load_rules([behaviour_rules.default_rule_dir(), *settings.rule_paths])
+
+
+def sigma_rules(settings: Settings) -> sigma_engine.RuleSet:
+    """The Sigma rules a run evaluates: the built-in pack (unless turned off) and ``settings.rules_dirs``."""
+    return _sigma_rules(settings)
+
+
+def crs_rules(settings: Settings) -> tuple[crs_stage.RuleSet | None, list[str]]:
+    """The CRS rules a run over requests evaluates (None without a CRS) and the summary's note on them."""
+    return _crs_rules(settings, engines.named("polars"))
 
 
 def _real_examples(evidence: dict[str, list[Evidence]]) -> dict[str, list[Evidence]]:
@@ -290,7 +321,7 @@ def _real_examples(evidence: dict[str, list[Evidence]]) -> dict[str, list[Eviden
 
 
 @dataclass(frozen=True)
-class _Detected:
+class Detected:
     """What the request-level stages found, before the anomaly scores join it in a verdict."""
 
     evidence: dict[str, list[Evidence]]
@@ -299,7 +330,7 @@ class _Detected:
 
     @classmethod
     def of(cls, events: pl.DataFrame, settings: Settings, sigma_rules: sigma_engine.RuleSet,
-           crs_rules: crs_stage.RuleSet | None = None) -> _Detected:
+           crs_rules: crs_stage.RuleSet | None = None) -> Detected:
         evidence, excluded = detections(events, settings, sigma_rules, crs_rules)
         return cls(evidence, excluded, verdict.crawler_clients(events))
 
@@ -444,7 +475,7 @@ def _findings(table: pl.DataFrame, used: list[str], scores: np.ndarray, detector
     # rows in rank order, each row's dict made as it is used: a million row dicts at once cost gigabytes
     keys = pl.Series("_key", [-round(float(x), 6) for x in scores], dtype=pl.Float64)
     ranked = table.with_columns(keys, pl.int_range(pl.len(), dtype=pl.Int64).alias("_i")) \
-        .sort("_key", "client_ip", maintain_order=True).drop("_key")
+        .sort("_key", pl.col("client_ip").cast(pl.String), maintain_order=True).drop("_key")
     findings = []
     for rank, row in enumerate(ranked.iter_rows(named=True), start=1):
         i = row.pop("_i")

@@ -26,6 +26,7 @@ def _no_installed_crs(tmp_path_factory):
     data dir is a temp folder for the whole session, so runs without --crs find none."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("XDG_DATA_HOME", str(tmp_path_factory.mktemp("xdg-data")))
+        patch.setenv("XDG_DATA_DIRS", str(tmp_path_factory.mktemp("xdg-data-dirs")))   # nor a system-wide one
         yield
 
 

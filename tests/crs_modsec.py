@@ -1,6 +1,7 @@
 """ModSecurity (libmodsecurity 3, PyPI ``libmodsecurity``) with the CRS request rules: the oracle
 the CRS stage is compared with. Each request is rebuilt from what an access log holds: method,
-URI as logged, protocol, and the Host, User-Agent and Referer headers."""
+URI as logged, protocol, and the Host, User-Agent and Referer headers (and any other header the
+log holds, such as X-Forwarded-For)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -33,7 +34,8 @@ class ModSecOracle:
         self._engine.set_rule_message_callback(None)
 
     def fired(self, method: str, uri: str, protocol: str | None, host: str | None, user_agent: str | None,
-              referer: str | None) -> set[int]:
+              referer: str | None, headers: dict[str, str | None] | None = None) -> set[int]:
+        """``headers``: further logged request headers (X-Forwarded-For ...), sent as they are."""
         self._hits.clear()
         tx = Transaction(self._engine, self._rules)
         tx.process_connection("192.0.2.1", 40000, "192.0.2.2", 80)
@@ -41,7 +43,7 @@ class ModSecOracle:
         tx.process_uri(uri, method, version)
         length = "0" if method in BODY_METHODS else None   # a log does not show a body: say there was none
         for name, value in (("Host", host or "localhost"), ("User-Agent", user_agent), ("Referer", referer),
-                            ("Content-Length", length)):
+                            ("Content-Length", length), *(headers or {}).items()):
             if value is not None:
                 tx.add_request_header(name, value)
         tx.process_request_headers()

@@ -8,6 +8,7 @@ the image fails here.
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import json
 import os
 import re
@@ -19,13 +20,15 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import crs_release
 import pytest
 import yaml
-from conftest import ROOT
+from conftest import ROOT, SHARED
 from packaging.requirements import Requirement
 
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
-IMAGE_EXTRAS = ("deep", "llm")   # the full variant's; report (PDF, HTML) is in the core dependencies
+IMAGE_EXTRAS = ("deep", "llm")
+CRS_TEST_VERSION = "4.99.0"   # the full variant's; report (PDF, HTML) is in the core dependencies
 
 
 # --- a small reader for the Dockerfile subset this project uses ---------------------------------
@@ -289,12 +292,18 @@ def replayed_image(tmp_path_factory):
     root = tmp_path_factory.mktemp("image")
     context = clean_checkout_context(root / "context")
     mounts = {"/opt/venv": root / "venv", "/src": root / "src", "/data": root / "data", "/out": root / "out",
-              "/logs": root / "logs"}
+              "/logs": root / "logs", "/opt/crs-share": root / "crs-share"}
     for local in mounts.values():
         local.mkdir(exist_ok=True)
     replay = Replay(root, context, mounts)
     global_args, (build, runtime) = dockerfile()
-    replay.run_stage(build, global_args, execute_run=True)
+    # the pinned CRS release the build fetches, served on 127.0.0.1 through CRS_URL
+    archive = crs_release.archive(SHARED / "knowledge" / "coreruleset", CRS_TEST_VERSION)
+    with crs_release.serve({f"/crs-{CRS_TEST_VERSION}.tar.gz": archive}) as (base, requests):
+        crs_args = {"CRS_VERSION": CRS_TEST_VERSION, "CRS_URL": f"{base}/crs-{{version}}.tar.gz",
+                    "CRS_SHA256": hashlib.sha256(archive).hexdigest()}
+        replay.run_stage(build, global_args | crs_args, execute_run=True)
+    assert requests == [f"/crs-{CRS_TEST_VERSION}.tar.gz"]
     # The runtime stage's RUN only creates the user and directories, which cannot be replayed here.
     assert all("pip" not in ins.text for ins in runtime.instructions if ins.keyword == "RUN")
     env = replay.run_stage(runtime, global_args, execute_run=False)
@@ -331,6 +340,26 @@ def test_image_analyses_a_mounted_log_into_out_as_documented(replayed_image):
     assert report["summary"]["flagged"] >= 3
     csv_rows = replay.path("/out/report.csv").read_text().splitlines()
     assert len(csv_rows) == report["summary"]["clients"] + 1
+
+
+@pytest.mark.slow
+def test_image_runs_use_the_crs_release_the_build_fetched_and_checked(replayed_image):
+    replay = replayed_image[0]
+    installed = replay.path(f"/opt/crs-share/log_analyser/crs/{CRS_TEST_VERSION}/rules")
+    assert sorted(p.name for p in installed.glob("REQUEST-9*.conf"))
+    shutil.copy2(ROOT / "examples" / "access.log", replay.path("/logs/access.log"))
+    result = run_image(replayed_image, "-f", "/logs/access.log")   # the summary notes are on stderr
+    assert result.returncode == 0, result.stderr
+    assert "request rules at paranoia level 1" in result.stderr and "no Core Rule Set" not in result.stderr
+
+
+def test_the_image_pins_a_crs_release_and_fetches_it_through_rules_update():
+    args, (build, _) = dockerfile()
+    build_args = dict(ins.text.partition("=")[::2] for ins in build.instructions if ins.keyword == "ARG")
+    assert re.fullmatch(r"\d+\.\d+\.\d+", build_args["CRS_VERSION"])
+    assert "coreruleset-{version}-minimal.tar.gz" in build_args["CRS_URL"]
+    fetch = next(ins.text for ins in build.instructions if ins.keyword == "RUN" and "CRS_SHA256" in ins.text)
+    assert 'rules update --crs "$CRS_VERSION" --url "$CRS_URL"' in fetch and '--sha256 "$CRS_SHA256"' in fetch
 
 
 @pytest.mark.slow

@@ -3,15 +3,11 @@ and the CLI, paranoia levels, what an access log cannot run, and `rules update -
 release archive served from 127.0.0.1."""
 from __future__ import annotations
 
-import gzip
 import hashlib
-import http.server
-import io
 import json
-import tarfile
-import threading
 from pathlib import Path
 
+import crs_release
 import pytest
 
 import file_parser
@@ -170,47 +166,18 @@ def test_cli_paranoia_out_of_range_is_a_usage_error(capsys, attack_log):
 
 # `rules update --crs`: a release archive built here from the shared checkout, served on 127.0.0.1.
 
-def _release(crs_dir: Path, version: str) -> bytes:
-    """The same bytes on every call (gzip's header time fixed), as a published archive is."""
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        for path in sorted((crs_dir / "rules").iterdir()):
-            tar.add(path, arcname=f"coreruleset-{version}/rules/{path.name}")
-        tar.add(crs_dir / "LICENSE", arcname=f"coreruleset-{version}/LICENSE")
-    return gzip.compress(buffer.getvalue(), mtime=0)
-
-
 @pytest.fixture
 def release_server(crs_dir):
     """Serves /v4.99.0/coreruleset-4.99.0-minimal.tar.gz and its .sha256 (and a tampered one)."""
-    archive = _release(crs_dir, "4.99.0")
+    archive = crs_release.archive(crs_dir, "4.99.0")
     digest = hashlib.sha256(archive).hexdigest()
     files = {"/v4.99.0/coreruleset-4.99.0-minimal.tar.gz": archive,
              "/v4.99.0/coreruleset-4.99.0-minimal.tar.gz.sha256":
                  f"{digest}  coreruleset-4.99.0-minimal.tar.gz\n".encode(),
              "/v4.98.0/coreruleset-4.98.0-minimal.tar.gz": archive + b"tampered",
              "/v4.98.0/coreruleset-4.98.0-minimal.tar.gz.sha256": f"{digest}  x\n".encode()}
-    requests: list[str] = []
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):   # noqa: N802 - http.server's name
-            requests.append(self.path)
-            body = files.get(self.path)
-            self.send_response(200 if body is not None else 404)
-            self.end_headers()
-            self.wfile.write(body or b"")
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}/v{{version}}/coreruleset-{{version}}-minimal.tar.gz", requests
-    finally:
-        server.shutdown()
-        server.server_close()
+    with crs_release.serve(files) as (base, requests):
+        yield f"{base}/v{{version}}/coreruleset-{{version}}-minimal.tar.gz", requests
 
 
 def test_rules_update_installs_a_verified_release_that_runs_then_use(capsys, release_server, attack_log,
@@ -241,11 +208,40 @@ def test_rules_update_refuses_an_archive_whose_sha256_differs(capsys, release_se
 def test_rules_update_with_a_given_digest_and_a_bad_version(capsys, release_server, monkeypatch, tmp_path, crs_dir):
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
     url, requests = release_server
-    digest = hashlib.sha256(_release(crs_dir, "4.99.0")).hexdigest()
+    digest = hashlib.sha256(crs_release.archive(crs_dir, "4.99.0")).hexdigest()
     code, _, _ = run(capsys, "rules", "update", "--crs", "4.99.0", "--url", url, "--sha256", digest)
     assert code == ExitCode.OK and len(requests) == 1      # the .sha256 file was not needed
     code, _, err = run(capsys, "rules", "update", "--crs", "../../etc", "--url", url)
     assert code == ExitCode.RULES and "not a CRS version" in err
+
+
+def test_rules_update_takes_the_digest_github_lists_when_no_sha256_file_is_published(tmp_path, crs_dir):
+    # CRS publishes no .sha256 files; GitHub's release API lists each asset's digest
+    archive = crs_release.archive(crs_dir, "4.99.0")
+    name = "coreruleset-4.99.0-minimal.tar.gz"
+    release = {"tag_name": "v4.99.0", "assets": [
+        {"name": "coreruleset-4.99.0.tar.gz", "digest": "sha256:" + "0" * 64},
+        {"name": name, "digest": "sha256:" + hashlib.sha256(archive).hexdigest()}]}
+    files = {f"/coreruleset/coreruleset/releases/download/v4.99.0/{name}": archive,
+             "/repos/coreruleset/coreruleset/releases/tags/v4.99.0": json.dumps(release).encode(),
+             f"/tampered/coreruleset/releases/download/v4.99.0/{name}": archive + b"x",
+             "/repos/tampered/coreruleset/releases/tags/v4.99.0": json.dumps(release).encode(),
+             "/coreruleset/coreruleset/releases/download/v4.98.0/coreruleset-4.98.0-minimal.tar.gz": archive,
+             "/repos/coreruleset/coreruleset/releases/tags/v4.98.0":   # an asset uploaded before GitHub kept digests
+                 json.dumps({"assets": [{"name": "coreruleset-4.98.0-minimal.tar.gz", "digest": None}]}).encode()}
+    with crs_release.serve(files) as (base, requests):
+        template = base + "/coreruleset/coreruleset/releases/download/v{version}/coreruleset-{version}-minimal.tar.gz"
+        folder = install.update("4.99.0", url_template=template, base=tmp_path / "crs", github_api=base)
+        assert (folder / "rules" / "REQUEST-942-APPLICATION-ATTACK-SQLI.conf").is_file()
+        assert requests[1:] == [f"/coreruleset/coreruleset/releases/download/v4.99.0/{name}.sha256",
+                                "/repos/coreruleset/coreruleset/releases/tags/v4.99.0"]
+        with pytest.raises(RulesError, match="SHA-256"):
+            tampered = template.replace("/coreruleset/coreruleset/", "/tampered/coreruleset/")
+            install.update("4.99.0", url_template=tampered, base=tmp_path / "bad", github_api=base)
+        assert install.installed(tmp_path / "bad") is None
+        with pytest.raises(RulesError, match="neither"):   # no digest at all: nothing installed
+            install.update("4.98.0", url_template=template, base=tmp_path / "none", github_api=base)
+        assert install.installed(tmp_path / "none") is None
 
 
 def test_restricted_files_and_extensions_are_low_severity_policy_evidence(tmp_path, pl1):

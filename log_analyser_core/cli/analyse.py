@@ -23,8 +23,13 @@ log = logging.getLogger("log_analyser")
 
 def run(args: argparse.Namespace) -> ExitCode:
     """Analyse the logs named by the parsed flags and write the reports; FINDINGS when --fail-on is met."""
+    from log_analyser_core.cli import follow
+
     configure_logging(args)
+    follow.check(args)
     settings = build_settings(args)
+    if args.follow:
+        return follow.run(args, settings)
     from log_analyser_core.engines.engine import named
     from log_analyser_core.pipeline import analyse
     from reporting import summary_line

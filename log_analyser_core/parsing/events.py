@@ -33,9 +33,20 @@ EVENT_SCHEMA: dict[str, pl.DataType] = {
     "referer": pl.Categorical(),
     "user_agent": pl.Categorical(),
     "vhost": pl.Categorical(),
+    "forwarded_for": pl.Categorical(),       # X-Forwarded-For as logged (attacker-written); null when not logged
+    "x_real_ip": pl.Categorical(),           # X-Real-IP as logged
+    "cf_connecting_ip": pl.Categorical(),    # CF-Connecting-IP as logged
     "request_time": pl.Float64(),            # seconds; null when the format does not log it
     "line_number": pl.Int64(),               # 1-based, per source file
     "source": pl.Categorical(),
+}
+# Logged request headers kept verbatim beside the fields above: event column -> (format group,
+# header name). Payload rules read them (CRS as REQUEST_HEADERS); the client address that
+# --real-ip-header takes from one of them is resolved and validated apart (sources.resolve_real_ip).
+HEADER_COLUMNS: dict[str, tuple[str, str]] = {
+    "forwarded_for": ("hdr_x_forwarded_for", "X-Forwarded-For"),
+    "x_real_ip": ("hdr_x_real_ip", "X-Real-IP"),
+    "cf_connecting_ip": ("hdr_cf_connecting_ip", "CF-Connecting-IP"),
 }
 _CLF_TIME = "%d/%b/%Y:%H:%M:%S"
 _REQUEST_LINE = r"^(?P<method>[A-Za-z][A-Za-z_-]{0,23}) (?P<target>\S+)(?: (?P<protocol>[A-Za-z]+/[0-9.]+))?$"
@@ -276,7 +287,8 @@ def _path_query_host(fmt: LogFormat, groups: set[str], target: pl.Expr) -> tuple
 
 
 FIELD_CHARS = 8192   # Apache's LimitRequestLine and nginx's header buffers: longer was never a served request
-BOUNDED_FIELDS = ("path", "query", "request", "referer", "user_agent", "vhost", "protocol", "method")
+BOUNDED_FIELDS = ("path", "query", "request", "referer", "user_agent", "vhost", "protocol", "method",
+                  *HEADER_COLUMNS)
 
 
 def bounded(text: pl.Expr, limit: int = FIELD_CHARS) -> pl.Expr:
@@ -335,7 +347,9 @@ def _final(fmt: LogFormat, groups: set[str], tz: str, source: str, real_ip_group
         "status": opt("status", _decoded(fmt, "status").cast(pl.Int16, strict=False)),
         "bytes": opt("bytes", _byte_count(fmt).fill_null(0)),
         "referer": opt("referer"), "user_agent": opt("user_agent"),
-        "vhost": pl.coalesce(opt("vhost"), host), "request_time": request_time(groups),
+        "vhost": pl.coalesce(opt("vhost"), host),
+        **{column: opt(group) for column, (group, _) in HEADER_COLUMNS.items()},
+        "request_time": request_time(groups),
         "line_number": pl.col("line_number"), "source": pl.lit(source),
     }
     exprs = [(bounded(expr) if name in BOUNDED_FIELDS else expr).cast(EVENT_SCHEMA[name]).alias(name)

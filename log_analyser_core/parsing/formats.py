@@ -268,7 +268,7 @@ def compile_w3c(fields_line: str, sample: str, name: str = "w3c") -> LogFormat:
             continue
         seen.add(group)
         parts.append(f"(?P<{group}>{field_pattern})")
-        if group in ("user_agent", "referer"):
+        if group in ("user_agent", "referer") or group.startswith("hdr_"):   # logged headers: encoded alike
             decoders.append((group, "url" if tab else "plus"))
     regex = f"^{separator.join(parts)}[ \\t]*$"
     if "(?P<client_ip>" not in regex or "(?P<time_w3c_date>" not in regex:

@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo
 
 from log_analyser_core.errors import MissingExtraError
 from log_analyser_core.report.model import attack_type_counts, country_counts, status_counts, timeline
+from log_analyser_core.report.text import terminal_safe
 from log_analyser_core.results import AnalysisResult
 
 LABEL_CHARS = 40
@@ -62,8 +63,6 @@ def _clip(label: str) -> str:
     """A chart label as safe text: control characters as visible escapes (XML 1.0 cannot hold
     ESC, even as a character reference, so one would break the SVG), '$' not read as mathtext,
     clipped to LABEL_CHARS with an ellipsis."""
-    from reporting import terminal_safe
-
     label = terminal_safe(label)
     label = label if len(label) <= LABEL_CHARS else label[:LABEL_CHARS - 1] + "…"
     return label.replace("$", r"\$")

@@ -427,21 +427,29 @@ class _Baseline:
     are kept (with their level); of the others, only the peak."""
 
     bucket: Bucket
-    peaks: list[pl.Series] = field(default_factory=list)
+    peaks: list[pl.DataFrame] = field(default_factory=list)   # client_ip, _level (its peak)
     kept: list[pl.DataFrame] = field(default_factory=list)
+    others: pl.Series | None = None   # peaks of clients outside this run (live mode), for the quantile
 
     def add(self, matched: pl.DataFrame) -> None:
         levelled = matched.with_columns(_levels(matched, self.bucket).alias("_level"))
         peaks = levelled.group_by("client_ip").agg(pl.col("_level").max())
-        self.peaks.append(peaks["_level"])
+        self.peaks.append(peaks)
         over = peaks.filter(pl.col("_level") > self.bucket.capacity)["client_ip"]
         self.kept.append(levelled.filter(pl.col("client_ip").is_in(over.implode())))
+
+    def own_peaks(self) -> pl.DataFrame:
+        """Each client of this run with its peak level (client_ip as text)."""
+        if not self.peaks:
+            return pl.DataFrame(schema={"client_ip": pl.String, "_level": pl.Float64})
+        return pl.concat(self.peaks).select(pl.col("client_ip").cast(pl.String), pl.col("_level").cast(pl.Float64))
 
     def matched_and_hits(self) -> tuple[pl.DataFrame, pl.DataFrame]:
         """(the kept clients' events, those that overflow the capacity raised to the baseline)."""
         assert self.bucket.baseline_quantile is not None, "only made for baseline buckets"
         matched = pl.concat(self.kept)
-        baseline = float(pl.concat(self.peaks).quantile(self.bucket.baseline_quantile, "lower") or 0.0)
+        levels = [self.own_peaks()["_level"], *([self.others] if self.others is not None else [])]
+        baseline = float(pl.concat(levels).quantile(self.bucket.baseline_quantile, "lower") or 0.0)
         capacity = max(self.bucket.capacity, self.bucket.baseline_factor * baseline)
         return matched, matched.filter(pl.col("_level") > capacity)
 
@@ -505,23 +513,24 @@ def _column(name: str) -> str:
     return "_target" if name == "target" else name
 
 
-def detect(events: pl.DataFrame, rules: Iterable[BehaviourRule],
-           partition_events: int = PARTITION_EVENTS) -> dict[str, list[Evidence]]:
+def detect(events: pl.DataFrame, rules: Iterable[BehaviourRule], partition_events: int = PARTITION_EVENTS, *,
+           peer_peaks: dict[str, pl.DataFrame] | None = None) -> dict[str, list[Evidence]]:
     """Evidence from every rule, by client ip (rules in the given order). On a shared address (see
     ``shared_addresses``) the rules marked ``per_agent_when_shared`` count each user agent apart,
-    and the client gets a note saying the address looks shared."""
+    and the client gets a note saying the address looks shared. ``peer_peaks``: see _detect."""
     rules = list(rules)
     shared = shared_addresses(events) if any(r.per_agent_when_shared for r in rules) else {}
     if not shared:
-        return _detect(events, rules, partition_events)
+        return _detect(events, rules, partition_events, peer_peaks=peer_peaks)
     per_agent = [r for r in rules if r.per_agent_when_shared]
-    evidence = _detect(events, [r for r in rules if not r.per_agent_when_shared], partition_events)
+    evidence = _detect(events, [r for r in rules if not r.per_agent_when_shared], partition_events,
+                       peer_peaks=peer_peaks)
     split = events.with_columns(pl.when(pl.col("client_ip").cast(pl.String).is_in(list(shared)))
                                 .then(pl.col("client_ip").cast(pl.String) + AGENT_MARK
                                       + pl.col("user_agent").cast(pl.String).hash(seed=0).cast(pl.String))
                                 .otherwise(pl.col("client_ip").cast(pl.String)).cast(pl.Categorical)
                                 .alias("client_ip"))
-    for key, items in _detect(split, per_agent, partition_events).items():
+    for key, items in _detect(split, per_agent, partition_events, peer_peaks=peer_peaks).items():
         ip = key.split(AGENT_MARK)[0]
         for item in items:
             known = [e.rule_id for e in evidence.get(ip, [])]
@@ -551,33 +560,50 @@ def shared_addresses(events: pl.DataFrame) -> dict[str, int]:
     person (fetched page assets, under PERSON_MAX_ERROR_SHARE errors): address -> such agents."""
     if not events.height:
         return {}
+    # per (address, agent as logged) first, so that only the distinct agents are cast and matched
+    asset = log_events.text_matches(events["path"], f"(?i){_ASSET}")
+    pairs = (events.select("client_ip", "user_agent", (pl.col("status") >= 400).alias("error"), asset.alias("asset"))
+             .group_by("client_ip", "user_agent")
+             .agg(pl.col("asset").any(), pl.col("error").sum().alias("errors"), pl.col("error").count().alias("n")))
     agent = pl.col("user_agent").cast(pl.String).str.to_lowercase()
-    people = (events.select(pl.col("client_ip").cast(pl.String), agent.alias("ua"),
-                            pl.col("path").str.contains(f"(?i){_ASSET}").alias("asset"),
-                            (pl.col("status") >= 400).alias("error"))
+    people = (pairs.select(pl.col("client_ip").cast(pl.String), agent.alias("ua"), "asset", "errors", "n")
               .filter(pl.col("ua").str.contains(_BROWSER) & ~pl.col("ua").str.contains(_BOT))
-              .group_by("client_ip", "ua").agg(pl.col("asset").any(), pl.col("error").mean())
+              .group_by("client_ip", "ua").agg(pl.col("asset").any(), (pl.col("errors").sum() / pl.col("n").sum())
+                                               .alias("error"))
               .filter(pl.col("asset") & (pl.col("error") < PERSON_MAX_ERROR_SHARE))
               .group_by("client_ip").len().filter(pl.col("len") >= SHARED_MIN_AGENTS))
     return dict(people.iter_rows())
 
 
-def _detect(events: pl.DataFrame, rules: Iterable[BehaviourRule],
-            partition_events: int = PARTITION_EVENTS) -> dict[str, list[Evidence]]:
+def _detect(events: pl.DataFrame, rules: Iterable[BehaviourRule], partition_events: int = PARTITION_EVENTS, *,
+            peer_peaks: dict[str, pl.DataFrame] | None = None) -> dict[str, list[Evidence]]:
     """Evidence from every rule, by client ip (rules in the given order). The rules run on one
     partition of clients at a time, of about ``partition_events`` events, so that only its narrow
     table and windows are in memory at once: a rule reads each client's events apart, so this
-    finds what one pass over all clients would, but for ``baseline`` buckets (see _Baseline)."""
+    finds what one pass over all clients would, but for ``baseline`` buckets (see _Baseline).
+
+    ``peer_peaks`` (live mode, where ``events`` holds only the clients that just sent requests):
+    by rule id, the peak levels (client_ip, _level) of every client seen so far, so that a
+    ``baseline`` bucket's quantile is over all of them as in a batch run; updated in place with
+    this run's clients' peaks."""
     rules = list(rules)
     if not events.height or not rules:
         return {}
     found: list[dict[str, Evidence]] = [{} for _ in rules]
     baselines = {i: _Baseline(rule.window) for i, rule in enumerate(rules)
                  if isinstance(rule.window, Bucket) and rule.window.baseline_quantile is not None}
+    present = events["client_ip"].cast(pl.String).unique().implode()
+    for i, baseline in baselines.items():
+        if peer_peaks is not None and rules[i].id in peer_peaks:
+            baseline.others = peer_peaks[rules[i].id].filter(~pl.col("client_ip").is_in(present))["_level"]
     for rows in _partitions(events, partition_events):
         for i, more in _partition_evidence(events, rows, rules, baselines):
             found[i].update(more)
     for i, baseline in baselines.items():
+        if peer_peaks is not None:
+            earlier = peer_peaks.get(rules[i].id)
+            kept = [earlier.filter(~pl.col("client_ip").is_in(present))] if earlier is not None else []
+            peer_peaks[rules[i].id] = pl.concat([*kept, baseline.own_peaks()])
         if baseline.kept:
             found[i] = _evidence(rules[i], *baseline.matched_and_hits(), events)
     evidence: dict[str, list[Evidence]] = {}

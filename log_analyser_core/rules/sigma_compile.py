@@ -40,6 +40,8 @@ from sigma.types import (
     SpecialChars,
 )
 
+from log_analyser_core.parsing.events import HEADER_COLUMNS
+
 
 @dataclass(frozen=True)
 class Field:
@@ -65,6 +67,10 @@ FIELDS: dict[str, Field] = {
     "cs-referer": Field("referer", encoded=True),
     "cs-host": Field("vhost"),
     "cs-version": Field("protocol"),
+    # logged request headers: the W3C extended form (cs(Header)), the header name as SigmaHQ's
+    # proxy rules write it, and the dashed form
+    **{name: Field(column) for column, (_, header) in HEADER_COLUMNS.items()
+       for name in (f"cs({header})", header, f"cs-{header.lower()}")},
     KEYWORDS: Field("_line", encoded=True),
 }
 # Derived columns, built from EVENT_SCHEMA columns only.

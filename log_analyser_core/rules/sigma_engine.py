@@ -27,6 +27,7 @@ from log_analyser_core.errors import RulesError
 from log_analyser_core.parsing import sources as log_input
 from log_analyser_core.parsing.events import EVENT_SCHEMA
 from log_analyser_core.results import AttackType, Evidence, ExampleLine, Severity
+from log_analyser_core.rules import hits as rule_hits
 from log_analyser_core.rules import sigma_compile
 from log_analyser_core.rules.packs import package_pack
 
@@ -378,19 +379,9 @@ def evaluate(events: pl.DataFrame, ruleset: RuleSet, examples: int = 3) -> dict[
     hits = matches(events, ruleset)
     if hits.height == 0:
         return {}
-    lines = events.select("client_ip", "source", "line_number")[hits["_row"]]
-    long = pl.concat([lines, hits], how="horizontal").sort("client_ip", "rule", "source", "line_number")
-    grouped = long.group_by("client_ip", "rule", maintain_order=True).agg(
-        pl.len().alias("count"), pl.col("source").head(examples), pl.col("line_number").head(examples),
-        pl.col("_row").head(examples))
-    # the example events fetched by row: a join on the whole table would copy it
-    raw = log_input.with_raw(events[grouped["_row"].explode().unique()])
-    by_place = {(s, n): ExampleLine(source=s, line_number=n, raw=r, rebuilt=b)
-                for s, n, r, b in raw.select("source", "line_number", "raw", "rebuilt").iter_rows()}
     by_id = {r.id: r for r in ruleset.rules}
     found: dict[str, list[Evidence]] = {}
-    for row in grouped.iter_rows(named=True):
-        shown = tuple(by_place[(s, n)] for s, n in zip(row["source"], row["line_number"], strict=True))
+    for row, shown in rule_hits.by_client(events, hits, examples):
         found.setdefault(row["client_ip"], []).append(_evidence(by_id[row["rule"]], row, shown))
     return {ip: tuple(sorted(items, key=lambda e: (-e.severity, e.title))) for ip, items in found.items()}
 

@@ -1,7 +1,8 @@
 """Request payload signatures: SQL injection, XSS, path traversal, SSRF and command injection / RCE probes.
 
 Every field a log records that an attacker writes is inspected: the request target (path and
-query), the user agent, the Referer, the Host (vhost) and a request line that is not HTTP. Each is
+query), the user agent, the Referer, the Host (vhost), a request line that is not HTTP, and the
+request headers a format logs (X-Forwarded-For, X-Real-IP, CF-Connecting-IP). Each is
 URL-decoded twice (so ``%2527`` and ``%252e%252e%252f`` are seen as ``'`` and ``../``; ``%u0027``
 and overlong UTF-8 too), '+' in the query read as a space, base64 inside a lookup string
 (``${jndi:.../Base64/...}``, ``${base64Decoder:...}``) decoded beside it, case-folded, and HTML
@@ -144,7 +145,8 @@ def decode_text(values: pl.Series) -> pl.Series:
     return once.str.to_lowercase().str.replace_many(*_ENTITIES, leftmost=True)
 
 
-INSPECTED = ("user_agent", "referer", "vhost", "request")   # besides the request target
+# besides the request target; the logged request headers (forwarded-for ...) too
+INSPECTED = ("user_agent", "referer", "vhost", "request", *log_events.HEADER_COLUMNS)
 
 
 def _parts(events: pl.DataFrame) -> list[pl.Series]:

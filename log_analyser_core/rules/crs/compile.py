@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from log_analyser_core.rules.crs import operators, seclang, transforms
+from log_analyser_core.rules.crs import operators, seclang, transforms, variables
 from log_analyser_core.rules.crs.seclang import Link, SecRule, Variable
 
 # What an access log holds of a request, as ModSecurity names it.
@@ -21,7 +21,7 @@ REQUEST_VARIABLES = frozenset({
     "REQUEST_LINE", "REQUEST_METHOD", "REQUEST_PROTOCOL", "REQUEST_URI", "REQUEST_URI_RAW", "REQUEST_FILENAME",
     "REQUEST_BASENAME", "QUERY_STRING", "ARGS", "ARGS_GET", "ARGS_NAMES", "ARGS_GET_NAMES", "REQUEST_HEADERS",
 })
-LOGGED_HEADERS = {"user-agent": "User-Agent", "referer": "Referer", "host": "Host"}
+LOGGED_HEADERS = {header.lower(): header for header in variables.HEADERS.values()}
 CHAIN_VARIABLES = frozenset({"MATCHED_VAR", "MATCHED_VARS", "TX"})
 # Files that hold CRS's own machinery (settings, score sums, exclusions), not detections.
 MACHINERY = ("REQUEST-901-", "REQUEST-949-", "REQUEST-999-")

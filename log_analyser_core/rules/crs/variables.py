@@ -1,18 +1,28 @@
 """The ModSecurity variables of each distinct request of an access log, as one long table.
 
 ``requests(events)`` keeps one row per distinct (method, path, query, protocol, user agent,
-referer, host), ``rows_of`` finds the event rows of some of them again; ``long_table`` gives every variable value of
-those requests as (rid, variable, key, value) rows, which the rules then select from.
+referer, host, logged forwarded-for headers), ``rows_of`` finds the event rows of some of them
+again; ``long_table`` gives every variable value of those requests as (rid, variable, key, value)
+rows, which the rules then select from.
 """
 from __future__ import annotations
 
 import polars as pl
 
-from log_analyser_core.parsing.events import per_distinct
+from log_analyser_core.parsing.events import HEADER_COLUMNS, per_distinct
 from log_analyser_core.rules.crs import transforms
 
-REQUEST_KEYS = ("method", "path", "query", "protocol", "user_agent", "referer", "vhost")
+# The request headers a log may hold, as REQUEST_HEADERS:<name>: column -> header name.
+HEADERS = {"user_agent": "User-Agent", "referer": "Referer", "vhost": "Host",
+           **{column: header for column, (_, header) in HEADER_COLUMNS.items()}}
+REQUEST_KEYS = ("method", "path", "query", "protocol", *HEADERS)
 LONG_SCHEMA = {"rid": pl.UInt32, "variable": pl.String, "key": pl.String, "value": pl.String}
+
+
+def request_columns(events: pl.DataFrame) -> pl.DataFrame:
+    """``events``' REQUEST_KEYS columns; a header column a caller's table lacks is null (events
+    built by hand, or before the header columns existed)."""
+    return events.select(pl.col(k) if k in events.columns else pl.lit(None, pl.String).alias(k) for k in REQUEST_KEYS)
 
 
 def requests(events: pl.DataFrame) -> pl.DataFrame:
@@ -58,7 +68,7 @@ def long_table(reqs: pl.DataFrame) -> pl.DataFrame:
     }
     parts = [r.select("rid", pl.lit(name).alias("variable"), pl.lit(None, pl.String).alias("key"),
                       expr.cast(pl.String).alias("value")) for name, expr in single.items()]
-    for header, column in (("User-Agent", "user_agent"), ("Referer", "referer"), ("Host", "vhost")):
+    for column, header in HEADERS.items():
         parts.append(r.filter(pl.col(column).is_not_null()).select(
             "rid", pl.lit("REQUEST_HEADERS").alias("variable"), pl.lit(header).alias("key"),
             pl.col(column).alias("value")))
