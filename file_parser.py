@@ -17,7 +17,7 @@ import polars as pl
 
 from log_analyser_core.errors import ConfigError, InputError
 from log_analyser_core.parsing import formats as log_formats
-from log_analyser_core.parsing import variants, wrappers
+from log_analyser_core.parsing import quote_split, variants, wrappers
 from log_analyser_core.parsing.events import EVENT_SCHEMA, canonical
 from log_analyser_core.parsing.formats import LogFormat, compile_format, detection_candidates, preset
 from log_analyser_core.parsing.presets import PRESETS
@@ -92,6 +92,8 @@ def detect_format(sample: pl.Series) -> tuple[LogFormat, float]:
         rate = _match_rate(lines, candidate)
         if rate > best_rate:
             best, best_rate = candidate, rate
+        if best_rate == 1.0:   # no later candidate can read more (ties go to the earlier one)
+            break
     if not shaped and best_rate < VARIANT_BELOW:   # combined with a lead or trailing fields of its own?
         variant = variants.infer(lines)
         rate = _match_rate(lines, variant) if variant is not None else 0.0
@@ -148,8 +150,13 @@ def _captured(fmt: LogFormat) -> list[pl.Expr]:
     line = pl.col("_line")
     if fmt.regex is None:
         return [*_json_groups(fmt, line)]
-    unwrapped = line if any(d == "csv" for _, d in fmt.decoders) else _unwrap(line)
-    return [unwrapped.str.extract_groups(fmt.regex).alias("_m")]
+    return [_line_text(fmt).str.extract_groups(fmt.regex).alias("_m")]
+
+
+def _line_text(fmt: LogFormat) -> pl.Expr:
+    """The line as the format reads it: ``_line`` unwrapped from an extra pair of quotes."""
+    line = pl.col("_line")
+    return line if any(d == "csv" for _, d in fmt.decoders) else _unwrap(line)
 
 
 def parse_lines(lines: pl.Series, fmt: LogFormat, *, source: str = "<lines>", first_line: int = 1,
@@ -173,10 +180,14 @@ def parse_lines(lines: pl.Series, fmt: LogFormat, *, source: str = "<lines>", fi
     if wrapper is not None and wrapper.name == "cri":
         numbered, pieces = wrappers.join_pieces(numbered.with_columns(pl.col("line_number").cast(pl.Int64)))
     line = wrapper.strip(pl.col("raw")) if wrapper else pl.col("raw")
-    frame = numbered.lazy().with_columns(pl.col("line_number").cast(pl.Int64), line.alias("_line")) \
-        .with_columns(*_captured(fmt))
-    if fmt.regex is not None:
-        frame = frame.unnest("_m")
+    numbered = numbered.with_columns(pl.col("line_number").cast(pl.Int64))
+    split = quote_split.capture(numbered, fmt, line, _line_text(fmt))   # combined, common, nginx...: faster
+    if split is not None:
+        frame = split.lazy()
+    else:
+        frame = numbered.lazy().with_columns(line.alias("_line")).with_columns(*_captured(fmt))
+        if fmt.regex is not None:
+            frame = frame.unnest("_m")
     first, second, final = canonical(fmt, options.tz, source, real_ip_group)
     events = (frame.with_columns(first).with_columns(second).select(*final, "raw", "_line", "_matched")
               .collect(engine="streaming"))  # morsel-parallel: uses every core on one column

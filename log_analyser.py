@@ -278,9 +278,9 @@ MODEL_SAFETY = ("models are read without unpickling: scikit-learn objects with s
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
     """--detectors and --model: which anomaly detectors score, and against what."""
     parser.add_argument("--detectors", type=detector_list, metavar="LIST",
-                        help="anomaly detectors, comma-separated: iforest, autoencoder (default: every one "
-                        "whose dependencies are installed; the autoencoder needs the deep extra, "
-                        "pip install '.[deep]' in the source tree; e.g. --detectors iforest)")
+                        help="anomaly detectors, comma-separated: iforest, autoencoder (default: iforest fitted on "
+                        "the log, or every detector of --model; naming autoencoder without --model trains it on "
+                        "the log, which needs the deep extra, pip install '.[deep]' in the source tree)")
     parser.add_argument("--model", metavar="DIR",
                         help="score against a baseline saved by 'log_analyser train' instead of against the "
                         f"log itself (e.g. --model model/); {MODEL_SAFETY}")

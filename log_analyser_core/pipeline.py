@@ -53,9 +53,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 PRELOAD_MAX_BYTES = 512 * 2**20   # larger inputs: no preloading, no overlap of stages (memory first)
+PRELOAD_MIN_BYTES = 2**20   # smaller inputs parse in milliseconds: import scikit-learn only if a forest is fitted
 DEEP_PRELOAD_MIN_BYTES = 4 * 2**20   # ~20k combined lines
 TRAIN_MIN_CLIENTS = 20  # fewer clients than this cannot describe a site's normal traffic
 FEATURE_INFO = tuple(FeatureInfo(f.name, f.unit, f.description) for f in ip_features.FEATURES)
+NO_MODEL_HINT = ("no --model: scored against this log itself; for scores against trusted traffic, train once "
+                 "with 'log_analyser train -f known_good.log --save model/' and add '--model model/'")
 
 
 @dataclass(frozen=True)
@@ -408,10 +411,11 @@ def _preload_detectors(size: int, settings: Settings, engine: engines.Engine) ->
     autoencoder will likely run, i.e. on inputs large enough to hold the clients it needs.
     ``size``: the input's bytes on disk."""
     targets: list[Callable[[], object]] = []
-    if size < PRELOAD_MAX_BYTES:
+    if PRELOAD_MIN_BYTES <= size < PRELOAD_MAX_BYTES:
         targets.append(lambda: importlib.import_module("sklearn.ensemble"))
-    if size >= DEEP_PRELOAD_MIN_BYTES and engine.reads_requests and \
-            "autoencoder" in (settings.detectors or detect.available_detectors()):
+    # a saved autoencoder scores with NumPy: TensorFlow is needed only to train one on the log itself
+    if size >= DEEP_PRELOAD_MIN_BYTES and engine.reads_requests and settings.model is None and \
+            "autoencoder" in (settings.detectors or detect.ANALYSE_DETECTORS):
         from log_analyser_core.detectors import autoencoder
 
         targets.append(autoencoder.preload)
@@ -435,7 +439,7 @@ def _baseline(table: pl.DataFrame, used: list[str], settings: Settings,
         return model.baseline, list(model.baseline.features), [note]
     if table.height < detect.MIN_CLIENTS:
         return None, used, []
-    detectors = detect.resolve_detectors(settings.detectors)
+    detectors = detect.resolve_detectors(settings.detectors or detect.ANALYSE_DETECTORS)
     return detect.fit_baseline(table, used, detectors, n_estimators=settings.n_estimators,
                                random_state=settings.random_state), used, []
 

@@ -113,7 +113,8 @@ def test_a_trained_model_round_trips(tmp_path, planted, capsys):
     summary = train([str(good)], str(tmp_path / "model"), Settings(detectors=BOTH))
     assert summary["autoencoder"]["epochs_run"] >= 1 and summary["autoencoder"]["threshold"] > 0
     files = sorted(p.name for p in (tmp_path / "model").iterdir())
-    assert files == ["autoencoder.json", "autoencoder.keras", "iforest.skops", "model.json", "reference.npz"]
+    assert files == ["autoencoder.json", "autoencoder.keras", "autoencoder.npz", "iforest.skops", "model.json",
+                     "reference.npz"]
     metadata = json.loads((tmp_path / "model" / "model.json").read_text())
     assert {"keras", "tensorflow"} <= set(metadata["versions"])
     loaded = model_store.load(tmp_path / "model").baseline
@@ -127,6 +128,67 @@ def test_a_trained_model_round_trips(tmp_path, planted, capsys):
     assert code == ExitCode.OK and anomaly == ["autoencoder"]
     flagged = {f["ip"] for f in report["findings"] if f["flagged"]}
     assert set(planted[1].values()) <= flagged
+
+
+@pytest.mark.heavy
+def test_numpy_forward_pass_equals_keras_predictions():
+    from log_analyser_core.detectors.autoencoder import AutoencoderDetector, DenseNetwork
+
+    rng = np.random.default_rng(1)
+    X = rng.lognormal(0, 1, (300, 6))
+    detector = AutoencoderDetector(epochs=3, random_state=0).fit(X)
+    Z = detector._scaled(np.vstack([X, rng.normal(0, 50, (20, 6))]))   # also rows far outside the training set
+    keras_out = detector.model_.predict(Z, verbose=0)
+    numpy_out = DenseNetwork.from_keras(detector.model_).predict(Z)
+    assert np.abs(keras_out - numpy_out).max() <= 1e-5
+    assert np.abs(numpy_out).max() > 0.1   # a network that outputs ~0 everywhere would compare equal trivially
+
+
+SCORE_WITHOUT_TENSORFLOW = textwrap.dedent("""
+    import json, sys
+    import log_analyser
+    code = log_analyser.main(["-f", sys.argv[1], "--model", sys.argv[2], "-o", sys.argv[3]])
+    print(json.dumps({"code": code, "modules": sorted(m for m in ("tensorflow", "keras") if m in sys.modules)}))
+""")
+
+
+@pytest.mark.heavy
+def test_scoring_with_a_saved_autoencoder_does_not_import_tensorflow(tmp_path):
+    import loggen
+
+    good, today = tmp_path / "good.log", tmp_path / "today.log"
+    good.write_text("\n".join(loggen.generate(18_000, seed=8, attackers=False).lines.to_list()) + "\n")
+    today.write_text("\n".join(loggen.generate(6_000, seed=9).lines.to_list()) + "\n")
+    summary = train([str(good)], str(tmp_path / "model"), Settings(detectors=BOTH))
+    assert summary["detectors"] == list(BOTH)
+    run = subprocess.run([sys.executable, "-c", SCORE_WITHOUT_TENSORFLOW, str(today), str(tmp_path / "model"),
+                          str(tmp_path / "report.json")], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=ROOT)
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout.splitlines()[-1]) == {"code": 0, "modules": []}
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert [d for d in report["summary"]["detectors"] if d in BOTH] == list(BOTH)
+    loaded = model_store.load(tmp_path / "model").baseline.detectors["autoencoder"]
+    assert not hasattr(loaded, "model_")   # read from autoencoder.npz, not through Keras
+
+
+def test_damaged_autoencoder_weights_are_a_config_error(tmp_path):
+    from log_analyser_core.detectors.autoencoder import DenseNetwork
+    from log_analyser_core.errors import ConfigError
+
+    rng = np.random.default_rng(0)
+    widths = (6, 4, 2, 4, 6)
+    shapes = zip(widths[:-1], widths[1:], strict=True)
+    good = DenseNetwork([(rng.normal(0, 1, (a, b)), rng.normal(0, 1, b)) for a, b in shapes])
+    good.save(tmp_path / "ok.npz")
+    assert DenseNetwork.load(tmp_path / "ok.npz").predict(np.ones((3, 6))).shape == (3, 6)
+    np.savez(tmp_path / "short.npz", w0=np.ones((6, 4)), b0=np.ones(4))
+    np.savez(tmp_path / "mismatch.npz", **{f"{k}{i}": np.ones((6, 4)) if k == "w" else np.ones(4)
+                                          for i in range(4) for k in "wb"})
+    (tmp_path / "text.npz").write_text("not numpy")
+    for name in ("short", "mismatch", "text"):
+        with pytest.raises(ConfigError, match="autoencoder"):
+            DenseNetwork.load(tmp_path / f"{name}.npz")
 
 
 def _table(path):

@@ -163,6 +163,12 @@ def test_compose_service_mounts_logs_read_only_output_cache_and_env_file():
 
     args = log_analyser.build_parser().parse_args(service["command"])
     assert all(f.startswith("/logs/") for f in args.files) and all(o.startswith("/out/") for o in args.output)
+    # the baseline flow: `train` writes the model into the data volume, every analysis reads it there
+    train = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]["train"]
+    assert train["volumes"] == service["volumes"] and train["env_file"] == service["env_file"]
+    assert train["command"][0] == "train"
+    trained = log_analyser.build_train_parser().parse_args(train["command"][1:])
+    assert trained.save == args.model == "/data/model" and all(f.startswith("/logs/") for f in trained.files)
 
 
 def dockerfile() -> tuple[dict[str, str], list[Stage]]:
@@ -366,9 +372,12 @@ def test_the_image_pins_a_crs_release_and_fetches_it_through_rules_update():
 def test_image_compose_command_runs_over_the_mounted_directory(replayed_image):
     replay = replayed_image[0]
     shutil.copy2(ROOT / "examples" / "access.log", replay.path("/logs/access.log"))
-    command = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]["log_analyser"]["command"]
+    services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
     replay.path("/out/report.json").unlink(missing_ok=True)
-    result = run_image(replayed_image, *command)
+    train = [arg.replace("${TRUSTED_LOG:-access.log*}", "access.log*") for arg in services["train"]["command"]]
+    trained = run_image(replayed_image, *train)
+    assert trained.returncode == 0, trained.stderr
+    result = run_image(replayed_image, *services["log_analyser"]["command"])
     assert result.returncode == 0, result.stderr
     assert json.loads(replay.path("/out/report.json").read_text())["summary"]["clients"] > 0
 

@@ -186,6 +186,9 @@ def test_compose_service_runs_as_the_user(image, harness, workdir):
     setup = [line for line in readme_lines("Docker and Compose", "printf") if "UID" in line]
     assert setup and shell(setup[0], workdir, env).returncode == 0
     compose_lines = readme_lines("Docker and Compose", "docker compose run")
+    (train,) = [line for line in compose_lines if line.endswith("train")]   # the baseline, once
+    trained = shell(train, workdir, env)
+    assert trained.returncode == 0, trained.stdout[-2000:] + trained.stderr[-2000:]
     (line,) = [line for line in compose_lines if line.endswith("log_analyser")]
     result = shell(line, workdir, env)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]

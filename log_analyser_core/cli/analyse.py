@@ -36,12 +36,15 @@ def run(args: argparse.Namespace) -> ExitCode:
 
     files = named(settings.engine).sources(args.files)   # local paths resolved; Spark URIs as given
     bar = _progress_bar(files, quiet=args.quiet)
+    loading = _preload_writers(args)
     with contextlib.ExitStack() as stack:
         llm_cache = stack.enter_context(_llm_cache(args)) if settings.explain.enabled else None
         try:
             result = analyse(files, settings, progress=bar.update, llm_cache=llm_cache)
         finally:
             bar.close()
+            if loading:
+                loading.join()
     if args.verbose:
         _show_unparsed(result)
     if args.dry_run_llm:
@@ -54,6 +57,10 @@ def run(args: argparse.Namespace) -> ExitCode:
     for note in result.summary.notes:
         if args.verbose or not note.startswith("detectors:"):   # which models ran: -v, JSON and the PDF say
             _say(args, f"note: {note}")
+    if settings.model is None and named(settings.engine).reads_requests:
+        from log_analyser_core.pipeline import NO_MODEL_HINT
+
+        _say(args, f"note: {NO_MODEL_HINT}")
     from log_analyser_core.cli import messages
 
     if args.fail_on is not None and result.at_least(args.fail_on):
@@ -145,6 +152,18 @@ def _explain_settings(args: argparse.Namespace):
                            model=args.llm_model, base_url=url, redact_ips="ips" in args.llm_redact)
 
 
+def _preload_writers(args: argparse.Namespace):
+    """Start importing the PDF and HTML writers' libraries while the log is analysed (see reporting.preload)."""
+    import reporting
+    from log_analyser_core.errors import AnalyserError
+
+    try:
+        kinds = [reporting.format_for(path, args.output_format)[0] for path in args.output]
+    except AnalyserError:   # reported when the reports are written, after the analysis, as before
+        return None
+    return reporting.preload(kinds)
+
+
 def _llm_cache(args: argparse.Namespace):
     """The shared SQLite cache (--cache or the user cache dir), where LLM answers are kept."""
     from pathlib import Path
@@ -154,13 +173,25 @@ def _llm_cache(args: argparse.Namespace):
     return CacheStore(Path(args.cache) if args.cache else None)
 
 
+class _NoProgress:
+    """The progress bar when none is shown (-q, or stderr is not a terminal: CI jobs, cron)."""
+
+    def update(self, n: float | None = 1) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 def _progress_bar(files: Sequence[str], quiet: bool = False):
     """A byte-counting progress callback on stderr, shown only on a TTY, after one second and without -q."""
+    if quiet or not sys.stderr.isatty():   # tqdm (and the multiprocessing lock it makes) is not even imported
+        return _NoProgress()
     from tqdm import tqdm
 
     sizes = [os.path.getsize(f) for f in files if f != "-" and os.path.isfile(f)]
     bar = tqdm(total=sum(sizes) or None, unit="B", unit_scale=True, delay=1.0, leave=False,
-               file=sys.stderr, disable=quiet or not sys.stderr.isatty(), desc="reading")
+               file=sys.stderr, desc="reading")
     return bar
 
 

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import os
-import stat
 import sys
-import tempfile
 from collections.abc import Iterable
 
 from log_analyser_core.errors import ConfigError
+from log_analyser_core.report.files import replace_atomically
 
 
 class StdoutError(ConfigError):
@@ -31,40 +30,6 @@ def write(content: str | bytes | Iterable[str | bytes], path: str) -> None:
         replace_atomically(path, (p.encode("utf-8") if isinstance(p, str) else p for p in pieces))
     except OSError as exc:
         raise ConfigError(f"cannot write report: {exc.strerror or exc}", path=path) from None
-
-
-def replace_atomically(path: str, pieces: Iterable[bytes]) -> None:
-    """``pieces`` into a temporary file in ``path``'s folder, then renamed over ``path``; devices and
-    FIFOs (/dev/stdout) are written in place. Raises OSError, leaving no temporary file behind."""
-    try:
-        existing = os.stat(path)
-    except FileNotFoundError:
-        existing = None
-    if existing is not None and not stat.S_ISREG(existing.st_mode):
-        with open(path, "wb") as device:
-            device.writelines(pieces)
-        return
-    folder = os.path.dirname(os.path.abspath(path))
-    handle = tempfile.NamedTemporaryFile(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp",
-                                         delete=False)
-    try:
-        with handle:
-            handle.writelines(pieces)
-            handle.flush()
-            os.fsync(handle.fileno())
-        # the mode a plain open() would have given (or the old report's): mkstemp makes files 0600
-        os.chmod(handle.name, stat.S_IMODE(existing.st_mode) if existing else 0o666 & ~_umask())
-        os.replace(handle.name, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(handle.name)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def to_stdout(*pieces: str | bytes) -> None:

@@ -5,7 +5,8 @@ A model directory holds:
   reference.npz     the training clients' raw scores per detector, the 0-100 scale, and the median client
                     and robust spread of each feature (for reasons); numpy arrays, no pickle
   iforest.skops     the robust scaler and Isolation Forest (skops)
-  autoencoder.keras the autoencoder network (Keras 3 format) and autoencoder.json (its scaler, threshold)
+  autoencoder.npz   the autoencoder's weights (numpy, no pickle; scoring reads them with NumPy), with
+                    autoencoder.json (its scaler, threshold) and autoencoder.keras (the same network for Keras)
 
 scikit-learn objects are stored with skops rather than joblib/pickle: loading a pickle runs whatever
 code the file names, while skops rebuilds only the types it is told to trust (here scikit-learn's
@@ -114,7 +115,7 @@ def load(directory: Path | str, detectors: tuple[str, ...] | None = None) -> Loa
     forest = _load_forest(folder, width)
     fitted: dict[str, Detector] = {name: forest for name in wanted if name == "iforest"}
     if "autoencoder" in wanted:
-        fitted["autoencoder"] = _load_autoencoder(folder)
+        fitted["autoencoder"] = _load_autoencoder(folder, width)
     reference, scale, center, spread = _reference(folder, wanted, width)
     baseline = Baseline(features=tuple(metadata["features"]), detectors=fitted, scale_model=forest,
                         reference=reference, scale=scale, typical=np.array(metadata["typical"], dtype=float),
@@ -219,17 +220,24 @@ def _load_forest(folder: Path, width: int) -> IsolationForestDetector:
     return forest
 
 
-def _load_autoencoder(folder: Path) -> Detector:
+def _load_autoencoder(folder: Path, width: int) -> Detector:
     from log_analyser_core.detectors import autoencoder
 
-    for name in ("autoencoder.json", "autoencoder.keras"):
+    # the weights scoring reads (autoencoder.npz), or for a model saved before them the Keras file
+    weights = "autoencoder.npz" if (folder / "autoencoder.npz").is_file() else "autoencoder.keras"
+    for name in ("autoencoder.json", weights):
         if not (folder / name).is_file():
             raise ConfigError(f"damaged model: {name} is missing", path=str(folder), hint=_RETRAIN)
     try:
-        return autoencoder.AutoencoderDetector.load(folder)
+        detector = autoencoder.AutoencoderDetector.load(folder)
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ConfigError(f"damaged model: cannot load the autoencoder ({type(exc).__name__})",
                           path=str(folder / "autoencoder.json"), hint=_RETRAIN) from None
+    layers = detector.network_.layers
+    if layers[0][0].shape[0] != width or layers[-1][0].shape[1] != width:
+        raise ConfigError(f"damaged model: the autoencoder does not read and write {width} features, as "
+                          "model.json lists", path=str(folder / weights), hint=_RETRAIN)
+    return detector
 
 
 def _reference(folder: Path, wanted: tuple[str, ...], width: int) -> tuple[dict, np.ndarray, np.ndarray, np.ndarray]:

@@ -2,9 +2,7 @@
 from __future__ import annotations
 
 import logging
-import os
 import subprocess
-import tempfile
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,6 +12,7 @@ import orjson
 
 import reporting
 from log_analyser_core.errors import ConfigError
+from log_analyser_core.report.files import replace_atomically
 from log_analyser_core.results import AnalysisResult, Finding, Severity
 
 log = logging.getLogger(__name__)
@@ -22,28 +21,9 @@ ON_CHANGE_TIMEOUT = 60.0   # seconds an --on-change command may run
 
 
 def atomic_write(path: str | Path, content: str | bytes) -> None:
-    """Replace ``path`` with ``content`` at once: a temporary file in the same folder, flushed to
-    disk, then renamed over it, so a reader (nginx reloading) never sees half a file. A new file gets
-    the permissions the umask allows; an existing one keeps its own."""
-    target = Path(path)
-    data = content.encode("utf-8") if isinstance(content, str) else content
-    try:
-        mode = target.stat().st_mode & 0o7777
-    except OSError:
-        umask = os.umask(0)
-        os.umask(umask)
-        mode = 0o666 & ~umask
-    handle = tempfile.NamedTemporaryFile(dir=target.parent, prefix=f".{target.name}.", delete=False)  # noqa: SIM115
-    try:
-        with handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(handle.name, mode)
-        os.replace(handle.name, target)
-    except BaseException:
-        Path(handle.name).unlink(missing_ok=True)
-        raise
+    """Replace ``path`` with ``content`` at once (report.files.replace_atomically), so a reader
+    (nginx reloading) never sees half a file; an existing file keeps its permissions."""
+    replace_atomically(str(path), [content.encode("utf-8") if isinstance(content, str) else content])
 
 
 def alert_json(finding: Finding, kind: str, previous: Severity | None, now: datetime | None = None) -> str:

@@ -294,7 +294,27 @@ def _example(pdf, example: ExampleLine) -> None:
     """A log line in monospace, cut after EXAMPLE_CHARS and wrapped; '(rebuilt)' after its line
     number when it is not the logged text."""
     raw = example.raw if len(example.raw) <= EXAMPLE_CHARS else example.raw[:EXAMPLE_CHARS] + "…"
-    _para(pdf, f"{model.example_place(example)}: {raw}", 7.5, MONO, (60, 60, 60))
+    size = 7.5
+    pdf.set_font(MONO, "", size)
+    pdf.set_text_color(60, 60, 60)
+    for line in _mono_lines(pdf, _safe(pdf, f"{model.example_place(example)}: {raw}", PARAGRAPH_CHARS)):
+        pdf.cell(0, size * 0.48, line, new_x="LMARGIN", new_y="NEXT")
+
+
+def _mono_lines(pdf, text: str) -> list[str]:
+    """``text`` in lines that fit the page in the (current) monospace font, broken at the last space
+    that fits, else mid-word. Every glyph of the font is equally wide, so a line holds a fixed number
+    of characters; fpdf2's multi_cell measures the growing line again at each character, which made
+    the example lines (up to 600 characters each) most of the time the PDF took."""
+    per_line = max(1, int(pdf.epw / pdf.get_string_width("M")))
+    lines = []
+    for rest in text.split("\n"):
+        while len(rest) > per_line:
+            cut = rest.rfind(" ", 0, per_line + 1)
+            lines.append(rest[:cut] if cut > 0 else rest[:per_line])
+            rest = rest[cut + 1:] if cut > 0 else rest[per_line:]
+        lines.append(rest)
+    return lines
 
 
 def render_pdf(result: AnalysisResult, version: str = "", pages: int = 20) -> bytes:

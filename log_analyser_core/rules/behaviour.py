@@ -146,7 +146,8 @@ def load_rules(paths: Sequence[str | Path] | None = None) -> list[BehaviourRule]
 
 def _load_file(path: Path, errors: _Collector) -> list[BehaviourRule]:
     try:
-        documents = yaml.safe_load(path.read_text(encoding="utf-8"))
+        # libyaml's safe loader where PyYAML was built with it: the same documents, about 10x faster
+        documents = yaml.load(path.read_text(encoding="utf-8"), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         errors.add(str(path), "-", "file", f"cannot read YAML: {str(exc).splitlines()[0]}")
         return []
@@ -560,19 +561,19 @@ def shared_addresses(events: pl.DataFrame) -> dict[str, int]:
     person (fetched page assets, under PERSON_MAX_ERROR_SHARE errors): address -> such agents."""
     if not events.height:
         return {}
-    # per (address, agent as logged) first, so that only the distinct agents are cast and matched
-    asset = log_events.text_matches(events["path"], f"(?i){_ASSET}")
-    pairs = (events.select("client_ip", "user_agent", (pl.col("status") >= 400).alias("error"), asset.alias("asset"))
-             .group_by("client_ip", "user_agent")
-             .agg(pl.col("asset").any(), pl.col("error").sum().alias("errors"), pl.col("error").count().alias("n")))
-    agent = pl.col("user_agent").cast(pl.String).str.to_lowercase()
-    people = (pairs.select(pl.col("client_ip").cast(pl.String), agent.alias("ua"), "asset", "errors", "n")
-              .filter(pl.col("ua").str.contains(_BROWSER) & ~pl.col("ua").str.contains(_BOT))
-              .group_by("client_ip", "ua").agg(pl.col("asset").any(), (pl.col("errors").sum() / pl.col("n").sum())
-                                               .alias("error"))
+    # Browser agents are picked once per distinct agent, and requests are grouped by a number per
+    # lower-cased agent: no text column as long as the log (on 5M lines that text took 1.6 GB).
+    agents = events.get_column("user_agent").unique().to_frame()
+    agents = (agents.with_columns(pl.col("user_agent").cast(pl.String).fill_null("").str.to_lowercase().alias("_ua"))
+              .filter(pl.col("_ua").str.contains(_BROWSER) & ~pl.col("_ua").str.contains(_BOT))
+              .select("user_agent", pl.col("_ua").rank("dense").alias("_agent")))
+    people = (events.select("client_ip", "user_agent", "path", "status").join(agents, on="user_agent")
+              .select("client_ip", "_agent", pl.col("path").str.contains(f"(?i){_ASSET}").alias("asset"),
+                      (pl.col("status") >= 400).alias("error"))
+              .group_by("client_ip", "_agent").agg(pl.col("asset").any(), pl.col("error").mean())
               .filter(pl.col("asset") & (pl.col("error") < PERSON_MAX_ERROR_SHARE))
               .group_by("client_ip").len().filter(pl.col("len") >= SHARED_MIN_AGENTS))
-    return dict(people.iter_rows())
+    return {str(ip): count for ip, count in people.iter_rows()}
 
 
 def _detect(events: pl.DataFrame, rules: Iterable[BehaviourRule], partition_events: int = PARTITION_EVENTS, *,

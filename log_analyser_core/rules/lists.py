@@ -51,7 +51,8 @@ def load(name: str) -> KnowledgeList:
     if name not in names():
         raise RulesError(f"no knowledge list named {name!r} (one of {', '.join(names())})")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        # libyaml's safe loader where PyYAML has it (as for behaviour rules): same documents, a fraction of the time
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise RulesError(f"cannot read knowledge list: {str(exc).splitlines()[0]}", path=str(path)) from None
     problems = _problems(data, name)

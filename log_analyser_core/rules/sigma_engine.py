@@ -11,25 +11,25 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import polars as pl
-import yaml
-from sigma.collection import SigmaCollection
-from sigma.correlations import SigmaCorrelationRule
-from sigma.exceptions import SigmaError, SigmaRuleLocation
-from sigma.rule import SigmaRule
-from sigma.validation import SigmaValidator
-from sigma.validators.core import validators as core_validators
 
 from log_analyser_core.errors import RulesError
 from log_analyser_core.parsing import sources as log_input
 from log_analyser_core.parsing.events import EVENT_SCHEMA
 from log_analyser_core.results import AttackType, Evidence, ExampleLine, Severity
 from log_analyser_core.rules import hits as rule_hits
-from log_analyser_core.rules import sigma_compile
+from log_analyser_core.rules import (
+    sigma_cache,
+    sigma_views,  # the taxonomy and views: no pySigma
+)
 from log_analyser_core.rules.packs import package_pack
+from log_analyser_core.rules.sigma_rules import CompiledRule, Problem, RuleSet  # noqa: F401 - part of this API
+
+if TYPE_CHECKING:
+    from sigma.rule import SigmaRule
 
 # What rules can read: the event columns, and a line rebuilt from them (see searchable()).
 SEARCHABLE = (*EVENT_SCHEMA, "raw")
@@ -70,56 +70,6 @@ ATTACK_TYPE_BY_TAG: tuple[tuple[str, AttackType], ...] = (
 _LEFT_OUT = {"filename_length", "duplicate_filename", "tlpv1_tag", "tlpv2_tag", "attacktag", "d3_fendtag"}
 
 
-@dataclass(frozen=True)
-class Problem:
-    """Something wrong with one rule. ``kind`` is "error" (the rule does not load), "unsupported"
-    (it loads but uses a feature this engine does not evaluate) or "warning" (a validator's advice)."""
-
-    kind: str
-    path: str
-    rule_id: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.path}: rule {self.rule_id}: {self.message}"
-
-
-@dataclass(frozen=True)
-class CompiledRule:
-    """A webserver Sigma rule ready to run: ``expression`` is true on the events it matches."""
-
-    id: str
-    title: str
-    severity: Severity
-    status: str
-    tags: tuple[str, ...]
-    attack_type: AttackType | None
-    path: str
-    expression: pl.Expr = field(repr=False)
-    views: frozenset[str] = frozenset()
-    fields: frozenset[str] = frozenset()   # Sigma field names it reads (KEYWORDS for the raw line)
-
-
-@dataclass(frozen=True)
-class RuleSet:
-    """Every rule read from ``folders``: those that run, and what was wrong with the others."""
-
-    folders: tuple[str, ...]
-    rules: tuple[CompiledRule, ...]
-    problems: tuple[Problem, ...] = ()
-    other_logsource: int = 0     # rules skipped because their logsource is not webserver
-
-    def of_kind(self, kind: str) -> list[Problem]:
-        return [p for p in self.problems if p.kind == kind]
-
-    def notes(self) -> list[str]:
-        """One line per skipped rule, for the run summary."""
-        notes = [f"Sigma rule skipped, unsupported: {p}" for p in self.of_kind("unsupported")]
-        if self.other_logsource:
-            notes.append(f"{self.other_logsource} Sigma rules skipped: logsource is not webserver")
-        return notes
-
-
 def builtin_dir() -> Path:
     """The built-in Sigma pack: package data of ``log_analyser_core.rules`` (the repository's
     ``sigma/``), in a checkout and in every kind of install alike."""
@@ -142,7 +92,9 @@ def rule_files(folders: Iterable[str | Path]) -> list[Path]:
 def check(folders: Sequence[str | Path], columns: Iterable[str] = SEARCHABLE, advice: bool = True) -> RuleSet:
     """Load, validate and compile every rule under ``folders``, collecting every problem; ``advice``
     runs pySigma's validators too (their warnings are style advice, for ``rules check``)."""
-    rules, problems, other = [], [], 0
+    rules: list[SigmaRule] = []
+    problems: list[Problem] = []
+    other = 0
     for path in rule_files(folders):
         parsed, errors = _read(path)
         problems += errors
@@ -165,11 +117,19 @@ def check(folders: Sequence[str | Path], columns: Iterable[str] = SEARCHABLE, ad
     return RuleSet(tuple(map(str, folders)), tuple(compiled), tuple(problems), other)
 
 
-def load(folders: Sequence[str | Path], columns: Iterable[str] = SEARCHABLE) -> RuleSet:
+def load(folders: Sequence[str | Path], columns: Iterable[str] = SEARCHABLE, *, cache: bool = True) -> RuleSet:
     """``check`` that raises RulesError when any rule does not load; unsupported rules are logged.
     The validators' advice is left to ``rules check``: it does not change what a rule matches, and
-    running them costs about as much as compiling the built-in pack."""
-    ruleset = check(folders, columns, advice=False)
+    running them costs about as much as compiling the built-in pack.
+
+    With ``cache`` a pack that loaded before, with the same files' content, columns and versions, is
+    read from the user cache dir (sigma_cache) instead: no YAML, no pySigma, no compiling."""
+    key = sigma_cache.key(rule_files(folders), sorted(columns)) if cache else None
+    ruleset = sigma_cache.read(key, folders) if key else None
+    if ruleset is None:
+        ruleset = check(folders, columns, advice=False)
+        if key and not ruleset.of_kind("error"):
+            sigma_cache.write(key, ruleset)
     errors = ruleset.of_kind("error")
     if errors:
         more = f"; {len(errors) - 1} more errors" if len(errors) > 1 else ""
@@ -179,14 +139,18 @@ def load(folders: Sequence[str | Path], columns: Iterable[str] = SEARCHABLE) -> 
     return ruleset
 
 
-_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)   # what SigmaCollection.from_yaml does, in C
-
-
 def _read(path: Path) -> tuple[list[SigmaRule], list[Problem]]:
     """The rules of one file, and its load errors (YAML, schema, condition, modifiers)."""
+    import yaml
+    from sigma.collection import SigmaCollection
+    from sigma.correlations import SigmaCorrelationRule
+    from sigma.exceptions import SigmaError, SigmaRuleLocation
+    from sigma.rule import SigmaRule
+
     try:
         text = path.read_text(encoding="utf-8")
-        collection = SigmaCollection.from_dicts(list(yaml.load_all(text, Loader=_YAML_LOADER)), collect_errors=True,
+        loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)   # what SigmaCollection.from_yaml does, in C
+        collection = SigmaCollection.from_dicts(list(yaml.load_all(text, Loader=loader)), collect_errors=True,
                                                 source=SigmaRuleLocation(path))
     except (OSError, UnicodeDecodeError) as exc:
         return [], [Problem("error", str(path), "-", f"cannot read: {exc}")]
@@ -242,6 +206,9 @@ def _duplicates(rules: list[SigmaRule]) -> list[Problem]:
 
 def _validate(rules: list[SigmaRule]) -> list[Problem]:
     """pySigma's validators (minus _LEFT_OUT): advice, reported as warnings."""
+    from sigma.validation import SigmaValidator
+    from sigma.validators.core import validators as core_validators
+
     chosen = [cls for name, cls in core_validators.items() if name not in _LEFT_OUT]
     problems = []
     for issue in SigmaValidator(chosen).validate_rules(iter(r for r in rules if not r.errors)):
@@ -258,6 +225,10 @@ def _is_webserver(rule: SigmaRule) -> bool:
 
 
 def _compile(rule: SigmaRule, columns: frozenset[str]) -> CompiledRule | Problem:
+    from sigma.exceptions import SigmaError
+
+    from log_analyser_core.rules import sigma_compile
+
     path = str(rule.source.path) if rule.source else "?"
     compiler = sigma_compile.Compiler(columns, set())
     try:
@@ -296,11 +267,11 @@ def unrecorded_fields(events: pl.DataFrame, ruleset: RuleSet) -> list[str]:
     combined log, which does not record it): conditions on them cannot match."""
     used: dict[str, int] = {}
     for rule in ruleset.rules:
-        for name in rule.fields - {sigma_compile.KEYWORDS}:   # every event has a line to search
+        for name in rule.fields - {sigma_views.KEYWORDS}:   # every event has a line to search
             used[name] = used.get(name, 0) + 1
     if not used or events.height == 0:
         return []
-    columns = {name: sigma_compile.source_columns(sigma_compile.FIELDS[name].column) for name in used}
+    columns = {name: sigma_views.source_columns(sigma_views.FIELDS[name].column) for name in used}
     empty = events.select([pl.col(c).is_null().all() for c in {c for cs in columns.values() for c in cs}]).row(
         0, named=True)
     return [f"{count} Sigma rules read {name}, which is empty on every line of this log"
@@ -319,7 +290,7 @@ def searchable(events: pl.DataFrame, ruleset: RuleSet) -> pl.DataFrame:
 
 
 def _keyword_rules(rules: Iterable[CompiledRule]) -> list[CompiledRule]:
-    return [r for r in rules if any(v.startswith(sigma_compile.KEYWORDS) for v in r.views)]
+    return [r for r in rules if any(v.startswith(sigma_views.KEYWORDS) for v in r.views)]
 
 
 def matches(events: pl.DataFrame, ruleset: RuleSet, chunk_events: int = CHUNK_EVENTS) -> pl.DataFrame:
@@ -353,19 +324,19 @@ def _match(events: pl.DataFrame, rules: list[CompiledRule], distinct: bool, offs
     views: set[str] = set().union(*(r.views for r in rules))
     frame = events.lazy().with_row_index("_row", offset=offset)
     if distinct:
-        keys = sorted({c for v in views for c in sigma_compile.source_columns(v.split(":")[0])})
+        keys = sorted({c for v in views for c in sigma_views.source_columns(v.split(":")[0])})
         frame = frame.group_by(keys).agg("_row") if keys else frame.select("_row")
         frame = frame.with_columns(pl.col(pl.Categorical).cast(pl.String))   # the distinct requests only
         return _select(frame, rules, views, plain=False).explode("_row").collect()
     # Per line: lines without '%' or '+' (most of them) skip URL-decoding, which changes nothing there.
-    encoded = pl.col("raw").str.contains_any(sigma_compile.ENCODING_MARKS)
+    encoded = pl.col("raw").str.contains_any(sigma_views.ENCODING_MARKS)
     parts = [_select(frame.filter(encoded), rules, views, plain=False),
              _select(frame.filter(~encoded), rules, views, plain=True)]
     return pl.concat(parts).sort("_row").collect()
 
 
 def _select(frame: pl.LazyFrame, rules: list[CompiledRule], views: set[str], plain: bool) -> pl.LazyFrame:
-    for stage in sigma_compile.view_columns(views, plain=plain):
+    for stage in sigma_views.view_columns(views, plain=plain):
         frame = frame.with_columns(stage)
     frame = frame.select("_row", *[r.expression.alias(r.id) for r in rules])
     return frame.filter(pl.any_horizontal([r.id for r in rules]))

@@ -18,13 +18,15 @@ import logging
 import os
 import re
 import shutil
-import tarfile
 import tempfile
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from log_analyser_core.errors import RulesError
+
+if TYPE_CHECKING:   # urllib (ssl, http) and tarfile are imported only to install: a run imports this module
+    import tarfile
 
 log = logging.getLogger(__name__)
 APP_NAME = "log_analyser"
@@ -68,6 +70,8 @@ def installed(base: Path | None = None) -> Path | None:
 def http_fetch(url: str, timeout: float = 30.0) -> bytes:
     if not url.startswith(("https://", "http://")):
         raise RulesError(f"not an http(s) URL: {url}")
+    import urllib.request
+
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:   # noqa: S310 - scheme checked above
             data = response.read(MAX_ARCHIVE_BYTES + 1)
@@ -133,6 +137,8 @@ def _sha256_line(text: bytes, url: str) -> str:
 
 def _unpack(archive: bytes, target: Path) -> None:
     """Extract the archive's rules/ folder (and nothing outside it) into ``target``."""
+    import tarfile
+
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
         try:

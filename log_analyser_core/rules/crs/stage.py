@@ -12,15 +12,17 @@ import logging
 import re
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import polars as pl
 
 from log_analyser_core.errors import RulesError
 from log_analyser_core.results import AttackType, Evidence, ExampleLine, Severity
 from log_analyser_core.rules import hits as rule_hits
-from log_analyser_core.rules.crs import compile as crs_compile
-from log_analyser_core.rules.crs import engine, install, seclang, variables
-from log_analyser_core.rules.crs.compile import RuleSet
+from log_analyser_core.rules.crs import install
+
+if TYPE_CHECKING:   # the compiler and engine (and the regex module) are imported when a CRS is loaded
+    from log_analyser_core.rules.crs.compile import CompiledRule, RuleSet
 
 log = logging.getLogger(__name__)
 CHUNK_EVENTS = 2**20
@@ -63,6 +65,9 @@ def load(folder: Path, paranoia: int = 1, threshold: int | None = None,
     ``settings`` (tx name, value) as crs-setup.conf sets them."""
     if paranoia not in PARANOIA_LEVELS:
         raise RulesError(f"paranoia level {paranoia} is not one of 1, 2, 3, 4")
+    from log_analyser_core.rules.crs import compile as crs_compile
+    from log_analyser_core.rules.crs import seclang
+
     started = time.perf_counter()
     ruleset = crs_compile.build(seclang.read_rules(folder), paranoia, threshold, dict(settings))
     log.info("CRS: %d rules at paranoia level %d loaded in %.2f s", len(ruleset.rules), paranoia,
@@ -93,6 +98,8 @@ def matches(events: pl.DataFrame, ruleset: RuleSet, chunk_events: int = CHUNK_EV
     """Every (event row, rule) CRS flags: ``_row`` indexes ``events``, ``rule`` the rule id,
     ``matched`` 'VARIABLE:key=value' of the first variable that matched, ``score`` the request's
     anomaly score. Only requests at or above the threshold; sorted by row and rule."""
+    from log_analyser_core.rules.crs import engine, variables
+
     out = []
     for offset in range(0, events.height, chunk_events):
         chunk = variables.request_columns(events.slice(offset, chunk_events))
@@ -136,7 +143,7 @@ def evaluate(events: pl.DataFrame, ruleset: RuleSet, examples: int = 3) -> dict[
     return {ip: tuple(sorted(items, key=lambda e: (-e.severity, e.rule_id))) for ip, items in found.items()}
 
 
-def _evidence(rule: crs_compile.CompiledRule, row: dict, lines: tuple[ExampleLine, ...]) -> Evidence:
+def _evidence(rule: CompiledRule, row: dict, lines: tuple[ExampleLine, ...]) -> Evidence:
     level = f"paranoia-level/{rule.rule.paranoia_level}"
     tags = tuple(t for t in rule.rule.tags if not t.startswith(("OWASP_CRS", "capec/", "PCI/", "paranoia-level/")))
     severity = Severity.LOW if rule.id in POLICY_RULES else SEVERITY.get(rule.rule.severity, Severity.MEDIUM)
