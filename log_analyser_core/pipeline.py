@@ -461,11 +461,13 @@ def _findings(table: pl.DataFrame, used: list[str], scores: np.ndarray, detector
     deviating = np.zeros(table.height, dtype=bool)
     if used and len(z):
         deviating = np.asarray((z >= detect.REASON_MIN_Z).any(axis=1), dtype=bool)
-    rows = table.to_dicts()
-    order = sorted(range(len(rows)), key=lambda i: (-round(float(scores[i]), 6), rows[i]["client_ip"]))
+    # rows in rank order, each row's dict made as it is used: a million row dicts at once cost gigabytes
+    keys = pl.Series("_key", [-round(float(x), 6) for x in scores], dtype=pl.Float64)
+    ranked = table.with_columns(keys, pl.int_range(pl.len(), dtype=pl.Int64).alias("_i")) \
+        .sort("_key", pl.col("client_ip").cast(pl.String), maintain_order=True).drop("_key")
     findings = []
-    for rank, i in enumerate(order, start=1):
-        row = rows[i]
+    for rank, row in enumerate(ranked.iter_rows(named=True), start=1):
+        i = row.pop("_i")
         deviations = []
         if deviating[i]:
             values = [row[name] or 0.0 for name in used]

@@ -352,3 +352,41 @@ def test_an_alert_line_is_a_finding_of_the_json_report_schema():
     jsonschema.validate(document, finding_schema)
     assert document["alert"]["kind"] == "escalated" and document["alert"]["previous_severity"] == "medium"
     assert document["alert"]["time"].endswith("Z")
+
+
+def test_a_failed_judgement_leaves_the_checkpoint_before_the_lines_it_never_judged(tmp_path, monkeypatch):
+    import io
+    import threading
+
+    from log_analyser_core.live import checkpoint
+    from log_analyser_core.live.follow import Follower, FollowOptions
+    from log_analyser_core.live.monitor import Monitor
+
+    log = tmp_path / "access.log"
+    log.touch()
+    options = FollowOptions(patterns=(str(log),), checkpoint=tmp_path / "cp.json")
+    ready, failures = threading.Event(), []
+
+    def failing_update(self, chunks):
+        failures.append(len(chunks))
+        raise RuntimeError("judging failed")
+
+    monkeypatch.setattr(Monitor, "update", failing_update)
+    follower = Follower(pipeline.Settings(), options, alerts_stream=io.StringIO(),
+                        ready=lambda files: ready.set())
+    outcome: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            follower.run()
+        except RuntimeError as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    assert ready.wait(30)
+    write(log, [text + "\n" for text in login_failures("192.0.2.67").lines])
+    thread.join(60)
+    assert not thread.is_alive() and failures and outcome   # the loop ended on the failure
+    saved = checkpoint.load(tmp_path / "cp.json")
+    assert saved is None or all(place.lines == 0 for place in saved.places)   # a restart reads the 6 lines again
