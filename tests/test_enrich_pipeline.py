@@ -26,9 +26,11 @@ BENIGN_BUT_REPORTED = "109.151.116.167"
 
 
 def enrichment_notes(err: str) -> list[str]:
-    """The run's note lines, but for the ones saying which anomaly detectors ran and that no CRS is installed."""
+    """The run's note lines, but for the ones saying which anomaly detectors ran, that no CRS is installed
+    and that no --model was given."""
     return [line for line in err.splitlines()
-            if line.startswith("note:") and not line.startswith(("note: detectors:", "note: CRS:"))]
+            if line.startswith("note:")
+            and not line.startswith(("note: detectors:", "note: CRS:", "note: no --model:"))]
 
 def enrich_settings(url: str, cache, **overrides) -> EnrichmentSettings:
     base = {"api_key": TEST_KEY, "base_url": url, "cache_path": cache, "timeout": 3.0, "retries": 1,
