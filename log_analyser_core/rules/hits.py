@@ -2,12 +2,13 @@
 turn into Evidence."""
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import polars as pl
 
 from log_analyser_core.parsing import sources as log_input
-from log_analyser_core.results import ExampleLine
+from log_analyser_core.results import Evidence, ExampleLine
 
 
 def by_client(events: pl.DataFrame, hits: pl.DataFrame, examples: int,
@@ -28,3 +29,17 @@ def by_client(events: pl.DataFrame, hits: pl.DataFrame, examples: int,
                 for s, n, r, b in raw.select("source", "line_number", "raw", "rebuilt").iter_rows()}
     for row in grouped.iter_rows(named=True):
         yield row, tuple(by_place[(s, n)] for s, n in zip(row["source"], row["line_number"], strict=True))
+
+
+def evidence_by_client(events: pl.DataFrame, hits: pl.DataFrame, examples: int,
+                       evidence: Callable[[dict, tuple[ExampleLine, ...]], Evidence],
+                       order: Callable[[Evidence], Any],
+                       firsts: tuple[str, ...] = ()) -> dict[str, tuple[Evidence, ...]]:
+    """Evidence per client IP: ``evidence(row, example lines)`` for each client and rule that fired
+    (see by_client), each client's sorted by ``order``."""
+    if hits.height == 0:
+        return {}
+    found: dict[str, list[Evidence]] = {}
+    for row, shown in by_client(events, hits, examples, firsts=firsts):
+        found.setdefault(row["client_ip"], []).append(evidence(row, shown))
+    return {ip: tuple(sorted(items, key=order)) for ip, items in found.items()}

@@ -347,14 +347,10 @@ def evaluate(events: pl.DataFrame, ruleset: RuleSet, examples: int = 3) -> dict[
     match count and the first ``examples`` matching lines; severest first, then by rule title."""
     if not ruleset.rules or events.height == 0:
         return {}
-    hits = matches(events, ruleset)
-    if hits.height == 0:
-        return {}
     by_id = {r.id: r for r in ruleset.rules}
-    found: dict[str, list[Evidence]] = {}
-    for row, shown in rule_hits.by_client(events, hits, examples):
-        found.setdefault(row["client_ip"], []).append(_evidence(by_id[row["rule"]], row, shown))
-    return {ip: tuple(sorted(items, key=lambda e: (-e.severity, e.title))) for ip, items in found.items()}
+    return rule_hits.evidence_by_client(events, matches(events, ruleset), examples,
+                                        lambda row, shown: _evidence(by_id[row["rule"]], row, shown),
+                                        order=lambda e: (-e.severity, e.title))
 
 
 def _evidence(rule: CompiledRule, row: dict, lines: tuple[ExampleLine, ...]) -> Evidence:

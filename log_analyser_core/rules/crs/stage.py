@@ -133,14 +133,10 @@ def evaluate(events: pl.DataFrame, ruleset: RuleSet, examples: int = 3) -> dict[
     threshold, with the request count, first matched value and first ``examples`` lines."""
     if not ruleset.rules or events.height == 0:
         return {}
-    hits = matches(events, ruleset)
-    if hits.height == 0:
-        return {}
     by_id = {r.id: r for r in ruleset.rules}
-    found: dict[str, list[Evidence]] = {}
-    for row, shown in rule_hits.by_client(events, hits, examples, firsts=("matched",)):
-        found.setdefault(row["client_ip"], []).append(_evidence(by_id[row["rule"]], row, shown))
-    return {ip: tuple(sorted(items, key=lambda e: (-e.severity, e.rule_id))) for ip, items in found.items()}
+    return rule_hits.evidence_by_client(events, matches(events, ruleset), examples,
+                                        lambda row, shown: _evidence(by_id[row["rule"]], row, shown),
+                                        order=lambda e: (-e.severity, e.rule_id), firsts=("matched",))
 
 
 def _evidence(rule: CompiledRule, row: dict, lines: tuple[ExampleLine, ...]) -> Evidence:
