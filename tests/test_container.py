@@ -167,7 +167,8 @@ def test_compose_service_mounts_logs_read_only_output_cache_and_env_file():
     train = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]["train"]
     assert train["volumes"] == service["volumes"] and train["env_file"] == service["env_file"]
     assert train["command"][0] == "train"
-    trained = log_analyser.build_train_parser().parse_args(train["command"][1:])
+    from log_analyser_core.cli import train as train_command
+    trained = train_command.build_parser().parse_args(train["command"][1:])
     assert trained.save == args.model == "/data/model" and all(f.startswith("/logs/") for f in trained.files)
 
 
