@@ -1,7 +1,7 @@
 """The PDF report: a cover summary, charts, a findings table and a page per top finding.
 
-fpdf2 lays the pages out; matplotlib draws the charts. Text uses the DejaVu TrueType fonts that
-matplotlib ships (core PDF fonts are Latin-1 only and fail on a Cyrillic user agent). Strings from
+fpdf2 lays the pages out; report.charts draws the charts as pictures. Text uses the DejaVu TrueType
+fonts that matplotlib ships (core PDF fonts are Latin-1 only and fail on a Cyrillic user agent). Strings from
 the log have control characters escaped and are wrapped (long words broken), so none leaves the page.
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from log_analyser_core.errors import MissingExtraError
-from log_analyser_core.report import charts, model
+from log_analyser_core.report import charts, drawing, model
 from log_analyser_core.report.text import terminal_safe
 from log_analyser_core.results import REBUILT_MARK, REBUILT_NOTE, AnalysisResult, ExampleLine, FeatureInfo, Finding
 
@@ -39,7 +39,7 @@ def _fpdf():
 
 def _font_dir() -> Path:
     """matplotlib's bundled DejaVu fonts: Unicode TrueType fonts without copying one into the repo."""
-    return Path(charts.matplotlib_module().get_data_path()) / "fonts" / "ttf"
+    return drawing.font_dir()
 
 
 def _safe(pdf, text: object, limit: int = CELL_CHARS) -> str:
