@@ -272,5 +272,10 @@ def to_png(chart: Chart, dpi: int = 150) -> bytes:
     return drawing.to_png(chart.drawing, dpi)
 
 
+def to_image(chart: Chart, dpi: int = 150):
+    """The chart as a Pillow image, for fpdf2."""
+    return drawing.to_image(chart.drawing, dpi)
+
+
 def to_svg(chart: Chart) -> bytes:
     return drawing.to_svg(chart.drawing)

@@ -129,6 +129,14 @@ PIL_ANCHORS = {"start": "ls", "middle": "ms", "end": "rs"}
 
 def to_png(drawing: Drawing, dpi: int = 150) -> bytes:
     """The drawing as an RGB PNG at ``dpi``."""
+    buffer = io.BytesIO()
+    # zlib level 1: the PDF stores the pixels compressed again anyway
+    to_image(drawing, dpi).save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
+
+
+def to_image(drawing: Drawing, dpi: int = 150):
+    """The drawing as an RGB Pillow image at ``dpi`` (fpdf2 takes one without a PNG in between)."""
     from PIL import Image, ImageDraw
 
     scale = dpi / 72
@@ -149,10 +157,7 @@ def to_png(drawing: Drawing, dpi: int = 150) -> bytes:
         else:
             draw.text((shape.x * scale, shape.y * scale), shape.text, fill=shape.colour,
                       font=_font(shape.size * scale, shape.bold), anchor=PIL_ANCHORS[shape.anchor])
-    buffer = io.BytesIO()
-    # zlib level 1: the PDF stores the pixels compressed again anyway
-    image.save(buffer, format="PNG", compress_level=1)
-    return buffer.getvalue()
+    return image
 
 
 def _vertical_text(image, shape: Text, scale: float) -> None:

@@ -6,7 +6,6 @@ the log have control characters escaped and are wrapped (long words broken), so 
 """
 from __future__ import annotations
 
-import io
 import logging
 from datetime import UTC, datetime
 from pathlib import Path
@@ -218,7 +217,7 @@ def _charts(pdf, result: AnalysisResult) -> None:
     figures = charts.standard_charts(result, charts.LIGHT)
     pdf.add_page()
     _heading(pdf, "Overview")
-    pdf.image(io.BytesIO(charts.to_png(figures.pop("timeline"))), w=180)
+    pdf.image(charts.to_image(figures.pop("timeline")), w=180)
     pdf.ln(3)
     names = list(figures)
     for i in range(0, len(names), 2):
@@ -227,7 +226,7 @@ def _charts(pdf, result: AnalysisResult) -> None:
             pdf.add_page()
             y = pdf.get_y()
         for j, name in enumerate(names[i:i + 2]):
-            pdf.image(io.BytesIO(charts.to_png(figures[name])), x=pdf.l_margin + j * 91, y=y, w=89)
+            pdf.image(charts.to_image(figures[name]), x=pdf.l_margin + j * 91, y=y, w=89)
         pdf.set_y(y + 64)
 
 
