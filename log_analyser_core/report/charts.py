@@ -135,18 +135,16 @@ def timeline_chart(result: AnalysisResult, theme: Theme = LIGHT, size=(8.0, 2.8)
     title = f"Requests over time ({tz}, per {_bucket_label(bucket)})"
     width, height = size[0] * 72, size[1] * 72
     shapes: list = [Text(PAD, PAD + ascent(TITLE), title, TITLE, theme.text)]
-    top = PAD + ascent(TITLE) + 2 * PAD + TICK
+    top = max(PAD + ascent(TITLE) + 2 * PAD + TICK, _legend(shapes, theme, width, title))
     starts = frame["bucket"].dt.epoch("s").to_list() if frame.height else []
     other, flagged = frame["other"].to_list(), frame["flagged"].to_list()
-    legend_top = _legend(shapes, theme, width, title)
-    top = max(top, legend_top)
     counts = [a + b for a, b in zip(other, flagged, strict=True)]
     ticks = _value_ticks(max(counts, default=0) * (1 + MARGIN), max(2, min(9, int((height - top) / 27))))
     tick_labels = [_value_label(t) for t in ticks]
     left = PAD + FONT * 1.2 + PAD + max(text_width(t, FONT) for t in tick_labels) * drawing.TEXT_SLACK + 2 * TICK
     right, bottom = width - PAD - 12, height - PAD - FONT * 1.2 - 2 * TICK
     span = max(max(counts, default=0) * (1 + MARGIN), ticks[-1])
-    y = lambda value: bottom - (bottom - top) * value / span   # noqa: E731
+    y = lambda value: bottom - (bottom - top) * value / span   # noqa: E731 - a scale, read as one
     for tick, label in zip(ticks, tick_labels, strict=True):
         shapes += [Line(left, y(tick), right, y(tick), theme.grid),
                    Line(left - TICK, y(tick), left, y(tick), theme.text),
@@ -160,12 +158,7 @@ def timeline_chart(result: AnalysisResult, theme: Theme = LIGHT, size=(8.0, 2.8)
         if high <= low:
             low, high = first - bucket, last + bucket
         t = lambda seconds: left + (right - left) * (seconds - low) / (high - low)   # noqa: E731
-        marks = _time_ticks(low, high, tz, right - left)
-        for at, label in marks:
-            shapes += [Line(t(at), top, t(at), bottom, theme.grid),
-                       Line(t(at), bottom, t(at), bottom + TICK, theme.text),
-                       Text(t(at), bottom + 2 * TICK + ascent(FONT), label, FONT, theme.text, "middle")]
-        time_labels = tuple(label for _, label in marks)
+        time_labels = _time_axis(shapes, theme, t, _time_ticks(low, high, tz, right - left), top, bottom)
         bar = (right - left) * bucket * 0.9 / (high - low)
         for start, rest, hits in zip(starts, other, flagged, strict=True):
             if rest:
@@ -174,6 +167,16 @@ def timeline_chart(result: AnalysisResult, theme: Theme = LIGHT, size=(8.0, 2.8)
                 shapes.append(Rect(t(start), y(rest + hits), bar, y(rest) - y(rest + hits), theme.alert))
     shapes += _frame(theme, left, top, right, bottom)
     return Chart(title, time_labels, Drawing(width, height, theme.background, tuple(shapes)))
+
+
+def _time_axis(shapes: list, theme: Theme, x, marks: list[tuple[float, str]], top: float,
+               bottom: float) -> tuple[str, ...]:
+    """Grid line, tick and label of each (Unix seconds, label) in ``marks``, ``x`` the time scale;
+    returns the labels."""
+    for at, label in marks:
+        shapes += [Line(x(at), top, x(at), bottom, theme.grid), Line(x(at), bottom, x(at), bottom + TICK, theme.text),
+                   Text(x(at), bottom + 2 * TICK + ascent(FONT), label, FONT, theme.text, "middle")]
+    return tuple(label for _, label in marks)
 
 
 def _legend(shapes: list, theme: Theme, width: float, title: str) -> float:
