@@ -5,14 +5,11 @@ characters, CSV cells cannot start a formula, JSON is escaped by the encoder.
 """
 from __future__ import annotations
 
-import contextlib
 import csv
 import dataclasses
-import importlib
 import inspect
 import io
 import math
-import threading
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -302,28 +299,6 @@ def format_for(path: str, override: str | None = None) -> tuple[str, str]:
     if kind == "table" and any(word in name for word in BLOCKLIST_NAMES):
         kind = "blocklist"
     return kind, path
-
-
-# The libraries a writer imports when it first runs: about 0.6 s of CPU for matplotlib and 0.45 s for fpdf2.
-LIBRARIES = {"pdf": ("fpdf", "matplotlib.figure", "matplotlib.backends.backend_agg"),
-             "html": ("matplotlib.figure", "matplotlib.backends.backend_svg")}
-
-
-def preload(kinds: Sequence[str]) -> threading.Thread | None:
-    """Import the libraries of the writers ``kinds`` on a thread, so that they load while the log is
-    analysed (mostly in Polars, which releases the GIL) rather than after it; join the thread before
-    exiting. A library that is missing is left for its writer to report."""
-    modules = list(dict.fromkeys(name for kind in kinds for name in LIBRARIES.get(kind, ())))
-    if not modules:
-        return None
-
-    def load() -> None:
-        for name in modules:
-            with contextlib.suppress(ImportError):
-                importlib.import_module(name)
-    thread = threading.Thread(target=load, name="report-libraries", daemon=True)
-    thread.start()
-    return thread
 
 
 def stream(kind: str, result: AnalysisResult, **options: object) -> Iterator[str | bytes]:

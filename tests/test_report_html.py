@@ -215,10 +215,8 @@ def test_tz_shows_the_html_time_span_and_client_times_in_the_zone(small_result):
 
 
 def tick_labels(result) -> tuple[str, list[str]]:
-    figure = report_charts.timeline_chart(result)
-    figure.draw_without_rendering()
-    axes = figure.axes[0]
-    return axes.get_title(loc="left"), [label.get_text() for label in axes.get_xticklabels()]
+    chart = report_charts.timeline_chart(result)
+    return chart.title, list(chart.ticks)
 
 
 def test_timeline_is_bucketed_and_labelled_in_the_zone(small_result):
@@ -231,6 +229,28 @@ def test_timeline_is_bucketed_and_labelled_in_the_zone(small_result):
     assert kolkata["bucket"].dtype == pl.Datetime("us", "Asia/Kolkata") and width == same_width == 300
     assert kolkata["bucket"].dt.convert_time_zone("UTC").equals(utc["bucket"])   # +05:30: same 5-minute buckets
     assert kolkata.drop("bucket").equals(utc.drop("bucket"))
+
+
+CHART_TEXT_OUTSIDE = """
+var frame = document.documentElement.getBoundingClientRect();
+return Array.from(document.querySelectorAll('text')).filter(function (text) {
+  var box = text.getBoundingClientRect();
+  return box.left < frame.left || box.top < frame.top || box.right > frame.right || box.bottom > frame.bottom;
+}).map(function (text) { return text.textContent; });
+"""
+
+
+def test_chart_text_stays_inside_each_chart(browser, hostile_result, tmp_path):
+    """The charts' SVG keeps its text as text, laid out with DejaVu Sans metrics: drawn by Chromium,
+    every title, label and tick of the hostile log's charts lies inside its picture."""
+    figures = report_charts.standard_charts(hostile_result, report_charts.DARK, timeline_size=(13.0, 2.6))
+    assert "countries" in figures   # the hostile result is enriched: every chart is drawn
+    for name, chart in figures.items():
+        path = tmp_path / f"{name}.svg"
+        path.write_bytes(report_charts.to_svg(chart))
+        browser.get(path.as_uri())
+        assert browser.execute_script("return document.querySelectorAll('text').length") > 2, name
+        assert browser.execute_script(CHART_TEXT_OUTSIDE) == [], name
 
 
 def quoted(document: str, source: str) -> list[str]:

@@ -153,3 +153,28 @@ def test_a_chart_label_with_control_characters_and_dollars_is_valid_svg():
     svg = charts.to_svg(fig)
     root = ET.fromstring(svg)   # raises on a character XML 1.0 does not allow
     assert root.tag.endswith("svg")
+
+
+def test_chart_text_is_svg_text_in_a_declared_font_and_escaped():
+    """The HTML page's charts keep their text as text (not glyph outlines), in DejaVu Sans with
+    fallbacks; a label from the log is XML text, never markup."""
+    fig = charts.bar_chart([("<b onclick=x>10.0.0.1</b>", 5.0)], "Top flagged clients", "#c00")
+    svg = charts.to_svg(fig)
+    root = ET.fromstring(svg)
+    assert "DejaVu Sans" in root.get("font-family") and "sans-serif" in root.get("font-family")
+    texts = [element.text for element in root.iter("{http://www.w3.org/2000/svg}text")]
+    assert "Top flagged clients" in texts and "<b onclick=x>10.0.0.1</b>" in texts
+    assert b"<b " not in svg and b"<path" not in svg
+
+
+def test_time_axis_has_no_tick_at_a_time_the_clocks_skipped():
+    """Europe/Berlin skips 02:00-03:00 on 2026-03-29: the ticks go 01:30, 03:00, half an hour apart."""
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    berlin = ZoneInfo("Europe/Berlin")
+    low, high = (datetime(2026, 3, 29, h, 0, tzinfo=berlin).timestamp() for h in (0, 4))
+    ticks = charts._time_ticks(low, high, "Europe/Berlin", room=500)
+    assert [label for _, label in ticks] == ["29 00:00", "29 00:30", "29 01:00", "29 01:30", "29 03:00", "29 03:30",
+                                             "29 04:00"]
+    assert {b - a for (a, _), (b, _) in zip(ticks, ticks[1:], strict=False)} == {1800}

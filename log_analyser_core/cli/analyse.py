@@ -36,15 +36,16 @@ def run(args: argparse.Namespace) -> ExitCode:
 
     files = named(settings.engine).sources(args.files)   # local paths resolved; Spark URIs as given
     bar = _progress_bar(files, quiet=args.quiet)
-    loading = _preload_writers(args)
+    # The PDF and HTML writers import fpdf2 and Pillow when they run, not on a thread during the analysis:
+    # with matplotlib gone that is 0.3 s of CPU, and the thread, contending for the GIL, cost more than it
+    # hid (issue 19, sample log, 8 alternating runs at load 6-8: reports added 2.0 s wall, 1.1 s CPU with
+    # it, 1.5 s and 0.9 s without).
     with contextlib.ExitStack() as stack:
         llm_cache = stack.enter_context(_llm_cache(args)) if settings.explain.enabled else None
         try:
             result = analyse(files, settings, progress=bar.update, llm_cache=llm_cache)
         finally:
             bar.close()
-            if loading:
-                loading.join()
     if args.verbose:
         _show_unparsed(result)
     if args.dry_run_llm:
@@ -150,18 +151,6 @@ def _explain_settings(args: argparse.Namespace):
         raise ConfigError(f"--llm-base-url must be an http:// or https:// URL, not {url!r}")
     return ExplainSettings(enabled=args.explain and not args.dry_run_llm, top=args.explain_top,
                            model=args.llm_model, base_url=url, redact_ips="ips" in args.llm_redact)
-
-
-def _preload_writers(args: argparse.Namespace):
-    """Start importing the PDF and HTML writers' libraries while the log is analysed (see reporting.preload)."""
-    import reporting
-    from log_analyser_core.errors import AnalyserError
-
-    try:
-        kinds = [reporting.format_for(path, args.output_format)[0] for path in args.output]
-    except AnalyserError:   # reported when the reports are written, after the analysis, as before
-        return None
-    return reporting.preload(kinds)
 
 
 def _llm_cache(args: argparse.Namespace):

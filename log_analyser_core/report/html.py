@@ -3,7 +3,7 @@ filterable findings table and a detail panel per client.
 
 Every string from the log is escaped here, on the server side; the page's own script only sorts,
 filters and toggles what is already there. A strict Content-Security-Policy allows nothing but that
-script and stylesheet (by hash) and ``data:`` images (the charts, SVG drawn by matplotlib).
+script and stylesheet (by hash) and ``data:`` images (the charts, SVG drawn by report.charts).
 """
 from __future__ import annotations
 

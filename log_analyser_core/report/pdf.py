@@ -1,19 +1,18 @@
 """The PDF report: a cover summary, charts, a findings table and a page per top finding.
 
-fpdf2 lays the pages out; matplotlib draws the charts. Text uses the DejaVu TrueType fonts that
-matplotlib ships (core PDF fonts are Latin-1 only and fail on a Cyrillic user agent). Strings from
+fpdf2 lays the pages out; report.charts draws the charts as pictures. Text uses the DejaVu TrueType
+fonts that matplotlib ships (core PDF fonts are Latin-1 only and fail on a Cyrillic user agent). Strings from
 the log have control characters escaped and are wrapped (long words broken), so none leaves the page.
 """
 from __future__ import annotations
 
-import io
 import logging
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from log_analyser_core.errors import MissingExtraError
-from log_analyser_core.report import charts, model
+from log_analyser_core.report import charts, drawing, model
 from log_analyser_core.report.text import terminal_safe
 from log_analyser_core.results import REBUILT_MARK, REBUILT_NOTE, AnalysisResult, ExampleLine, FeatureInfo, Finding
 
@@ -39,7 +38,7 @@ def _fpdf():
 
 def _font_dir() -> Path:
     """matplotlib's bundled DejaVu fonts: Unicode TrueType fonts without copying one into the repo."""
-    return Path(charts.matplotlib_module().get_data_path()) / "fonts" / "ttf"
+    return drawing.font_dir()
 
 
 def _safe(pdf, text: object, limit: int = CELL_CHARS) -> str:
@@ -86,15 +85,53 @@ def _document(title: str):
 def _heading(pdf, text: str, size: int = 14) -> None:
     pdf.set_font(FONT, "B", size)
     pdf.set_text_color(20, 20, 20)
-    pdf.multi_cell(0, size * 0.5, _safe(pdf, text), new_x="LMARGIN", new_y="NEXT", wrapmode="WORD")
+    _lines(pdf, _safe(pdf, text), size * 0.5)
     pdf.ln(1.5)
 
 
 def _para(pdf, text: str, size: float = 9.5, font: str = FONT, colour=(30, 30, 30)) -> None:
     pdf.set_font(font, "", size)
     pdf.set_text_color(*colour)
-    pdf.multi_cell(0, size * 0.48, _safe(pdf, text, PARAGRAPH_CHARS), new_x="LMARGIN", new_y="NEXT", wrapmode="WORD",
-                   align="L")
+    _lines(pdf, _safe(pdf, text, PARAGRAPH_CHARS), size * 0.48)
+
+
+def _lines(pdf, text: str, height: float) -> None:
+    """``text`` across the page in the current font, one cell per line, wrapped as fpdf2's multi_cell
+    wraps words (after the last space that fits, else mid-word); page breaks come between lines. fpdf2
+    measures a growing line again at every character it adds, which made paragraphs most of the PDF's
+    time; here each character is looked up once."""
+    for line in _word_wrap(text, pdf.current_font.cw, pdf.font_size_pt * 0.001 / pdf.k, pdf.epw - 2 * pdf.c_margin):
+        pdf.cell(0, height, line, new_x="LMARGIN", new_y="NEXT")
+
+
+def _word_wrap(text: str, widths, scale: float, room: float) -> list[str]:
+    """``text`` (our own line breaks kept) cut into lines at most ``room`` wide, a character being
+    ``widths[ord(char)] * scale`` wide. As fpdf2's WORD wrap: a space that does not fit ends the line
+    and is dropped; else the line ends at its last space (dropped), else before the character."""
+    lines = []
+    for paragraph in text.split("\n"):
+        start, width, space = 0, 0.0, -1
+        i = 0
+        while i < len(paragraph):
+            advance = widths[ord(paragraph[i])] * scale
+            if width + advance > room + 1e-9 and i > start:
+                if paragraph[i] == " ":
+                    lines.append(paragraph[start:i])
+                    start = i + 1
+                elif space >= start:
+                    lines.append(paragraph[start:space])
+                    start = space + 1
+                else:
+                    lines.append(paragraph[start:i])
+                    start = i
+                i, width, space = start, 0.0, -1
+                continue
+            if paragraph[i] == " ":
+                space = i
+            width += advance
+            i += 1
+        lines.append(paragraph[start:])
+    return lines
 
 
 def _plain(pdf, size: float) -> None:
@@ -180,7 +217,7 @@ def _charts(pdf, result: AnalysisResult) -> None:
     figures = charts.standard_charts(result, charts.LIGHT)
     pdf.add_page()
     _heading(pdf, "Overview")
-    pdf.image(io.BytesIO(charts.to_png(figures.pop("timeline"))), w=180)
+    pdf.image(charts.to_image(figures.pop("timeline")), w=180)
     pdf.ln(3)
     names = list(figures)
     for i in range(0, len(names), 2):
@@ -189,7 +226,7 @@ def _charts(pdf, result: AnalysisResult) -> None:
             pdf.add_page()
             y = pdf.get_y()
         for j, name in enumerate(names[i:i + 2]):
-            pdf.image(io.BytesIO(charts.to_png(figures[name])), x=pdf.l_margin + j * 91, y=y, w=89)
+            pdf.image(charts.to_image(figures[name]), x=pdf.l_margin + j * 91, y=y, w=89)
         pdf.set_y(y + 64)
 
 
