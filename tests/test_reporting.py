@@ -6,10 +6,13 @@ import io
 import json
 import os
 from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
 
 import jsonschema
 import pytest
 from conftest import GOLDEN, ROOT
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import reporting
 from log_analyser_core.errors import ConfigError
@@ -55,6 +58,12 @@ def test_streamed_json_is_the_whole_document_indented(small_result, clients):
     whole = orjson.dumps(document, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE).decode()
     assert reporting.render_json(result, version="test") == whole
     assert json.loads(whole)["findings"][-1]["features"]["burstiness"] is None
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(st.datetimes(min_value=datetime(1000, 1, 1), timezones=st.sampled_from([UTC, ZoneInfo("UTC"), None])))
+def test_json_times_are_iso_time_text(value):
+    assert reporting._time(value) == report_model.iso_time(value)
 
 
 def test_json_matches_schema_and_lists_every_client_once(small_result):
