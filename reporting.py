@@ -9,7 +9,6 @@ import csv
 import dataclasses
 import inspect
 import io
-import math
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -47,8 +46,11 @@ def csv_safe(value: object) -> object:
 
 
 def _time(value: datetime | None) -> str | None:
-    """Machine outputs (JSON) keep UTC: ISO 8601 ending in 'Z'."""
-    return iso_time(value)
+    """Machine outputs (JSON) keep UTC: ISO 8601 ending in 'Z', iso_time's text, written by orjson
+    (about 3x faster than isoformat on an aware time: two per client in the JSON report)."""
+    if not value:
+        return None
+    return orjson.dumps(value, option=orjson.OPT_UTC_Z)[1:-1].decode()
 
 
 def summary_line(result: AnalysisResult, colour: bool = False) -> str:
@@ -153,16 +155,14 @@ def render_csv(result: AnalysisResult) -> str:
     return buffer.getvalue()
 
 
-def _number(value: float | None) -> float | None:
-    return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
-
-
 def _round(value: float) -> float:
     """Six significant digits: stable across platforms' last-bit float differences."""
     return float(f"{value:.6g}")
 
 
 def finding_json(finding: Finding, enriched: bool = False) -> dict[str, object]:
+    """The finding as the JSON report lists it, for orjson (which writes NaN as null); it shares the
+    finding's ``features`` dict, so do not change that in place."""
     document: dict[str, object] = {
         "ip": finding.ip, "rank": finding.rank, "flagged": finding.flagged, "score": finding.score,
         "severity": finding.severity.label, "attack_types": list(finding.attack_types),
@@ -176,7 +176,7 @@ def finding_json(finding: Finding, enriched: bool = False) -> dict[str, object]:
         "explanation": list(finding.explanation),
         "deviations": [{"feature": d.feature, "value": d.value, "typical": d.typical, "z": round(d.z, 2)}
                        for d in finding.deviations],
-        "features": {name: _number(value) for name, value in finding.features.items()},
+        "features": finding.features,   # as it is: orjson writes NaN (and infinities) as null
         **({"llm_note": llm_note_json(finding.llm_note)} if finding.llm_note is not None else {}),
     }
     if enriched:
@@ -219,6 +219,7 @@ def result_json(result: AnalysisResult, version: str = "",
             "summary": summary, "findings": [finding_json(f, enriched) for f in findings]}
 
 
+JSON_BATCH = 256   # findings encoded at once: one orjson call each, not one per finding
 _JSON_OPTIONS = orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE | orjson.OPT_SERIALIZE_NUMPY
 
 
@@ -237,10 +238,13 @@ def stream_json(result: AnalysisResult, version: str = "") -> Iterator[str]:
         return
     yield head[:head.rindex("[]")] + "[\n"
     enriched = result.summary.enrichment is not None
-    for index, finding in enumerate(result.findings):
-        text = orjson.dumps(finding_json(finding, enriched), option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY)
-        # an item of the top-level "findings" list sits two levels deep; JSON text holds no raw newline
-        yield ("" if index == 0 else ",\n") + "    " + text.decode().replace("\n", "\n    ")
+    findings = result.findings
+    for start in range(0, len(findings), JSON_BATCH):
+        batch = [finding_json(finding, enriched) for finding in findings[start:start + JSON_BATCH]]
+        text = orjson.dumps(batch, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY).decode()
+        # "[\n  {...},\n  {...}\n]": its items one level deep, those of the report's "findings" two
+        # (JSON text holds no raw newline but those of the indentation)
+        yield ("" if start == 0 else ",\n") + "  " + text[2:-2].replace("\n", "\n  ")
     yield "\n  ]\n}\n"
 
 

@@ -5,12 +5,14 @@ parse (file_parser) -> per-client features (ip_features) -> anomaly scores and r
 """
 from __future__ import annotations
 
+import contextlib
+import gc
 import importlib
 import logging
 import math
 import threading
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -37,6 +39,7 @@ from log_analyser_core.parsing import reader as log_reader
 from log_analyser_core.parsing import sources as log_input
 from log_analyser_core.results import (
     AnalysisResult,
+    Deviation,
     Evidence,
     ExampleLine,
     FeatureInfo,
@@ -161,8 +164,9 @@ def analyse(sources: Sequence[str], settings: Settings = Settings(),
     rules = _sigma_rules(settings)   # before parsing, so that broken rules fail fast
     crs_rules, crs_notes = _crs_rules(settings)
     run = _parse_score_and_detect(engine, sources, settings, rules, crs_rules, progress)
-    verdicts = run.judge(settings)
-    findings = _ranked(run.scored, verdicts, settings)
+    with collector_paused():
+        verdicts = run.judge(settings)
+        findings = _ranked(run.scored, verdicts, settings)
     notes = [*run.scored.notes, *notes, *rules.notes(), *sigma_engine.unrecorded_fields(run.parsed.events, rules),
              *crs_notes]
     summary = replace(_summary(run.parsed, run.scored, findings, run.stages(rules, crs_rules), notes),
@@ -175,6 +179,21 @@ def analyse(sources: Sequence[str], settings: Settings = Settings(),
     if settings.explain.enabled:
         result = explanations.explain(result, settings.explain, cache=llm_cache)
     return result
+
+
+@contextlib.contextmanager
+def collector_paused() -> Iterator[None]:
+    """Python's cyclic garbage collector paused while a verdict and a Finding are built per client,
+    or the reports are written from them: they hold no reference cycles, and with a million of
+    them alive the collections it would run meanwhile walk them all again and again (seconds of
+    a run). Cycles made meanwhile are collected once it runs again."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 class Scored(NamedTuple):
@@ -269,14 +288,15 @@ def _ranked(scored: Scored, verdicts: verdict.Verdicts, settings: Settings,
             reference: Baseline | None = None) -> list[Finding]:
     """Every client as a Finding, highest verdict score first: flagged at the threshold (or the
     contamination), explained by its deviations and contributions, with the verdict's evidence.
-    ``reference``: see judged_findings (a batch run: the --model baseline, else the table)."""
+    ``reference``: see judged_findings (a batch run: the run's baseline, the --model one or the one
+    fitted on the table)."""
     table = scored.table
     judged = [verdicts.by_ip[ip] for ip in table["client_ip"].to_list()]   # one Python list, not a Series walk
     fused = np.array([v.score for v in judged], dtype=np.float64)
     allowed = np.array([v.allowlisted is not None for v in judged], dtype=bool)
     flagged = _flags(fused, settings) & ~allowed
-    if reference is None and settings.model:
-        reference = scored.baseline
+    if reference is None:   # the --model baseline, or the one fitted on this table: its median and spread
+        reference = scored.baseline   # are the table's own, computed once rather than again for reasons
     findings = _explain(_findings(table, scored.used, fused, scored.by_detector, flagged, settings, reference),
                         table, scored.baseline)
     return [_with_verdict(f, verdicts.by_ip[f.ip]) if f.ip in verdicts.by_ip else f for f in findings]
@@ -461,28 +481,44 @@ def _findings(table: pl.DataFrame, used: list[str], scores: np.ndarray, detector
     deviating = np.zeros(table.height, dtype=bool)
     if used and len(z):
         deviating = np.asarray((z >= detect.REASON_MIN_Z).any(axis=1), dtype=bool)
-    # rows in rank order, each row's dict made as it is used: a million row dicts at once cost gigabytes
+    # rows in rank order, as tuples made as they are used: a million row dicts at once cost
+    # gigabytes, and a dict per row (rather than for the few rows that deviate) most of the time
     keys = pl.Series("_key", [-round(float(x), 6) for x in scores], dtype=pl.Float64)
     ranked = table.with_columns(keys, pl.int_range(pl.len(), dtype=pl.Int64).alias("_i")) \
         .sort("_key", pl.col("client_ip").cast(pl.String), maintain_order=True).drop("_key")
+    columns = ranked.columns
+    at = {name: k for k, name in enumerate(columns)}
+    features = slice(at[ip_features.FEATURE_NAMES[0]], at[ip_features.FEATURE_NAMES[-1]] + 1)
+    assert tuple(columns[features]) == ip_features.FEATURE_NAMES, "the table holds the features in registry order"
+    ip_at, requests_at, errors_at, first_at, last_at, i_at = (
+        at[name] for name in ("client_ip", "requests", "errors", "first_seen", "last_seen", "_i"))
+    rounded = [round(x, 1) for x in scores.tolist()]
+    by_detector = {name: [round(x, 1) for x in np.asarray(values, dtype=np.float64).tolist()]
+                   for name, values in detector_scores.items()}
+    flags = flagged.tolist()
+    severities: dict[float, Severity] = {}
     findings = []
-    for rank, row in enumerate(ranked.iter_rows(named=True), start=1):
-        i = row.pop("_i")
-        deviations = []
+    for rank, row in enumerate(ranked.iter_rows(), start=1):
+        i = row[i_at]
+        reasons: list[str] = []
+        deviations: list[Deviation] = []
         if deviating[i]:
-            values = [row[name] or 0.0 for name in used]
-            deviations = detect.top_deviations(z[i], values, typical, used, settings.reasons)
-        score = round(float(scores[i]), 1)
-        reasons = [detect.describe(d, row) for d in deviations]
-        if flagged[i] and not reasons:
+            named = dict(zip(columns, row, strict=True))
+            deviations = detect.top_deviations(z[i], [named[name] or 0.0 for name in used], typical, used,
+                                               settings.reasons)
+            reasons = [detect.describe(d, named) for d in deviations]
+        if flags[i] and not reasons:
             reasons = ["an unusual combination of features, none far from typical on its own"]
+        score = rounded[i]
+        severity = severities.get(score)
+        if severity is None:
+            severity = severities[score] = detect.severity_for(score)
         findings.append(Finding(
-            ip=row["client_ip"], rank=rank, flagged=bool(flagged[i]), score=score,
-            severity=detect.severity_for(score), requests=int(row["requests"]), errors=int(row["errors"]),
-            first_seen=row["first_seen"], last_seen=row["last_seen"],
-            reasons=tuple(reasons), deviations=tuple(deviations),
-            detector_scores={name: round(float(values[i]), 1) for name, values in detector_scores.items()},
-            features={name: row[name] for name in ip_features.FEATURE_NAMES},
+            ip=row[ip_at], rank=rank, flagged=flags[i], score=score, severity=severity,
+            requests=int(row[requests_at]), errors=int(row[errors_at]), first_seen=row[first_at],
+            last_seen=row[last_at], reasons=tuple(reasons), deviations=tuple(deviations),
+            detector_scores={name: values[i] for name, values in by_detector.items()},
+            features=dict(zip(ip_features.FEATURE_NAMES, row[features], strict=True)),
         ))
     return findings
 

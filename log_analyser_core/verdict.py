@@ -207,6 +207,9 @@ def _flood_first(types: tuple[str, ...], evidence: Sequence[Evidence]) -> tuple[
 def fuse(anomaly: float, evidence: Sequence[Evidence], *, crawler: bool = False, internal: bool = False,
          allowlisted: str | None = None) -> Verdict:
     """One client's verdict from its 0-100 anomaly score and all evidence gathered about it."""
+    if not evidence and not crawler:   # most clients of a big log: the score is the anomaly's alone
+        return Verdict(score=round(_anomaly_only(anomaly), 1), attack_types=(), evidence=(), internal=internal,
+                       allowlisted=allowlisted)
     behaviour = [e for e in evidence if e.kind not in CORROBORATING_KINDS]
     support = [e for e in evidence if e.kind in CORROBORATING_KINDS]
     derived = _breadth(behaviour)
@@ -230,11 +233,17 @@ def fuse(anomaly: float, evidence: Sequence[Evidence], *, crawler: bool = False,
 def _score(anomaly: float, behaviour: Sequence[Evidence], support: Sequence[Evidence]) -> float:
     corroboration = max((SEVERITY_SCORE[e.severity] for e in support), default=0.0) / 4
     if not behaviour:
-        return min(ANOMALY_ONLY_WEIGHT * anomaly + corroboration, max(CORROBORATION_CAP, ANOMALY_ONLY_WEIGHT * anomaly))
+        return _anomaly_only(anomaly, corroboration)
     base = max(SEVERITY_SCORE[e.severity] for e in behaviour)
     types = {e.attack_type for e in behaviour if e.attack_type is not None}
     bonus = min(TYPE_BONUS * max(len(types) - 1, 0), MAX_TYPE_BONUS) + ANOMALY_BONUS * anomaly / 100
     return min(max(base + bonus + corroboration, ANOMALY_ONLY_WEIGHT * anomaly), 100.0)
+
+
+def _anomaly_only(anomaly: float, corroboration: float = 0.0) -> float:
+    """The score of a client with no behaviour evidence: half its anomaly score, raised by
+    corroboration up to CORROBORATION_CAP."""
+    return min(ANOMALY_ONLY_WEIGHT * anomaly + corroboration, max(CORROBORATION_CAP, ANOMALY_ONLY_WEIGHT * anomaly))
 
 
 @dataclass(frozen=True)
@@ -279,9 +288,9 @@ def judge(ips: Sequence[str], anomaly: Sequence[float], evidence: dict[str, list
     by_ip: dict[str, Verdict] = {}
     inputs: dict[str, _Inputs] = {}
     for ip, score, network in zip(ips, anomaly, networks, strict=True):
-        inputs[ip] = _Inputs(float(score), tuple([] if network else evidence.get(ip, [])), ip in crawlers)
-        by_ip[ip] = fuse(inputs[ip].anomaly, inputs[ip].evidence, crawler=inputs[ip].crawler,
-                         internal=ip in internal, allowlisted=network)
+        given = inputs[ip] = _Inputs(float(score), tuple([] if network else evidence.get(ip, [])), ip in crawlers)
+        by_ip[ip] = fuse(given.anomaly, given.evidence, crawler=given.crawler, internal=ip in internal,
+                         allowlisted=network)
     return Verdicts(by_ip=by_ip, excluded=excluded, inputs=inputs)
 
 

@@ -85,3 +85,27 @@ def test_feature_invariants(rows):
     assert (table["distinct_404_paths"] <= table["status_404"]).all()
     assert (table["burstiness"].is_between(-1.0, 1.0)).all()
     assert (table["peak_rpm"] <= table["requests"]).all()
+
+
+def aggregated_over_every_client(frame: pl.DataFrame) -> pl.DataFrame:
+    """Every feature aggregated over every client in one group_by: what compute finds, also for
+    the features it takes from their ``one_request`` value for clients with one request."""
+    aggregations = [feature.expr().cast(pl.Float64).alias(feature.name) for feature in ip_features.FEATURES]
+    aggregations += [pl.col("timestamp").min().alias("first_seen"), pl.col("timestamp").max().alias("last_seen"),
+                     (pl.col("status") >= 400).sum().cast(pl.Int64).alias("errors")]
+    return (frame.lazy().with_columns(ip_features._row_helpers()).group_by("client_ip").agg(aggregations)
+            .sort("client_ip").collect())
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(st.lists(_row, min_size=1, max_size=40),
+       st.lists(st.integers(0, 99), min_size=1, max_size=40))
+def test_one_request_clients_get_what_the_aggregation_gives(rows, addresses):
+    """Clients with one request and with many (each row's address drawn from many, as from an
+    IPv6 prefix): the same table as aggregating every feature over every client."""
+    rows = [{**row, "client_ip": f"2001:db8::{addresses[i % len(addresses)]:x}"} for i, row in enumerate(rows)]
+    frame = events(rows)
+    assert any(ip_features.FEATURES[k].one_request is not None for k in range(len(ip_features.FEATURES)))
+    assert ip_features.compute(frame).equals(aggregated_over_every_client(frame))
+    missing_time = frame.with_columns(pl.lit(None, dtype=frame.schema["timestamp"]).alias("timestamp"))
+    assert ip_features.compute(missing_time).equals(aggregated_over_every_client(missing_time))

@@ -6,10 +6,13 @@ import io
 import json
 import os
 from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
 
 import jsonschema
 import pytest
 from conftest import GOLDEN, ROOT
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import reporting
 from log_analyser_core.errors import ConfigError
@@ -36,6 +39,31 @@ def test_csv_golden(small_result):
 
 def test_json_golden(small_result):
     check_golden("small.json", reporting.render_json(small_result, version="test"))
+
+
+@pytest.mark.parametrize("clients", [1, reporting.JSON_BATCH, reporting.JSON_BATCH + 1, 3 * reporting.JSON_BATCH - 7])
+def test_streamed_json_is_the_whole_document_indented(small_result, clients):
+    """Findings encoded a batch at a time (and features with NaN as they are): the text orjson
+    gives for the whole report, with NaN features written as null."""
+    import orjson
+
+    first = small_result.findings[0]
+    findings = tuple(dataclasses.replace(first, ip=f"2001:db8::{k:x}", rank=k + 1,
+                                         features={**first.features, "burstiness": float("nan")})
+                     for k in range(clients))
+    result = dataclasses.replace(small_result, findings=findings)
+    document = reporting.result_json(result, version="test")
+    for item in document["findings"]:
+        item["features"] = {name: None if value != value else value for name, value in item["features"].items()}
+    whole = orjson.dumps(document, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE).decode()
+    assert reporting.render_json(result, version="test") == whole
+    assert json.loads(whole)["findings"][-1]["features"]["burstiness"] is None
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(st.datetimes(min_value=datetime(1000, 1, 1), timezones=st.sampled_from([UTC, ZoneInfo("UTC"), None])))
+def test_json_times_are_iso_time_text(value):
+    assert reporting._time(value) == report_model.iso_time(value)
 
 
 def test_json_matches_schema_and_lists_every_client_once(small_result):

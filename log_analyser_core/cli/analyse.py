@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> ExitCode:
     if args.follow:
         return follow.run(args, settings)
     from log_analyser_core.engines.engine import named
-    from log_analyser_core.pipeline import analyse
+    from log_analyser_core.pipeline import analyse, collector_paused
     from reporting import summary_line
 
     files = named(settings.engine).sources(args.files)   # local paths resolved; Spark URIs as given
@@ -50,7 +50,8 @@ def run(args: argparse.Namespace) -> ExitCode:
         _show_unparsed(result)
     if args.dry_run_llm:
         _print_llm_dry_run(result, settings)
-    _write_reports(result, args)
+    with collector_paused():
+        _write_reports(result, args)
     to_stdout()
     _say(args, summary_line(result, colour=_colour(sys.stderr)))
     if settings.format_name == "auto" and not settings.log_format and not settings.json_fields:

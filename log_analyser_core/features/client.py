@@ -31,6 +31,10 @@ class Feature:
     reason: str           # str.format template: v = value, t = typical value, r = the client's row
     floor: float = 1.0    # smallest spread used when scoring a deviation, in the feature's unit
     heavy_tailed: bool = False  # counts, sizes and rates: compared on a log scale by detectors
+    # the value for every client with one request, where it is the same for all of them: such a
+    # feature is aggregated over the clients with more (its per-client sort or count costs seconds
+    # over a million one-request clients); a test checks the value against the aggregation
+    one_request: float | None = None
 
 
 def _ratio(condition: pl.Expr) -> pl.Expr:
@@ -63,9 +67,10 @@ FEATURES: tuple[Feature, ...] = (
             "{v:.1f} requests per minute on average (typical {t:.1f})", floor=0.5, heavy_tailed=True),
     Feature("peak_rpm", "requests/min", "Most requests in any one clock minute",
             lambda: pl.col("timestamp").dt.truncate("1m").unique_counts().max(),
-            "peaks at {v:.0f} requests in one minute (typical {t:.0f})", floor=2.0, heavy_tailed=True),
+            "peaks at {v:.0f} requests in one minute (typical {t:.0f})", floor=2.0, heavy_tailed=True,
+            one_request=1.0),
     Feature("burstiness", "-1..1", "Burstiness of the gaps between requests (-1 periodic, 1 bursty)",
-            _burstiness, "request timing burstiness {v:.2f} (typical {t:.2f})", floor=0.2),
+            _burstiness, "request timing burstiness {v:.2f} (typical {t:.2f})", floor=0.2, one_request=0.0),
     Feature("active_seconds", "s", "Seconds between first and last request", _active_seconds,
             "active for {v:.0f} s (typical {t:.0f} s)", floor=60.0, heavy_tailed=True),
     Feature("error_4xx_ratio", "ratio", "Share of requests answered 4xx",
@@ -87,7 +92,7 @@ FEATURES: tuple[Feature, ...] = (
             "{v:.0f} distinct paths returned 404 (typical {t:.0f})", heavy_tailed=True),
     Feature("path_entropy", "bits", "Shannon entropy of the client's path distribution",
             lambda: pl.col("_path_id").unique_counts().entropy(base=2).fill_null(0.0),
-            "path entropy {v:.1f} bits (typical {t:.1f})", floor=0.5),
+            "path entropy {v:.1f} bits (typical {t:.1f})", floor=0.5, one_request=0.0),
     Feature("static_ratio", "ratio", "Share of requests for static assets (css, js, images, fonts)",
             lambda: _ratio(pl.col("path").str.contains(STATIC_EXTENSIONS).fill_null(False)),
             "{v:.0%} of requests were for static assets (typical {t:.0%})", floor=0.1),
@@ -152,18 +157,33 @@ def compute(events: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
     passes over the events rather than one, which keeps peak memory well under the size of the
     events table on large logs (each pass is cheap: grouping on a dictionary-encoded key).
     """
-    lazy = events.lazy()
-    aggregations = [feature.expr().cast(pl.Float64).alias(feature.name) for feature in FEATURES]
+    lazy = events.lazy().with_columns(_row_helpers())
+    names = [*FEATURE_NAMES, "first_seen", "last_seen", "errors"]
+    aggregations = [feature.expr().cast(pl.Float64).alias(feature.name) for feature in FEATURES
+                    if feature.one_request is None]
     aggregations += [
         pl.col("timestamp").min().alias("first_seen"), pl.col("timestamp").max().alias("last_seen"),
         (pl.col("status") >= 400).sum().cast(pl.Int64).alias("errors"),
     ]
     size = -(-len(aggregations) // AGGREGATION_BATCHES)
-    parts = [lazy.with_columns(_row_helpers()).group_by("client_ip").agg(aggregations[i:i + size]).collect()
+    parts = [lazy.group_by("client_ip").agg(aggregations[i:i + size]).collect()
              .sort("client_ip") for i in range(0, len(aggregations), size)]
     table = pl.concat(parts, how="horizontal") if len(parts) == 1 else parts[0].hstack(
         [column for part in parts[1:] for column in part.drop("client_ip").get_columns()])
-    return table.select("client_ip", *(a.meta.output_name() for a in aggregations))
+    return _with_one_request_features(table, lazy).select("client_ip", *names)
+
+
+def _with_one_request_features(table: pl.DataFrame, events: pl.LazyFrame) -> pl.DataFrame:
+    """``table`` with the features that have a ``one_request`` value: that value for the clients
+    with one request, the aggregation over the others."""
+    features = [feature for feature in FEATURES if feature.one_request is not None]
+    several = (events.filter(pl.len().over("client_ip") > 1).group_by("client_ip")
+               .agg(pl.lit(True).alias("_several"),
+                    *(feature.expr().cast(pl.Float64).alias(feature.name) for feature in features)).collect())
+    joined = table.join(several, on="client_ip", how="left", maintain_order="left")
+    return joined.with_columns(pl.when(pl.col("_several")).then(pl.col(feature.name))
+                               .otherwise(pl.lit(feature.one_request, dtype=pl.Float64)).alias(feature.name)
+                               for feature in features).drop("_several")
 
 
 def logged_features(table: pl.DataFrame) -> list[str]:

@@ -11,10 +11,12 @@ Each rule selects events with a ``filter`` and counts them per client in one of 
 * ``window`` -- fail2ban's ``maxretry`` events within ``findtime`` seconds.
 
 ``distinct: COLUMN`` counts only the first event of each distinct value (distinct 404 paths,
-distinct user agents). Both windows are evaluated for many clients at once with Polars window
-expressions (the bucket level has the closed form ``1 + A_i - cummin(A)_i`` with
-``A_i = cumsum(w)_{<i} - t_i / leak_speed``), never a per-event Python loop; a big log is read
-one partition of clients at a time (see ``detect``).
+distinct user agents). Both windows are evaluated for many clients at once with Polars
+expressions over the events sorted by client (the bucket level has the closed form
+``1 + A_i - cummin(A)_i`` with ``A_i = cumsum(w)_{<i} - t_i / leak_speed``), never a per-event
+Python loop, and with as few windows over the clients (``.over``) as can be: those cost seconds
+each over a million one-request clients. A big log is read one partition of clients at a time
+(see ``detect``).
 """
 from __future__ import annotations
 
@@ -405,19 +407,41 @@ def _distinct_key(events: pl.DataFrame, name: str) -> pl.Series:
     column = events[name]
     return column.to_physical() if column.dtype == pl.Categorical else column.hash(seed=0)
 
-def _levels(matched: pl.DataFrame, bucket: Bucket) -> pl.Expr:
-    """Leaky-bucket level after each event, per client (closed form of the Lindley recursion)."""
-    # a column of ones, not pl.lit(1.0): a literal's cum_sum stays a scalar
-    ones = pl.col("_t").is_not_null().cast(pl.Float64)
-    weight = pl.col("bytes").cast(pl.Float64).fill_null(0.0) if bucket.weight == "bytes" else ones
-    before = weight.cum_sum().over("client_ip") - weight
-    height = before - pl.col("_t") / bucket.leak_speed
-    return height - height.cum_min().over("client_ip") + weight
+def _levelled(matched: pl.DataFrame, bucket: Bucket) -> pl.DataFrame:
+    """``matched`` with each event's leaky-bucket level (``_level``, events or bytes), per client:
+    the closed form of the Lindley recursion, ``height - cummin(height) + weight``."""
+    # Integer weights (each event 1, or its bytes), summed per client from one running total: exact,
+    # so equal to a per-client float sum, and no window over a million one-event clients.
+    weight = (pl.col("bytes").fill_null(0) if bucket.weight == "bytes" else pl.col("_t").is_not_null()).cast(pl.Int64)
+    running = weight.cum_sum() - weight
+    before = running - pl.when(_first_of_client()).then(running).forward_fill()
+    levelled = matched.with_columns(
+        (before.cast(pl.Float64) - pl.col("_t") / bucket.leak_speed).alias("_height"),
+        weight.cast(pl.Float64).alias("_weight"), _only_event().alias("_only"))
+    lowest = levelled["_height"].clone()
+    # a client's only event is its own lowest height (its level is its weight): the per-client
+    # running minimum, a window over the clients, is needed for clients with two or more events only
+    several = levelled.select(pl.arg_where(~pl.col("_only"))).to_series()
+    if several.len():
+        lowest = lowest.scatter(several, levelled[several].select(
+            pl.col("_height").cum_min().over("client_ip")).to_series())
+    return levelled.select(pl.exclude("_height", "_weight", "_only"),
+                           (pl.col("_height") - lowest + pl.col("_weight")).alias("_level"))
+
+
+def _first_of_client() -> pl.Expr:
+    """True at each client's first row of a table holding each client's rows together (see prepare)."""
+    return pl.col("client_ip").ne_missing(pl.col("client_ip").shift(1))
+
+
+def _only_event() -> pl.Expr:
+    """True at the rows of clients with one row, in a table holding each client's rows together."""
+    return _first_of_client() & pl.col("client_ip").ne_missing(pl.col("client_ip").shift(-1))
 
 
 def _bucket_hits(matched: pl.DataFrame, bucket: Bucket) -> pl.DataFrame:
     """The events that overflow the bucket's own capacity, with their level (``_level``)."""
-    return matched.with_columns(_levels(matched, bucket).alias("_level")).filter(pl.col("_level") > bucket.capacity)
+    return _levelled(matched, bucket).filter(pl.col("_level") > bucket.capacity)
 
 
 @dataclass
@@ -433,7 +457,7 @@ class _Baseline:
     others: pl.Series | None = None   # peaks of clients outside this run (live mode), for the quantile
 
     def add(self, matched: pl.DataFrame) -> None:
-        levelled = matched.with_columns(_levels(matched, self.bucket).alias("_level"))
+        levelled = _levelled(matched, self.bucket)
         peaks = levelled.group_by("client_ip").agg(pl.col("_level").max())
         self.peaks.append(peaks)
         over = peaks.filter(pl.col("_level") > self.bucket.capacity)["client_ip"]
@@ -462,7 +486,12 @@ class _Baseline:
 
 
 def _window_hits(matched: pl.DataFrame, window: Window) -> pl.DataFrame:
-    earlier = pl.col("_t").shift(window.maxretry - 1).over("client_ip")
+    """The events that close a window of ``maxretry`` events within ``findtime`` seconds."""
+    back = window.maxretry - 1
+    # the client's event ``back`` events earlier: the table's (each client's rows are together, see
+    # prepare) when it is the same client's, not a window over the clients
+    same = pl.col("client_ip").eq_missing(pl.col("client_ip").shift(back))
+    earlier = pl.when(same).then(pl.col("_t").shift(back))
     return matched.filter((pl.col("_t") - earlier) <= window.findtime)
 
 
@@ -486,7 +515,10 @@ def _matched(rule: BehaviourRule, prepared: pl.DataFrame, mask: pl.Series) -> pl
     if rule.window.distinct:
         matched = matched.unique(subset=["client_ip", _column(rule.window.distinct)], keep="first",
                                  maintain_order=True)
-    return matched.with_columns(pl.int_range(pl.len()).over("client_ip").alias("_n"))
+    # each client's rows are together (prepare sorts them): numbered from the client's first row,
+    # not by a window over the clients (a million one-request clients made those the rules' cost)
+    row = pl.int_range(pl.len(), dtype=pl.Int64)
+    return matched.with_columns((row - pl.when(_first_of_client()).then(row).forward_fill()).alias("_n"))
 
 
 def _evidence(rule: BehaviourRule, matched: pl.DataFrame, hits: pl.DataFrame,
