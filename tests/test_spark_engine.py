@@ -164,8 +164,17 @@ def test_missing_extra_names_the_install(capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "pyspark.sql", None)
     code = log_analyser.main(["-f", str(DATA / "small.log"), "--engine", "spark"])
     err = capsys.readouterr().err
-    assert code == ExitCode.USAGE and "Traceback" not in err
+    assert code == ExitCode.USAGE and "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert "(pip install '.[spark]' in the log_analyser source tree)" in err
+
+
+def test_the_default_engine_needs_no_pyspark(capsys, monkeypatch, tmp_path):
+    # pyspark is an optional extra: a run on this machine never imports it
+    monkeypatch.setitem(sys.modules, "pyspark", None)
+    monkeypatch.setitem(sys.modules, "pyspark.sql", None)
+    out = tmp_path / "r.json"
+    assert log_analyser.main(["-f", str(DATA / "small.log"), "-o", str(out), "-q"]) == ExitCode.OK
+    assert '"clients": 7' in out.read_text()
 
 
 def test_missing_java_is_one_line(capsys, monkeypatch, tmp_path):
