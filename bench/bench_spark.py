@@ -3,9 +3,10 @@
 Each run is a fresh process running the CLI as a user does (``log_analyser -f LOG -o report.json``,
 ``--engine spark --spark-master local[N]`` for Spark: parse, features, behaviour rules, signatures,
 Sigma, the Isolation Forest fitted on the log, verdicts, the JSON report). For each it prints the
-wall time; the CPU time of every process of the run (the driver's Python, Spark's JVM and its
-Python workers); the peak RSS of the driver's Python process, of the JVM (in local mode the
-driver and the executor are one JVM) and of the whole process tree (sampled every 0.2 s); the
+wall time; the CPU time of every process of the run, in all and apart (the driver's Python,
+Spark's JVM, its Python workers); the peak RSS of the driver's Python process, of the JVM (in local
+mode the driver and the executor are one JVM), of the largest Python worker and of the whole
+process tree (sampled every 0.2 s); the
 load average before and after (the machine may be shared); and the clients flagged, which must be
 the same on every engine. Spark's time includes starting the JVM. Medians over --runs runs.
 
@@ -72,13 +73,16 @@ def name(pid):
         return "?"
 
 # still running: Spark's JVM and its Python workers (the daemon's reaped workers are in its cutime)
-tree = descendants(os.getpid())
-cpu = sum(int(f[11]) + int(f[12]) + int(f[13]) + int(f[14]) for _, f in tree) / TICK   # utime stime cutime cstime
+tree = [(pid, fields, name(pid).endswith("java")) for pid, fields in descendants(os.getpid())]
+def cpu(java):   # utime stime cutime cstime
+    return sum(int(f[11]) + int(f[12]) + int(f[13]) + int(f[14]) for _, f, j in tree if j == java) / TICK
 own = resource.getrusage(resource.RUSAGE_SELF)
-jvm = max((peak_mb(pid) for pid, _ in tree if name(pid).endswith("java")), default=0.0)
-workers = max((peak_mb(pid) for pid, _ in tree if not name(pid).endswith("java")), default=0.0)
+jvm = max((peak_mb(pid) for pid, _, java in tree if java), default=0.0)
+workers = max((peak_mb(pid) for pid, _, java in tree if not java), default=0.0)
 report = json.load(open({out!r}))
-print(json.dumps({{"seconds": seconds, "cpu_s": own.ru_utime + own.ru_stime + cpu,
+driver_cpu = own.ru_utime + own.ru_stime
+print(json.dumps({{"seconds": seconds, "cpu_s": driver_cpu + cpu(True) + cpu(False), "driver_cpu_s": driver_cpu,
+                  "jvm_cpu_s": cpu(True), "worker_cpu_s": cpu(False),
                   "driver_mb": own.ru_maxrss / 1024, "jvm_mb": jvm, "worker_mb": workers,
                   "clients": report["summary"]["clients"], "flagged": report["summary"]["flagged"]}}))
 """
@@ -150,7 +154,10 @@ def main() -> None:
             first = runs[0]
             loads = ", ".join(f"{r['load'][0]:.1f}->{r['load'][1]:.1f}" for r in runs)
             print(f"{lines:>10,} lines  {engine:>8}: wall {seconds[engine]:6.1f} s, "
-                  f"CPU {statistics.median(r['cpu_s'] for r in runs):6.1f} s, peak RSS: driver Python "
+                  f"CPU {statistics.median(r['cpu_s'] for r in runs):6.1f} s (driver Python "
+                  f"{statistics.median(r['driver_cpu_s'] for r in runs):.1f}, JVM "
+                  f"{statistics.median(r['jvm_cpu_s'] for r in runs):.1f}, Python workers "
+                  f"{statistics.median(r['worker_cpu_s'] for r in runs):.1f}), peak RSS: driver Python "
                   f"{statistics.median(r['driver_mb'] for r in runs):,.0f} MB, JVM "
                   f"{statistics.median(r['jvm_mb'] for r in runs):,.0f} MB, Python worker "
                   f"{statistics.median(r['worker_mb'] for r in runs):,.0f} MB, all processes "

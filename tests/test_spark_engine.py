@@ -228,8 +228,18 @@ def connect_server(tmp_path):
         server.wait()
 
 
+@pytest.fixture
+def own_environment():
+    """The process environment restored after the test: a Connect session leaves
+    SPARK_CONNECT_MODE_ENABLED set, which would make every later session of this process a Connect one."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+
+
 @pytest.mark.heavy
-def test_spark_connect_gives_the_same_findings(connect_server, small_partitions):
+def test_spark_connect_gives_the_same_findings(connect_server, small_partitions, own_environment):
     from pyspark.sql import SparkSession
 
     classic = SparkSession.getActiveSession()   # one process holds a classic or a Connect session
@@ -242,4 +252,72 @@ def test_spark_connect_gives_the_same_findings(connect_server, small_partitions)
                                         spark=spark_engine.SparkOptions(master=connect_server)))
     finally:
         SparkSession.builder.remote(connect_server).getOrCreate().stop()
+    assert_same_findings(local, remote)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
+def standalone_master(tmp_path):
+    """A classic Spark standalone cluster on loopback: a master and one worker (one core), each its
+    own JVM started with pyspark's spark-class, so the executor and its Python workers are not the
+    driver's (the plan, the rules and the format travel pickled, as on a real cluster)."""
+    import subprocess
+    import time
+
+    from pyspark.find_spark_home import _find_spark_home
+
+    spark_class = os.path.join(_find_spark_home(), "bin", "spark-class")
+    port = _free_port()
+    url = f"spark://127.0.0.1:{port}"
+    env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", "SPARK_LOG_DIR": str(tmp_path),
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    master_log = (tmp_path / "master.log").open("w")
+    processes = [subprocess.Popen([spark_class, "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1",
+                                   "--port", str(port), "--webui-port", str(_free_port())],
+                                  env=env, stdout=master_log, stderr=subprocess.STDOUT)]
+    try:
+        processes.append(subprocess.Popen(
+            [spark_class, "org.apache.spark.deploy.worker.Worker", url, "--host", "127.0.0.1", "--cores", "1",
+             "--memory", "1g", "--webui-port", str(_free_port()), "--work-dir", str(tmp_path / "work")],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        deadline = time.monotonic() + 240
+        while "Registering worker" not in (tmp_path / "master.log").read_text():
+            assert time.monotonic() < deadline, "the standalone worker did not register"
+            assert all(p.poll() is None for p in processes), "the standalone master or worker exited"
+            time.sleep(1)
+        yield url
+    finally:
+        for process in reversed(processes):
+            process.kill()
+            process.wait()
+        master_log.close()
+
+
+@pytest.mark.heavy
+def test_a_standalone_cluster_gives_the_same_findings(standalone_master, shared, small_partitions):
+    from pyspark.sql import SparkSession
+
+    active = SparkSession.getActiveSession()   # one process holds one SparkContext: this run's master is new
+    if active is not None:
+        active.stop()
+    conf = (("spark.pyspark.python", sys.executable), ("spark.executorEnv.PYTHONPATH", str(ROOT)),
+            ("spark.driver.host", "127.0.0.1"), ("spark.sql.shuffle.partitions", "4"))
+    path = [str(shared / "public/elastic_examples/apache_logs")]
+    local = analyse(path, Settings(detectors=("iforest",)))
+    try:
+        remote = analyse(path, Settings(engine="spark", detectors=("iforest",),
+                                        spark=spark_engine.SparkOptions(master=standalone_master, conf=conf)))
+        active = SparkSession.getActiveSession()
+        assert active is not None and active.sparkContext.master == standalone_master
+    finally:
+        active = SparkSession.getActiveSession()
+        if active is not None:
+            active.stop()
     assert_same_findings(local, remote)
