@@ -107,6 +107,17 @@ def test_awkward_lines_are_counted_and_shown_with_their_line_numbers(spark):
 
 
 @pytest.mark.heavy
+@pytest.mark.parametrize("parts", [2, 3, 11])
+def test_every_partition_of_clients_is_its_own_task(spark, parts):
+    # so that local[N] and a cluster run the per-client stages on `parts` cores, not fewer
+    from pyspark.sql import functions as F
+
+    events = spark.createDataFrame([(f"198.51.100.{i}",) for i in range(200)], "client_ip string")
+    split = spark_engine.by_client(events, parts).groupBy(F.spark_partition_id().alias("task")).count()
+    assert split.count() == parts
+
+
+@pytest.mark.heavy
 def test_training_reads_the_same_table_in_another_zone(spark, small_partitions):
     # train() asks for the features only (no plan): the night-time feature still follows --tz
     from polars.testing import assert_frame_equal

@@ -317,12 +317,8 @@ def run(sources: Sequence[str], settings: Any, plan: partition.Plan | None) -> S
         file_parser._check_quality(file_parser.ParsedLog(pl.DataFrame(schema=file_parser.EVENT_SCHEMA), unparsed,
                                                          stats), sources, settings.max_unparsed_ratio)
         parts = max(1, math.ceil(stats.parsed_lines / PARTITION_EVENTS))
-        # One shuffle by a hash of the client, kept for both passes; each Spark partition is then one
-        # partition of clients, handed whole to mapInArrow. (Grouping by a partition number instead
-        # would hash the numbers again: 0 and 1 both land in the same one of 2 partitions.)
-        events = (parsed.filter(F.col("_reason").isNull() & ~F.col("_outside"))
-                  .drop("_reason", "_outside", "_naive", "_recovered")
-                  .repartition(parts, "client_ip").persist())
+        events = by_client(parsed.filter(F.col("_reason").isNull() & ~F.col("_outside"))
+                           .drop("_reason", "_outside", "_naive", "_recovered"), parts).persist()  # for both passes
         detect = plan is not None
         if plan is not None and plan.capacities is None:
             plan = _fit_baselines(events, plan, order)
@@ -334,6 +330,13 @@ def run(sources: Sequence[str], settings: Any, plan: partition.Plan | None) -> S
             events.unpersist()
     assert isinstance(rows, pl.DataFrame)
     return SparkRun(_table(rows), _detected(rows) if detect else None, stats, unparsed)
+
+
+def by_client(events: Any, parts: int) -> Any:
+    """``events`` in ``parts`` Spark partitions by a hash of the client address: each is one
+    partition of clients, handed whole to mapInArrow. (Grouping by a partition number instead
+    would hash the numbers again: 0 and 1 both land in the same one of 2 partitions.)"""
+    return events.repartition(parts, "client_ip")
 
 
 def _per_partition(function: Any, plan: partition.Plan, order: dict[str, int], **options: bool) -> Any:
