@@ -345,8 +345,8 @@ def _per_partition(function: Any, plan: partition.Plan, order: dict[str, int], *
     def apply(batches):
         import pyarrow as pa
 
-        batches = list(batches)
-        if batches:   # a partition no client hashed to has none
+        batches = [batch for batch in batches if batch.num_rows]
+        if batches:   # a partition no client hashed to has no events
             yield from function(pa.Table.from_batches(batches), plan, order, **options).to_batches()
     return apply
 
