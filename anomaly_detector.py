@@ -24,6 +24,11 @@ REASON_MIN_Z = 3.0        # a feature is a reason when it is this many robust sp
 # 0.7-0.85 (measured on the shared public logs), so that range spans the 0-100 score.
 ORDINARY_S, EXTREME_S = 0.5, 0.85
 MIN_CLIENTS = 3           # fewer clients than this cannot be compared with each other
+# Past this many clients the detectors, the score scale and the typical values are fitted on a
+# uniform sample of this many (seeded with random_state); every client is still scored. The
+# table is one row per client (on Spark, the driver's only large input): the sample bounds the
+# driver's fitting time (the autoencoder's epochs, the forest's reference scores) on huge sites.
+FIT_CLIENTS = 1_000_000
 
 
 def severity_for(score: float) -> Severity:
@@ -193,7 +198,10 @@ class Baseline:
 
 def fit_baseline(table: pl.DataFrame, used: Sequence[str], detectors: Sequence[str], *,
                  n_estimators: int = 200, random_state: int = 0) -> Baseline:
-    """Fit the named detectors (and the forest that defines the 0-100 scale) on a feature table."""
+    """Fit the named detectors (and the forest that defines the 0-100 scale) on a feature table
+    (one row per client; a FIT_CLIENTS sample of it when larger)."""
+    if table.height > FIT_CLIENTS:
+        table = table.sample(n=FIT_CLIENTS, seed=random_state)
     X = feature_matrix(table, used)
     skipped = tuple(name for name in detectors if table.height < MIN_CLIENTS_FOR[name])
     fitted = {name: make_detector(name, used, n_estimators=n_estimators, random_state=random_state).fit(X)

@@ -353,3 +353,16 @@ def test_damaged_models_are_one_line_errors_naming_the_file(forest_model, tmp_pa
     code = log_analyser.main(["-f", str(DATA / "small.log"), "--model", str(folder)])
     err = capsys.readouterr().err.strip()
     assert code == ExitCode.USAGE and err.startswith("error: ") and "\n" not in err, err
+
+
+def test_past_fit_clients_the_detectors_fit_on_a_seeded_sample_and_score_everyone(monkeypatch):
+    import file_parser
+    from log_analyser_core.features import client as ip_features
+
+    table = ip_features.compute(file_parser.parse([str(DATA.parent.parent / "examples/access.log")]).events)
+    used = ip_features.logged_features(table)
+    monkeypatch.setattr(detect, "FIT_CLIENTS", 20)
+    first, again = (detect.fit_baseline(table, used, FOREST, random_state=3) for _ in range(2))
+    assert table.height > 20 and first.clients == 20
+    scores = detect.score_with(first, table)[0]
+    assert len(scores) == table.height and np.array_equal(scores, detect.score_with(again, table)[0])

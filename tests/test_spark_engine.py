@@ -107,6 +107,17 @@ def test_awkward_lines_are_counted_and_shown_with_their_line_numbers(spark):
 
 
 @pytest.mark.heavy
+@pytest.mark.parametrize("parts", [2, 3, 11])
+def test_every_partition_of_clients_is_its_own_task(spark, parts):
+    # so that local[N] and a cluster run the per-client stages on `parts` cores, not fewer
+    from pyspark.sql import functions as F
+
+    events = spark.createDataFrame([(f"198.51.100.{i}",) for i in range(200)], "client_ip string")
+    split = spark_engine.by_client(events, parts).groupBy(F.spark_partition_id().alias("task")).count()
+    assert split.count() == parts
+
+
+@pytest.mark.heavy
 def test_training_reads_the_same_table_in_another_zone(spark, small_partitions):
     # train() asks for the features only (no plan): the night-time feature still follows --tz
     from polars.testing import assert_frame_equal
@@ -164,8 +175,17 @@ def test_missing_extra_names_the_install(capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "pyspark.sql", None)
     code = log_analyser.main(["-f", str(DATA / "small.log"), "--engine", "spark"])
     err = capsys.readouterr().err
-    assert code == ExitCode.USAGE and "Traceback" not in err
+    assert code == ExitCode.USAGE and "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert "(pip install '.[spark]' in the log_analyser source tree)" in err
+
+
+def test_the_default_engine_needs_no_pyspark(capsys, monkeypatch, tmp_path):
+    # pyspark is an optional extra: a run on this machine never imports it
+    monkeypatch.setitem(sys.modules, "pyspark", None)
+    monkeypatch.setitem(sys.modules, "pyspark.sql", None)
+    out = tmp_path / "r.json"
+    assert log_analyser.main(["-f", str(DATA / "small.log"), "-o", str(out), "-q"]) == ExitCode.OK
+    assert '"clients": 7' in out.read_text()
 
 
 def test_missing_java_is_one_line(capsys, monkeypatch, tmp_path):
@@ -219,8 +239,18 @@ def connect_server(tmp_path):
         server.wait()
 
 
+@pytest.fixture
+def own_environment():
+    """The process environment restored after the test: a Connect session leaves
+    SPARK_CONNECT_MODE_ENABLED set, which would make every later session of this process a Connect one."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+
+
 @pytest.mark.heavy
-def test_spark_connect_gives_the_same_findings(connect_server, small_partitions):
+def test_spark_connect_gives_the_same_findings(connect_server, small_partitions, own_environment):
     from pyspark.sql import SparkSession
 
     classic = SparkSession.getActiveSession()   # one process holds a classic or a Connect session
@@ -233,4 +263,72 @@ def test_spark_connect_gives_the_same_findings(connect_server, small_partitions)
                                         spark=spark_engine.SparkOptions(master=connect_server)))
     finally:
         SparkSession.builder.remote(connect_server).getOrCreate().stop()
+    assert_same_findings(local, remote)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
+def standalone_master(tmp_path):
+    """A classic Spark standalone cluster on loopback: a master and one worker (one core), each its
+    own JVM started with pyspark's spark-class, so the executor and its Python workers are not the
+    driver's (the plan, the rules and the format travel pickled, as on a real cluster)."""
+    import subprocess
+    import time
+
+    from pyspark.find_spark_home import _find_spark_home
+
+    spark_class = os.path.join(_find_spark_home(), "bin", "spark-class")
+    port = _free_port()
+    url = f"spark://127.0.0.1:{port}"
+    env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", "SPARK_LOG_DIR": str(tmp_path),
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    master_log = (tmp_path / "master.log").open("w")
+    processes = [subprocess.Popen([spark_class, "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1",
+                                   "--port", str(port), "--webui-port", str(_free_port())],
+                                  env=env, stdout=master_log, stderr=subprocess.STDOUT)]
+    try:
+        processes.append(subprocess.Popen(
+            [spark_class, "org.apache.spark.deploy.worker.Worker", url, "--host", "127.0.0.1", "--cores", "1",
+             "--memory", "1g", "--webui-port", str(_free_port()), "--work-dir", str(tmp_path / "work")],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        deadline = time.monotonic() + 240
+        while "Registering worker" not in (tmp_path / "master.log").read_text():
+            assert time.monotonic() < deadline, "the standalone worker did not register"
+            assert all(p.poll() is None for p in processes), "the standalone master or worker exited"
+            time.sleep(1)
+        yield url
+    finally:
+        for process in reversed(processes):
+            process.kill()
+            process.wait()
+        master_log.close()
+
+
+@pytest.mark.heavy
+def test_a_standalone_cluster_gives_the_same_findings(standalone_master, shared, small_partitions):
+    from pyspark.sql import SparkSession
+
+    active = SparkSession.getActiveSession()   # one process holds one SparkContext: this run's master is new
+    if active is not None:
+        active.stop()
+    conf = (("spark.pyspark.python", sys.executable), ("spark.executorEnv.PYTHONPATH", str(ROOT)),
+            ("spark.driver.host", "127.0.0.1"), ("spark.sql.shuffle.partitions", "4"))
+    path = [str(shared / "public/elastic_examples/apache_logs")]
+    local = analyse(path, Settings(detectors=("iforest",)))
+    try:
+        remote = analyse(path, Settings(engine="spark", detectors=("iforest",),
+                                        spark=spark_engine.SparkOptions(master=standalone_master, conf=conf)))
+        active = SparkSession.getActiveSession()
+        assert active is not None and active.sparkContext.master == standalone_master
+    finally:
+        active = SparkSession.getActiveSession()
+        if active is not None:
+            active.stop()
     assert_same_findings(local, remote)

@@ -4,7 +4,7 @@ A partition holds every event of its clients (a client is never split), so what 
 client is what one pass over the whole log finds: its features (features/client.py), the behaviour
 rules, payload signatures, Sigma and CRS evidence, the allowlist's request patterns and the crawler
 check. The local engine runs it on all the events at once; Spark runs it on each hash partition of
-the clients (``groupBy(...).applyInArrow``) and merges the parts. The one site-wide quantity these
+the clients (``mapInArrow`` on the whole partition) and merges the parts. The one site-wide quantity these
 stages read, the ``baseline`` buckets' capacity, is fitted from every client's peak
 (``Plan.capacities``); the detectors are fitted on the driver from the merged per-client table.
 """

@@ -2,8 +2,8 @@
 
 Spark reads the lines (any Hadoop file system: s3a://, hdfs://, gs://, local files), numbers them
 per file, and parses each Arrow batch with file_parser.parse_lines (``mapInArrow``): the same
-parser the local engine runs. The events are then grouped by a hash of the client address and
-each partition of clients runs engines/partition.py (``groupBy(...).applyInArrow``): features,
+parser the local engine runs. The events are then repartitioned by a hash of the client address
+and each partition of clients runs engines/partition.py (``mapInArrow`` on the whole partition): features,
 behaviour rules, payload signatures, Sigma, CRS, the crawler check and the allowlist. What comes
 back to the driver is one row per client: its features, whether it is a crawler, and its
 evidence with the example lines (read on the executors, so the file may be remote). The one
@@ -258,7 +258,7 @@ def _with_lines(detected: partition.Detected, raw: pl.DataFrame) -> partition.De
 
 
 def _client_rows(table: Any, plan: partition.Plan, order: dict[str, int], detect: bool = True) -> Any:
-    """applyInArrow: one partition of clients' events -> one row per client (CLIENT_SCHEMA), its
+    """One partition of clients' events -> one row per client (CLIENT_SCHEMA), its
     evidence left empty unless ``detect``."""
     events, raw = _events(table, order)
     features = partition.features(events, plan)
@@ -278,7 +278,7 @@ def _client_rows(table: Any, plan: partition.Plan, order: dict[str, int], detect
 
 
 def _peak_rows(table: Any, plan: partition.Plan, order: dict[str, int]) -> Any:
-    """applyInArrow: one partition of clients' events -> each baseline bucket's peak per client."""
+    """One partition of clients' events -> each baseline bucket's peak per client."""
     events, _ = _events(table, order)
     peaks = [pl.DataFrame({"rule_id": rule_id, "peak": series.cast(pl.Float64)})
              for rule_id, series in partition.baseline_peaks(events, plan).items()]
@@ -317,17 +317,13 @@ def run(sources: Sequence[str], settings: Any, plan: partition.Plan | None) -> S
         file_parser._check_quality(file_parser.ParsedLog(pl.DataFrame(schema=file_parser.EVENT_SCHEMA), unparsed,
                                                          stats), sources, settings.max_unparsed_ratio)
         parts = max(1, math.ceil(stats.parsed_lines / PARTITION_EVENTS))
-        # one shuffle by partition of clients, kept for both passes (groupBy on _part reuses it)
-        events = (parsed.filter(F.col("_reason").isNull() & ~F.col("_outside"))
-                  .drop("_reason", "_outside", "_naive", "_recovered")
-                  .withColumn("_part", F.pmod(F.hash("client_ip"), F.lit(parts)))
-                  .repartition(parts, "_part").persist())
+        events = by_client(parsed.filter(F.col("_reason").isNull() & ~F.col("_outside"))
+                           .drop("_reason", "_outside", "_naive", "_recovered"), parts).persist()  # for both passes
         detect = plan is not None
         if plan is not None and plan.capacities is None:
             plan = _fit_baselines(events, plan, order)
-        rows_of = _grouped(_client_rows, plan or partition.Plan(tz=settings.tz), order, detect=detect)
-        clients = events.groupBy("_part").applyInArrow(rows_of, CLIENT_SCHEMA)
-        rows = pl.from_arrow(clients.toArrow())
+        rows_of = _per_partition(_client_rows, plan or partition.Plan(tz=settings.tz), order, detect=detect)
+        rows = pl.from_arrow(events.mapInArrow(rows_of, CLIENT_SCHEMA).toArrow())
     finally:
         parsed.unpersist()
         if events is not None:
@@ -336,11 +332,22 @@ def run(sources: Sequence[str], settings: Any, plan: partition.Plan | None) -> S
     return SparkRun(_table(rows), _detected(rows) if detect else None, stats, unparsed)
 
 
-def _grouped(function: Any, plan: partition.Plan, order: dict[str, int], **options: bool) -> Any:
-    """``function`` with its plan as a plain function of one Arrow table, as applyInArrow takes it
-    (pyspark reads the eval type from a function's annotations, and fails on a functools.partial)."""
-    def apply(table):
-        return function(table, plan, order, **options)
+def by_client(events: Any, parts: int) -> Any:
+    """``events`` in ``parts`` Spark partitions by a hash of the client address: each is one
+    partition of clients, handed whole to mapInArrow. (Grouping by a partition number instead
+    would hash the numbers again: 0 and 1 both land in the same one of 2 partitions.)"""
+    return events.repartition(parts, "client_ip")
+
+
+def _per_partition(function: Any, plan: partition.Plan, order: dict[str, int], **options: bool) -> Any:
+    """``function`` of one partition's events as one Arrow table, with its plan, as a mapInArrow
+    function of the partition's batches (a plain function: pyspark fails on a functools.partial)."""
+    def apply(batches):
+        import pyarrow as pa
+
+        batches = [batch for batch in batches if batch.num_rows]
+        if batches:   # a partition no client hashed to has no events
+            yield from function(pa.Table.from_batches(batches), plan, order, **options).to_batches()
     return apply
 
 
@@ -359,8 +366,7 @@ def _fit_baselines(events: Any, plan: partition.Plan, order: dict[str, int]) -> 
     """``plan`` with the baseline buckets' capacities fitted from every client's peak."""
     if not any(behaviour_rules.is_baseline(rule) for rule in plan.behaviour_rules()):
         return plan
-    peaks = pl.from_arrow(events.groupBy("_part").applyInArrow(_grouped(_peak_rows, plan, order),
-                                                              PEAKS_SCHEMA).toArrow())
+    peaks = pl.from_arrow(events.mapInArrow(_per_partition(_peak_rows, plan, order), PEAKS_SCHEMA).toArrow())
     assert isinstance(peaks, pl.DataFrame)
     by_rule = {str(rule_id): [part["peak"]] for (rule_id,), part in peaks.group_by("rule_id")}
     return partition.fitted(plan, by_rule)
