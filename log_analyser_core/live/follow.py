@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.25          # wait between polls when no new line came
 BATCH_SECONDS = 1.0          # new lines are gathered this long and judged together (each batch has a fixed cost)
-COMPACT_SECONDS = 10.0       # idle eviction and memory limits applied this often
+COMPACT_SECONDS = 10.0       # idle eviction and memory limits applied this often (and after a batch that overfills)
 CHECKPOINT_SECONDS = 10.0    # places and alert state are saved this often (and at the end) ...
 EVENTS_CHECKPOINT_SECONDS = 60.0   # ... the kept events this often (and at the end)
 
@@ -113,7 +113,7 @@ class Follower:
                 sent += self._update(monitor, reports, sink, pending.take())
             elif not pending.lines:   # no new line: clients whose wait is over, a finished refit
                 sent += self._update(monitor, reports, sink, [])
-            if now - compacted >= COMPACT_SECONDS:
+            if now - compacted >= COMPACT_SECONDS or (judged and monitor.store.full):
                 if monitor.compact():
                     self._refresh(monitor, reports, [])
                 compacted = now
