@@ -176,6 +176,23 @@ def test_over_its_event_limit_the_store_evicts_the_least_recently_seen_failing_c
     assert not store.full and set(store.last_seen) == {"192.0.2.0", "192.0.2.6"}
 
 
+def test_live_sigma_examples_are_rebuilt_not_read_back_from_a_file_rotated_since(tmp_path):
+    """Line 1 of the followed name is now another request (copy-truncate): an example read back by
+    its line number would show that one; live mode rebuilds it from the parsed fields instead."""
+    from log_analyser_core.live.evidence import PayloadEvidence
+
+    log = tmp_path / "access.log"
+    text = '192.0.2.5 - - [07/Dec/2026:10:00:00 +0000] "GET /.git/config HTTP/1.1" 404 5 "-" "curl/8"'
+    parsed, _ = file_parser.parse_lines(pl.Series("raw", [text]), file_parser.preset("combined"))
+    parsed = parsed.select(list(file_parser.EVENT_SCHEMA)).with_columns(
+        pl.lit(str(log)).cast(pl.Categorical).alias("source"))
+    log.write_text('198.51.100.1 - - [07/Dec/2026:10:05:00 +0000] "GET / HTTP/1.1" 200 5 "-" "x"\n')
+    payload = PayloadEvidence(pipeline.sigma_rules(pipeline.Settings()))
+    payload.add(parsed)
+    sigma = [e for e in payload.of("192.0.2.5") if e.kind == "sigma"]
+    assert sigma and all(x.rebuilt and "/.git/config" in x.raw for e in sigma for x in e.examples)
+
+
 def test_a_client_is_alerted_when_it_first_reaches_the_threshold_and_when_its_severity_rises():
     from dataclasses import replace
 
