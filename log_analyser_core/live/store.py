@@ -2,16 +2,15 @@
 
 Each client keeps at most ``per_client`` of its latest events; a client idle for ``idle_ttl``
 seconds (wall clock) is evicted with its state, and when more than ``max_events`` events are held
-clients are evicted down to 90% of it, least recently seen first, but a client
-with a kept failed request (status 400 or more) counts as seen FAILED_GRACE_SECONDS later than it
-was, and a suspect (flagged, or with evidence) ``idle_ttl`` later. So a busy site's passing
-visitors make room before a slow attacker whose next attempt its rules still need to see. The events keep the canonical schema, so
-the batch stages (features, rules, signatures, Sigma) read them unchanged.
+clients are evicted down to 90% of it, least recently seen first, but a client with a kept
+failed request (status 400 or more) counts as seen FAILED_GRACE_SECONDS later than it was, and a
+suspect (flagged, or with evidence) ``idle_ttl`` later: a busy site's passing visitors make room
+before a slow attacker whose next attempt its rules still need to see. The events keep the
+canonical schema, so the batch stages (features, rules, signatures, Sigma) read them unchanged.
 
-Memory: a kept event costs about 100 bytes in its columns and, measured as the follower's RSS,
-about 250 bytes (allocator slack, the copies a compaction makes); ``MAX_EVENTS`` keeps the store
-near 60 MB of RSS, so that it is full within a few minutes at a few thousand lines a second and
-then flat.
+Memory: a kept event takes about 100 bytes of columns (categorical text, no raw line). MAX_EVENTS
+is what a follower fills in about 75 seconds at 2,000 lines a second, so that its RSS is flat
+from then on (bench/bench_follow.py); more history costs memory in proportion (--max-events).
 """
 from __future__ import annotations
 
