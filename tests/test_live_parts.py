@@ -109,6 +109,19 @@ def test_copy_truncate_to_the_same_size_is_noticed(tmp_path):
     assert [text for _, _, text in read_all(tailer)] == ["b 0", "b 1", "b 2"]
 
 
+def test_a_line_longer_than_a_poll_reads_is_read_whole_and_the_lines_after_it_too(tmp_path, monkeypatch):
+    monkeypatch.setattr(tail, "READ_BYTES", 64)
+    log = tmp_path / "access.log"
+    log.touch()
+    tailer = Tailer([str(log)])
+    assert tailer.poll() == []
+    write(log, "x" * 200)   # no newline yet: waits for it
+    assert read_all(tailer) == []
+    write(log, "\n" + "".join(lines("short", 2)))
+    assert read_all(tailer) == [("access.log", 1, "x" * 200), ("access.log", 2, "short 0"),
+                                ("access.log", 3, "short 1")]
+
+
 def test_a_file_that_appears_later_is_read_from_its_start(tmp_path):
     tailer = Tailer([str(tmp_path / "*.log")])
     assert tailer.poll() == []
