@@ -325,7 +325,7 @@ def allocator_settings(argv: Sequence[str]) -> str:
     once when they are large (LARGE_INPUT_BYTES on disk, all told), read from standard input or
     compressed (their size is not known), or followed (--follow, which frees and allocates each
     batch's memory for days: at 2,000 lines/s its RSS rose 45 MB from minute 1 to 5 with freed
-    pages kept a quarter of a second, 21 MB with them returned at once, for the same CPU); soon
+    pages kept a quarter of a second, 21 MB with them returned at once, for ~5% more CPU); soon
     after otherwise."""
     peek = _Peek(add_help=False)
     peek.add_argument("-f", "--file", nargs="+", action="extend", default=[])

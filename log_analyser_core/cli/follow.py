@@ -29,7 +29,7 @@ def add_follow_options(parser: argparse.ArgumentParser) -> None:
                        help="forget a client silent this long (default 1h)")
     group.add_argument("--max-events", type=int, default=150_000, metavar="N",
                        help="requests kept in memory in all (default 150000, about 100 bytes each; a follower's RSS "
-                       "then stays under about 400 MB); beyond it clients are forgotten, those that look benign and "
+                       "stayed under 400 MB with it in the README's bench); beyond it clients are forgotten, those that look benign and "
                        "were seen least recently first")
     group.add_argument("--refit-interval", type=duration, default=600.0, metavar="DURATION",
                        help="without --model, refit the anomaly baseline on the live clients this often "
