@@ -101,12 +101,12 @@ def rss_mib(pid: int) -> float:
     return 0.0
 
 
-def run(rate: int, seconds: float, attack_every: float, pool: list[str]) -> dict:
+def run(rate: int, seconds: float, attack_every: float, pool: list[str], extra: list[str]) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         log = Path(tmp) / "access.log"
         log.touch()
         command = [sys.executable, "-m", "log_analyser", "-f", str(log), "--follow",
-                   "--checkpoint", str(Path(tmp) / "cp.json"), "-o", str(Path(tmp) / "deny.conf")]
+                   "--checkpoint", str(Path(tmp) / "cp.json"), "-o", str(Path(tmp) / "deny.conf"), *extra]
         child = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                  env={**CHILD_ENV, "PYTHONUNBUFFERED": "1"})
         assert child.stderr is not None and child.stdout is not None
@@ -123,9 +123,11 @@ def run(rate: int, seconds: float, attack_every: float, pool: list[str]) -> dict
         cpu0, wall0 = cpu_seconds(child.pid), time.monotonic()
         writer.start()
         samples: list[tuple[float, float]] = []
+        loads: list[float] = []   # the machine's 1-minute load average, sampled with the RSS
         while writer.is_alive():
             time.sleep(5.0)
             samples.append((time.monotonic() - wall0, rss_mib(child.pid)))
+            loads.append(os.getloadavg()[0])
         time.sleep(5.0)   # the last attackers' alerts
         cpu_used = cpu_seconds(child.pid) - cpu0
         cpu = cpu_used / (time.monotonic() - wall0)
@@ -135,7 +137,8 @@ def run(rate: int, seconds: float, attack_every: float, pool: list[str]) -> dict
     later = [rss for at, rss in samples if at >= 60.0]
     middle = statistics.median(later) if later else float("nan")
     return {
-        "load_average_1m_at_end": round(os.getloadavg()[0], 1),
+        "load_average_1m_min_median_max": [round(min(loads), 1), round(statistics.median(loads), 1),
+                                           round(max(loads), 1)] if loads else None,
         "rate": rate, "seconds": seconds, "lines_written": writer.written, "attackers": len(writer.planted),
         "alerted": len(latencies),
         "latency_median_s": round(statistics.median(latencies), 2) if latencies else None,
@@ -145,7 +148,9 @@ def run(rate: int, seconds: float, attack_every: float, pool: list[str]) -> dict
         "cpu_us_per_line": round(1e6 * cpu_used / max(writer.written, 1), 1),
         "rss_mib_first_minute_end": round(next((r for a, r in samples if a >= 60.0), float("nan")), 1),
         "rss_mib_after_minute_min_max": [round(min(later), 1), round(max(later), 1)] if later else None,
+        "rss_mib_after_minute_median": round(middle, 1),
         "rss_flat_10pct": bool(later) and all(abs(r - middle) <= 0.1 * middle for r in later),
+        "rss_mib_by_minute": [round(r, 1) for a, r in samples if int(a) % 60 < 5],
     }
 
 
@@ -180,6 +185,7 @@ def main() -> None:
     parser.add_argument("--rate", type=int, nargs="+", default=[2000, 20000], help="lines a second")
     parser.add_argument("--seconds", type=float, default=600.0)
     parser.add_argument("--attack-every", type=float, default=10.0, help="seconds between planted attackers")
+    parser.add_argument("--max-events", type=int, help="the follower's --max-events (default: its own default)")
     parser.add_argument("--in-process", type=int, nargs="*", metavar="BATCH",
                         help="instead: CPU per line of the live stages in this process, at these batch sizes")
     args = parser.parse_args()
@@ -189,7 +195,8 @@ def main() -> None:
             print(json.dumps(cpu_per_batch(pool, batch)), flush=True)
         return
     for rate in args.rate:
-        print(json.dumps(run(rate, args.seconds, args.attack_every, pool)), flush=True)
+        extra = ["--max-events", str(args.max_events)] if args.max_events else []
+        print(json.dumps(run(rate, args.seconds, args.attack_every, pool, extra)), flush=True)
 
 
 if __name__ == "__main__":

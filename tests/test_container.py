@@ -172,6 +172,26 @@ def test_compose_service_mounts_logs_read_only_output_cache_and_env_file():
     assert trained.save == args.model == "/data/model" and all(f.startswith("/logs/") for f in trained.files)
 
 
+def test_compose_follow_service_is_live_mode_over_the_same_mounts_with_its_checkpoint_in_the_volume():
+    """The second service (issue 21): `docker compose up -d follow` follows the mounted logs, appends
+    alerts and keeps the blocklist in ./out, and `docker compose stop` (SIGTERM) ends it cleanly."""
+    services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    follow, batch = services["follow"], services["log_analyser"]
+    assert follow["volumes"] == batch["volumes"] and follow["env_file"] == batch["env_file"]
+    assert follow["user"] == "${UID:-1000}:${GID:-1000}" and follow["build"]["target"] == "runtime"
+    assert follow["stop_signal"] == "SIGTERM" and follow["restart"] == "unless-stopped"
+    import log_analyser
+    from log_analyser_core.cli import follow as follow_command
+
+    args = log_analyser.build_parser().parse_args(follow["command"])
+    follow_command.check(args)   # no option live mode refuses
+    assert args.follow and all(f.startswith("/logs/") for f in args.files)
+    assert args.alerts.startswith("/out/") and args.output and all(o.startswith("/out/") for o in args.output)
+    # the checkpoint's default place is the user data directory: under the /data volume, so it outlives the container
+    env = key_values(" ".join(i.text for i in dockerfile()[1][1].instructions if i.keyword == "ENV"), {})
+    assert env["XDG_DATA_HOME"].startswith("/data/") and args.checkpoint is None
+
+
 def dockerfile() -> tuple[dict[str, str], list[Stage]]:
     """Global ARGs and the (build, runtime) stages of the published image; the GitHub Action's
     stage, last in the file, is checked by tests/test_action.py."""

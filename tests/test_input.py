@@ -285,6 +285,7 @@ def test_freed_memory_goes_back_at_once_on_large_compressed_or_piped_inputs(tmp_
     assert log_analyser.allocator_settings(["-f", str(small), "-f", str(large)]) == at_once
     assert log_analyser.allocator_settings(["-f", "-"]) == at_once
     assert log_analyser.allocator_settings(["-f", str(small) + ".gz"]) == at_once
+    assert log_analyser.allocator_settings(["-f", str(small), "--follow"]) == at_once   # live mode runs for days
     assert log_analyser.allocator_settings(["-f"]) == at_once   # a usage error, reported by the real parser
 
 

@@ -109,6 +109,19 @@ def test_copy_truncate_to_the_same_size_is_noticed(tmp_path):
     assert [text for _, _, text in read_all(tailer)] == ["b 0", "b 1", "b 2"]
 
 
+def test_a_line_longer_than_a_poll_reads_is_read_whole_and_the_lines_after_it_too(tmp_path, monkeypatch):
+    monkeypatch.setattr(tail, "READ_BYTES", 64)
+    log = tmp_path / "access.log"
+    log.touch()
+    tailer = Tailer([str(log)])
+    assert tailer.poll() == []
+    write(log, "x" * 200)   # no newline yet: waits for it
+    assert read_all(tailer) == []
+    write(log, "\n" + "".join(lines("short", 2)))
+    assert read_all(tailer) == [("access.log", 1, "x" * 200), ("access.log", 2, "short 0"),
+                                ("access.log", 3, "short 1")]
+
+
 def test_a_file_that_appears_later_is_read_from_its_start(tmp_path):
     tailer = Tailer([str(tmp_path / "*.log")])
     assert tailer.poll() == []
@@ -154,6 +167,75 @@ def test_the_store_drops_the_least_recently_seen_clients_over_its_event_limit():
         store.add(events([f"192.0.2.{k}"] * 4), now=k)
     assert store.compact(now=5) == {"192.0.2.0", "192.0.2.1"}
     assert store.events.height == 8
+
+
+def test_over_its_event_limit_the_store_evicts_the_least_recently_seen_failing_clients_later_suspects_last():
+    """Passing visitors make room first: a client with a failed request (a slow login attack between
+    attempts) counts as seen FAILED_GRACE_SECONDS later than it was, one with evidence idle_ttl later."""
+    from log_analyser_core.live.store import FAILED_GRACE_SECONDS
+
+    assert FAILED_GRACE_SECONDS == 600
+    store = ClientStore(Limits(idle_ttl=3600, per_client=100, max_events=10))
+    store.add(events(["192.0.2.0"] * 3), now=0)                                            # a suspect
+    store.add(events(["192.0.2.1"] * 3).with_columns(pl.lit(401, pl.Int16).alias("status")), now=0)
+    for k, seen in ((2, 100), (3, 200), (4, 700)):                                          # benign
+        store.add(events([f"192.0.2.{k}"] * 3), now=seen)
+    assert store.full
+    assert store.compact(now=700, suspects={"192.0.2.0"}) == {"192.0.2.2", "192.0.2.3"}
+    store.add(events(["192.0.2.5"] * 3), now=1000)
+    assert store.compact(now=1000, suspects={"192.0.2.0"}) == {"192.0.2.1"}   # its 600 s of grace are over
+    store.add(events(["192.0.2.6"] * 6), now=1100)
+    assert store.compact(now=1100, suspects={"192.0.2.0"}) == {"192.0.2.4", "192.0.2.5"}
+    assert not store.full and set(store.last_seen) == {"192.0.2.0", "192.0.2.6"}
+
+
+def test_live_sigma_examples_are_rebuilt_not_read_back_from_a_file_rotated_since(tmp_path):
+    """Line 1 of the followed name is now another request (copy-truncate): an example read back by
+    its line number would show that one; live mode rebuilds it from the parsed fields instead."""
+    from log_analyser_core.live.evidence import PayloadEvidence
+
+    log = tmp_path / "access.log"
+    text = '192.0.2.5 - - [07/Dec/2026:10:00:00 +0000] "GET /.git/config HTTP/1.1" 404 5 "-" "curl/8"'
+    parsed, _ = file_parser.parse_lines(pl.Series("raw", [text]), file_parser.preset("combined"))
+    parsed = parsed.select(list(file_parser.EVENT_SCHEMA)).with_columns(
+        pl.lit(str(log)).cast(pl.Categorical).alias("source"))
+    log.write_text('198.51.100.1 - - [07/Dec/2026:10:05:00 +0000] "GET / HTTP/1.1" 200 5 "-" "x"\n')
+    payload = PayloadEvidence(pipeline.sigma_rules(pipeline.Settings()))
+    payload.add(parsed)
+    sigma = [e for e in payload.of("192.0.2.5") if e.kind == "sigma"]
+    assert sigma and all(x.rebuilt and "/.git/config" in x.raw for e in sigma for x in e.examples)
+
+
+def test_a_client_is_alerted_when_it_first_reaches_the_threshold_and_when_its_severity_rises():
+    from dataclasses import replace
+
+    from log_analyser_core.results import Severity
+
+    monitor = Monitor(pipeline.Settings(crs_auto=False))
+    finding = next(f for f in monitor.update([login_failures("192.0.2.66")]) if f.flagged)
+    monitor.close()
+    assert [(f.ip, kind, before) for f, kind, before in monitor.alerts([finding])] == \
+        [("192.0.2.66", "new", None)]
+    assert monitor.alerts([finding]) == []                                   # the same severity: once
+    lower = replace(finding, severity=Severity.MEDIUM)
+    assert monitor.alerts([lower]) == []                                     # a fall is not alerted
+    higher = replace(finding, severity=Severity.CRITICAL)
+    assert [(kind, before) for _, kind, before in monitor.alerts([higher])] == [("escalated", finding.severity)]
+    assert monitor.alerts([replace(finding, flagged=False)]) == []           # below the threshold: nothing
+
+
+def test_alert_lines_are_appended_to_the_alerts_file_one_whole_line_each(tmp_path):
+    from log_analyser_core.live.outputs import AlertSink
+
+    path = tmp_path / "alerts.jsonl"
+    path.write_text('{"earlier": 1}\n')
+    for text in ('{"ip": "192.0.2.1"}\n', '{"ip": "192.0.2.2"}\n'):
+        sink = AlertSink(None, str(path))
+        sink.send(text)
+        assert path.read_text().endswith(text)   # flushed at once: a reader (tail -f, a SIEM agent) sees it
+        sink.close()
+    assert [json.loads(t) for t in path.read_text().splitlines()] == [
+        {"earlier": 1}, {"ip": "192.0.2.1"}, {"ip": "192.0.2.2"}]
 
 
 def test_a_large_client_sending_successful_requests_is_judged_again_later_not_on_each_batch():

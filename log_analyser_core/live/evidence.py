@@ -5,7 +5,10 @@ batch's new requests only, and a client's evidence is the sum over batches: coun
 first example lines (the earliest requests, for a log read in order) and the first matched value
 stay. The result is what one run over all of the client's requests gives, in the same order
 (signatures in their table's order, Sigma severest first, then CRS severest first), without
-reading any request twice.
+reading any request twice. Example lines are rebuilt from the parsed fields, as the behaviour
+rules' and signatures' are, never read back from the file: a followed file may have been rotated
+since (its line numbers then name other lines), and finding a line of a growing file again cost
+a pass over the file for each batch with a Sigma or CRS match.
 """
 from __future__ import annotations
 
@@ -33,8 +36,8 @@ class PayloadEvidence:
         if not events.height:
             return set()
         found: list[Mapping[str, Iterable[Evidence]]] = [
-            signatures.detect(events), sigma_engine.evaluate(events, self.sigma),
-            crs_stage.evaluate(events, self.crs) if self.crs else {}]
+            signatures.detect(events), sigma_engine.evaluate(events, self.sigma, read_back=False),
+            crs_stage.evaluate(events, self.crs, read_back=False) if self.crs else {}]
         for stage in found:
             for ip, items in stage.items():
                 self._merge(ip, items)

@@ -28,8 +28,9 @@ from log_analyser_core.results import AnalysisResult, Finding
 log = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.25          # wait between polls when no new line came
-BATCH_SECONDS = 1.0          # new lines are gathered this long and judged together (each batch has a fixed cost)
-COMPACT_SECONDS = 10.0       # idle eviction and memory limits applied this often
+BATCH_SECONDS = 1.0          # new lines are gathered this long and judged together (each batch has a fixed cost) ...
+BATCH_LINES = 50_000         # ... or until this many: a follower catching up holds one such batch, not minutes of lines
+COMPACT_SECONDS = 10.0       # idle eviction and memory limits applied this often (and after a batch that overfills)
 CHECKPOINT_SECONDS = 10.0    # places and alert state are saved this often (and at the end) ...
 EVENTS_CHECKPOINT_SECONDS = 60.0   # ... the kept events this often (and at the end)
 
@@ -101,19 +102,19 @@ class Follower:
         compacted = saved = saved_events = time.monotonic()
         batched = -BATCH_SECONDS   # when the last batch was judged: the first lines go at once
         while not self.stop.is_set():
-            chunks = tailer.poll()
+            chunks = tailer.poll() if pending.lines < BATCH_LINES else []
             if first and self.ready is not None:
                 self.ready(len(tailer.places_now()))
             first = False
             pending.add(chunks)
             now = time.monotonic()
-            judged = pending.lines > 0 and now - batched >= BATCH_SECONDS
+            judged = pending.lines >= BATCH_LINES or (pending.lines > 0 and now - batched >= BATCH_SECONDS)
             if judged:
                 batched = now
                 sent += self._update(monitor, reports, sink, pending.take())
             elif not pending.lines:   # no new line: clients whose wait is over, a finished refit
                 sent += self._update(monitor, reports, sink, [])
-            if now - compacted >= COMPACT_SECONDS:
+            if now - compacted >= COMPACT_SECONDS or (judged and monitor.store.full):
                 if monitor.compact():
                     self._refresh(monitor, reports, [])
                 compacted = now

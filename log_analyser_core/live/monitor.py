@@ -79,6 +79,7 @@ class Monitor:
         self.findings: dict[str, Finding] = {}
         self.alerted: dict[str, Severity] = {}   # the severity each client was last alerted at
         self.judged: dict[str, tuple[int, float]] = {}   # client -> (its kept requests, clock) when last judged
+        self.suspects: set[str] = set()          # clients whose last verdict had evidence (evicted last)
         self.waiting: set[str] = set()           # clients with requests not judged yet
         self.readers: dict[str, file_parser.SourceReader] = {}
         self.counts = Counts()
@@ -216,6 +217,10 @@ class Monitor:
                 self.findings[finding.ip] = finding
             else:
                 self.findings.pop(finding.ip, None)
+            if finding.flagged or finding.evidence:
+                self.suspects.add(finding.ip)
+            else:
+                self.suspects.discard(finding.ip)
         return findings
 
     def _not_allowed(self, events: pl.DataFrame) -> pl.DataFrame:
@@ -255,7 +260,8 @@ class Monitor:
         return self.judge(list(self.store.last_seen))
 
     def compact(self) -> set[str]:
-        return self.store.compact(self.clock())
+        """Apply the store's limits (see store.ClientStore.compact); the clients with evidence go last."""
+        return self.store.compact(self.clock(), suspects=self.suspects | set(self.payload.found))
 
     def alerts(self, findings: Iterable[Finding]) -> list[tuple[Finding, str, Severity | None]]:
         """(finding, ``new`` or ``escalated``, severity alerted before) for each flagged client
@@ -292,6 +298,7 @@ class Monitor:
             self.alerted.pop(ip, None)
             self.judged.pop(ip, None)
         self.waiting -= clients
+        self.suspects -= clients
         self.payload.forget(clients)
         wanted = pl.Series(list(clients), dtype=pl.String).implode()
         self.peer_peaks = {rule: peaks.filter(~pl.col("client_ip").is_in(wanted))

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 log = logging.getLogger(__name__)
 
-READ_BYTES = 16 * 2**20       # per file and poll: bounds a batch while catching up (~80k lines)
+READ_BYTES = 4 * 2**20        # per file and poll (~20k lines): with follow.BATCH_LINES, bounds a batch while catching up
 HEAD_BYTES = 4096             # the file's first bytes, compared to notice copy-truncate ...
 MARK_BYTES = 256              # ... and those just before the read position
 GONE_GRACE_SECONDS = 5.0      # a renamed or deleted file is read this long after its last new line
@@ -165,6 +165,8 @@ class Tailer:
         block = handle.read(min(size - place.offset, READ_BYTES))  # type: ignore[attr-defined]
         end = block.rfind(b"\n") + 1
         if end == 0:
+            block, end = _longer_line(handle, block, size - place.offset)
+        if end == 0:
             return None   # no whole line yet
         # split on newlines only: str.splitlines() would also split at U+2028, \x85 or \x1c, which a
         # client can put into a JSON log's user agent, and the line numbers would no longer match
@@ -177,6 +179,20 @@ class Tailer:
         if entry.gone_since is not None:
             entry.gone_since = self.clock()   # still written to: keep reading it
         return chunk
+
+
+def _longer_line(handle, block: bytes, left: int) -> tuple[bytes, int]:
+    """``block`` (READ_BYTES without a newline) continued to the end of its line, if that has been
+    written: a line longer than READ_BYTES would otherwise never be read, nor any after it."""
+    while len(block) < left:
+        more = handle.read(min(left - len(block), READ_BYTES))
+        if not more:
+            break
+        newline = more.find(b"\n")
+        if newline >= 0:
+            return block + more, len(block) + newline + 1
+        block += more
+    return block, 0
 
 
 def _mark(handle, offset: int) -> bytes:

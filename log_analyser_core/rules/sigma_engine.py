@@ -342,15 +342,17 @@ def _select(frame: pl.LazyFrame, rules: list[CompiledRule], views: set[str], pla
     return frame.filter(pl.any_horizontal([r.id for r in rules]))
 
 
-def evaluate(events: pl.DataFrame, ruleset: RuleSet, examples: int = 3) -> dict[str, tuple[Evidence, ...]]:
+def evaluate(events: pl.DataFrame, ruleset: RuleSet, examples: int = 3,
+             read_back: bool = True) -> dict[str, tuple[Evidence, ...]]:
     """Evidence per client IP: one entry per rule that matched at least one of its requests, with the
-    match count and the first ``examples`` matching lines; severest first, then by rule title."""
+    match count and the first ``examples`` matching lines (read back from their files unless
+    ``read_back`` is False, see hits.by_client); severest first, then by rule title."""
     if not ruleset.rules or events.height == 0:
         return {}
     by_id = {r.id: r for r in ruleset.rules}
     return rule_hits.evidence_by_client(events, matches(events, ruleset), examples,
                                         lambda row, shown: _evidence(by_id[row["rule"]], row, shown),
-                                        order=lambda e: (-e.severity, e.title))
+                                        order=lambda e: (-e.severity, e.title), read_back=read_back)
 
 
 def _evidence(rule: CompiledRule, row: dict, lines: tuple[ExampleLine, ...]) -> Evidence:

@@ -128,15 +128,18 @@ def _label() -> pl.Expr:
     return name + "=" + clipped
 
 
-def evaluate(events: pl.DataFrame, ruleset: RuleSet, examples: int = 3) -> dict[str, tuple[Evidence, ...]]:
+def evaluate(events: pl.DataFrame, ruleset: RuleSet, examples: int = 3,
+             read_back: bool = True) -> dict[str, tuple[Evidence, ...]]:
     """Evidence per client IP: one entry per CRS rule that fired in its requests over the
-    threshold, with the request count, first matched value and first ``examples`` lines."""
+    threshold, with the request count, first matched value and first ``examples`` lines (read
+    back from their files unless ``read_back`` is False, see hits.by_client)."""
     if not ruleset.rules or events.height == 0:
         return {}
     by_id = {r.id: r for r in ruleset.rules}
     return rule_hits.evidence_by_client(events, matches(events, ruleset), examples,
                                         lambda row, shown: _evidence(by_id[row["rule"]], row, shown),
-                                        order=lambda e: (-e.severity, e.rule_id), firsts=("matched",))
+                                        order=lambda e: (-e.severity, e.rule_id), firsts=("matched",),
+                                        read_back=read_back)
 
 
 def _evidence(rule: CompiledRule, row: dict, lines: tuple[ExampleLine, ...]) -> Evidence:
