@@ -370,8 +370,9 @@ def test_past_fit_clients_the_detectors_fit_on_a_seeded_sample_and_score_everyon
 
 def test_the_fit_sample_is_drawn_by_address_in_the_tables_order(monkeypatch):
     # so that Spark, which never holds the whole table on the driver, draws the same clients
-    import file_parser
     import polars as pl
+
+    import file_parser
     from log_analyser_core.features import client as ip_features
 
     table = ip_features.compute(file_parser.parse([str(DATA.parent.parent / "examples/access.log")]).events)
