@@ -5,11 +5,15 @@ per file, and parses each Arrow batch with file_parser.parse_lines (``mapInArrow
 parser the local engine runs. The events are then repartitioned by a hash of the client address
 and each partition of clients runs engines/partition.py (``mapInArrow`` on the whole partition): features,
 behaviour rules, payload signatures, Sigma, CRS, the crawler check and the allowlist. What comes
-back to the driver is one row per client: its features, whether it is a crawler, and its
-evidence with the example lines (read on the executors, so the file may be remote). The one
-site-wide quantity of those stages, the baseline buckets' capacity, is fitted on the driver from
-every client's peak (a first, small pass) and shipped with the plan; the anomaly detectors are
-then fitted on the driver from the per-client table, as locally. pyspark is imported lazily, only here.
+back to the driver is the evidence with its example lines (read on the executors, so the file
+may be remote) and the per-client table, one row per client, which stays cached on the cluster.
+The one site-wide quantity of those stages, the baseline buckets' capacity, is fitted on the driver
+from every client's peak (a first, small pass) and shipped with the plan. The anomaly detectors
+are fitted on the driver from the per-client table (every client up to
+anomaly_detector.FIT_CLIENTS, else a sample by address: only that comes to the driver), and the
+fitted model (or the --model baseline) is broadcast and scores each Arrow batch of per-client rows
+on the executors (``mapInArrow``) with the local engine's function; the scored rows come back.
+pyspark is imported lazily, only here.
 """
 from __future__ import annotations
 
