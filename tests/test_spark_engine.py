@@ -144,6 +144,21 @@ def test_a_run_scores_the_forest_on_the_executors_only(spark, monkeypatch):
 
 
 @pytest.mark.heavy
+def test_same_findings_against_a_trained_model(spark, shared, tmp_path, small_partitions):
+    # with --model the loaded baseline is the model the executors apply (its autoencoder, if the deep
+    # extra can train one, scores on the driver: see anomaly_detector.ROW_EXACT_DETECTORS)
+    from log_analyser_core.detectors import autoencoder
+    from log_analyser_core.pipeline import train
+
+    path = [str(shared / "public/elastic_examples/apache_logs")]
+    detectors = ("iforest", "autoencoder") if autoencoder.available() else ("iforest",)
+    train(path, str(tmp_path / "model"), Settings(detectors=detectors))
+    local, remote = both(path, detectors=None, model=str(tmp_path / "model"))
+    assert set(detectors) <= set(remote.summary.detectors)
+    assert_same_findings(local, remote)
+
+
+@pytest.mark.heavy
 def test_awkward_lines_are_counted_and_shown_with_their_line_numbers(spark):
     local, remote = both([str(DATA / "small.log")], max_unparsed_ratio=1.0)
     assert_same_findings(local, remote)
