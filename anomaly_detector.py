@@ -86,6 +86,11 @@ class IsolationForestDetector:
         self._memo = (key, scores)
         return scores.copy()
 
+    def __getstate__(self) -> dict:
+        # the memo is the last table's scores (8 MB a million clients): not part of the model that is
+        # pickled to Spark's executors
+        return {name: value for name, value in self.__dict__.items() if name != "_memo"}
+
 
 def _fingerprint(X: np.ndarray) -> tuple:
     """Shape, type and a digest of the values: equal for equal matrices (a hash of 200 MB takes
@@ -116,6 +121,12 @@ def _distinct_rows(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return groups.select(columns).to_numpy(), inverse
 
 
+# The detectors a Spark run scores on its executors, batch by batch (engines/spark.py): the forest's
+# score of a row is elementwise arithmetic over that row's tree depths. The autoencoder scores on the
+# driver, over the whole table as locally: its float32 matrix products go through BLAS, whose order
+# of summation may follow the shape of the call (a one-row batch is a matrix-vector product), so
+# a batch's scores are not guaranteed to equal, to the last bit, those the whole table gets.
+ROW_EXACT_DETECTORS = ("iforest",)
 DISTINCT_ROWS_FROM = 10_000   # fewer clients are scored row by row (grouping would cost more than it saves)
 DISTINCT_ROWS_SHARE = 0.8     # and so are tables whose rows are nearly all distinct
 # Detectors by name, in the order they run and are reported.
@@ -200,8 +211,7 @@ def fit_baseline(table: pl.DataFrame, used: Sequence[str], detectors: Sequence[s
                  n_estimators: int = 200, random_state: int = 0) -> Baseline:
     """Fit the named detectors (and the forest that defines the 0-100 scale) on a feature table
     (one row per client; a FIT_CLIENTS sample of it when larger)."""
-    if table.height > FIT_CLIENTS:
-        table = table.sample(n=FIT_CLIENTS, seed=random_state)
+    table = fit_sample(table, random_state)
     X = feature_matrix(table, used)
     skipped = tuple(name for name in detectors if table.height < MIN_CLIENTS_FOR[name])
     fitted = {name: make_detector(name, used, n_estimators=n_estimators, random_state=random_state).fit(X)
@@ -215,6 +225,29 @@ def fit_baseline(table: pl.DataFrame, used: Sequence[str], detectors: Sequence[s
                     skipped=skipped)
 
 
+def fit_sample(table: pl.DataFrame, random_state: int = 0) -> pl.DataFrame:
+    """The clients the detectors are fitted on: every row of ``table`` up to FIT_CLIENTS, else the
+    FIT_CLIENTS whose seeded hash of client_ip (``fit_keys``) is lowest, in the table's order. A
+    sample drawn by address, not by row: Spark draws the same one without bringing every client
+    to the driver (engines/spark.py)."""
+    if table.height <= FIT_CLIENTS:
+        return table
+    keys = pl.Series("_key", fit_keys(table["client_ip"].cast(pl.String).to_list(), random_state))
+    ranked = table.with_columns(keys, pl.col("client_ip").cast(pl.String).alias("_ip"))
+    picked = ranked.with_row_index("_row").sort("_key", "_ip").head(FIT_CLIENTS).sort("_row")
+    return picked.drop("_row", "_key", "_ip")
+
+
+def fit_keys(client_ips: Sequence[str], random_state: int = 0) -> np.ndarray:
+    """A 63-bit key per address (int64), from a BLAKE2b hash keyed with ``random_state``: the same
+    on every machine and Python process (unlike ``hash``), so a sample by lowest key is reproducible."""
+    import hashlib
+
+    seed = random_state.to_bytes(8, "little", signed=False)
+    return np.fromiter((int.from_bytes(hashlib.blake2b(ip.encode(), key=seed, digest_size=8).digest(), "little") >> 1
+                        for ip in client_ips), dtype=np.int64, count=len(client_ips))
+
+
 def typical_values(table: pl.DataFrame, features: Sequence[str]) -> np.ndarray:
     """The median client's value of each feature, in the feature's own unit (nulls as 0)."""
     return np.array([float(cast(float, table[f].fill_null(0.0).fill_nan(0.0).median() or 0.0)) for f in features])
@@ -223,13 +256,25 @@ def typical_values(table: pl.DataFrame, features: Sequence[str]) -> np.ndarray:
 def score_with(baseline: Baseline, table: pl.DataFrame,
                fusion: str = DEFAULT_FUSION) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """(fused 0-100 score, each detector's 0-100 score) for every client of ``table``."""
+    own = detector_scores(baseline, table)
+    return fuse(own, fusion), own
+
+
+def detector_scores(baseline: Baseline, table: pl.DataFrame,
+                    names: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+    """Each detector's 0-100 score (higher = more anomalous) for every row of ``table``, for the
+    detectors of ``baseline`` named in ``names`` (None: all), in the baseline's order. For the
+    ROW_EXACT_DETECTORS a row's score depends on that row alone, so Spark applies this function to
+    each Arrow batch of clients on the executors and gets the scores the whole table gets here."""
     X = feature_matrix(table, baseline.features)
     own = {}
     for name, detector in baseline.detectors.items():
+        if names is not None and name not in names:
+            continue
         raw = detector.score_samples(X)
         own[name] = calibrate(raw) if name == "iforest" else quantile_map(raw, baseline.reference[name],
                                                                            baseline.scale)
-    return fuse(own, fusion), own
+    return own
 
 
 def fuse(scores: dict[str, np.ndarray], how: str = DEFAULT_FUSION) -> np.ndarray:
@@ -271,13 +316,17 @@ def score_clients(table: pl.DataFrame, used: Sequence[str], *, n_estimators: int
     Returns (fused score per row, each detector's own 0-100 score by name, notes for the user).
     """
     if baseline is None and table.height < MIN_CLIENTS:
-        note = f"only {table.height} client(s): too few to compare, no anomaly scores"
-        return np.zeros(table.height), {}, [note]
+        return np.zeros(table.height), {}, [too_few_note(table.height)]
     if baseline is None:
         baseline = fit_baseline(table, used, resolve_detectors(detectors), n_estimators=n_estimators,
                                 random_state=random_state)
     fused, own = score_with(baseline, table, fusion)
     return fused, own, [detectors_note(baseline, fusion)]
+
+
+def too_few_note(clients: int) -> str:
+    """The summary's note when there are too few clients to fit the detectors (below MIN_CLIENTS)."""
+    return f"only {clients} client(s): too few to compare, no anomaly scores"
 
 
 def detectors_note(baseline: Baseline, fusion: str = DEFAULT_FUSION) -> str:

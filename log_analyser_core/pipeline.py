@@ -238,7 +238,7 @@ def _parse_score_and_detect(engine: engines.Engine, sources: Sequence[str], sett
     try:
         data = engine.aggregate(sources, settings, progress, _plan(settings, rules, crs_rules))
         assert data.detected is not None, "a plan was given"
-        score = partial(_score, data.features, settings, ",".join(sources), warming)
+        score = partial(_score, data, settings, ",".join(sources), warming)
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="detectors") as pool:
             scoring = pool.submit(score) if size < PRELOAD_MAX_BYTES else None
             found = data.detected()
@@ -250,18 +250,29 @@ def _parse_score_and_detect(engine: engines.Engine, sources: Sequence[str], sett
     return Run(data.parsed, scored, detected)
 
 
-def _score(features: Callable[[], pl.DataFrame], settings: Settings, source: str,
-           warming: list[threading.Thread]) -> Scored:
-    """The per-client table from ``features``, and the detectors fitted (or loaded) and scoring every
-    client once their libraries are loaded."""
-    table = features()
+def _score(data: engines.Aggregated, settings: Settings, source: str, warming: list[threading.Thread]) -> Scored:
+    """The per-client table of ``data``, and the detectors fitted (or loaded) and scoring every
+    client once their libraries are loaded. The detectors fit here, on the clients the engine gives
+    (a sample past anomaly_detector.FIT_CLIENTS); the fitted model then scores where the engine
+    keeps the table (on Spark, the executors), except the detectors whose scores are exact only
+    over the whole table (not ROW_EXACT_DETECTORS), which score it here."""
+    assert data.fitting is not None and data.scored is not None, "an engine that scores gives both"
+    fit_table, logged = data.fitting(settings.random_state)
     for thread in warming:
         thread.join()
-    baseline, used, model_notes = _baseline(table, ip_features.logged_features(table), settings, source)
-    scores, by_detector, notes = detect.score_clients(table, used, n_estimators=settings.n_estimators,
-                                                      random_state=settings.random_state, baseline=baseline,
-                                                      fusion=settings.fusion)
-    return Scored(table, baseline, used, scores, by_detector, model_notes + notes)
+    baseline, used, model_notes = _baseline(fit_table, logged, settings, source)
+    del fit_table
+    if baseline is None:
+        table, _ = data.scored(lambda rows: {}, ())
+        return Scored(table, None, used, np.zeros(table.height), {}, [*model_notes, detect.too_few_note(table.height)])
+    remote = tuple(name for name in baseline.detectors if name in detect.ROW_EXACT_DETECTORS)
+    table, own = data.scored(partial(detect.detector_scores, baseline, names=remote), remote)
+    here = [name for name in baseline.detectors if name not in remote]
+    own = {**own, **(detect.detector_scores(baseline, table, here) if here else {})}
+    by_detector = {name: own[name] for name in baseline.detectors}
+    scores = detect.fuse(by_detector, settings.fusion)
+    return Scored(table, baseline, used, scores, by_detector, [*model_notes, detect.detectors_note(baseline,
+                                                                                                  settings.fusion)])
 
 
 def judge(detected: Detected | None, scored: Scored, settings: Settings) -> verdict.Verdicts:

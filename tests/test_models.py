@@ -366,3 +366,21 @@ def test_past_fit_clients_the_detectors_fit_on_a_seeded_sample_and_score_everyon
     assert table.height > 20 and first.clients == 20
     scores = detect.score_with(first, table)[0]
     assert len(scores) == table.height and np.array_equal(scores, detect.score_with(again, table)[0])
+
+
+def test_the_fit_sample_is_drawn_by_address_in_the_tables_order(monkeypatch):
+    # so that Spark, which never holds the whole table on the driver, draws the same clients
+    import polars as pl
+
+    import file_parser
+    from log_analyser_core.features import client as ip_features
+
+    table = ip_features.compute(file_parser.parse([str(DATA.parent.parent / "examples/access.log")]).events)
+    monkeypatch.setattr(detect, "FIT_CLIENTS", 20)
+    sample = detect.fit_sample(table, random_state=3)
+    shuffled = detect.fit_sample(table.sample(fraction=1.0, shuffle=True, seed=1), random_state=3)
+    assert sample.height == 20 and sample.columns == table.columns
+    assert sorted(sample["client_ip"].cast(pl.String)) == sorted(shuffled["client_ip"].cast(pl.String))
+    assert sample["client_ip"].cast(pl.String).to_list() == sorted(sample["client_ip"].cast(pl.String).to_list())
+    assert set(detect.fit_sample(table, random_state=4)["client_ip"]) != set(sample["client_ip"])
+    assert detect.fit_sample(table.head(20), random_state=3).equals(table.head(20))

@@ -99,6 +99,66 @@ def test_same_findings_on_a_labelled_set(spark, tmp_path, small_partitions):
 
 
 @pytest.mark.heavy
+def test_same_findings_when_the_detectors_fit_on_a_sample(spark, shared, small_partitions, monkeypatch):
+    # past FIT_CLIENTS Spark brings only the sample to the driver: the same clients the local engine picks
+    import anomaly_detector as detect
+
+    monkeypatch.setattr(detect, "FIT_CLIENTS", 400)
+    local, remote = both([str(shared / "public/elastic_examples/apache_logs")])
+    assert local.summary.clients > 400
+    assert_same_findings(local, remote)
+
+
+@pytest.mark.heavy
+def test_the_model_scores_in_the_executors_python_workers(spark):
+    # the driver sends the scoring function out; each Arrow batch of clients is scored in a Python worker
+    import numpy as np
+
+    done = spark_engine.run([str(DATA / "small.log")], Settings(engine="spark", spark=LOCAL, max_unparsed_ratio=1.0),
+                            None)
+
+    def where(rows):
+        return {"pid": np.full(rows.height, float(os.getpid()))}
+    table, scores = done.scored(where, ("pid",))
+    assert table.height == 7 and len(scores["pid"]) == 7
+    assert float(os.getpid()) not in set(scores["pid"].tolist())
+
+
+@pytest.mark.heavy
+def test_a_run_scores_the_forest_on_the_executors_only(spark, monkeypatch):
+    # the pipeline's scoring function, wrapped: calls on the driver are recorded here, those on the
+    # executors (a pickled copy of the wrapper and its list) are not
+    import anomaly_detector as detect
+
+    on_driver: list = []
+    original = detect.detector_scores
+
+    def recorded(baseline, table, names=None):
+        on_driver.append(tuple(names) if names is not None else None)
+        return original(baseline, table, names)
+    monkeypatch.setattr(detect, "detector_scores", recorded)
+    path = [str(DATA / "small.log")]
+    local, remote = both(path, max_unparsed_ratio=1.0)
+    assert on_driver == [("iforest",)], "the local engine scores here, once"
+    assert_same_findings(local, remote)
+
+
+@pytest.mark.heavy
+def test_same_findings_against_a_trained_model(spark, shared, tmp_path, small_partitions):
+    # with --model the loaded baseline is the model the executors apply (its autoencoder, if the deep
+    # extra can train one, scores on the driver: see anomaly_detector.ROW_EXACT_DETECTORS)
+    from log_analyser_core.detectors import autoencoder
+    from log_analyser_core.pipeline import train
+
+    path = [str(shared / "public/elastic_examples/apache_logs")]
+    detectors = ("iforest", "autoencoder") if autoencoder.available() else ("iforest",)
+    train(path, str(tmp_path / "model"), Settings(detectors=detectors))
+    local, remote = both(path, detectors=None, model=str(tmp_path / "model"))
+    assert set(detectors) <= set(remote.summary.detectors)
+    assert_same_findings(local, remote)
+
+
+@pytest.mark.heavy
 def test_awkward_lines_are_counted_and_shown_with_their_line_numbers(spark):
     local, remote = both([str(DATA / "small.log")], max_unparsed_ratio=1.0)
     assert_same_findings(local, remote)

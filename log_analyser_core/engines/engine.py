@@ -11,14 +11,17 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from functools import partial
+from functools import cache, partial
 from typing import TYPE_CHECKING, Protocol
 
+import numpy as np
 import polars as pl
 
+import anomaly_detector as detect
 import file_parser
 from log_analyser_core.engines import partition
 from log_analyser_core.engines import spark as spark_engine
+from log_analyser_core.features import client as ip_features
 from log_analyser_core.parsing import reader as log_reader
 from log_analyser_core.parsing.sources import InputOptions
 
@@ -65,16 +68,40 @@ class InputSettings(Protocol):
     def spark(self) -> spark_engine.SparkOptions: ...
 
 
+# Scores of the rows of a per-client table: detector name -> one value per row (anomaly_detector.detector_scores).
+Scores = Callable[[pl.DataFrame], dict[str, np.ndarray]]
+
+
 @dataclass(frozen=True)
 class Aggregated:
     """A parsed log, its per-client table and what the request-level stages found. ``features``
     computes the table when called (one row per client, features/client.py's columns, sorted by
     client_ip) and ``detected`` the evidence, so that the caller decides on which thread;
-    ``detected`` is None when no Plan was given (training reads the features only)."""
+    ``detected`` is None when no Plan was given (training reads the features only).
+
+    A run that scores asks ``fitting(random_state)`` for (the clients to fit the detectors on: every
+    one up to anomaly_detector.FIT_CLIENTS, else fit_sample's sample; the features with data in the
+    whole table), then ``scored(score, names)`` for (the whole table, ``score`` applied to it: the
+    scores of ``names``), applied where the engine keeps the table: here, or Spark's executors."""
 
     parsed: file_parser.ParsedLog
     features: Callable[[], pl.DataFrame]
     detected: Callable[[], partition.Detected] | None = None
+    fitting: Callable[[int], tuple[pl.DataFrame, list[str]]] | None = None
+    scored: Callable[[Scores, tuple[str, ...]], tuple[pl.DataFrame, dict[str, np.ndarray]]] | None = None
+
+    @classmethod
+    def of_table(cls, parsed: file_parser.ParsedLog, features: Callable[[], pl.DataFrame],
+                 detected: Callable[[], partition.Detected] | None = None) -> Aggregated:
+        """The table computed (once) on this machine, fitted on and scored here."""
+        table = cache(features)
+
+        def fitting(random_state: int) -> tuple[pl.DataFrame, list[str]]:
+            return detect.fit_sample(table(), random_state), ip_features.logged_features(table())
+
+        def scored(score: Scores, names: tuple[str, ...]) -> tuple[pl.DataFrame, dict[str, np.ndarray]]:
+            return table(), score(table())
+        return cls(parsed, table, detected, fitting, scored)
 
 
 class Engine(Protocol):
@@ -115,7 +142,7 @@ class LocalEngine:
                                    progress=progress, options=options)
         features = partial(partition.features, parsed.events, plan or partition.Plan(tz=settings.tz))
         detected = partial(partition.detect, parsed.events, plan) if plan is not None else None
-        return Aggregated(parsed, features, detected)
+        return Aggregated.of_table(parsed, features, detected)
 
 
 class SparkEngine:
@@ -137,7 +164,8 @@ class SparkEngine:
         empty = pl.DataFrame(schema=file_parser.EVENT_SCHEMA)
         parsed = file_parser.ParsedLog(events=empty, unparsed=done.unparsed_examples, stats=done.stats)
         detected = done.detected
-        return Aggregated(parsed, lambda: done.features, (lambda: detected) if detected is not None else None)
+        return Aggregated(parsed, done.features, (lambda: detected) if detected is not None else None,
+                          done.fitting, done.scored)
 
 
 ENGINES: dict[str, Callable[[], Engine]] = {"polars": LocalEngine, "spark": SparkEngine}

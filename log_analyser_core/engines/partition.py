@@ -6,7 +6,8 @@ rules, payload signatures, Sigma and CRS evidence, the allowlist's request patte
 check. The local engine runs it on all the events at once; Spark runs it on each hash partition of
 the clients (``mapInArrow`` on the whole partition) and merges the parts. The one site-wide quantity these
 stages read, the ``baseline`` buckets' capacity, is fitted from every client's peak
-(``Plan.capacities``); the detectors are fitted on the driver from the merged per-client table.
+(``Plan.capacities``); the detectors are fitted on the driver from the per-client table and
+score it where it is (engines/spark.py: on the executors).
 """
 from __future__ import annotations
 

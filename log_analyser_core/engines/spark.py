@@ -5,11 +5,15 @@ per file, and parses each Arrow batch with file_parser.parse_lines (``mapInArrow
 parser the local engine runs. The events are then repartitioned by a hash of the client address
 and each partition of clients runs engines/partition.py (``mapInArrow`` on the whole partition): features,
 behaviour rules, payload signatures, Sigma, CRS, the crawler check and the allowlist. What comes
-back to the driver is one row per client: its features, whether it is a crawler, and its
-evidence with the example lines (read on the executors, so the file may be remote). The one
-site-wide quantity of those stages, the baseline buckets' capacity, is fitted on the driver from
-every client's peak (a first, small pass) and shipped with the plan; the anomaly detectors are
-then fitted on the driver from the per-client table, as locally. pyspark is imported lazily, only here.
+back to the driver is the evidence with its example lines (read on the executors, so the file
+may be remote) and the per-client table, one row per client, which stays cached on the cluster.
+The one site-wide quantity of those stages, the baseline buckets' capacity, is fitted on the driver
+from every client's peak (a first, small pass) and shipped with the plan. The anomaly detectors
+are fitted on the driver from the per-client table (every client up to
+anomaly_detector.FIT_CLIENTS, else a sample by address: only that comes to the driver), and the
+fitted model (or the --model baseline) is broadcast and scores each Arrow batch of per-client rows
+on the executors (``mapInArrow``) with the local engine's function; the scored rows come back.
+pyspark is imported lazily, only here.
 """
 from __future__ import annotations
 
@@ -18,14 +22,16 @@ import math
 import os
 import pickle
 import shutil
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
+import numpy as np
 import polars as pl
 
+import anomaly_detector as detect
 import file_parser
 from log_analyser_core.engines import partition
 from log_analyser_core.errors import ConfigError, InputError, MissingExtraError
@@ -59,12 +65,46 @@ class SparkOptions:
 
 @dataclass(frozen=True)
 class SparkRun:
-    """What comes back from the cluster: the per-client table, the evidence and the line counts."""
+    """What comes back from the cluster: the evidence and the line counts, and the per-client
+    table, which stays cached on the cluster (``clients``, one row per client, CLIENT_SCHEMA) until
+    ``scored`` or ``features`` brings it back (and releases it)."""
 
-    features: pl.DataFrame                 # the same columns, types and order as ip_features.compute()
+    clients: Any                           # a cached Spark DataFrame
+    logged: list[str]                      # the features with data in the whole table (logged_features)
     detected: partition.Detected | None    # None: no plan given (training)
     stats: file_parser.ParseStats
     unparsed_examples: pl.DataFrame        # file_parser.UNPARSED_SCHEMA: the first UNPARSED_EXAMPLES
+
+    def features(self) -> pl.DataFrame:
+        """The whole per-client table: the same columns, types and order as ip_features.compute()."""
+        try:
+            return _table(_collected(self.clients.select(*_TABLE_COLUMNS)))
+        finally:
+            self.clients.unpersist()
+
+    def fitting(self, random_state: int) -> tuple[pl.DataFrame, list[str]]:
+        """(the clients to fit the detectors on, as anomaly_detector.fit_sample draws them from the
+        whole table: every client up to FIT_CLIENTS, else those of lowest fit_keys; the features
+        with data in the whole table). Only the sample comes to the driver."""
+        table = self.clients.select(*_TABLE_COLUMNS)
+        if self.clients.count() > detect.FIT_CLIENTS:
+            keyed = table.mapInArrow(_keyed_function(random_state), f"{CLIENT_TABLE_SCHEMA}, `_key` long")
+            table = keyed.orderBy("_key", "client_ip").limit(detect.FIT_CLIENTS).drop("_key")
+        return _table(_collected(table)), self.logged
+
+    def scored(self, score: Callable[[pl.DataFrame], dict[str, np.ndarray]],
+               names: tuple[str, ...]) -> tuple[pl.DataFrame, dict[str, np.ndarray]]:
+        """(the whole per-client table, the scores ``score`` gives its rows: ``names`` -> one value per
+        row). ``score`` (the fitted model) is broadcast to the executors, which apply it to each
+        Arrow batch of per-client rows (``mapInArrow``); the scored rows come back."""
+        try:
+            schema = ", ".join([CLIENT_TABLE_SCHEMA, *(f"`_score_{name}` double" for name in names)])
+            model = _broadcast(self.clients.sparkSession, score)
+            rows = _collected(self.clients.select(*_TABLE_COLUMNS).mapInArrow(_scoring_function(model, names), schema))
+        finally:
+            self.clients.unpersist()
+        rows = rows.sort("client_ip")
+        return _table(rows), {name: rows[f"_score_{name}"].to_numpy() for name in names}
 
 
 def _pyspark() -> tuple[Any, Any]:
@@ -179,6 +219,9 @@ _CLIENT_COLUMNS = {"client_ip": pl.String(), **{name: pl.Float64() for name in i
 CLIENT_SCHEMA = ", ".join(f"`{name}` {_spark_type(dtype) if dtype != pl.Binary else 'binary'}"
                           for name, dtype in _CLIENT_COLUMNS.items())
 PEAKS_SCHEMA = "rule_id string, peak double"
+_TABLE_COLUMNS = ["client_ip", *ip_features.FEATURE_NAMES, "first_seen", "last_seen", "errors"]
+_TABLE_TYPES = {name: _CLIENT_COLUMNS[name] for name in _TABLE_COLUMNS}   # the per-client table's columns
+CLIENT_TABLE_SCHEMA = ", ".join(f"`{name}` {_spark_type(dtype)}" for name, dtype in _TABLE_TYPES.items())
 
 
 def _arrow(frame: pl.DataFrame, columns: dict[str, pl.DataType]) -> Any:
@@ -286,6 +329,58 @@ def _peak_rows(table: Any, plan: partition.Plan, order: dict[str, int]) -> Any:
     return _arrow(frame, {"rule_id": pl.String(), "peak": pl.Float64()})
 
 
+def _scoring_function(model: Any, names: tuple[str, ...]) -> Any:
+    """mapInArrow: per-client rows -> the same rows with a ``_score_<name>`` column per detector,
+    from the broadcast ``model`` (a Broadcast of the pickled scoring function, or with Spark
+    Connect, which has no broadcast variables, the function itself, which travels with the plan)."""
+    def apply(batches):
+        score = _unbroadcast(model)
+        for batch in batches:
+            if not batch.num_rows:
+                continue
+            rows = pl.from_arrow(batch)
+            assert isinstance(rows, pl.DataFrame)
+            scores = score(rows)
+            rows = rows.with_columns(pl.Series(f"_score_{name}", scores[name], dtype=pl.Float64) for name in names)
+            yield from _arrow(rows, {**_TABLE_TYPES, **{f"_score_{name}": pl.Float64() for name in names}}).to_batches()
+    return apply
+
+
+def _keyed_function(random_state: int) -> Any:
+    """mapInArrow: per-client rows -> the same rows with anomaly_detector.fit_keys' ``_key``."""
+    def apply(batches):
+        for batch in batches:
+            rows = pl.from_arrow(batch)
+            assert isinstance(rows, pl.DataFrame)
+            keys = detect.fit_keys(rows["client_ip"].cast(pl.String).to_list(), random_state)
+            yield from _arrow(rows.with_columns(pl.Series("_key", keys, dtype=pl.Int64)),
+                              {**_TABLE_TYPES, "_key": pl.Int64()}).to_batches()
+    return apply
+
+
+def _broadcast(spark: Any, score: Any) -> Any:
+    """``score`` as a broadcast variable (pickled once, read once per executor), or as it is on
+    Spark Connect, which has no SparkContext to broadcast with."""
+    context = getattr(spark, "sparkContext", None)   # Connect raises an AttributeError for it
+    if context is None:
+        return score
+    from pyspark import cloudpickle
+
+    return context.broadcast(cloudpickle.dumps(score))
+
+
+def _unbroadcast(model: Any) -> Any:
+    if callable(model):
+        return model
+    return pickle.loads(model.value)
+
+
+def _collected(frame: Any) -> pl.DataFrame:
+    rows = pl.from_arrow(frame.toArrow())
+    assert isinstance(rows, pl.DataFrame)
+    return rows
+
+
 # --- on the driver ---------------------------------------------------------------------------------
 
 def run(sources: Sequence[str], settings: Any, plan: partition.Plan | None) -> SparkRun:
@@ -319,17 +414,28 @@ def run(sources: Sequence[str], settings: Any, plan: partition.Plan | None) -> S
         parts = max(1, math.ceil(stats.parsed_lines / PARTITION_EVENTS))
         events = by_client(parsed.filter(F.col("_reason").isNull() & ~F.col("_outside"))
                            .drop("_reason", "_outside", "_naive", "_recovered"), parts).persist()  # for both passes
-        detect = plan is not None
+        detects = plan is not None
         if plan is not None and plan.capacities is None:
             plan = _fit_baselines(events, plan, order)
-        rows_of = _per_partition(_client_rows, plan or partition.Plan(tz=settings.tz), order, detect=detect)
-        rows = pl.from_arrow(events.mapInArrow(rows_of, CLIENT_SCHEMA).toArrow())
+        rows_of = _per_partition(_client_rows, plan or partition.Plan(tz=settings.tz), order, detect=detects)
+        clients = events.mapInArrow(rows_of, CLIENT_SCHEMA).persist()   # until scored: see SparkRun
+        # what the request-level stages found (a row per client with some), and what the table logs
+        found = _collected(clients.filter(F.col("evidence").isNotNull() | F.col("crawler")
+                                          | F.col("excluded").isNotNull())
+                           .select("client_ip", "crawler", "evidence", "excluded"))
+        logged = _logged(clients, F)
     finally:
         parsed.unpersist()
         if events is not None:
             events.unpersist()
-    assert isinstance(rows, pl.DataFrame)
-    return SparkRun(_table(rows), _detected(rows) if detect else None, stats, unparsed)
+    return SparkRun(clients, logged, _detected(found) if detects else None, stats, unparsed)
+
+
+def _logged(clients: Any, F: Any) -> list[str]:
+    """ip_features.logged_features of the whole table, counted on the cluster."""
+    counts = clients.select(F.count(F.lit(1)).alias("_rows"),
+                            *(F.count(F.col(name)).alias(name) for name in ip_features.FEATURE_NAMES)).first()
+    return [name for name in ip_features.FEATURE_NAMES if counts[name] > 0] if counts["_rows"] else []
 
 
 def by_client(events: Any, parts: int) -> Any:
@@ -374,8 +480,7 @@ def _fit_baselines(events: Any, plan: partition.Plan, order: dict[str, int]) -> 
 
 def _table(rows: pl.DataFrame) -> pl.DataFrame:
     """The per-client table as ip_features.compute() gives it: sorted by client_ip, categorical."""
-    columns = ["client_ip", *ip_features.FEATURE_NAMES, "first_seen", "last_seen", "errors"]
-    table = rows.select(columns).sort("client_ip")
+    table = rows.select(_TABLE_COLUMNS).sort("client_ip")
     return table.with_columns(pl.col("client_ip").cast(pl.Categorical),
                               pl.col("first_seen", "last_seen").dt.convert_time_zone("UTC").dt.cast_time_unit("us"))
 
