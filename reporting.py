@@ -29,6 +29,7 @@ from log_analyser_core.results import (
     Geo,
     LLMNote,
     Reputation,
+    Severity,
 )
 
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\n")
@@ -126,7 +127,7 @@ def csv_row(finding: Finding, enriched: bool = False, llm: bool = False, tz: str
     """One CSV row; first and last seen as ISO 8601 in ``tz`` with its offset (UTC as 'Z')."""
     row: dict[str, object] = {
         "rank": finding.rank, "ip": finding.ip, "flagged": finding.flagged, "score": finding.score,
-        "severity": finding.severity.label, "attack_types": ";".join(finding.attack_types),
+        "severity": _LABELS[finding.severity], "attack_types": ";".join(finding.attack_types),
         "requests": finding.requests, "errors": finding.errors,
         "first_seen": iso_time(finding.first_seen, tz), "last_seen": iso_time(finding.last_seen, tz),
         "reasons": " | ".join(finding.reasons), "explanation": " | ".join(finding.explanation),
@@ -160,12 +161,15 @@ def _round(value: float) -> float:
     return float(f"{value:.6g}")
 
 
+_LABELS = {severity: severity.label for severity in Severity}   # an enum property costs a lookup per finding
+
+
 def finding_json(finding: Finding, enriched: bool = False) -> dict[str, object]:
     """The finding as the JSON report lists it, for orjson (which writes NaN as null); it shares the
     finding's ``features`` dict, so do not change that in place."""
     document: dict[str, object] = {
         "ip": finding.ip, "rank": finding.rank, "flagged": finding.flagged, "score": finding.score,
-        "severity": finding.severity.label, "attack_types": list(finding.attack_types),
+        "severity": _LABELS[finding.severity], "attack_types": list(finding.attack_types),
         "reasons": list(finding.reasons), "requests": finding.requests, "errors": finding.errors,
         "first_seen": _time(finding.first_seen), "last_seen": _time(finding.last_seen),
         "internal": finding.internal, "evidence": [evidence_json(e) for e in finding.evidence],

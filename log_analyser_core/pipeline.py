@@ -509,39 +509,46 @@ def _findings(table: pl.DataFrame, used: list[str], scores: np.ndarray, detector
 
 
 class _FindingRows:
-    """Findings made from the per-client table's rows, by rank position (0 = rank 1): ``order``
-    maps a position to its table row. Rows are read a batch at a time, as tuples: a million row
-    dicts at once cost gigabytes, and a dict per row (rather than for the few that deviate) time."""
+    """Findings made from the per-client table's rows, by rank position (0 = rank 1). The rows
+    are the table's columns a Finding reads, put in rank order once (``order``: a position's table
+    row), so that reading findings in order takes slices, not a gather each time; they are read as
+    tuples: a million row dicts at once cost gigabytes, and a dict per row (rather than for the
+    few that deviate) time."""
 
     def __init__(self, table: pl.DataFrame, order: np.ndarray, scores: np.ndarray,
                  detector_scores: dict[str, np.ndarray]) -> None:
+        assert tuple(c for c in table.columns if c in ip_features.FEATURE_NAMES) == ip_features.FEATURE_NAMES, \
+            "the table holds the features in registry order"
+        # a row: ip, requests, errors, first and last seen (apart: 'requests' is a feature too), features
+        heads = [pl.col(name).alias(f"_{name}") for name in ("client_ip", "requests", "errors", "first_seen",
+                                                               "last_seen")]
+        columns = [*heads, *ip_features.FEATURE_NAMES]
+        self.ranked = table.select(columns)[order]
         self.table, self.order, self.scores = table, order, np.asarray(scores, dtype=np.float64)
         self.by_detector = {name: np.asarray(values, dtype=np.float64) for name, values in detector_scores.items()}
-        columns = table.columns
-        at = {name: k for k, name in enumerate(columns)}
-        self.features = slice(at[ip_features.FEATURE_NAMES[0]], at[ip_features.FEATURE_NAMES[-1]] + 1)
-        assert tuple(columns[self.features]) == ip_features.FEATURE_NAMES, \
-            "the table holds the features in registry order"
-        self.at = at
+        self.features = slice(5, len(columns))
+
+    def _rows(self, positions: list[int]) -> pl.DataFrame:
+        if positions and positions[-1] - positions[0] + 1 == len(positions):   # a run of positions: a slice
+            return self.ranked.slice(positions[0], len(positions))
+        return self.ranked[positions]
 
     def findings(self, positions: list[int], flagged: np.ndarray | None = None, deviating: np.ndarray | None = None,
                  reasons_from: tuple | None = None) -> list[Finding]:
         """The Findings at ``positions`` (ascending); without ``flagged`` and ``deviating``, those of
         quiet clients: not flagged, no reasons, no deviations."""
         rows = self.order[positions]
-        at, features, columns = self.at, self.features, self.table.columns
-        ip_at, requests_at, errors_at, first_at, last_at = (
-            at[name] for name in ("client_ip", "requests", "errors", "first_seen", "last_seen"))
+        features = self.features
         severities: dict[float, Severity] = {}
         names = list(self.by_detector)
         made = []
-        for position, i, row in zip(positions, rows.tolist(), self.table[rows].iter_rows(), strict=True):
+        for position, i, row in zip(positions, rows.tolist(), self._rows(positions).iter_rows(), strict=True):
             reasons: list[str] = []
             deviations: list[Deviation] = []
             flag = bool(flagged[i]) if flagged is not None else False
             if deviating is not None and deviating[i]:
                 z, typical, used, count = reasons_from  # type: ignore[misc]
-                named = dict(zip(columns, row, strict=True))
+                named = self.table.row(i, named=True)   # every column: reasons may name any
                 deviations = detect.top_deviations(z[i], [named[name] or 0.0 for name in used], typical, used, count)
                 reasons = [detect.describe(d, named) for d in deviations]
             if flag and not reasons:
@@ -551,9 +558,9 @@ class _FindingRows:
             if severity is None:
                 severity = severities[score] = detect.severity_for(score)
             made.append(Finding(
-                ip=row[ip_at], rank=position + 1, flagged=flag, score=score, severity=severity,
-                requests=int(row[requests_at]), errors=int(row[errors_at]), first_seen=row[first_at],
-                last_seen=row[last_at], reasons=tuple(reasons), deviations=tuple(deviations),
+                ip=row[0], rank=position + 1, flagged=flag, score=score, severity=severity,
+                requests=int(row[1]), errors=int(row[2]), first_seen=row[3], last_seen=row[4],
+                reasons=tuple(reasons), deviations=tuple(deviations),
                 detector_scores={name: round(float(self.by_detector[name][i]), 1) for name in names},
                 features=dict(zip(ip_features.FEATURE_NAMES, row[features], strict=True)),
             ))
