@@ -26,8 +26,10 @@ from log_analyser_core.results import (
     EnrichmentSummary,
     Evidence,
     Finding,
+    Findings,
     Geo,
     LLMNote,
+    QuietFinding,
     Reputation,
     Severity,
 )
@@ -188,6 +190,16 @@ def finding_json(finding: Finding, enriched: bool = False) -> dict[str, object]:
     return document
 
 
+def quiet_json(quiet: QuietFinding) -> dict[str, object]:
+    """finding_json of a quiet client's finding (results.QuietFinding), the same keys in the same
+    order, made from its fields without making the Finding (a million distinct clients)."""
+    return {"ip": quiet.ip, "rank": quiet.rank, "flagged": False, "score": quiet.score,
+            "severity": _LABELS[quiet.severity], "attack_types": [], "reasons": [], "requests": quiet.requests,
+            "errors": quiet.errors, "first_seen": _time(quiet.first_seen), "last_seen": _time(quiet.last_seen),
+            "internal": False, "evidence": [], "detector_scores": quiet.detector_scores, "contributions": {},
+            "explanation": [], "deviations": [], "features": quiet.features}
+
+
 def evidence_json(item: Evidence) -> dict[str, object]:
     return {"kind": item.kind, "rule_id": item.rule_id, "title": item.title, "severity": item.severity.label,
             "attack_type": item.attack_type.value if item.attack_type else None, "count": item.count,
@@ -244,7 +256,11 @@ def stream_json(result: AnalysisResult, version: str = "") -> Iterator[str]:
     enriched = result.summary.enrichment is not None
     findings = result.findings
     for start in range(0, len(findings), JSON_BATCH):
-        batch = [finding_json(finding, enriched) for finding in findings[start:start + JSON_BATCH]]
+        if isinstance(findings, Findings):   # quiet clients encoded from their fields (an enriched run has a tuple)
+            batch = [finding_json(f, enriched) if isinstance(f, Finding) else quiet_json(f)
+                     for f in findings.parts(start, start + JSON_BATCH)]
+        else:
+            batch = [finding_json(finding, enriched) for finding in findings[start:start + JSON_BATCH]]
         text = orjson.dumps(batch, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY).decode()
         # "[\n  {...},\n  {...}\n]": its items one level deep, those of the report's "findings" two
         # (JSON text holds no raw newline but those of the indentation)

@@ -45,6 +45,7 @@ from log_analyser_core.results import (
     FeatureInfo,
     Finding,
     Findings,
+    QuietFinding,
     Severity,
     Summary,
     flagged_findings,
@@ -505,7 +506,7 @@ def _findings(table: pl.DataFrame, used: list[str], scores: np.ndarray, detector
     rows = _FindingRows(table, order, scores, detector_scores)
     positions = np.flatnonzero(loud[order]).tolist()
     made = rows.findings(positions, flagged, deviating, (z, typical, used, settings.reasons))
-    return Findings(table.height, dict(zip(positions, made, strict=True)), rows.findings)
+    return Findings(table.height, dict(zip(positions, made, strict=True)), rows.quiet)
 
 
 class _FindingRows:
@@ -533,37 +534,40 @@ class _FindingRows:
             return self.ranked.slice(positions[0], len(positions))
         return self.ranked[positions]
 
-    def findings(self, positions: list[int], flagged: np.ndarray | None = None, deviating: np.ndarray | None = None,
-                 reasons_from: tuple | None = None) -> list[Finding]:
-        """The Findings at ``positions`` (ascending); without ``flagged`` and ``deviating``, those of
-        quiet clients: not flagged, no reasons, no deviations."""
-        rows = self.order[positions]
-        features = self.features
+    def quiet(self, positions: list[int]) -> list[QuietFinding]:
+        """The findings of quiet clients at ``positions`` (ascending): not flagged, no reasons."""
+        rows = self.order[positions].tolist()
+        names, features, scores = list(self.by_detector), self.features, self.scores
         severities: dict[float, Severity] = {}
-        names = list(self.by_detector)
         made = []
-        for position, i, row in zip(positions, rows.tolist(), self._rows(positions).iter_rows(), strict=True):
-            reasons: list[str] = []
-            deviations: list[Deviation] = []
-            flag = bool(flagged[i]) if flagged is not None else False
-            if deviating is not None and deviating[i]:
-                z, typical, used, count = reasons_from  # type: ignore[misc]
-                named = self.table.row(i, named=True)   # every column: reasons may name any
-                deviations = detect.top_deviations(z[i], [named[name] or 0.0 for name in used], typical, used, count)
-                reasons = [detect.describe(d, named) for d in deviations]
-            if flag and not reasons:
-                reasons = ["an unusual combination of features, none far from typical on its own"]
-            score = round(float(self.scores[i]), 1)
+        for position, i, row in zip(positions, rows, self._rows(positions).iter_rows(), strict=True):
+            score = round(float(scores[i]), 1)
             severity = severities.get(score)
             if severity is None:
                 severity = severities[score] = detect.severity_for(score)
-            made.append(Finding(
-                ip=row[0], rank=position + 1, flagged=flag, score=score, severity=severity,
-                requests=int(row[1]), errors=int(row[2]), first_seen=row[3], last_seen=row[4],
-                reasons=tuple(reasons), deviations=tuple(deviations),
-                detector_scores={name: round(float(self.by_detector[name][i]), 1) for name in names},
-                features=dict(zip(ip_features.FEATURE_NAMES, row[features], strict=True)),
-            ))
+            made.append(QuietFinding(
+                row[0], position + 1, score, severity, int(row[1]), int(row[2]), row[3], row[4],
+                {name: round(float(self.by_detector[name][i]), 1) for name in names},
+                dict(zip(ip_features.FEATURE_NAMES, row[features], strict=True))))
+        return made
+
+    def findings(self, positions: list[int], flagged: np.ndarray, deviating: np.ndarray,
+                 reasons_from: tuple) -> list[Finding]:
+        """The Findings at ``positions`` (ascending), with their reasons and deviations."""
+        z, typical, used, count = reasons_from
+        made = []
+        for quiet in self.quiet(positions):
+            i = int(self.order[quiet.rank - 1])
+            reasons: list[str] = []
+            deviations: list[Deviation] = []
+            if deviating[i]:
+                named = self.table.row(i, named=True)   # every column: reasons may name any
+                deviations = detect.top_deviations(z[i], [named[name] or 0.0 for name in used], typical, used, count)
+                reasons = [detect.describe(d, named) for d in deviations]
+            if flagged[i] and not reasons:
+                reasons = ["an unusual combination of features, none far from typical on its own"]
+            made.append(replace(quiet.finding(), flagged=bool(flagged[i]), reasons=tuple(reasons),
+                                deviations=tuple(deviations)))
         return made
 
 

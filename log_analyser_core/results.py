@@ -10,7 +10,7 @@ import enum
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, overload
+from typing import TYPE_CHECKING, NamedTuple, overload
 
 if TYPE_CHECKING:   # annotations only: the vocabulary does not load Polars
     import polars as pl
@@ -210,20 +210,43 @@ class FeatureInfo:
 LineReader = Callable[["pl.DataFrame"], "pl.DataFrame"]   # strings: Polars is not loaded here
 
 
+class QuietFinding(NamedTuple):
+    """A quiet client's Finding as its fields: not flagged, no reasons, deviations, evidence or
+    contributions, not internal, not enriched or explained (a tuple costs a fraction of the object)."""
+
+    ip: str
+    rank: int
+    score: float
+    severity: Severity
+    requests: int
+    errors: int
+    first_seen: datetime
+    last_seen: datetime
+    detector_scores: dict[str, float]
+    features: dict[str, float | None]
+
+    def finding(self) -> Finding:
+        return Finding(ip=self.ip, rank=self.rank, flagged=False, score=self.score, severity=self.severity,
+                       requests=self.requests, errors=self.errors, first_seen=self.first_seen,
+                       last_seen=self.last_seen, reasons=(), deviations=(), detector_scores=self.detector_scores,
+                       features=self.features)
+
+
 class Findings(Sequence[Finding]):
     """Every client's Finding in rank order, the quiet ones made only when read.
 
     A quiet client is one that is not flagged, has no evidence and deviates in nothing: nearly
     every one of a million distinct clients. ``loud`` holds the others as objects, by position
-    (0 = rank 1); ``make(positions)`` builds the quiet findings at those ascending positions,
-    each equal to the one an eager run would have made. A slice is a tuple; two sequences of
-    findings compare equal when their findings do, in order.
+    (0 = rank 1); ``make(positions)`` gives the quiet findings at those ascending positions as
+    QuietFinding tuples, each the one an eager run would have made. A slice is a tuple; two
+    sequences of findings compare equal when their findings do, in order. Writers may read
+    ``parts`` instead: the quiet ones stay tuples.
     """
 
     CHUNK = 4096   # findings made at once while iterating
 
     def __init__(self, size: int, loud: dict[int, Finding],
-                 make: Callable[[list[int]], list[Finding]]) -> None:
+                 make: Callable[[list[int]], list[QuietFinding]]) -> None:
         self._size, self.loud, self._make = size, loud, make
 
     def __len__(self) -> int:
@@ -239,7 +262,7 @@ class Findings(Sequence[Finding]):
             return self._made(range(self._size)[index])
         position = range(self._size)[index]   # IndexError as a tuple's, negative indices too
         found = self.loud.get(position)
-        return found if found is not None else self._make([position])[0]
+        return found if found is not None else self._make([position])[0].finding()
 
     def __iter__(self) -> Iterator[Finding]:
         for start in range(0, self._size, self.CHUNK):
@@ -259,10 +282,17 @@ class Findings(Sequence[Finding]):
         """The flagged findings in rank order (all of them loud: none is made)."""
         return [f for _, f in sorted(self.loud.items()) if f.flagged]
 
-    def _made(self, positions: range) -> tuple[Finding, ...]:
+    def parts(self, start: int, stop: int) -> list[Finding | QuietFinding]:
+        """The findings from position ``start`` to ``stop``, the quiet ones as QuietFinding tuples."""
+        positions = range(start, min(stop, self._size))
         quiet = [k for k in positions if k not in self.loud]
         made = iter(self._make(quiet) if quiet else ())
-        return tuple(self.loud[k] if k in self.loud else next(made) for k in positions)
+        return [self.loud[k] if k in self.loud else next(made) for k in positions]
+
+    def _made(self, positions: range) -> tuple[Finding, ...]:
+        return tuple(f if isinstance(f, Finding) else f.finding()
+                     for f in (self.parts(positions.start, positions.stop) if positions.step == 1
+                               else [self[k] for k in positions]))
 
 
 def flagged_findings(findings: Sequence[Finding]) -> list[Finding]:

@@ -83,3 +83,14 @@ def test_flagged_findings_come_from_the_loud_ones_without_making_quiet_ones(resu
 def test_writers_write_the_same_text_from_the_lazy_sequence_and_a_tuple(result, kind):
     eager = dataclasses.replace(result, findings=_eager(result))
     assert reporting.render(kind, result) == reporting.render(kind, eager)
+
+
+def test_the_json_of_a_quiet_client_is_that_of_its_finding(result):
+    findings = result.findings
+    parts = findings.parts(0, len(findings))
+    quiet = [q for q in parts if not isinstance(q, Finding)]
+    assert quiet
+    for q in quiet:
+        assert reporting.quiet_json(q) == reporting.finding_json(q.finding())
+        assert list(reporting.quiet_json(q)) == list(reporting.finding_json(q.finding()))
+    assert [f if isinstance(f, Finding) else f.finding() for f in parts] == list(findings)
