@@ -26,9 +26,12 @@ from log_analyser_core.results import (
     EnrichmentSummary,
     Evidence,
     Finding,
+    Findings,
     Geo,
     LLMNote,
+    QuietFinding,
     Reputation,
+    Severity,
 )
 
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\n")
@@ -126,7 +129,7 @@ def csv_row(finding: Finding, enriched: bool = False, llm: bool = False, tz: str
     """One CSV row; first and last seen as ISO 8601 in ``tz`` with its offset (UTC as 'Z')."""
     row: dict[str, object] = {
         "rank": finding.rank, "ip": finding.ip, "flagged": finding.flagged, "score": finding.score,
-        "severity": finding.severity.label, "attack_types": ";".join(finding.attack_types),
+        "severity": _LABELS[finding.severity], "attack_types": ";".join(finding.attack_types),
         "requests": finding.requests, "errors": finding.errors,
         "first_seen": iso_time(finding.first_seen, tz), "last_seen": iso_time(finding.last_seen, tz),
         "reasons": " | ".join(finding.reasons), "explanation": " | ".join(finding.explanation),
@@ -160,12 +163,15 @@ def _round(value: float) -> float:
     return float(f"{value:.6g}")
 
 
+_LABELS = {severity: severity.label for severity in Severity}   # an enum property costs a lookup per finding
+
+
 def finding_json(finding: Finding, enriched: bool = False) -> dict[str, object]:
     """The finding as the JSON report lists it, for orjson (which writes NaN as null); it shares the
     finding's ``features`` dict, so do not change that in place."""
     document: dict[str, object] = {
         "ip": finding.ip, "rank": finding.rank, "flagged": finding.flagged, "score": finding.score,
-        "severity": finding.severity.label, "attack_types": list(finding.attack_types),
+        "severity": _LABELS[finding.severity], "attack_types": list(finding.attack_types),
         "reasons": list(finding.reasons), "requests": finding.requests, "errors": finding.errors,
         "first_seen": _time(finding.first_seen), "last_seen": _time(finding.last_seen),
         "internal": finding.internal, "evidence": [evidence_json(e) for e in finding.evidence],
@@ -182,6 +188,16 @@ def finding_json(finding: Finding, enriched: bool = False) -> dict[str, object]:
     if enriched:
         document.update(reputation=reputation_json(finding.reputation), geo=geo_json(finding.geo))
     return document
+
+
+def quiet_json(quiet: QuietFinding) -> dict[str, object]:
+    """finding_json of a quiet client's finding (results.QuietFinding), the same keys in the same
+    order, made from its fields without making the Finding (a million distinct clients)."""
+    return {"ip": quiet.ip, "rank": quiet.rank, "flagged": False, "score": quiet.score,
+            "severity": _LABELS[quiet.severity], "attack_types": [], "reasons": [], "requests": quiet.requests,
+            "errors": quiet.errors, "first_seen": _time(quiet.first_seen), "last_seen": _time(quiet.last_seen),
+            "internal": False, "evidence": [], "detector_scores": quiet.detector_scores, "contributions": {},
+            "explanation": [], "deviations": [], "features": quiet.features}
 
 
 def evidence_json(item: Evidence) -> dict[str, object]:
@@ -240,7 +256,11 @@ def stream_json(result: AnalysisResult, version: str = "") -> Iterator[str]:
     enriched = result.summary.enrichment is not None
     findings = result.findings
     for start in range(0, len(findings), JSON_BATCH):
-        batch = [finding_json(finding, enriched) for finding in findings[start:start + JSON_BATCH]]
+        if isinstance(findings, Findings):   # quiet clients encoded from their fields (an enriched run has a tuple)
+            batch = [finding_json(f, enriched) if isinstance(f, Finding) else quiet_json(f)
+                     for f in findings.parts(start, start + JSON_BATCH)]
+        else:
+            batch = [finding_json(finding, enriched) for finding in findings[start:start + JSON_BATCH]]
         text = orjson.dumps(batch, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY).decode()
         # "[\n  {...},\n  {...}\n]": its items one level deep, those of the report's "findings" two
         # (JSON text holds no raw newline but those of the indentation)

@@ -44,8 +44,11 @@ from log_analyser_core.results import (
     ExampleLine,
     FeatureInfo,
     Finding,
+    Findings,
+    QuietFinding,
     Severity,
     Summary,
+    flagged_findings,
 )
 from log_analyser_core.rules import sigma_engine
 from log_analyser_core.rules.behaviour import BehaviourRule
@@ -166,14 +169,15 @@ def analyse(sources: Sequence[str], settings: Settings = Settings(),
     run = _parse_score_and_detect(engine, sources, settings, rules, crs_rules, progress)
     with collector_paused():
         verdicts = run.judge(settings)
-        findings = _ranked(run.scored, verdicts, settings)
+        findings: Sequence[Finding] = _ranked(run.scored, verdicts, settings)
     notes = [*run.scored.notes, *notes, *rules.notes(), *sigma_engine.unrecorded_fields(run.parsed.events, rules),
              *crs_notes]
     summary = replace(_summary(run.parsed, run.scored, findings, run.stages(rules, crs_rules), notes),
                       excluded=verdicts.excluded, tz=settings.tz)
-    if settings.enrichment is not None:
-        findings, summary = _enrich(findings, summary, settings, verdicts)
-    result = AnalysisResult(summary=summary, findings=tuple(findings), features=run.scored.table,
+    if settings.enrichment is not None:   # every client looked up and judged again: every Finding made
+        enriched, summary = _enrich(list(findings), summary, settings, verdicts)
+        findings = tuple(enriched)
+    result = AnalysisResult(summary=summary, findings=findings, features=run.scored.table,
                             unparsed=run.parsed.unparsed, events=run.parsed.events, feature_info=FEATURE_INFO,
                             read_lines=log_input.with_raw)
     if settings.explain.enabled:
@@ -292,11 +296,11 @@ def judged_findings(detected: Detected | None, scored: Scored, settings: Setting
     """The verdicts (see judge) and every client's Finding ranked by them; ``reference``: the
     baseline the robust z-scores are measured against (None: the table itself). Live mode's entry."""
     verdicts = judge(detected, scored, settings)
-    return verdicts, _ranked(scored, verdicts, settings, reference)
+    return verdicts, list(_ranked(scored, verdicts, settings, reference))
 
 
 def _ranked(scored: Scored, verdicts: verdict.Verdicts, settings: Settings,
-            reference: Baseline | None = None) -> list[Finding]:
+            reference: Baseline | None = None) -> Findings:
     """Every client as a Finding, highest verdict score first: flagged at the threshold (or the
     contamination), explained by its deviations and contributions, with the verdict's evidence.
     ``reference``: see judged_findings (a batch run: the run's baseline, the --model one or the one
@@ -308,9 +312,13 @@ def _ranked(scored: Scored, verdicts: verdict.Verdicts, settings: Settings,
     flagged = _flags(fused, settings) & ~allowed
     if reference is None:   # the --model baseline, or the one fitted on this table: its median and spread
         reference = scored.baseline   # are the table's own, computed once rather than again for reasons
-    findings = _explain(_findings(table, scored.used, fused, scored.by_detector, flagged, settings, reference),
-                        table, scored.baseline)
-    return [_with_verdict(f, verdicts.by_ip[f.ip]) if f.ip in verdicts.by_ip else f for f in findings]
+    judged_loud = np.array([_adds_to(v) for v in judged], dtype=bool)
+    findings = _findings(table, scored.used, fused, scored.by_detector, flagged, settings, reference, judged_loud)
+    positions = list(findings.loud)
+    loud = _explain(list(findings.loud.values()), table, scored.baseline)
+    loud = [_with_verdict(f, verdicts.by_ip[f.ip]) if f.ip in verdicts.by_ip else f for f in loud]
+    findings.loud = dict(zip(positions, loud, strict=True))
+    return findings
 
 
 def _plan(settings: Settings, sigma_rules: sigma_engine.RuleSet | None,
@@ -361,8 +369,13 @@ def _real_examples(evidence: dict[str, list[Evidence]]) -> dict[str, list[Eviden
 Detected = partition.Detected
 
 
+def _adds_to(judged: verdict.Verdict) -> bool:
+    """Whether the verdict changes its client's Finding (see _with_verdict)."""
+    return bool(judged.evidence or judged.attack_types or judged.internal or judged.allowlisted)
+
+
 def _with_verdict(finding: Finding, judged: verdict.Verdict) -> Finding:
-    if not (judged.evidence or judged.attack_types or judged.internal or judged.allowlisted):
+    if not _adds_to(judged):
         return finding   # the common case among many clients: nothing to add (and no copy to make)
     reasons = tuple(f"{e.title} ({e.count:,}x)" for e in judged.evidence if e.attack_type is not None)[:2]
     if judged.allowlisted:
@@ -486,63 +499,99 @@ def _flags(scores: np.ndarray, settings: Settings) -> np.ndarray:
 
 
 def _findings(table: pl.DataFrame, used: list[str], scores: np.ndarray, detector_scores: dict[str, np.ndarray],
-              flagged: np.ndarray, settings: Settings, reference: Baseline | None = None) -> list[Finding]:
+              flagged: np.ndarray, settings: Settings, reference: Baseline | None = None,
+              judged_loud: np.ndarray | None = None) -> Findings:
+    """Every client's Finding in rank order (highest score first, then by IP). The loud ones
+    (flagged, deviating, or with something from ``judged_loud``'s verdict) are made now; the quiet
+    ones, nearly all of a million distinct clients, when read (results.Findings), from ``table``."""
     z, typical = detect.robust_z(table, used, reference)
     # most of a million distinct clients deviate in nothing: they skip the per-row sort
     deviating = np.zeros(table.height, dtype=bool)
     if used and len(z):
         deviating = np.asarray((z >= detect.REASON_MIN_Z).any(axis=1), dtype=bool)
-    # rows in rank order, as tuples made as they are used: a million row dicts at once cost
-    # gigabytes, and a dict per row (rather than for the few rows that deviate) most of the time
+    loud = deviating | flagged if judged_loud is None else deviating | flagged | judged_loud
     keys = pl.Series("_key", [-round(float(x), 6) for x in scores], dtype=pl.Float64)
-    ranked = table.with_columns(keys, pl.int_range(pl.len(), dtype=pl.Int64).alias("_i")) \
-        .sort("_key", pl.col("client_ip").cast(pl.String), maintain_order=True).drop("_key")
-    columns = ranked.columns
-    at = {name: k for k, name in enumerate(columns)}
-    features = slice(at[ip_features.FEATURE_NAMES[0]], at[ip_features.FEATURE_NAMES[-1]] + 1)
-    assert tuple(columns[features]) == ip_features.FEATURE_NAMES, "the table holds the features in registry order"
-    ip_at, requests_at, errors_at, first_at, last_at, i_at = (
-        at[name] for name in ("client_ip", "requests", "errors", "first_seen", "last_seen", "_i"))
-    rounded = [round(x, 1) for x in scores.tolist()]
-    by_detector = {name: [round(x, 1) for x in np.asarray(values, dtype=np.float64).tolist()]
-                   for name, values in detector_scores.items()}
-    flags = flagged.tolist()
-    severities: dict[float, Severity] = {}
-    findings = []
-    for rank, row in enumerate(ranked.iter_rows(), start=1):
-        i = row[i_at]
-        reasons: list[str] = []
-        deviations: list[Deviation] = []
-        if deviating[i]:
-            named = dict(zip(columns, row, strict=True))
-            deviations = detect.top_deviations(z[i], [named[name] or 0.0 for name in used], typical, used,
-                                               settings.reasons)
-            reasons = [detect.describe(d, named) for d in deviations]
-        if flags[i] and not reasons:
-            reasons = ["an unusual combination of features, none far from typical on its own"]
-        score = rounded[i]
-        severity = severities.get(score)
-        if severity is None:
-            severity = severities[score] = detect.severity_for(score)
-        findings.append(Finding(
-            ip=row[ip_at], rank=rank, flagged=flags[i], score=score, severity=severity,
-            requests=int(row[requests_at]), errors=int(row[errors_at]), first_seen=row[first_at],
-            last_seen=row[last_at], reasons=tuple(reasons), deviations=tuple(deviations),
-            detector_scores={name: values[i] for name, values in by_detector.items()},
-            features=dict(zip(ip_features.FEATURE_NAMES, row[features], strict=True)),
-        ))
-    return findings
+    order = pl.DataFrame([keys, table["client_ip"].cast(pl.String)]) \
+        .with_columns(pl.int_range(pl.len(), dtype=pl.Int64).alias("_i")) \
+        .sort("_key", "client_ip", maintain_order=True)["_i"].to_numpy()
+    rows = _FindingRows(table, order, scores, detector_scores)
+    positions = np.flatnonzero(loud[order]).tolist()
+    made = rows.findings(positions, flagged, deviating, (z, typical, used, settings.reasons))
+    return Findings(table.height, dict(zip(positions, made, strict=True)), rows.quiet)
 
 
-def _summary(parsed: file_parser.ParsedLog, scored: Scored, findings: list[Finding], stages: tuple[str, ...],
+class _FindingRows:
+    """Findings made from the per-client table's rows, by rank position (0 = rank 1). The rows
+    are the table's columns a Finding reads, put in rank order once (``order``: a position's table
+    row), so that reading findings in order takes slices, not a gather each time; they are read as
+    tuples: a million row dicts at once cost gigabytes, and a dict per row (rather than for the
+    few that deviate) time."""
+
+    def __init__(self, table: pl.DataFrame, order: np.ndarray, scores: np.ndarray,
+                 detector_scores: dict[str, np.ndarray]) -> None:
+        assert tuple(c for c in table.columns if c in ip_features.FEATURE_NAMES) == ip_features.FEATURE_NAMES, \
+            "the table holds the features in registry order"
+        # a row: ip, requests, errors, first and last seen (apart: 'requests' is a feature too), features
+        heads = [pl.col(name).alias(f"_{name}") for name in ("client_ip", "requests", "errors", "first_seen",
+                                                               "last_seen")]
+        columns = [*heads, *ip_features.FEATURE_NAMES]
+        self.ranked = table.select(columns)[order]
+        self.table, self.order, self.scores = table, order, np.asarray(scores, dtype=np.float64)
+        self.by_detector = {name: np.asarray(values, dtype=np.float64) for name, values in detector_scores.items()}
+        self.features = slice(5, len(columns))
+
+    def _rows(self, positions: list[int]) -> pl.DataFrame:
+        if positions and positions[-1] - positions[0] + 1 == len(positions):   # a run of positions: a slice
+            return self.ranked.slice(positions[0], len(positions))
+        return self.ranked[positions]
+
+    def quiet(self, positions: list[int]) -> list[QuietFinding]:
+        """The findings of quiet clients at ``positions`` (ascending): not flagged, no reasons."""
+        rows = self.order[positions].tolist()
+        names, features, scores = list(self.by_detector), self.features, self.scores
+        severities: dict[float, Severity] = {}
+        made = []
+        for position, i, row in zip(positions, rows, self._rows(positions).iter_rows(), strict=True):
+            score = round(float(scores[i]), 1)
+            severity = severities.get(score)
+            if severity is None:
+                severity = severities[score] = detect.severity_for(score)
+            made.append(QuietFinding(
+                row[0], position + 1, score, severity, int(row[1]), int(row[2]), row[3], row[4],
+                {name: round(float(self.by_detector[name][i]), 1) for name in names},
+                dict(zip(ip_features.FEATURE_NAMES, row[features], strict=True))))
+        return made
+
+    def findings(self, positions: list[int], flagged: np.ndarray, deviating: np.ndarray,
+                 reasons_from: tuple) -> list[Finding]:
+        """The Findings at ``positions`` (ascending), with their reasons and deviations."""
+        z, typical, used, count = reasons_from
+        made = []
+        for quiet in self.quiet(positions):
+            i = int(self.order[quiet.rank - 1])
+            reasons: list[str] = []
+            deviations: list[Deviation] = []
+            if deviating[i]:
+                named = self.table.row(i, named=True)   # every column: reasons may name any
+                deviations = detect.top_deviations(z[i], [named[name] or 0.0 for name in used], typical, used, count)
+                reasons = [detect.describe(d, named) for d in deviations]
+            if flagged[i] and not reasons:
+                reasons = ["an unusual combination of features, none far from typical on its own"]
+            made.append(replace(quiet.finding(), flagged=bool(flagged[i]), reasons=tuple(reasons),
+                                deviations=tuple(deviations)))
+        return made
+
+
+def _summary(parsed: file_parser.ParsedLog, scored: Scored, findings: Sequence[Finding], stages: tuple[str, ...],
              notes: list[str]) -> Summary:
     table, used = scored.table, scored.used
-    severities = Counter(f.severity.label for f in findings if f.flagged)
+    flagged = flagged_findings(findings)
+    severities = Counter(f.severity.label for f in flagged)
     return Summary(
         sources=tuple(parsed.stats.formats), formats=dict(parsed.stats.formats),
         total_lines=parsed.stats.total_lines, parsed_lines=parsed.stats.parsed_lines,
         unparsed_by_reason=dict(parsed.stats.unparsed_by_reason), clients=len(findings),
-        flagged=sum(f.flagged for f in findings),
+        flagged=len(flagged),
         by_severity={s.label: severities.get(s.label, 0) for s in reversed(Severity)},
         time_start=table["first_seen"].min() if table.height else None,  # type: ignore[arg-type]
         time_end=table["last_seen"].max() if table.height else None,     # type: ignore[arg-type]

@@ -7,10 +7,10 @@ often, and example log lines), one ``Finding`` per client, the run's ``Summary``
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple, overload
 
 if TYPE_CHECKING:   # annotations only: the vocabulary does not load Polars
     import polars as pl
@@ -210,10 +210,102 @@ class FeatureInfo:
 LineReader = Callable[["pl.DataFrame"], "pl.DataFrame"]   # strings: Polars is not loaded here
 
 
+class QuietFinding(NamedTuple):
+    """A quiet client's Finding as its fields: not flagged, no reasons, deviations, evidence or
+    contributions, not internal, not enriched or explained (a tuple costs a fraction of the object)."""
+
+    ip: str
+    rank: int
+    score: float
+    severity: Severity
+    requests: int
+    errors: int
+    first_seen: datetime
+    last_seen: datetime
+    detector_scores: dict[str, float]
+    features: dict[str, float | None]
+
+    def finding(self) -> Finding:
+        return Finding(ip=self.ip, rank=self.rank, flagged=False, score=self.score, severity=self.severity,
+                       requests=self.requests, errors=self.errors, first_seen=self.first_seen,
+                       last_seen=self.last_seen, reasons=(), deviations=(), detector_scores=self.detector_scores,
+                       features=self.features)
+
+
+class Findings(Sequence[Finding]):
+    """Every client's Finding in rank order, the quiet ones made only when read.
+
+    A quiet client is one that is not flagged, has no evidence and deviates in nothing: nearly
+    every one of a million distinct clients. ``loud`` holds the others as objects, by position
+    (0 = rank 1); ``make(positions)`` gives the quiet findings at those ascending positions as
+    QuietFinding tuples, each the one an eager run would have made. A slice is a tuple; two
+    sequences of findings compare equal when their findings do, in order. Writers may read
+    ``parts`` instead: the quiet ones stay tuples.
+    """
+
+    CHUNK = 4096   # findings made at once while iterating
+
+    def __init__(self, size: int, loud: dict[int, Finding],
+                 make: Callable[[list[int]], list[QuietFinding]]) -> None:
+        self._size, self.loud, self._make = size, loud, make
+
+    def __len__(self) -> int:
+        return self._size
+
+    @overload
+    def __getitem__(self, index: int) -> Finding: ...
+    @overload
+    def __getitem__(self, index: slice) -> tuple[Finding, ...]: ...
+
+    def __getitem__(self, index: int | slice) -> Finding | tuple[Finding, ...]:
+        if isinstance(index, slice):
+            return self._made(range(self._size)[index])
+        position = range(self._size)[index]   # IndexError as a tuple's, negative indices too
+        found = self.loud.get(position)
+        return found if found is not None else self._make([position])[0].finding()
+
+    def __iter__(self) -> Iterator[Finding]:
+        for start in range(0, self._size, self.CHUNK):
+            yield from self._made(range(start, min(start + self.CHUNK, self._size)))
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Sequence) or isinstance(other, str | bytes):
+            return NotImplemented
+        return len(self) == len(other) and all(a == b for a, b in zip(self, other, strict=True))
+
+    __hash__ = None   # type: ignore[assignment]   # like a list's: equality is by content
+
+    def __repr__(self) -> str:
+        return f"Findings({self._size} clients, {len(self.loud)} not quiet)"
+
+    def flagged(self) -> list[Finding]:
+        """The flagged findings in rank order (all of them loud: none is made)."""
+        return [f for _, f in sorted(self.loud.items()) if f.flagged]
+
+    def parts(self, start: int, stop: int) -> list[Finding | QuietFinding]:
+        """The findings from position ``start`` to ``stop``, the quiet ones as QuietFinding tuples."""
+        positions = range(start, min(stop, self._size))
+        quiet = [k for k in positions if k not in self.loud]
+        made = iter(self._make(quiet) if quiet else ())
+        return [self.loud[k] if k in self.loud else next(made) for k in positions]
+
+    def _made(self, positions: range) -> tuple[Finding, ...]:
+        return tuple(f if isinstance(f, Finding) else f.finding()
+                     for f in (self.parts(positions.start, positions.stop) if positions.step == 1
+                               else [self[k] for k in positions]))
+
+
+def flagged_findings(findings: Sequence[Finding]) -> list[Finding]:
+    """The flagged findings in rank order, without making a lazy sequence's quiet ones."""
+    if isinstance(findings, Findings):
+        return findings.flagged()
+    return [f for f in findings if f.flagged]
+
+
 @dataclass(frozen=True)
 class AnalysisResult:
     summary: Summary
-    findings: tuple[Finding, ...]   # every client once, highest score first, then by IP
+    findings: Sequence[Finding]     # every client once, highest score first, then by IP (a tuple or Findings)
     features: pl.DataFrame          # one row per client (ip_features.compute)
     unparsed: pl.DataFrame          # file_parser.UNPARSED_SCHEMA
     events: pl.DataFrame            # file_parser.EVENT_SCHEMA
@@ -222,7 +314,7 @@ class AnalysisResult:
 
     def at_least(self, severity: Severity) -> list[Finding]:
         """Flagged findings whose severity is ``severity`` or worse."""
-        return [f for f in self.findings if f.flagged and f.severity >= severity]
+        return [f for f in flagged_findings(self.findings) if f.severity >= severity]
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 
-from log_analyser_core.results import AnalysisResult, Severity
+from log_analyser_core.results import AnalysisResult, Severity, flagged_findings
 
 MAX_NAMED = 5   # clients named in the --fail-on line; the rest are counted
 BLOCKLISTS = frozenset({"blocklist", "nginx", "apache", "iptables", "ip6tables", "nftables", "crowdsec"})
@@ -30,7 +30,7 @@ def next_steps(result: AnalysisResult, outputs: Sequence[str], enriched: bool, h
                details: Sequence[str] = ()) -> list[str]:
     """One or two hints that fit the run: look closer at the top client, write a report to dig in,
     add reputation when no key is set."""
-    flagged = [f for f in result.findings if f.flagged]
+    flagged = flagged_findings(result.findings)
     hints: list[str] = []
     if flagged and not details:
         top = flagged[0]
@@ -77,7 +77,7 @@ def wrote_line(kind: str, path: str, result: AnalysisResult, listed: int | None 
     from reporting import terminal_safe
 
     if kind in BLOCKLISTS or kind in ("table", "ecs", "junit", "markdown"):
-        count = listed if listed is not None else sum(1 for f in result.findings if f.flagged)
+        count = listed if listed is not None else len(flagged_findings(result.findings))
         what = f"{count:,} {'client' if count == 1 else 'clients'}"
         what += " listed" if kind in BLOCKLISTS or kind == "table" else " flagged"
     else:

@@ -18,7 +18,7 @@ from log_analyser_core.report import drawing
 from log_analyser_core.report.drawing import Drawing, Line, Rect, Text, ascent, text_width
 from log_analyser_core.report.model import attack_type_counts, country_counts, status_counts, timeline
 from log_analyser_core.report.text import terminal_safe
-from log_analyser_core.results import AnalysisResult
+from log_analyser_core.results import AnalysisResult, flagged_findings
 
 LABEL_CHARS = 40
 LABEL_SHARE = 0.5     # most of a bar chart's width its labels take; longer ones are cut to fit
@@ -256,7 +256,7 @@ def _wall_clock_ticks(low: float, high: float, zone, step: int, most: int):
 def standard_charts(result: AnalysisResult, theme: Theme = LIGHT, timeline_size=(8.0, 2.8)) -> dict[str, Chart]:
     """The report's charts by name: timeline, top_ips, attack_types, status_codes, and countries
     (only when enrichment gave any client a country). Sizes are in inches."""
-    top = [(f.ip, f.score) for f in result.findings if f.flagged][:12]
+    top = [(f.ip, f.score) for f in flagged_findings(result.findings)][:12]
     charts = {
         "timeline": timeline_chart(result, theme, timeline_size),
         "top_ips": bar_chart(top, "Top flagged clients", theme.alert, theme, xlabel="score (0-100)"),

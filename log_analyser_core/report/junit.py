@@ -11,7 +11,7 @@ import socket
 from datetime import UTC, datetime
 from xml.etree import ElementTree as ET
 
-from log_analyser_core.results import AnalysisResult, Finding, Severity
+from log_analyser_core.results import AnalysisResult, Finding, Severity, flagged_findings
 
 # XML 1.0 cannot carry most C0 controls even escaped; an attacker's string is shown with them as \xNN.
 _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
@@ -46,7 +46,7 @@ def _case(suite: ET.Element, finding: Finding, fail_on: Severity | None) -> bool
 def render_junit(result: AnalysisResult, fail_on: Severity | None = None,
                  now: datetime | None = None, hostname: str | None = None) -> str:
     """The JUnit XML document (UTF-8 text): a ``testsuites`` root holding one ``testsuite``."""
-    flagged = [f for f in result.findings if f.flagged]
+    flagged = flagged_findings(result.findings)
     stamp = (now or datetime.now(UTC)).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S")
     root = ET.Element("testsuites")   # the Ant format gives the root no attributes
     suite = ET.SubElement(root, "testsuite", name="log_analyser", package="log_analyser", id="0",

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 
 from log_analyser_core.report.model import fmt_span
-from log_analyser_core.results import AnalysisResult, Finding
+from log_analyser_core.results import AnalysisResult, Finding, flagged_findings
 
 MAX_ROWS = 50          # flagged clients listed; the rest are counted
 REASON_CHARS = 160
@@ -45,7 +45,7 @@ def _plain_address(text: str) -> bool:
 def render_markdown(result: AnalysisResult) -> str:
     """The summary: one line of totals, then the flagged clients worst first (at most MAX_ROWS)."""
     s = result.summary
-    flagged = [f for f in result.findings if f.flagged]
+    flagged = flagged_findings(result.findings)
     worst = ", ".join(f"{n} {label}" for label, n in s.by_severity.items() if n)
     lines = ["## log_analyser", "",
              f"{s.parsed_lines:,} of {s.total_lines:,} lines from {len(s.sources)} file(s), {s.clients:,} clients, "

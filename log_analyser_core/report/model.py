@@ -22,6 +22,7 @@ from log_analyser_core.results import (
     Geo,
     LLMNote,
     Reputation,
+    flagged_findings,
 )
 
 # Key features drawn as client-vs-typical bars, besides the client's own deviations.
@@ -46,7 +47,7 @@ class FeatureBar:
 
 def pick_findings(result: AnalysisResult, limit: int) -> list[Finding]:
     """Flagged findings first (they are already ranked), topped up with the next highest scores."""
-    flagged = [f for f in result.findings if f.flagged]
+    flagged = flagged_findings(result.findings)
     others = [f for f in result.findings if not f.flagged]
     return (flagged + others)[:limit]
 
@@ -58,7 +59,7 @@ def flagged_then_next(result: AnalysisResult, limit: int, extra: int = NEXT_UNFL
                       ) -> tuple[list[Finding], list[Finding]]:
     """(flagged findings, at most ``limit``; then up to ``extra`` of the highest-scoring unflagged ones
     scoring above 0, while the two lists stay within ``limit``)."""
-    flagged = [f for f in result.findings if f.flagged][:limit]
+    flagged = flagged_findings(result.findings)[:limit]
     room = min(extra, limit - len(flagged))
     return flagged, [f for f in result.findings if not f.flagged and f.score > 0][:max(room, 0)]
 

@@ -14,7 +14,15 @@ from typing import Any
 from log_analyser_core.errors import MissingExtraError
 from log_analyser_core.report import charts, drawing, model
 from log_analyser_core.report.text import terminal_safe
-from log_analyser_core.results import REBUILT_MARK, REBUILT_NOTE, AnalysisResult, ExampleLine, FeatureInfo, Finding
+from log_analyser_core.results import (
+    REBUILT_MARK,
+    REBUILT_NOTE,
+    AnalysisResult,
+    ExampleLine,
+    FeatureInfo,
+    Finding,
+    flagged_findings,
+)
 
 log = logging.getLogger(__name__)
 FONT = "DejaVu"
@@ -171,7 +179,7 @@ def _cover(pdf, result: AnalysisResult, version: str) -> None:
     _severity_boxes(pdf, s.by_severity)
     for note in s.notes:
         _para(pdf, f"Note: {note}", 9, colour=(150, 60, 0))
-    flagged = [f for f in result.findings if f.flagged][:5]
+    flagged = flagged_findings(result.findings)[:5]
     if flagged:
         pdf.ln(3)
         _heading(pdf, "Most suspicious clients", 12)
@@ -363,7 +371,7 @@ def render_pdf(result: AnalysisResult, version: str = "", pages: int = 20) -> by
     _charts(pdf, result)
     _findings_table(pdf, result)
     typical = model.typical_values(result)
-    flagged = [f for f in result.findings if f.flagged][:pages]
+    flagged = flagged_findings(result.findings)[:pages]
     samples = model.sample_requests(result, [f.ip for f in flagged], SAMPLE_LINES)
     info = model.feature_index(result)
     for finding in flagged:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from beautifultable import ALIGN_LEFT, ALIGN_RIGHT, WEP_ELLIPSIS, BeautifulTable
 
 from log_analyser_core.report.text import RESET, SEVERITY_COLOURS, terminal_safe
-from log_analyser_core.results import AnalysisResult, Finding, Geo, Reputation
+from log_analyser_core.results import AnalysisResult, Finding, Geo, Reputation, flagged_findings
 
 NEXT_UNFLAGGED = 3     # unflagged clients shown after the flagged ones: where the threshold fell
 MIN_REASON = 24        # the reason column keeps at least this much before the client column gives way
@@ -36,7 +36,7 @@ def choose_rows(result: AnalysisResult, top: int = 20, everything: bool = False)
     scoring above 0; ``everything`` lists every client."""
     if everything:
         return TableRows(list(result.findings), 0, 0)
-    flagged = [f for f in result.findings if f.flagged]
+    flagged = flagged_findings(result.findings)
     others = [f for f in result.findings if not f.flagged]
     room = min(NEXT_UNFLAGGED, max(top - len(flagged), 0))
     next_ones = [f for f in others[:room] if f.score > 0]
