@@ -28,9 +28,9 @@ def add_follow_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--idle-ttl", type=duration, default=3600.0, metavar="DURATION",
                        help="forget a client silent this long (default 1h)")
     group.add_argument("--max-events", type=int, default=150_000, metavar="N",
-                       help="requests kept in memory in all (default 150000, about 100 bytes each; a follower's RSS "
-                       "stayed under 400 MB with it in the README's bench); beyond it clients are forgotten, those that look benign and "
-                       "were seen least recently first")
+                       help="requests kept in memory in all (default 150000, about 100 bytes each; a follower's "
+                       "RSS stayed under 400 MB with it in the README's bench); beyond it clients are forgotten, "
+                       "those that look benign and were seen least recently first")
     group.add_argument("--refit-interval", type=duration, default=600.0, metavar="DURATION",
                        help="without --model, refit the anomaly baseline on the live clients this often "
                        "(default 10m)")

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 log = logging.getLogger(__name__)
 
-READ_BYTES = 4 * 2**20        # per file and poll (~20k lines): with follow.BATCH_LINES, bounds a batch while catching up
+READ_BYTES = 4 * 2**20        # per file and poll (~20k lines): with follow.BATCH_LINES, bounds a catching-up batch
 HEAD_BYTES = 4096             # the file's first bytes, compared to notice copy-truncate ...
 MARK_BYTES = 256              # ... and those just before the read position
 GONE_GRACE_SECONDS = 5.0      # a renamed or deleted file is read this long after its last new line
