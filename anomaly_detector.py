@@ -221,7 +221,7 @@ def fit_baseline(table: pl.DataFrame, used: Sequence[str], detectors: Sequence[s
     reference = {name: np.sort(detector.score_samples(X)) for name, detector in fitted.items()}
     return Baseline(features=tuple(used), detectors=fitted, scale_model=forest, reference=reference,
                     scale=np.sort(calibrate(forest.score_samples(X))), typical=typical_values(table, used),
-                    clients=table.height, center=np.median(X, axis=0), spread=robust_spread(X, used),
+                    clients=table.height, center=column_medians(X), spread=robust_spread(X, used),
                     skipped=skipped)
 
 
@@ -356,14 +356,22 @@ def robust_z(table: pl.DataFrame, features: Sequence[str],
         return (X - reference.center) / reference.spread, reference.typical
     if X.shape[0] == 0:
         return X, np.zeros(len(features))
-    z = (X - np.median(X, axis=0)) / robust_spread(X, features)
+    z = (X - column_medians(X)) / robust_spread(X, features)
     return z, typical_values(table, features)
 
 
 def robust_spread(X: np.ndarray, features: Sequence[str]) -> np.ndarray:
     """Per feature: 1.4826 * MAD of X's columns (a standard deviation for normal data), at least the floor."""
-    mad = np.median(np.abs(X - np.median(X, axis=0)), axis=0) * 1.4826
+    mad = column_medians(np.abs(X - column_medians(X))) * 1.4826
     return np.maximum(mad, spread_floors(features))
+
+
+def column_medians(X: np.ndarray) -> np.ndarray:
+    """``np.median(X, axis=0)``, a column at a time: the same values, several times faster on a
+    million rows (each column is copied once and partitioned, not the strided matrix)."""
+    if X.ndim != 2 or X.shape[0] == 0 or X.shape[1] == 0:
+        return np.median(X, axis=0)
+    return np.array([np.median(X[:, i]) for i in range(X.shape[1])], dtype=np.result_type(X, np.float64))
 
 
 def spread_floors(features: Sequence[str]) -> np.ndarray:
@@ -377,6 +385,19 @@ def top_deviations(z_row: np.ndarray, values: Sequence[float], typical: np.ndarr
     order = np.argsort(-z_row, kind="stable")
     picked = [i for i in order if z_row[i] >= REASON_MIN_Z][:limit]
     return [Deviation(features[i], float(values[i]), float(typical[i]), float(z_row[i])) for i in picked]
+
+
+def top_deviations_of(z_rows: np.ndarray, values: Sequence[Sequence[float]], typical: np.ndarray,
+                      features: Sequence[str], limit: int = 3) -> list[list[Deviation]]:
+    """top_deviations of many clients at once (``z_rows``: their rows of z; ``values``: theirs),
+    sorted in one call rather than one per client."""
+    if not len(z_rows):
+        return []
+    order = np.argsort(-z_rows, axis=1, kind="stable")[:, :limit]
+    above = np.take_along_axis(z_rows, order, axis=1) >= REASON_MIN_Z   # a prefix of each row: sorted
+    return [[Deviation(features[i], float(row_values[i]), float(typical[i]), float(z_row[i]))
+             for i in picked[keep]]
+            for z_row, row_values, picked, keep in zip(z_rows, values, order, above, strict=True)]
 
 
 def describe(deviation: Deviation, row: dict) -> str:

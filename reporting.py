@@ -5,18 +5,21 @@ characters, CSV cells cannot start a formula, JSON is escaped by the encoder.
 """
 from __future__ import annotations
 
+import bisect
 import csv
 import dataclasses
 import inspect
 import io
 from collections.abc import Callable, Iterator, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import cast
 
 import orjson
+import polars as pl
 
 from log_analyser_core.errors import ConfigError
-from log_analyser_core.report import exports, junit, markdown
+from log_analyser_core.report import exports, json_columns, junit, markdown
 from log_analyser_core.report import table as report_table
 from log_analyser_core.report.model import fmt_span, iso_time
 from log_analyser_core.report.text import RESET, SEVERITY_COLOURS, terminal_safe  # noqa: F401 - part of the writers API
@@ -247,6 +250,19 @@ def render_json(result: AnalysisResult, version: str = "") -> str:
 def stream_json(result: AnalysisResult, version: str = "") -> Iterator[str]:
     """The JSON report in pieces, one finding at a time, text identical to the whole document
     indented by orjson: a run over a million distinct clients never holds its JSON at once."""
+    for piece in _json_pieces(result, version, encoded=False):
+        yield cast(str, piece)
+
+
+def stream_json_bytes(result: AnalysisResult, version: str = "") -> Iterator[bytes]:
+    """stream_json encoded as UTF-8 for a file: the quiet clients' pieces come encoded from Polars,
+    without a Python string of each to encode again (a million clients' JSON is over a gigabyte)."""
+    for piece in _json_pieces(result, version, encoded=True):
+        yield piece.encode() if isinstance(piece, str) else piece
+
+
+def _json_pieces(result: AnalysisResult, version: str, encoded: bool) -> Iterator[str | bytes]:
+    """stream_json's pieces; those of the quiet clients as bytes when ``encoded``."""
     # orjson: the standard library's encoder drops to pure Python when indenting (1 s for a 5M-line log's 25 MB)
     head = orjson.dumps(result_json(result, version, findings=()), option=_JSON_OPTIONS).decode()
     if not result.findings:
@@ -255,6 +271,10 @@ def stream_json(result: AnalysisResult, version: str = "") -> Iterator[str]:
     yield head[:head.rindex("[]")] + "[\n"
     enriched = result.summary.enrichment is not None
     findings = result.findings
+    if isinstance(findings, Findings) and findings.rows is not None and not enriched:
+        yield from _items_from_columns(findings, encoded)
+        yield "\n  ]\n}\n"
+        return
     for start in range(0, len(findings), JSON_BATCH):
         if isinstance(findings, Findings):   # quiet clients encoded from their fields (an enriched run has a tuple)
             batch = [finding_json(f, enriched) if isinstance(f, Finding) else quiet_json(f)
@@ -266,6 +286,57 @@ def stream_json(result: AnalysisResult, version: str = "") -> Iterator[str]:
         # (JSON text holds no raw newline but those of the indentation)
         yield ("" if start == 0 else ",\n") + "  " + text[2:-2].replace("\n", "\n  ")
     yield "\n  ]\n}\n"
+
+
+JSON_ROWS = 8192   # rank positions whose quiet findings are encoded as columns at once
+
+
+def _items_from_columns(findings: Findings, encoded: bool) -> Iterator[str | bytes]:
+    """The report's findings, joined by commas: the loud ones encoded one by one, the quiet ones a
+    column at a time (json_columns), each text the one quiet_json's dict encodes to; a piece per
+    JSON_ROWS findings, in bytes when ``encoded``."""
+    assert findings.rows is not None
+    layout: tuple[list[str], list[str]] | None = None
+    loud = sorted(findings.loud)
+    for start in range(0, len(findings), JSON_ROWS):
+        stop = min(start + JSON_ROWS, len(findings))
+        frame = findings.rows(start, stop)
+        made: pl.Series | list[str] | None = []
+        if frame.height:
+            layout = layout or _quiet_layout(frame)
+            made = json_columns.texts(frame, layout[0], layout[1], _encode_one)
+            if made is None:   # a value of a type the columns do not write: the dicts, as everywhere else
+                made = [json_columns.indented(quiet_json(q)) for q in findings.parts(start, stop)
+                        if not isinstance(q, Finding)]
+        here = loud[bisect.bisect_left(loud, start):bisect.bisect_left(loud, stop)]
+        items = pl.concat([
+            pl.DataFrame({"position": frame["_position"], "text": pl.Series(made, dtype=pl.String)}),
+            pl.DataFrame({"position": pl.Series(here, dtype=pl.Int64),
+                          "text": [json_columns.indented(finding_json(findings.loud[k], False)) for k in here]},
+                         schema={"position": pl.Int64, "text": pl.String})])
+        text = items.sort("position")["text"].str.join(",\n")
+        if start:
+            yield b",\n" if encoded else ",\n"
+        yield text.cast(pl.Binary).item() if encoded else text.item()
+
+
+def _quiet_layout(frame: pl.DataFrame) -> tuple[list[str], list[str]]:
+    """The template pieces of a quiet finding's JSON and the columns of ``frame`` that fill them."""
+    detectors = [name.split(":", 1)[1] for name in frame.columns if name.startswith("_detector:")]
+    features = [name for name in frame.columns if not name.startswith("_")]
+    sample = quiet_json(QuietFinding("", 0, 0.0, Severity.INFO, 0, 0, datetime.now(UTC), datetime.now(UTC),
+                                     dict.fromkeys(detectors, 0.0), dict.fromkeys(features, 0.0)))
+    values: dict[tuple[str, ...], str] = {
+        ("ip",): "_client_ip", ("rank",): "_rank", ("score",): "_score", ("severity",): "_severity",
+        ("requests",): "_requests", ("errors",): "_errors", ("first_seen",): "_first_seen",
+        ("last_seen",): "_last_seen", **{("detector_scores", name): f"_detector:{name}" for name in detectors},
+        **{("features", name): name for name in features}}
+    return json_columns.template(sample, list(values)), list(values.values())
+
+
+def _encode_one(column: str, value: object) -> str:
+    """One value the column expressions leave to orjson (a string it escapes, a time out of range)."""
+    return orjson.dumps(_time(value) if isinstance(value, datetime) else value).decode()
 
 
 def render_pdf(result: AnalysisResult, version: str = "", pages: int = 20) -> bytes:
@@ -329,7 +400,7 @@ def stream(kind: str, result: AnalysisResult, **options: object) -> Iterator[str
     """``render`` in pieces: the JSON report one finding at a time, the others whole."""
     if kind == "json":
         version = options.get("version", "")
-        return stream_json(result, version if isinstance(version, str) else "")
+        return stream_json_bytes(result, version if isinstance(version, str) else "")
     return iter([render(kind, result, **options)])
 
 

@@ -306,17 +306,15 @@ def _ranked(scored: Scored, verdicts: verdict.Verdicts, settings: Settings,
     ``reference``: see judged_findings (a batch run: the run's baseline, the --model one or the one
     fitted on the table)."""
     table = scored.table
-    judged = [verdicts.by_ip[ip] for ip in table["client_ip"].to_list()]   # one Python list, not a Series walk
-    fused = np.array([v.score for v in judged], dtype=np.float64)
-    allowed = np.array([v.allowlisted is not None for v in judged], dtype=bool)
+    fused, allowed, judged_loud = verdicts.columns(table["client_ip"].to_list())
     flagged = _flags(fused, settings) & ~allowed
     if reference is None:   # the --model baseline, or the one fitted on this table: its median and spread
         reference = scored.baseline   # are the table's own, computed once rather than again for reasons
-    judged_loud = np.array([_adds_to(v) for v in judged], dtype=bool)
     findings = _findings(table, scored.used, fused, scored.by_detector, flagged, settings, reference, judged_loud)
     positions = list(findings.loud)
     loud = _explain(list(findings.loud.values()), table, scored.baseline)
-    loud = [_with_verdict(f, verdicts.by_ip[f.ip]) if f.ip in verdicts.by_ip else f for f in loud]
+    notable = verdicts.notable()
+    loud = [_with_verdict(f, notable[f.ip]) if f.ip in notable else f for f in loud]
     findings.loud = dict(zip(positions, loud, strict=True))
     return findings
 
@@ -369,13 +367,8 @@ def _real_examples(evidence: dict[str, list[Evidence]]) -> dict[str, list[Eviden
 Detected = partition.Detected
 
 
-def _adds_to(judged: verdict.Verdict) -> bool:
-    """Whether the verdict changes its client's Finding (see _with_verdict)."""
-    return bool(judged.evidence or judged.attack_types or judged.internal or judged.allowlisted)
-
-
 def _with_verdict(finding: Finding, judged: verdict.Verdict) -> Finding:
-    if not _adds_to(judged):
+    if not verdict.adds_to(judged):
         return finding   # the common case among many clients: nothing to add (and no copy to make)
     reasons = tuple(f"{e.title} ({e.count:,}x)" for e in judged.evidence if e.attack_type is not None)[:2]
     if judged.allowlisted:
@@ -477,15 +470,25 @@ def _explain(findings: list[Finding], table: pl.DataFrame, baseline: Baseline | 
     """Add each detector's feature contributions (and sentences) to the flagged findings."""
     if baseline is None:
         return findings
-    index = {ip: i for i, ip in enumerate(table["client_ip"].to_list())}
     flagged = [k for k, f in enumerate(findings) if f.flagged]
-    rows = [index[findings[k].ip] for k in flagged]
-    explained = attribution.explain(baseline, detect.feature_matrix(table, baseline.features), rows)
+    rows = _rows_of(table, [findings[k].ip for k in flagged])
+    chosen = table[rows]   # the flagged clients' rows: a matrix of a million clients is gigabytes
+    explained = attribution.explain(baseline, detect.feature_matrix(chosen, baseline.features), range(len(rows)))
     findings = list(findings)
-    for k, row, contributions in zip(flagged, rows, explained, strict=True):
-        text = attribution.sentences(contributions, table.row(row, named=True))
+    for k, row, contributions in zip(flagged, chosen.iter_rows(named=True), explained, strict=True):
+        text = attribution.sentences(contributions, row)
         findings[k] = replace(findings[k], contributions=contributions, explanation=tuple(text))
     return findings
+
+
+def _rows_of(table: pl.DataFrame, ips: list[str]) -> list[int]:
+    """The table rows of the clients ``ips`` (each in the table once), in that order."""
+    if not ips:
+        return []
+    found = table.select(pl.col("client_ip").cast(pl.String), pl.int_range(pl.len()).alias("_row")) \
+        .filter(pl.col("client_ip").is_in(ips))
+    row_of = dict(zip(found["client_ip"].to_list(), found["_row"].to_list(), strict=True))
+    return [row_of[ip] for ip in ips]
 
 
 def _flags(scores: np.ndarray, settings: Settings) -> np.ndarray:
@@ -510,40 +513,42 @@ def _findings(table: pl.DataFrame, used: list[str], scores: np.ndarray, detector
     if used and len(z):
         deviating = np.asarray((z >= detect.REASON_MIN_Z).any(axis=1), dtype=bool)
     loud = deviating | flagged if judged_loud is None else deviating | flagged | judged_loud
+    z = z[deviating]   # the rows reasons are read from (a million clients' z: 200 MB), by deviating_at
+    deviating_at = np.cumsum(deviating) - 1
     keys = pl.Series("_key", [-round(float(x), 6) for x in scores], dtype=pl.Float64)
     order = pl.DataFrame([keys, table["client_ip"].cast(pl.String)]) \
         .with_columns(pl.int_range(pl.len(), dtype=pl.Int64).alias("_i")) \
         .sort("_key", "client_ip", maintain_order=True)["_i"].to_numpy()
-    rows = _FindingRows(table, order, scores, detector_scores)
+    rows = _FindingRows(table, order, scores, detector_scores, loud[order])
     positions = np.flatnonzero(loud[order]).tolist()
-    made = rows.findings(positions, flagged, deviating, (z, typical, used, settings.reasons))
-    return Findings(table.height, dict(zip(positions, made, strict=True)), rows.quiet)
+    made = rows.findings(positions, flagged, deviating, (z, deviating_at, typical, used, settings.reasons))
+    return Findings(table.height, dict(zip(positions, made, strict=True)), rows.quiet, rows.quiet_frame)
 
 
 class _FindingRows:
-    """Findings made from the per-client table's rows, by rank position (0 = rank 1). The rows
-    are the table's columns a Finding reads, put in rank order once (``order``: a position's table
-    row), so that reading findings in order takes slices, not a gather each time; they are read as
-    tuples: a million row dicts at once cost gigabytes, and a dict per row (rather than for the
-    few that deviate) time."""
+    """Findings made from the per-client table's rows, by rank position (0 = rank 1; ``order``: a
+    position's table row). The rows are the table's columns a Finding reads, gathered when read and
+    read as tuples: a million row dicts at once cost gigabytes, and a dict per row (rather than for
+    the few that deviate) time."""
 
     def __init__(self, table: pl.DataFrame, order: np.ndarray, scores: np.ndarray,
-                 detector_scores: dict[str, np.ndarray]) -> None:
+                 detector_scores: dict[str, np.ndarray], loud: np.ndarray | None = None) -> None:
         assert tuple(c for c in table.columns if c in ip_features.FEATURE_NAMES) == ip_features.FEATURE_NAMES, \
             "the table holds the features in registry order"
         # a row: ip, requests, errors, first and last seen (apart: 'requests' is a feature too), features
         heads = [pl.col(name).alias(f"_{name}") for name in ("client_ip", "requests", "errors", "first_seen",
                                                                "last_seen")]
         columns = [*heads, *ip_features.FEATURE_NAMES]
-        self.ranked = table.select(columns)[order]
+        self.columns = table.select(columns)   # the table's own buffers, not a copy
         self.table, self.order, self.scores = table, order, np.asarray(scores, dtype=np.float64)
         self.by_detector = {name: np.asarray(values, dtype=np.float64) for name, values in detector_scores.items()}
         self.features = slice(5, len(columns))
+        self.loud = np.zeros(len(order), dtype=bool) if loud is None else loud   # by rank position
 
-    def _rows(self, positions: list[int]) -> pl.DataFrame:
-        if positions and positions[-1] - positions[0] + 1 == len(positions):   # a run of positions: a slice
-            return self.ranked.slice(positions[0], len(positions))
-        return self.ranked[positions]
+    def _rows(self, positions: list[int] | np.ndarray) -> pl.DataFrame:
+        """The rows at rank ``positions``, gathered when read: a copy of the whole table in rank
+        order would hold a million clients' columns twice."""
+        return self.columns[self.order[positions]]
 
     def quiet(self, positions: list[int]) -> list[QuietFinding]:
         """The findings of quiet clients at ``positions`` (ascending): not flagged, no reasons."""
@@ -562,23 +567,49 @@ class _FindingRows:
                 dict(zip(ip_features.FEATURE_NAMES, row[features], strict=True))))
         return made
 
+    def quiet_frame(self, start: int, stop: int) -> pl.DataFrame:
+        """The quiet findings from rank position ``start`` to ``stop`` as columns (results.Findings.rows):
+        the values ``quiet`` gives, a column each, for the writers that encode whole columns."""
+        positions = np.flatnonzero(~self.loud[start:stop]) + start
+        rows = self.order[positions]
+        scores = verdict.round_tenths(self.scores[rows])
+        severities = {score: detect.severity_for(score).label for score in np.unique(scores).tolist()}
+        ranked = self._rows(positions)
+        heads = [pl.Series("_position", positions, dtype=pl.Int64), pl.Series("_rank", positions + 1, dtype=pl.Int64),
+                 pl.Series("_score", scores, dtype=pl.Float64),
+                 pl.Series("_severity", scores).replace_strict(severities, return_dtype=pl.String),
+                 *(pl.Series(f"_detector:{name}", verdict.round_tenths(values[rows]), dtype=pl.Float64)
+                   for name, values in self.by_detector.items())]
+        return ranked.with_columns(heads).select(
+            "_position", pl.col("_client_ip").cast(pl.String), "_rank", "_score", "_severity",
+            pl.col("_requests").cast(pl.Int64), pl.col("_errors").cast(pl.Int64), "_first_seen", "_last_seen",
+            *(f"_detector:{name}" for name in self.by_detector), *ip_features.FEATURE_NAMES)
+
     def findings(self, positions: list[int], flagged: np.ndarray, deviating: np.ndarray,
                  reasons_from: tuple) -> list[Finding]:
         """The Findings at ``positions`` (ascending), with their reasons and deviations."""
-        z, typical, used, count = reasons_from
+        z, z_at, typical, used, count = reasons_from   # z_at: a table row's row of z, when it deviates
+        rows = self.order[positions]
+        explained = np.flatnonzero(deviating[rows])   # every column of theirs: reasons may name any
+        named = self.table[rows[explained]].rows(named=True)
+        values = [[row[name] or 0.0 for name in used] for row in named]
+        found = detect.top_deviations_of(z[z_at[rows[explained]]], values, typical, used, count)
+        reasoned = {int(k): (row, deviations) for k, row, deviations in zip(explained, named, found, strict=True)}
         made = []
-        for quiet in self.quiet(positions):
-            i = int(self.order[quiet.rank - 1])
+        for k, quiet in enumerate(self.quiet(positions)):
+            i = int(rows[k])
             reasons: list[str] = []
             deviations: list[Deviation] = []
-            if deviating[i]:
-                named = self.table.row(i, named=True)   # every column: reasons may name any
-                deviations = detect.top_deviations(z[i], [named[name] or 0.0 for name in used], typical, used, count)
-                reasons = [detect.describe(d, named) for d in deviations]
+            if k in reasoned:
+                row, deviations = reasoned[k]
+                reasons = [detect.describe(d, row) for d in deviations]
             if flagged[i] and not reasons:
                 reasons = ["an unusual combination of features, none far from typical on its own"]
-            made.append(replace(quiet.finding(), flagged=bool(flagged[i]), reasons=tuple(reasons),
-                                deviations=tuple(deviations)))
+            made.append(Finding(ip=quiet.ip, rank=quiet.rank, flagged=bool(flagged[i]), score=quiet.score,
+                                severity=quiet.severity, requests=quiet.requests, errors=quiet.errors,
+                                first_seen=quiet.first_seen, last_seen=quiet.last_seen, reasons=tuple(reasons),
+                                deviations=tuple(deviations), detector_scores=quiet.detector_scores,
+                                features=quiet.features))
         return made
 
 

@@ -240,14 +240,19 @@ class Findings(Sequence[Finding]):
     (0 = rank 1); ``make(positions)`` gives the quiet findings at those ascending positions as
     QuietFinding tuples, each the one an eager run would have made. A slice is a tuple; two
     sequences of findings compare equal when their findings do, in order. Writers may read
-    ``parts`` instead: the quiet ones stay tuples.
+    ``parts`` instead: the quiet ones stay tuples; or ``rows(start, stop)``, when given: the quiet
+    findings between those positions as one Polars frame, a column per value: ``_position``
+    (0 = rank 1), ``_client_ip``, ``_rank``, ``_score``, ``_severity`` (its label),
+    ``_requests``, ``_errors``, ``_first_seen``, ``_last_seen``, ``_detector:<name>`` for each
+    detector score in order, then the features in order.
     """
 
     CHUNK = 4096   # findings made at once while iterating
 
     def __init__(self, size: int, loud: dict[int, Finding],
-                 make: Callable[[list[int]], list[QuietFinding]]) -> None:
-        self._size, self.loud, self._make = size, loud, make
+                 make: Callable[[list[int]], list[QuietFinding]],
+                 rows: Callable[[int, int], pl.DataFrame] | None = None) -> None:
+        self._size, self.loud, self._make, self.rows = size, loud, make, rows
 
     def __len__(self) -> int:
         return self._size
@@ -280,7 +285,7 @@ class Findings(Sequence[Finding]):
 
     def flagged(self) -> list[Finding]:
         """The flagged findings in rank order (all of them loud: none is made)."""
-        return [f for _, f in sorted(self.loud.items()) if f.flagged]
+        return [self.loud[k] for k in sorted(self.loud) if self.loud[k].flagged]
 
     def parts(self, start: int, stop: int) -> list[Finding | QuietFinding]:
         """The findings from position ``start`` to ``stop``, the quiet ones as QuietFinding tuples."""

@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import yaml
 
@@ -253,19 +254,106 @@ class _Inputs:
     crawler: bool
 
 
+class Judged(Mapping[str, Verdict]):
+    """Verdicts by client ip, as judge() gives them: those of the clients with evidence, a crawler
+    claim, an allowlisted network or an internal address made at once (``made``); every other
+    client's (its anomaly score alone: nearly all of a million distinct clients) made when read.
+    ``ips`` are the clients in judge()'s order; ``plain`` their scores without evidence."""
+
+    def __init__(self, ips: Sequence[str], plain: np.ndarray, made: dict[str, Verdict], at: dict[str, int]) -> None:
+        self.ips, self.plain, self.made, self.at = ips, plain, made, at   # at: the made ones' places in ips
+        self._index: dict[str, int] | None = None
+
+    def position(self, ip: str) -> int:
+        """The client's place in ``ips`` (KeyError when it was not judged)."""
+        if ip in self.at:
+            return self.at[ip]
+        if self._index is None:
+            self._index = {address: k for k, address in enumerate(self.ips)}
+        return self._index[ip]
+
+    def __getitem__(self, ip: str) -> Verdict:
+        found = self.made.get(ip)
+        if found is not None:
+            return found
+        return Verdict(score=float(self.plain[self.position(ip)]), attack_types=(), evidence=())
+
+    def __contains__(self, ip: object) -> bool:
+        if ip in self.made:
+            return True
+        try:
+            self.position(ip)   # type: ignore[arg-type]
+        except (KeyError, TypeError):
+            return False
+        return True
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.ips)
+
+    def __len__(self) -> int:
+        return len(self.ips)
+
+
 @dataclass(frozen=True)
 class Verdicts:
-    by_ip: dict[str, Verdict] = field(default_factory=dict)
+    by_ip: Mapping[str, Verdict] = field(default_factory=dict)
     excluded: dict[str, int] = field(default_factory=dict)   # 'excluded because' reason -> count
-    inputs: dict[str, _Inputs] = field(default_factory=dict)
+    inputs: dict[str, _Inputs] = field(default_factory=dict)   # of the verdicts made at once (Judged.made)
+    anomaly: Mapping[str, float] | None = None    # every client's anomaly score, when judged from evidence
 
     def rejudge(self, ip: str, more: Sequence[Evidence]) -> Verdict:
         """The client's verdict with later stages' evidence (e.g. reputation) added."""
         before = self.by_ip[ip]
         if not more or before.allowlisted:
             return before
-        given = self.inputs[ip]
+        given = self.inputs.get(ip)
+        if given is None:   # judged on its anomaly score alone
+            assert self.anomaly is not None, "verdicts judged without evidence are not judged again"
+            given = _Inputs(self.anomaly[ip], (), False)
         return fuse(given.anomaly, [*given.evidence, *more], crawler=given.crawler, internal=before.internal)
+
+    def columns(self, ips: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """For ``ips``: each verdict's score, whether it is allowlisted, and whether it adds anything
+        to its client's Finding (evidence, types, internal, allowlisted), as arrays."""
+        by_ip = self.by_ip
+        if isinstance(by_ip, Judged) and (ips is by_ip.ips or list(ips) == list(by_ip.ips)):
+            scores, allowed = by_ip.plain.copy(), np.zeros(len(ips), dtype=bool)
+            adds = np.zeros(len(ips), dtype=bool)
+            for ip, judged in by_ip.made.items():
+                k = by_ip.at[ip]
+                scores[k], allowed[k], adds[k] = judged.score, judged.allowlisted is not None, adds_to(judged)
+            return scores, allowed, adds
+        judged_all = [by_ip[ip] for ip in ips]
+        return (np.array([v.score for v in judged_all], dtype=np.float64),
+                np.array([v.allowlisted is not None for v in judged_all], dtype=bool),
+                np.array([adds_to(v) for v in judged_all], dtype=bool))
+
+    def notable(self) -> Mapping[str, Verdict]:
+        """The verdicts that may add to their client's Finding (adds_to): those Judged made at once,
+        or every one."""
+        return self.by_ip.made if isinstance(self.by_ip, Judged) else self.by_ip
+
+
+def adds_to(judged: Verdict) -> bool:
+    """Whether the verdict changes its client's Finding: evidence, attack types, an internal address
+    or an allowlisted network."""
+    return bool(judged.evidence or judged.attack_types or judged.internal or judged.allowlisted)
+
+
+class _Anomaly(Mapping[str, float]):
+    """Each judged client's anomaly score, looked up through Judged's positions."""
+
+    def __init__(self, judged: Judged, anomaly: np.ndarray) -> None:
+        self.judged, self.scores = judged, anomaly
+
+    def __getitem__(self, ip: str) -> float:
+        return float(self.scores[self.judged.position(ip)])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.judged.ips)
+
+    def __len__(self) -> int:
+        return len(self.judged.ips)
 
 
 def _allowlisted(ips: Sequence[str], allow: Allowlist | None) -> tuple[list[str | None], dict[str, int]]:
@@ -282,16 +370,46 @@ def _allowlisted(ips: Sequence[str], allow: Allowlist | None) -> tuple[list[str 
 def judge(ips: Sequence[str], anomaly: Sequence[float], evidence: dict[str, list[Evidence]],
           crawlers: set[str], allow: Allowlist | None = None) -> Verdicts:
     """Verdicts for every client (``ips`` and ``anomaly`` aligned); allowlisted clients keep a verdict
-    (their evidence is dropped and they are never flagged) and are counted per network."""
-    networks, excluded = _allowlisted(ips, allow)
+    (their evidence is dropped and they are never flagged) and are counted per network. A client
+    with nothing but its anomaly score gets ``round(ANOMALY_ONLY_WEIGHT * anomaly, 1)``, computed
+    for all such clients at once (Judged)."""
+    networks, excluded = _allowlisted(ips, allow) if allow else ([], {})
     internal = internal_clients(ips)
-    by_ip: dict[str, Verdict] = {}
+    values = np.asarray(anomaly, dtype=np.float64)
+    special = set(evidence) | set(crawlers) | internal
+    if allow:
+        special |= {ip for ip, network in zip(ips, networks, strict=True) if network}
+    made: dict[str, Verdict] = {}
     inputs: dict[str, _Inputs] = {}
-    for ip, score, network in zip(ips, anomaly, networks, strict=True):
-        given = inputs[ip] = _Inputs(float(score), tuple([] if network else evidence.get(ip, [])), ip in crawlers)
-        by_ip[ip] = fuse(given.anomaly, given.evidence, crawler=given.crawler, internal=ip in internal,
-                         allowlisted=network)
-    return Verdicts(by_ip=by_ip, excluded=excluded, inputs=inputs)
+    at: dict[str, int] = {}
+    if special:
+        for k, ip in enumerate(ips):
+            if ip not in special:
+                continue
+            at[ip] = k
+            network = networks[k] if allow else None
+            given = inputs[ip] = _Inputs(float(values[k]), tuple([] if network else evidence.get(ip, [])),
+                                         ip in crawlers)
+            made[ip] = fuse(given.anomaly, given.evidence, crawler=given.crawler, internal=ip in internal,
+                            allowlisted=network)
+    # fuse()'s score of a client without evidence: min(w * a, max(cap, w * a)) is w * a, rounded
+    plain = round_tenths(ANOMALY_ONLY_WEIGHT * values + 0.0)   # + 0.0: as in fuse(), -0.0 is 0.0
+    judged = Judged(ips, plain, made, at)
+    return Verdicts(by_ip=judged, excluded=excluded, inputs=inputs, anomaly=_Anomaly(judged, values))
+
+
+def round_tenths(values: np.ndarray) -> np.ndarray:
+    """``round(x, 1)`` of each value, as Python rounds (the decimal nearest the float, then
+    the float nearest that): NumPy's multiply-and-round agrees except near a half, or on big
+    values where the product is inexact; those few are rounded by Python."""
+    values = np.asarray(values, dtype=np.float64)
+    rounded = np.round(values, 1)
+    with np.errstate(invalid="ignore"):
+        tens = values * 10
+        doubtful = ~(np.abs(values) < 1e9) | (np.abs(np.abs(tens - np.trunc(tens)) - 0.5) < 1e-6)
+    at = np.flatnonzero(doubtful)
+    rounded[at] = [round(float(x), 1) for x in values[at]]
+    return rounded
 
 
 def anomaly_only(ips: Sequence[str], anomaly: Sequence[float], allow: Allowlist | None = None) -> Verdicts:
