@@ -80,6 +80,9 @@ def _benign(rng: np.random.Generator, n_lines: int, ips: np.ndarray) -> pl.DataF
     })
 
 
+ATTACK_LINES = 600 + 400 + 3000   # the scanner's, the brute force's and the flood's lines (generate adds them)
+
+
 def _attackers(rng: np.random.Generator, ips: np.ndarray) -> tuple[pl.DataFrame, list[tuple[str, str]]]:
     scanner, brute, flood = ips
     n_scan, n_brute, n_flood = 600, 400, 3000

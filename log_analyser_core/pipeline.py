@@ -515,7 +515,7 @@ def _findings(table: pl.DataFrame, used: list[str], scores: np.ndarray, detector
     loud = deviating | flagged if judged_loud is None else deviating | flagged | judged_loud
     z = z[deviating]   # the rows reasons are read from (a million clients' z: 200 MB), by deviating_at
     deviating_at = np.cumsum(deviating) - 1
-    keys = pl.Series("_key", [-round(float(x), 6) for x in scores], dtype=pl.Float64)
+    keys = pl.Series("_key", -verdict.round_like_python(scores, 6), dtype=pl.Float64)
     order = pl.DataFrame([keys, table["client_ip"].cast(pl.String)]) \
         .with_columns(pl.int_range(pl.len(), dtype=pl.Int64).alias("_i")) \
         .sort("_key", "client_ip", maintain_order=True)["_i"].to_numpy()
@@ -572,13 +572,13 @@ class _FindingRows:
         the values ``quiet`` gives, a column each, for the writers that encode whole columns."""
         positions = np.flatnonzero(~self.loud[start:stop]) + start
         rows = self.order[positions]
-        scores = verdict.round_tenths(self.scores[rows])
+        scores = verdict.round_like_python(self.scores[rows])
         severities = {score: detect.severity_for(score).label for score in np.unique(scores).tolist()}
         ranked = self._rows(positions)
         heads = [pl.Series("_position", positions, dtype=pl.Int64), pl.Series("_rank", positions + 1, dtype=pl.Int64),
                  pl.Series("_score", scores, dtype=pl.Float64),
                  pl.Series("_severity", scores).replace_strict(severities, return_dtype=pl.String),
-                 *(pl.Series(f"_detector:{name}", verdict.round_tenths(values[rows]), dtype=pl.Float64)
+                 *(pl.Series(f"_detector:{name}", verdict.round_like_python(values[rows]), dtype=pl.Float64)
                    for name, values in self.by_detector.items())]
         return ranked.with_columns(heads).select(
             "_position", pl.col("_client_ip").cast(pl.String), "_rank", "_score", "_severity",

@@ -393,22 +393,22 @@ def judge(ips: Sequence[str], anomaly: Sequence[float], evidence: dict[str, list
             made[ip] = fuse(given.anomaly, given.evidence, crawler=given.crawler, internal=ip in internal,
                             allowlisted=network)
     # fuse()'s score of a client without evidence: min(w * a, max(cap, w * a)) is w * a, rounded
-    plain = round_tenths(ANOMALY_ONLY_WEIGHT * values + 0.0)   # + 0.0: as in fuse(), -0.0 is 0.0
+    plain = round_like_python(ANOMALY_ONLY_WEIGHT * values + 0.0)   # + 0.0: as in fuse(), -0.0 is 0.0
     judged = Judged(ips, plain, made, at)
     return Verdicts(by_ip=judged, excluded=excluded, inputs=inputs, anomaly=_Anomaly(judged, values))
 
 
-def round_tenths(values: np.ndarray) -> np.ndarray:
-    """``round(x, 1)`` of each value, as Python rounds (the decimal nearest the float, then
-    the float nearest that): NumPy's multiply-and-round agrees except near a half, or on big
-    values where the product is inexact; those few are rounded by Python."""
+def round_like_python(values: np.ndarray, digits: int = 1) -> np.ndarray:
+    """``round(x, digits)`` of each value, as Python rounds (the decimal nearest the float, then the
+    float nearest that): NumPy's multiply-and-round agrees except near a half, or where the product
+    is too big to be exact to a millionth; those few are rounded by Python."""
     values = np.asarray(values, dtype=np.float64)
-    rounded = np.round(values, 1)
-    with np.errstate(invalid="ignore"):
-        tens = values * 10
-        doubtful = ~(np.abs(values) < 1e9) | (np.abs(np.abs(tens - np.trunc(tens)) - 0.5) < 1e-6)
+    rounded = np.round(values, digits)
+    with np.errstate(invalid="ignore", over="ignore"):
+        scaled = values * 10.0 ** digits
+        doubtful = ~(np.abs(scaled) < 1e9) | (np.abs(np.abs(scaled - np.trunc(scaled)) - 0.5) < 1e-6)
     at = np.flatnonzero(doubtful)
-    rounded[at] = [round(float(x), 1) for x in values[at]]
+    rounded[at] = [round(float(x), digits) for x in values[at]]
     return rounded
 
 

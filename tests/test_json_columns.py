@@ -1,7 +1,7 @@
 """Issue 22 item 6: the columns a million distinct clients are written from say what one client at
 a time says. The JSON of quiet findings written a column at a time (report/json_columns.py), the
 verdicts of clients without evidence judged all at once (verdict.Judged), Python's rounding done
-by NumPy (verdict.round_tenths), medians a column at a time and the deviations sorted at once."""
+by NumPy (verdict.round_like_python), medians a column at a time and the deviations sorted at once."""
 from __future__ import annotations
 
 import math
@@ -97,15 +97,17 @@ def test_quiet_findings_written_from_columns_are_those_written_one_by_one():
 @settings(max_examples=300, deadline=None, derandomize=True)
 @given(st.lists(st.floats(min_value=-1e12, max_value=1e12, allow_nan=False) | st.sampled_from(
     [0.05, 0.15, 0.25, 2.675, -0.0, 1e15 + 0.25, math.inf, -math.inf, math.nan]), min_size=1, max_size=40))
-def test_round_tenths_rounds_as_python_does(values):
-    rounded = verdict.round_tenths(np.array(values, dtype=np.float64))
-    assert [repr(x) for x in rounded.tolist()] == [repr(round(v, 1)) for v in values]
+def test_rounding_to_tenths_and_millionths_rounds_as_python_does(values):
+    for digits in (1, 6):
+        rounded = verdict.round_like_python(np.array(values, dtype=np.float64), digits)
+        assert [repr(x) for x in rounded.tolist()] == [repr(round(v, digits)) for v in values]
 
 
 def test_rounding_a_million_scores_agrees_with_python():
     values = np.random.default_rng(5).uniform(0, 100, 1_000_000)
     values[::7] = np.round(values[::7], 2)   # many ties at the second decimal
-    assert verdict.round_tenths(values).tolist() == [round(v, 1) for v in values.tolist()]
+    assert verdict.round_like_python(values).tolist() == [round(v, 1) for v in values.tolist()]
+    assert verdict.round_like_python(values, 6).tolist() == [round(v, 6) for v in values.tolist()]
 
 
 def test_column_medians_are_numpys():

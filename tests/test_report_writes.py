@@ -178,3 +178,36 @@ def test_time_axis_has_no_tick_at_a_time_the_clocks_skipped():
     assert [label for _, label in ticks] == ["29 00:00", "29 00:30", "29 01:00", "29 01:30", "29 03:00", "29 03:30",
                                              "29 04:00"]
     assert {b - a for (a, _), (b, _) in zip(ticks, ticks[1:], strict=False)} == {1800}
+
+
+def test_pieces_are_written_behind_their_making_in_order_and_either_side_failing_is_raised():
+    from log_analyser_core.report.files import write_behind
+
+    sink = io.BytesIO()
+    write_behind(sink, (b"%d," % k for k in range(1000)))
+    assert sink.getvalue() == b"".join(b"%d," % k for k in range(1000))
+
+    class Full(io.BytesIO):
+        def write(self, data, /):
+            if self.tell() > 100:
+                raise OSError(28, "No space left on device")
+            return super().write(data)
+
+    made = []
+
+    def pieces():
+        for k in range(10_000):
+            made.append(k)
+            yield b"x" * 50
+    with pytest.raises(OSError, match="No space left"):
+        write_behind(Full(), pieces())
+    assert len(made) < 10_000   # the maker stopped soon after the writer failed
+
+    def broken():
+        yield b"first"
+        raise ValueError("a writer's bug")
+    sink = io.BytesIO()
+    with pytest.raises(ValueError, match="a writer's bug"):
+        write_behind(sink, broken())
+    assert sink.getvalue() == b"first"
+    assert not [t for t in threading.enumerate() if t.name == "report-writer"]
