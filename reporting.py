@@ -311,13 +311,29 @@ def _items_from_columns(findings: Findings, encoded: bool) -> Iterator[str | byt
         here = loud[bisect.bisect_left(loud, start):bisect.bisect_left(loud, stop)]
         items = pl.concat([
             pl.DataFrame({"position": frame["_position"], "text": pl.Series(made, dtype=pl.String)}),
-            pl.DataFrame({"position": pl.Series(here, dtype=pl.Int64),
-                          "text": [json_columns.indented(finding_json(findings.loud[k], False)) for k in here]},
+            pl.DataFrame({"position": pl.Series(here, dtype=pl.Int64), "text": _loud_items(findings, here)},
                          schema={"position": pl.Int64, "text": pl.String})])
         text = items.sort("position")["text"].str.join(",\n")
         if start:
             yield b",\n" if encoded else ",\n"
         yield text.cast(pl.Binary).item() if encoded else text.item()
+
+
+_ITEM_SEPARATOR = "\n    },\n    {\n"   # between two findings indented as the report's items, and nowhere else
+
+
+def _loud_items(findings: Findings, positions: list[int]) -> list[str]:
+    """The loud findings at ``positions``, each indented as an item of the report's "findings"
+    list: encoded in one call, then cut apart (JSON text holds no raw newline, and the items'
+    own members are indented deeper than the separator)."""
+    if not positions:
+        return []
+    text = orjson.dumps([finding_json(findings.loud[k], False) for k in positions],
+                        option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY).decode()
+    parts = ("  " + text[2:-2].replace("\n", "\n  ")).split(_ITEM_SEPARATOR)
+    assert len(parts) == len(positions), "one item per finding"
+    last = len(parts) - 1
+    return [("" if k == 0 else "    {\n") + part + ("" if k == last else "\n    }") for k, part in enumerate(parts)]
 
 
 def _quiet_layout(frame: pl.DataFrame) -> tuple[list[str], list[str]]:
