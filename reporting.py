@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import cast
 
+import numpy as np
 import orjson
 import polars as pl
 
@@ -26,6 +27,7 @@ from log_analyser_core.report.text import RESET, SEVERITY_COLOURS, terminal_safe
 from log_analyser_core.results import (
     SCHEMA_VERSION,
     AnalysisResult,
+    Deviation,
     EnrichmentSummary,
     Evidence,
     Finding,
@@ -183,14 +185,17 @@ def finding_json(finding: Finding, enriched: bool = False) -> dict[str, object]:
                                   "contribution": _round(c.contribution), "share": round(c.share, 3)}
                                  for c in items] for name, items in finding.contributions.items()},
         "explanation": list(finding.explanation),
-        "deviations": [{"feature": d.feature, "value": d.value, "typical": d.typical, "z": round(d.z, 2)}
-                       for d in finding.deviations],
+        "deviations": [deviation_json(d) for d in finding.deviations],
         "features": finding.features,   # as it is: orjson writes NaN (and infinities) as null
         **({"llm_note": llm_note_json(finding.llm_note)} if finding.llm_note is not None else {}),
     }
     if enriched:
         document.update(reputation=reputation_json(finding.reputation), geo=geo_json(finding.geo))
     return document
+
+
+def deviation_json(d: Deviation) -> dict[str, object]:
+    return {"feature": d.feature, "value": d.value, "typical": d.typical, "z": round(d.z, 2)}
 
 
 def quiet_json(quiet: QuietFinding) -> dict[str, object]:
@@ -300,14 +305,15 @@ def _items_from_columns(findings: Findings, encoded: bool) -> Iterator[str | byt
     loud = sorted(findings.loud)
     for start in range(0, len(findings), JSON_ROWS):
         stop = min(start + JSON_ROWS, len(findings))
-        frame = findings.rows(start, stop)
+        frame, reasoned = findings.rows(start, stop)
         made: pl.Series | list[str] | None = []
         if frame.height:
             layout = layout or _quiet_layout(frame)
-            made = json_columns.texts(frame, layout[0], layout[1], _encode_one)
+            made = json_columns.texts(_with_reasons(frame, reasoned), layout[0], layout[1], _encode_one,
+                                      written=("_reasons", "_deviations"))
             if made is None:   # a value of a type the columns do not write: the dicts, as everywhere else
-                made = [json_columns.indented(quiet_json(q)) for q in findings.parts(start, stop)
-                        if not isinstance(q, Finding)]
+                made = [json_columns.indented(quiet_json(f) if isinstance(f, QuietFinding) else finding_json(f, False))
+                        for k, f in enumerate(findings.parts(start, stop), start=start) if k not in findings.loud]
         here = loud[bisect.bisect_left(loud, start):bisect.bisect_left(loud, stop)]
         items = pl.concat([
             pl.DataFrame({"position": frame["_position"], "text": pl.Series(made, dtype=pl.String)}),
@@ -317,6 +323,27 @@ def _items_from_columns(findings: Findings, encoded: bool) -> Iterator[str | byt
         if start:
             yield b",\n" if encoded else ",\n"
         yield text.cast(pl.Binary).item() if encoded else text.item()
+
+
+def _with_reasons(frame: pl.DataFrame, reasoned: dict[int, tuple[tuple[str, ...], tuple]]) -> pl.DataFrame:
+    """``frame`` with the JSON text of each finding's reasons and deviations (``reasoned``: those
+    of the findings that have any, by position), nested as finding_json's are."""
+    reasons, deviations = ["[]"] * frame.height, ["[]"] * frame.height
+    if reasoned:
+        rows = np.searchsorted(frame["_position"].to_numpy(), np.fromiter(reasoned, dtype=np.int64))
+        for k, (said, found) in zip(rows.tolist(), reasoned.values(), strict=True):
+            reasons[k] = _nested(list(said))
+            deviations[k] = _nested([deviation_json(d) for d in found])
+    return frame.with_columns(pl.Series("_reasons", reasons, dtype=pl.String),
+                              pl.Series("_deviations", deviations, dtype=pl.String))
+
+
+def _nested(value: list) -> str:
+    """A list's JSON as the value of a finding's member, the finding an item of the report's list."""
+    if not value:
+        return "[]"
+    return orjson.dumps(value, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY).decode() \
+        .replace("\n", "\n      ")
 
 
 _ITEM_SEPARATOR = "\n    },\n    {\n"   # between two findings indented as the report's items, and nowhere else
@@ -344,10 +371,12 @@ def _quiet_layout(frame: pl.DataFrame) -> tuple[list[str], list[str]]:
                                      dict.fromkeys(detectors, 0.0), dict.fromkeys(features, 0.0)))
     values: dict[tuple[str, ...], str] = {
         ("ip",): "_client_ip", ("rank",): "_rank", ("score",): "_score", ("severity",): "_severity",
-        ("requests",): "_requests", ("errors",): "_errors", ("first_seen",): "_first_seen",
-        ("last_seen",): "_last_seen", **{("detector_scores", name): f"_detector:{name}" for name in detectors},
+        ("reasons",): "_reasons", ("requests",): "_requests", ("errors",): "_errors",
+        ("first_seen",): "_first_seen", ("last_seen",): "_last_seen", ("deviations",): "_deviations",
+        **{("detector_scores", name): f"_detector:{name}" for name in detectors},
         **{("features", name): name for name in features}}
-    return json_columns.template(sample, list(values)), list(values.values())
+    pieces, ordered = json_columns.template(sample, list(values))
+    return pieces, [values[path] for path in ordered]
 
 
 def _encode_one(column: str, value: object) -> str:

@@ -233,25 +233,28 @@ class QuietFinding(NamedTuple):
 
 
 class Findings(Sequence[Finding]):
-    """Every client's Finding in rank order, the quiet ones made only when read.
+    """Every client's Finding in rank order, most of them made only when read.
 
-    A quiet client is one that is not flagged, has no evidence and deviates in nothing: nearly
-    every one of a million distinct clients. ``loud`` holds the others as objects, by position
-    (0 = rank 1); ``make(positions)`` gives the quiet findings at those ascending positions as
-    QuietFinding tuples, each the one an eager run would have made. A slice is a tuple; two
-    sequences of findings compare equal when their findings do, in order. Writers may read
-    ``parts`` instead: the quiet ones stay tuples; or ``rows(start, stop)``, when given: the quiet
-    findings between those positions as one Polars frame, a column per value: ``_position``
-    (0 = rank 1), ``_client_ip``, ``_rank``, ``_score``, ``_severity`` (its label),
-    ``_requests``, ``_errors``, ``_first_seen``, ``_last_seen``, ``_detector:<name>`` for each
-    detector score in order, then the features in order.
+    ``loud`` holds, by position (0 = rank 1), the findings made at once: the flagged clients and
+    those whose verdict adds to their finding. ``make(positions)`` gives the others at those
+    ascending positions, each the one an eager run would have made: a quiet client (not flagged,
+    no evidence, no deviation: nearly every one of a million distinct clients) as a QuietFinding
+    tuple, one that deviates from the typical client as a Finding with its reasons. A slice is a
+    tuple; two sequences of findings compare equal when their findings do, in order. Writers may
+    read ``parts`` instead: the quiet ones stay tuples; or ``rows(start, stop)``, when given: the
+    findings between those positions that are not in ``loud`` as one Polars frame, a column per
+    value: ``_position`` (0 = rank 1), ``_client_ip``, ``_rank``, ``_score``, ``_severity`` (its
+    label), ``_requests``, ``_errors``, ``_first_seen``, ``_last_seen``, ``_detector:<name>`` for
+    each detector score in order, then the features in order; with the reasons and deviations of
+    those that deviate, by position (the others have none).
     """
 
     CHUNK = 4096   # findings made at once while iterating
 
     def __init__(self, size: int, loud: dict[int, Finding],
-                 make: Callable[[list[int]], list[QuietFinding]],
-                 rows: Callable[[int, int], pl.DataFrame] | None = None) -> None:
+                 make: Callable[[list[int]], list[QuietFinding | Finding]],
+                 rows: Callable[[int, int], tuple[pl.DataFrame, dict[int, tuple[tuple[str, ...], tuple]]]] | None
+                 = None) -> None:
         self._size, self.loud, self._make, self.rows = size, loud, make, rows
 
     def __len__(self) -> int:
@@ -267,7 +270,10 @@ class Findings(Sequence[Finding]):
             return self._made(range(self._size)[index])
         position = range(self._size)[index]   # IndexError as a tuple's, negative indices too
         found = self.loud.get(position)
-        return found if found is not None else self._make([position])[0].finding()
+        if found is not None:
+            return found
+        made = self._make([position])[0]
+        return made if isinstance(made, Finding) else made.finding()
 
     def __iter__(self) -> Iterator[Finding]:
         for start in range(0, self._size, self.CHUNK):

@@ -4,6 +4,7 @@ verdicts of clients without evidence judged all at once (verdict.Judged), Python
 by NumPy (verdict.round_like_python), medians a column at a time and the deviations sorted at once."""
 from __future__ import annotations
 
+import dataclasses
 import math
 from datetime import UTC, datetime, timedelta
 
@@ -18,7 +19,7 @@ import anomaly_detector as detect
 import reporting
 from log_analyser_core import verdict
 from log_analyser_core.report import json_columns
-from log_analyser_core.results import AttackType, Evidence, QuietFinding, Severity
+from log_analyser_core.results import AttackType, Deviation, Evidence, QuietFinding, Severity
 
 FLOATS = st.floats(allow_nan=True, allow_infinity=True, width=64)
 
@@ -85,12 +86,19 @@ def _quiet_frame(rows: int) -> tuple[pl.DataFrame, list[QuietFinding]]:
     return frame, quiet
 
 
-def test_quiet_findings_written_from_columns_are_those_written_one_by_one():
+def test_findings_written_from_columns_are_those_written_one_by_one():
     frame, quiet = _quiet_frame(2_000)
+    reasoned = {k: ((f"{k} requests, typical 1", 'a "quoted" reason'),
+                    (Deviation("requests", float(k), 1.0, 3.14159), Deviation("bytes_total", 1e6, 1e3, 12.0)))
+                for k in range(0, 2_000, 7)}
     pieces, columns = reporting._quiet_layout(frame)
-    made = json_columns.texts(frame, pieces, columns, reporting._encode_one)
+    made = json_columns.texts(reporting._with_reasons(frame, reasoned), pieces, columns, reporting._encode_one,
+                              written=("_reasons", "_deviations"))
     assert made is not None
-    assert made.to_list() == [json_columns.indented(reporting.quiet_json(q)) for q in quiet]
+    expected = [reporting.quiet_json(q) if k not in reasoned else reporting.finding_json(
+        dataclasses.replace(q.finding(), reasons=reasoned[k][0], deviations=reasoned[k][1]), False)
+        for k, q in enumerate(quiet)]
+    assert made.to_list() == [json_columns.indented(document) for document in expected]
     assert '"host\\"name\\\\with\\u001bescape"' in made[1]
 
 

@@ -10,7 +10,7 @@ text that reads back to it), infinities and NaN are null, times are orjson's UTC
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 
 import orjson
 import polars as pl
@@ -26,9 +26,11 @@ def indented(document: object) -> str:
     return ITEM_INDENT + text.replace("\n", "\n" + ITEM_INDENT)
 
 
-def template(sample: dict[str, object], values: Sequence[tuple[str, ...]]) -> list[str]:
+def template(sample: dict[str, object],
+             values: Sequence[tuple[str, ...]]) -> tuple[list[str], list[tuple[str, ...]]]:
     """The fixed pieces of ``sample``'s indented text around the values at the key paths ``values``
-    (``("ip",)``, ``("features", "requests")``): len(values) + 1 pieces."""
+    (``("ip",)``, ``("features", "requests")``), and those paths in the order the text holds
+    them: len(values) + 1 pieces."""
     marked = orjson.loads(orjson.dumps(sample))
     for k, path in enumerate(values):
         inner = marked
@@ -36,13 +38,14 @@ def template(sample: dict[str, object], values: Sequence[tuple[str, ...]]) -> li
             inner = inner[key]
         inner[path[-1]] = _SENTINEL.format(k)
     text = indented(marked)
+    markers = [orjson.dumps(_SENTINEL.format(k)).decode() for k in range(len(values))]
+    assert all(text.count(marker) == 1 for marker in markers), "each value appears once in the template"
+    ordered = sorted(range(len(values)), key=lambda k: text.index(markers[k]))
     pieces = []
-    for k in range(len(values)):
-        marker = orjson.dumps(_SENTINEL.format(k)).decode()
-        assert text.count(marker) == 1, "each value appears once in the template"
-        head, text = text.split(marker)
+    for k in ordered:
+        head, text = text.split(markers[k])
         pieces.append(head)
-    return [*pieces, text]
+    return [*pieces, text], [values[k] for k in ordered]
 
 
 def value_text(name: str, dtype: pl.DataType) -> pl.Expr | None:
@@ -73,13 +76,14 @@ def value_text(name: str, dtype: pl.DataType) -> pl.Expr | None:
 
 
 def texts(frame: pl.DataFrame, pieces: list[str], columns: Sequence[str],
-          encode: Callable[[str, object], str]) -> pl.Series | None:
-    """Each row's text: ``pieces`` around the JSON of ``columns`` (in order). A value the
-    expressions leave null (an unusual string or time) is written by ``encode(column, value)``;
-    None when a column's dtype is not one this module writes."""
+          encode: Callable[[str, object], str], written: Collection[str] = ()) -> pl.Series | None:
+    """Each row's text: ``pieces`` around the JSON of ``columns`` (in order); the ``written``
+    columns already hold JSON text. A value the expressions leave null (an unusual string or
+    time) is written by ``encode(column, value)``; None when a column's dtype is not one this
+    module writes."""
     expressions = []
     for name in columns:
-        expression = value_text(name, frame.schema[name])
+        expression = pl.col(name) if name in written else value_text(name, frame.schema[name])
         if expression is None:
             return None
         expressions.append(expression.alias(name))
