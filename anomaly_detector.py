@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol, cast
+from typing import Any, Protocol, cast
 
 import numpy as np
 import polars as pl
@@ -394,7 +394,7 @@ def top_deviations(z_row: np.ndarray, values: Sequence[float], typical: np.ndarr
     return [Deviation(features[i], float(values[i]), float(typical[i]), float(z_row[i])) for i in picked]
 
 
-def top_deviations_of(z_rows: np.ndarray, values: Sequence[Sequence[float]], typical: np.ndarray,
+def top_deviations_of(z_rows: np.ndarray, values: np.ndarray | Sequence[Sequence[float]], typical: np.ndarray,
                       features: Sequence[str], limit: int = 3) -> list[list[Deviation]]:
     """top_deviations of many clients at once (``z_rows``: their rows of z; ``values``: theirs),
     sorted in one call rather than one per client."""
@@ -407,6 +407,12 @@ def top_deviations_of(z_rows: np.ndarray, values: Sequence[Sequence[float]], typ
             for z_row, row_values, picked, keep in zip(z_rows, values, order, above, strict=True)]
 
 
-def describe(deviation: Deviation, row: dict) -> str:
+class Row(Protocol):
+    """A client's row as a reason's template reads it: its values by column name."""
+
+    def __getitem__(self, name: str, /) -> Any: ...
+
+
+def describe(deviation: Deviation, row: Row | dict) -> str:
     """The deviation as a sentence, e.g. '92% of 480 requests returned 4xx (typical 2%)'."""
     return BY_NAME[deviation.feature].reason.format(v=deviation.value, t=deviation.typical, r=row)

@@ -539,6 +539,28 @@ class _Reasons(NamedTuple):
     limit: int   # reasons per client
 
 
+class _Columns(dict):
+    """A frame's columns as Python lists, each converted when first read."""
+
+    def __init__(self, frame: pl.DataFrame) -> None:
+        super().__init__()
+        self.frame = frame
+
+    def __missing__(self, name: str) -> list:
+        values = self[name] = self.frame[name].to_list()
+        return values
+
+
+class _Row:
+    """Row ``n`` of a frame's columns, as a reason's template reads it (``{r[requests]}``)."""
+
+    def __init__(self, columns: _Columns, n: int) -> None:
+        self.columns, self.n = columns, n
+
+    def __getitem__(self, name: str) -> object:
+        return self.columns[name][self.n]
+
+
 class _FindingRows:
     """Findings made from the per-client table's rows, by rank position (0 = rank 1; ``order``: a
     position's table row). The rows are the table's columns a Finding reads, gathered when read and
@@ -589,11 +611,12 @@ class _FindingRows:
         explained = np.flatnonzero(deviating[rows])
         if not len(explained):
             return {}
-        named = self.table[rows[explained]].rows(named=True)   # every column: reasons may name any
-        values = [[row[name] or 0.0 for name in used] for row in named]
+        chosen = self.table[rows[explained]]
+        values = chosen.select(pl.col(name).cast(pl.Float64).fill_null(0.0) for name in used).to_numpy()
         found = detect.top_deviations_of(z[at[rows[explained]]], values, typical, used, limit)
-        return {int(k): (tuple(detect.describe(d, row) for d in deviations), tuple(deviations))
-                for k, row, deviations in zip(explained, named, found, strict=True)}
+        columns = _Columns(chosen)   # a reason may name any column of its client's row: read when named
+        return {int(k): (tuple(detect.describe(d, _Row(columns, n)) for d in deviations), tuple(deviations))
+                for n, (k, deviations) in enumerate(zip(explained, found, strict=True))}
 
     def findings(self, positions: list[int], flagged: np.ndarray) -> list[Finding]:
         """The Findings at ``positions`` (ascending), with their reasons and deviations; ``flagged``
