@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from log_analyser_core.parsing.address import canonical, is_canonical
+from log_analyser_core.parsing.address import canonical, canonical_all, is_canonical
 
 
 @pytest.mark.parametrize(("text", "expected"), [
@@ -37,3 +37,19 @@ def test_anything_canonical_is_plain_address_text(text):
 @given(st.ip_addresses())
 def test_every_unscoped_address_is_kept(address):
     assert canonical(str(address)) is not None
+
+
+IPV6_TEXT = st.one_of(
+    st.ip_addresses(v=6).map(str),
+    st.ip_addresses(v=6).map(lambda a: a.exploded.upper()),
+    st.ip_addresses(v=4).map(lambda a: f"::ffff:{a}"),
+    st.ip_addresses(v=4).map(lambda a: f"::{a}"),
+    st.tuples(st.ip_addresses(v=6), st.text(max_size=8)).map(lambda p: f"{p[0]}%{p[1]}"),
+    st.text(alphabet="0123456789abcdefABCDEF:.%", max_size=45),
+    st.none(),
+)
+
+
+@given(st.lists(IPV6_TEXT, max_size=30))
+def test_many_texts_made_canonical_at_once_are_each_made_canonical(texts):
+    assert canonical_all(texts) == [canonical(text) for text in texts]

@@ -11,7 +11,7 @@ from urllib.parse import unquote
 
 import polars as pl
 
-from log_analyser_core.parsing.address import canonical as canonical_address
+from log_analyser_core.parsing.address import canonical_all
 from log_analyser_core.parsing.formats import LogFormat
 
 # The one canonical events schema. Every format produces exactly these columns, in this order.
@@ -253,7 +253,7 @@ def _normal_address(values: pl.Series) -> pl.Series:
     if bool(ipv4.all()):
         return ip
     others = ip.filter(~ipv4)
-    checked = pl.Series([canonical_address(v) for v in others.to_list()], dtype=pl.String)
+    checked = pl.Series(canonical_all(others.to_list()), dtype=pl.String)
     return ip.scatter((~ipv4).arg_true(), checked)
 
 
