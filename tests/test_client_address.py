@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import ipaddress
 
+import polars as pl
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from log_analyser_core.parsing.address import canonical, canonical_all, is_canonical
+from log_analyser_core.parsing.events import address
 
 
 @pytest.mark.parametrize(("text", "expected"), [
@@ -53,3 +55,15 @@ IPV6_TEXT = st.one_of(
 @given(st.lists(IPV6_TEXT, max_size=30))
 def test_many_texts_made_canonical_at_once_are_each_made_canonical(texts):
     assert canonical_all(texts) == [canonical(text) for text in texts]
+
+
+CANONICAL = {"2001:DB8::1": "2001:db8::1", "2001:db8::2": "2001:db8::2", "192.0.2.1": "192.0.2.1",
+             "10.0.0.1:80": "10.0.0.1", "[2001:db8::3]:443": "2001:db8::3", "fe80::1%eth0": None, "host": None,
+             "::ffff:1.2.3.4": "1.2.3.4", None: None}
+
+
+@given(st.lists(st.sampled_from(list(CANONICAL)), max_size=40))
+def test_an_address_column_is_each_value_made_canonical(values):
+    """Whether many, few or none of the distinct values change, each row gets its own."""
+    column = pl.DataFrame({"ip": pl.Series(values, dtype=pl.String)}).select(address("ip"))["ip"].to_list()
+    assert column == [CANONICAL[v] for v in values]

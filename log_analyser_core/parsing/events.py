@@ -68,8 +68,12 @@ def per_distinct(transform: Callable[[pl.Series], pl.Series],
     def apply(values: pl.Series) -> pl.Series:
         distinct = values.unique().drop_nulls()
         mapped = transform(distinct)
-        if mapped.dtype == values.dtype and mapped.equals(distinct):
-            return values
+        if mapped.dtype == values.dtype and mapped.dtype == dtype:
+            changed = (mapped != distinct).fill_null(True)
+            if not changed.any():
+                return values
+            if changed.sum() * 4 < len(changed):   # a few values changed: only those are looked up
+                return values.replace(distinct.filter(changed), mapped.filter(changed))
         return values.replace_strict(distinct, mapped, default=None, return_dtype=dtype)
     return apply
 
