@@ -183,9 +183,11 @@ def parse_lines(lines: pl.Series, fmt: LogFormat, *, source: str = "<lines>", fi
     numbered = numbered.with_columns(pl.col("line_number").cast(pl.Int64))
     events = _events(numbered, fmt, line, canonical(fmt, options.tz, source, real_ip_group))
     read = pl.col("client_ip").is_not_null() & pl.col("timestamp").is_not_null()
-    parsed = read & pl.col("_bad_number").is_null()
-    good = events.filter(parsed).drop("raw", "_line", "_matched", "_bad_number") \
-        .with_columns(_recovered=pl.lit(False), _refused=pl.lit(False))
+    parsed = events.select(read & pl.col("_bad_number").is_null()).to_series()
+    # most chunks parse whole: their columns are kept as they are, not copied by a filter
+    good = events.drop("raw", "_line", "_matched", "_bad_number")
+    good = (good if parsed.all() else good.filter(parsed)).with_columns(_recovered=pl.lit(False),
+                                                                         _refused=pl.lit(False))
     # a line that reads but holds a number that does not fit its column: unparsed, with that reason
     reason = pl.when(read).then(pl.col("_bad_number")).otherwise(unparsed_reason(fmt, wrapper))
     bad = events.filter(~parsed).select(
