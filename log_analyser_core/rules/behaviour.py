@@ -515,7 +515,7 @@ def _matched(rule: BehaviourRule, prepared: pl.DataFrame, mask: pl.Series) -> pl
     """The events the rule counts (its filter ``mask``, then the first of each ``distinct`` value),
     numbered per client (``_n``)."""
     keep = ["_row", "client_ip", "_t", "bytes", *([_column(rule.window.distinct)] if rule.window.distinct else [])]
-    matched = prepared.filter(mask).select(keep)
+    matched = prepared.select(keep).filter(mask)   # the few columns kept, not all of them, are filtered
     if rule.window.distinct:
         matched = matched.unique(subset=["client_ip", _column(rule.window.distinct)], keep="first",
                                  maintain_order=True)
