@@ -181,20 +181,13 @@ def parse_lines(lines: pl.Series, fmt: LogFormat, *, source: str = "<lines>", fi
         numbered, pieces = wrappers.join_pieces(numbered.with_columns(pl.col("line_number").cast(pl.Int64)))
     line = wrapper.strip(pl.col("raw")) if wrapper else pl.col("raw")
     numbered = numbered.with_columns(pl.col("line_number").cast(pl.Int64))
-    split = quote_split.capture(numbered, fmt, line, _line_text(fmt))   # combined, common, nginx...: faster
-    if split is not None:
-        frame = split.lazy()
-    else:
-        frame = numbered.lazy().with_columns(line.alias("_line")).with_columns(*_captured(fmt))
-        if fmt.regex is not None:
-            frame = frame.unnest("_m")
-    first, second, final = canonical(fmt, options.tz, source, real_ip_group)
-    events = (frame.with_columns(first).with_columns(second).select(*final, "raw", "_line", "_matched")
-              .collect(engine="streaming"))  # morsel-parallel: uses every core on one column
+    events = _events(numbered, fmt, line, canonical(fmt, options.tz, source, real_ip_group))
     read = pl.col("client_ip").is_not_null() & pl.col("timestamp").is_not_null()
-    parsed = read & pl.col("_bad_number").is_null()
-    good = events.filter(parsed).drop("raw", "_line", "_matched", "_bad_number") \
-        .with_columns(_recovered=pl.lit(False), _refused=pl.lit(False))
+    parsed = events.select(read & pl.col("_bad_number").is_null()).to_series()
+    # most chunks parse whole: their columns are kept as they are, not copied by a filter
+    good = events.drop("raw", "_line", "_matched", "_bad_number")
+    good = (good if parsed.all() else good.filter(parsed)).with_columns(_recovered=pl.lit(False),
+                                                                         _refused=pl.lit(False))
     # a line that reads but holds a number that does not fit its column: unparsed, with that reason
     reason = pl.when(read).then(pl.col("_bad_number")).otherwise(unparsed_reason(fmt, wrapper))
     bad = events.filter(~parsed).select(
@@ -212,6 +205,34 @@ def parse_lines(lines: pl.Series, fmt: LogFormat, *, source: str = "<lines>", fi
         good, bad = _recover(good, bad, mismatch, replace(fmt, regex=lenient), source=source, options=options,
                              wrapper=wrapper)
     return good, _kept(bad)
+
+
+def _events(numbered: pl.DataFrame, fmt: LogFormat, line: pl.Expr, stages: list[list[pl.Expr]]) -> pl.DataFrame:
+    """``numbered`` read with ``fmt`` through the ``canonical`` stages, with ``raw``, ``_line`` and
+    ``_matched``. Formats with a quote-split layout (combined, common, nginx...) are split and
+    canonicalised in one pass; the few lines the split cannot read are read again with the regex
+    and put in their place."""
+    split = quote_split.split_groups(numbered, fmt, line)
+    if split is None:
+        return _canonical(_regex_groups(numbered, fmt, line), stages)
+    events = _canonical(split, stages, "_ok")
+    missed = (~events["_ok"]).arg_true()
+    events = events.drop("_ok")
+    if missed.len() == 0:
+        return events
+    again = _canonical(_regex_groups(numbered[missed], fmt, line), stages)
+    return events.with_columns(events[name].scatter(missed, again[name]) for name in events.columns)
+
+
+def _regex_groups(numbered: pl.DataFrame, fmt: LogFormat, line: pl.Expr) -> pl.LazyFrame:
+    frame = numbered.lazy().with_columns(line.alias("_line")).with_columns(*_captured(fmt))
+    return frame.unnest("_m") if fmt.regex is not None else frame
+
+
+def _canonical(frame: pl.LazyFrame, stages: list[list[pl.Expr]], *kept: str) -> pl.DataFrame:
+    first, second, final = stages
+    return (frame.with_columns(first).with_columns(second).select(*final, "raw", "_line", "_matched", *kept)
+            .collect(engine="streaming"))  # morsel-parallel: uses every core on one column
 
 
 def _kept(bad: pl.DataFrame) -> pl.DataFrame:

@@ -35,6 +35,9 @@ class Feature:
     # feature is aggregated over the clients with more (its per-client sort or count costs seconds
     # over a million one-request clients); a test checks the value against the aggregation
     one_request: float | None = None
+    # the same value in two steps, per-client aggregations (named columns) and then an expression over
+    # those columns: Polars does not share a sub-expression between the parts of one aggregation
+    staged: tuple[Callable[[], list[pl.Expr]], Callable[[], pl.Expr]] | None = None
 
 
 def _ratio(condition: pl.Expr) -> pl.Expr:
@@ -51,8 +54,16 @@ def _active_seconds() -> pl.Expr:
 
 def _burstiness() -> pl.Expr:
     """Goh-Barabasi burstiness of inter-request gaps: -1 periodic, 0 random, 1 bursty."""
-    mean, std = _gaps().mean(), _gaps().std()
+    return _burstiness_of(_gaps().mean(), _gaps().std())
+
+
+def _burstiness_of(mean: pl.Expr, std: pl.Expr) -> pl.Expr:
     return pl.when((mean + std) > 0).then((std - mean) / (std + mean)).otherwise(0.0).fill_null(0.0)
+
+
+def _gap_moments() -> list[pl.Expr]:
+    """The gaps' mean and standard deviation, each computed once (``_burstiness`` reads each three times)."""
+    return [_gaps().mean().alias("_gap_mean"), _gaps().std().alias("_gap_std")]
 
 
 def _status_count(code: int) -> pl.Expr:
@@ -70,7 +81,8 @@ FEATURES: tuple[Feature, ...] = (
             "peaks at {v:.0f} requests in one minute (typical {t:.0f})", floor=2.0, heavy_tailed=True,
             one_request=1.0),
     Feature("burstiness", "-1..1", "Burstiness of the gaps between requests (-1 periodic, 1 bursty)",
-            _burstiness, "request timing burstiness {v:.2f} (typical {t:.2f})", floor=0.2, one_request=0.0),
+            _burstiness, "request timing burstiness {v:.2f} (typical {t:.2f})", floor=0.2, one_request=0.0,
+            staged=(_gap_moments, lambda: _burstiness_of(pl.col("_gap_mean"), pl.col("_gap_std")))),
     Feature("active_seconds", "s", "Seconds between first and last request", _active_seconds,
             "active for {v:.0f} s (typical {t:.0f} s)", floor=60.0, heavy_tailed=True),
     Feature("error_4xx_ratio", "ratio", "Share of requests answered 4xx",
@@ -159,8 +171,8 @@ def compute(events: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
     """
     lazy = events.lazy().with_columns(_row_helpers())
     names = [*FEATURE_NAMES, "first_seen", "last_seen", "errors"]
-    aggregations = [feature.expr().cast(pl.Float64).alias(feature.name) for feature in FEATURES
-                    if feature.one_request is None]
+    aggregated = [feature for feature in FEATURES if feature.one_request is None]
+    aggregations = _aggregations(aggregated)
     aggregations += [
         pl.col("timestamp").min().alias("first_seen"), pl.col("timestamp").max().alias("last_seen"),
         (pl.col("status") >= 400).sum().cast(pl.Int64).alias("errors"),
@@ -170,7 +182,7 @@ def compute(events: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
              .sort("client_ip") for i in range(0, len(aggregations), size)]
     table = pl.concat(parts, how="horizontal") if len(parts) == 1 else parts[0].hstack(
         [column for part in parts[1:] for column in part.drop("client_ip").get_columns()])
-    return _with_one_request_features(table, lazy).select("client_ip", *names)
+    return _with_one_request_features(_finished(table, aggregated), lazy).select("client_ip", *names)
 
 
 def _with_one_request_features(table: pl.DataFrame, events: pl.LazyFrame) -> pl.DataFrame:
@@ -178,12 +190,33 @@ def _with_one_request_features(table: pl.DataFrame, events: pl.LazyFrame) -> pl.
     with one request, the aggregation over the others."""
     features = [feature for feature in FEATURES if feature.one_request is not None]
     several = (events.filter(pl.len().over("client_ip") > 1).group_by("client_ip")
-               .agg(pl.lit(True).alias("_several"),
-                    *(feature.expr().cast(pl.Float64).alias(feature.name) for feature in features)).collect())
+               .agg(pl.lit(True).alias("_several"), *_aggregations(features)).collect())
+    several = _finished(several, features)
     joined = table.join(several, on="client_ip", how="left", maintain_order="left")
     return joined.with_columns(pl.when(pl.col("_several")).then(pl.col(feature.name))
                                .otherwise(pl.lit(feature.one_request, dtype=pl.Float64)).alias(feature.name)
                                for feature in features).drop("_several")
+
+
+def _aggregations(features: list[Feature]) -> list[pl.Expr]:
+    """The features' aggregations, each as its column or, for a ``staged`` one, its parts."""
+    aggregations = []
+    for feature in features:
+        if feature.staged:
+            aggregations += feature.staged[0]()
+        else:
+            aggregations.append(feature.expr().cast(pl.Float64).alias(feature.name))
+    return aggregations
+
+
+def _finished(table: pl.DataFrame, features: list[Feature]) -> pl.DataFrame:
+    """``table`` of ``_aggregations(features)`` with each ``staged`` feature computed from its parts."""
+    parts, combined = [], []
+    for feature in features:
+        if feature.staged:
+            parts += [part.meta.output_name() for part in feature.staged[0]()]
+            combined.append(feature.staged[1]().cast(pl.Float64).alias(feature.name))
+    return table.with_columns(combined).drop(parts) if combined else table
 
 
 def logged_features(table: pl.DataFrame) -> list[str]:

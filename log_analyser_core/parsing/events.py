@@ -6,7 +6,7 @@ run once per distinct value, never once per line.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Set
 from urllib.parse import unquote
 
 import polars as pl
@@ -117,20 +117,33 @@ def _if_escaped(transform: Callable[[pl.Series], pl.Series]) -> Callable[[pl.Ser
     return apply
 
 
-def _decoded(fmt: LogFormat, name: str) -> pl.Expr:
-    """A captured group with its format's escaping undone; '-' (not sent) becomes null."""
+def _python_decoder(fmt: LogFormat, name: str) -> Callable[[pl.Series], pl.Series] | None:
+    """The column transform in Python that undoes a group's escaping, or None when Polars' own
+    kernels do (or there is nothing to undo)."""
     decoder = dict(fmt.decoders).get(name)
+    if decoder == "url":
+        return per_distinct(_url_unquote)
+    if decoder in ("csv", "plus"):
+        return None
+    if name in ("referer", "user_agent"):
+        return _if_escaped(per_distinct(_unescape))
+    if name in ("request", "hdr_x_forwarded_for"):
+        return _if_escaped(_unescape)
+    return None
+
+
+def _decoded(fmt: LogFormat, name: str, done: Set[str] = frozenset()) -> pl.Expr:
+    """A captured group with its format's escaping undone; '-' (not sent) becomes null. The groups in
+    ``done`` hold text whose Python decoding (``_python_decoder``) was already applied."""
+    decoder = dict(fmt.decoders).get(name)
+    python = None if name in done else _python_decoder(fmt, name)
     text = pl.col(name)
     if decoder == "csv":
         text = _unquote_csv(text)
-    elif decoder == "url":
-        text = text.map_batches(per_distinct(_url_unquote), return_dtype=pl.String, is_elementwise=True)
     elif decoder == "plus":
         text = text.str.replace_all("+", " ", literal=True)
-    elif name in ("referer", "user_agent"):
-        text = text.map_batches(_if_escaped(per_distinct(_unescape)), return_dtype=pl.String, is_elementwise=True)
-    elif name in ("request", "hdr_x_forwarded_for"):
-        text = text.map_batches(_if_escaped(_unescape), return_dtype=pl.String, is_elementwise=True)
+    elif python is not None:
+        text = text.map_batches(python, return_dtype=pl.String, is_elementwise=True)
     if name in _DASH_IS_NULL or name.startswith("hdr_"):
         text = pl.when((text == "-") | (text == "")).then(None).otherwise(text)
     return text
@@ -267,29 +280,30 @@ def address(column: str) -> pl.Expr:
     return pl.col(column).map_batches(per_distinct(_normal_address), return_dtype=pl.String, is_elementwise=True)
 
 
-def _request_parts(fmt: LogFormat, groups: set[str]) -> dict[str, pl.Expr]:
+def _request_parts(fmt: LogFormat, groups: set[str], done: Set[str] = frozenset()) -> dict[str, pl.Expr]:
     """method, target, protocol and the verbatim request (kept only when it is not HTTP), from
     the ``_request`` and ``_parts`` columns of the earlier stages."""
     if "request" not in groups:
         none = pl.lit(None, dtype=pl.String)
-        return {"method": _decoded(fmt, "method") if "method" in groups else none,
-                "target": _decoded(fmt, "target") if "target" in groups else none,
-                "protocol": _decoded(fmt, "protocol") if "protocol" in groups else none, "request": none}
+        return {"method": _decoded(fmt, "method", done) if "method" in groups else none,
+                "target": _decoded(fmt, "target", done) if "target" in groups else none,
+                "protocol": _decoded(fmt, "protocol", done) if "protocol" in groups else none, "request": none}
     parts = pl.col("_parts")
     return {"method": parts.struct.field("method"), "target": parts.struct.field("target"),
             "protocol": parts.struct.field("protocol"),
             "request": pl.when(parts.struct.field("method").is_null()).then(pl.col("_request")).otherwise(None)}
 
 
-def _path_query_host(fmt: LogFormat, groups: set[str], target: pl.Expr) -> tuple[pl.Expr, pl.Expr, pl.Expr]:
+def _path_query_host(fmt: LogFormat, groups: set[str], target: pl.Expr,
+                     done: Set[str] = frozenset()) -> tuple[pl.Expr, pl.Expr, pl.Expr]:
     host = pl.lit(None, dtype=pl.String)
     if fmt.absolute_targets:  # load balancers and proxies log scheme://host:port/path
         absolute = target.str.extract_groups(_ABSOLUTE)
         host = absolute.struct.field("host").str.replace(r":\d+$", "")
         target = pl.coalesce(absolute.struct.field("rest").replace("", "/"), target)
     halves = target.str.splitn("?", 2)
-    path = _decoded(fmt, "path") if "path" in groups else halves.struct.field("field_0")
-    query = _decoded(fmt, "query_raw").str.strip_prefix("?") if "query_raw" in groups \
+    path = _decoded(fmt, "path", done) if "path" in groups else halves.struct.field("field_0")
+    query = _decoded(fmt, "query_raw", done).str.strip_prefix("?") if "query_raw" in groups \
         else halves.struct.field("field_1")
     return path, pl.when(query == "").then(None).otherwise(query), host
 
@@ -326,26 +340,35 @@ def canonical(fmt: LogFormat, tz: str, source: str, real_ip_group: str | None = 
     """Stages of expressions (apply each with ``with_columns``, the last with ``select``) turning
     the format's groups into EVENT_SCHEMA columns, plus ``_naive`` (time logged without an
     offset) and ``_real_ip_hdr`` when ``real_ip_group`` is given. Intermediate results are
-    columns so that no sub-expression is evaluated twice."""
+    columns so that no sub-expression is evaluated twice: Polars does not share a Python decoding
+    between the expressions that read it (clipping and '-' to null read a field three times each),
+    so a group decoded in Python is replaced by its decoded text in the first stage."""
     groups = set(fmt.groups)
     local, offset = local_time(groups)
     first = [local.alias("_local"), offset.cast(pl.Int32).alias("_offset"), address("client_ip").alias("_client"),
              pl.col("client_ip").is_not_null().alias("_matched")]
+    done = set()
+    for name in sorted(groups - {"request"}):
+        python = _python_decoder(fmt, name)
+        if python is not None:
+            first.append(pl.col(name).map_batches(python, return_dtype=pl.String, is_elementwise=True).alias(name))
+            done.add(name)
     if "peer_ip" in groups:
         first.append(address("peer_ip").alias("_peer"))
     second = []
     if "request" in groups:
         first.append(_decoded(fmt, "request").alias("_request"))
         second.append(pl.col("_request").str.extract_groups(_REQUEST_LINE).alias("_parts"))
-    return [first, second, _final(fmt, groups, tz, source, real_ip_group)]
+    return [first, second, _final(fmt, groups, tz, source, real_ip_group, done)]
 
 
-def _final(fmt: LogFormat, groups: set[str], tz: str, source: str, real_ip_group: str | None) -> list[pl.Expr]:
-    request = _request_parts(fmt, groups)
-    path, query, host = _path_query_host(fmt, groups, request["target"])
+def _final(fmt: LogFormat, groups: set[str], tz: str, source: str, real_ip_group: str | None,
+           done: Set[str]) -> list[pl.Expr]:
+    request = _request_parts(fmt, groups, done)
+    path, query, host = _path_query_host(fmt, groups, request["target"], done)
 
     def opt(name: str, expr: pl.Expr | None = None) -> pl.Expr:
-        return (expr if expr is not None else _decoded(fmt, name)) if name in groups else pl.lit(None)
+        return (expr if expr is not None else _decoded(fmt, name, done)) if name in groups else pl.lit(None)
     stamp, minutes, naive = utc_time(tz)
     columns = {
         "timestamp": stamp, "tz_offset_min": minutes, "client_ip": pl.col("_client"),
@@ -365,6 +388,6 @@ def _final(fmt: LogFormat, groups: set[str], tz: str, source: str, real_ip_group
     exprs.append(naive.alias("_naive"))
     exprs.append(_out_of_range(fmt, groups).alias("_bad_number"))
     if real_ip_group:
-        exprs.append((_decoded(fmt, real_ip_group) if real_ip_group in groups else pl.lit(None, pl.String))
+        exprs.append((_decoded(fmt, real_ip_group, done) if real_ip_group in groups else pl.lit(None, pl.String))
                      .alias("_real_ip_hdr"))
     return exprs

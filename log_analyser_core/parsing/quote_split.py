@@ -75,6 +75,17 @@ def capture(numbered: pl.DataFrame, fmt: LogFormat, line: pl.Expr, text: pl.Expr
     envelope) and one String column per group of ``fmt.regex``, exactly as
     ``text.str.extract_groups(fmt.regex)`` would capture them; ``text`` is the line as the format reads
     it, an expression over ``_line``. None when ``fmt`` has no split layout."""
+    split = split_groups(numbered, fmt, line)
+    if split is None:
+        return None
+    return _with_fallback(split.collect(engine="streaming"), fmt, text)
+
+
+def split_groups(numbered: pl.DataFrame, fmt: LogFormat, line: pl.Expr) -> pl.LazyFrame | None:
+    """What ``capture`` reads, lazily and without the fallback: ``numbered`` with ``_line``, the
+    groups as the split reads them and ``_ok``, true where the split read the line (elsewhere the
+    groups are meaningless and the line must be read with the regex). None when ``fmt`` has no
+    split layout."""
     pieces = layout(fmt)
     if pieces is None:
         return None
@@ -98,11 +109,10 @@ def capture(numbered: pl.DataFrame, fmt: LogFormat, line: pl.Expr, text: pl.Expr
             ok = ok & part.str.contains(piece.regex).fill_null(False)
     # ``_line`` is split as it is: a line wrapped in an extra pair of quotes (which ``text`` unwraps)
     # splits into an empty first piece, fails the first piece's check and is read by the regex.
-    frame = (numbered.lazy().with_columns(line.alias("_line"))
-             .with_columns(pl.col("_line").str.split('"').alias("_parts"))
-             .with_columns(columns).unnest(*structs).with_columns(ok.fill_null(False).alias("_ok"))
-             .drop("_parts").collect(engine="streaming"))
-    return _with_fallback(frame, fmt, text)
+    return (numbered.lazy().with_columns(line.alias("_line"))
+            .with_columns(pl.col("_line").str.split('"').alias("_parts"))
+            .with_columns(columns).unnest(*structs).with_columns(ok.fill_null(False).alias("_ok"))
+            .drop("_parts"))
 
 
 def _with_fallback(frame: pl.DataFrame, fmt: LogFormat, text: pl.Expr) -> pl.DataFrame:

@@ -390,8 +390,12 @@ def prepare(events: pl.DataFrame, rules: Sequence[BehaviourRule], rows: pl.Serie
     ).with_columns(_regex_columns(events, rules))
     keys = sorted({rule.window.distinct for rule in rules if rule.window.distinct})
     narrow = narrow.with_columns(_distinct_key(events, name).alias(_column(name)) for name in keys)
-    # events arrive in file and line order, so maintain_order keeps ties in the order they were logged
-    return narrow.sort(log_input.client_order(events), "_t", maintain_order=True)
+    # events arrive in file and line order, so maintain_order keeps ties in the order they were logged;
+    # a log written in time order (most are) already has each client's events in time order: a stable
+    # sort on the client alone gives the same table at about a third of the cost
+    seconds = narrow.get_column("_t")
+    in_time_order = seconds.null_count() == 0 and seconds.is_sorted()
+    return narrow.sort(log_input.client_order(events), *([] if in_time_order else ["_t"]), maintain_order=True)
 
 
 def _target(events: pl.DataFrame) -> pl.Series:
@@ -511,7 +515,7 @@ def _matched(rule: BehaviourRule, prepared: pl.DataFrame, mask: pl.Series) -> pl
     """The events the rule counts (its filter ``mask``, then the first of each ``distinct`` value),
     numbered per client (``_n``)."""
     keep = ["_row", "client_ip", "_t", "bytes", *([_column(rule.window.distinct)] if rule.window.distinct else [])]
-    matched = prepared.filter(mask).select(keep)
+    matched = prepared.select(keep).filter(mask)   # the few columns kept, not all of them, are filtered
     if rule.window.distinct:
         matched = matched.unique(subset=["client_ip", _column(rule.window.distinct)], keep="first",
                                  maintain_order=True)
