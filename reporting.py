@@ -10,8 +10,12 @@ import csv
 import dataclasses
 import inspect
 import io
+import itertools
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import cast
 
@@ -299,30 +303,47 @@ JSON_ROWS = 8192   # rank positions whose quiet findings are encoded as columns 
 def _items_from_columns(findings: Findings, encoded: bool) -> Iterator[str | bytes]:
     """The report's findings, joined by commas: the loud ones encoded one by one, the quiet ones a
     column at a time (json_columns), each text the one quiet_json's dict encodes to; a piece per
-    JSON_ROWS findings, in bytes when ``encoded``."""
+    JSON_ROWS findings, in bytes when ``encoded``. Two pieces are made at once, on two threads
+    (most of the work is Polars', which releases the GIL), and given in order."""
     assert findings.rows is not None
-    layout: tuple[list[str], list[str]] | None = None
+    layout = _quiet_layout(findings.rows(0, 0)[0])   # an empty frame: its columns
     loud = sorted(findings.loud)
-    for start in range(0, len(findings), JSON_ROWS):
-        stop = min(start + JSON_ROWS, len(findings))
-        frame, reasoned = findings.rows(start, stop)
-        made: pl.Series | list[str] | None = []
-        if frame.height:
-            layout = layout or _quiet_layout(frame)
-            made = json_columns.texts(_with_reasons(frame, reasoned), layout[0], layout[1], _encode_one,
-                                      written=("_reasons", "_deviations"))
-            if made is None:   # a value of a type the columns do not write: the dicts, as everywhere else
-                made = [json_columns.indented(quiet_json(f) if isinstance(f, QuietFinding) else finding_json(f, False))
-                        for k, f in enumerate(findings.parts(start, stop), start=start) if k not in findings.loud]
-        here = loud[bisect.bisect_left(loud, start):bisect.bisect_left(loud, stop)]
-        items = pl.concat([
-            pl.DataFrame({"position": frame["_position"], "text": pl.Series(made, dtype=pl.String)}),
-            pl.DataFrame({"position": pl.Series(here, dtype=pl.Int64), "text": _loud_items(findings, here)},
-                         schema={"position": pl.Int64, "text": pl.String})])
-        text = items.sort("position")["text"].str.join(",\n")
-        if start:
-            yield b",\n" if encoded else ",\n"
-        yield text.cast(pl.Binary).item() if encoded else text.item()
+    starts = iter(range(0, len(findings), JSON_ROWS))
+    make = partial(_piece, findings, layout, loud, encoded)
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="json") as pool:
+        ahead = deque(pool.submit(make, start) for start in itertools.islice(starts, 2))
+        first = True
+        while ahead:
+            piece = ahead.popleft().result()
+            following = next(starts, None)
+            if following is not None:
+                ahead.append(pool.submit(make, following))
+            if not first:
+                yield b",\n" if encoded else ",\n"
+            yield piece
+            first = False
+
+
+def _piece(findings: Findings, layout: tuple[list[str], list[str]], loud: list[int], encoded: bool,
+           start: int) -> str | bytes:
+    """The findings from rank position ``start`` to the next JSON_ROWS, joined by commas."""
+    assert findings.rows is not None
+    stop = min(start + JSON_ROWS, len(findings))
+    frame, reasoned = findings.rows(start, stop)
+    made: pl.Series | list[str] | None = []
+    if frame.height:
+        made = json_columns.texts(_with_reasons(frame, reasoned), layout[0], layout[1], _encode_one,
+                                  written=("_reasons", "_deviations"))
+        if made is None:   # a value of a type the columns do not write: the dicts, as everywhere else
+            made = [json_columns.indented(quiet_json(f) if isinstance(f, QuietFinding) else finding_json(f, False))
+                    for k, f in enumerate(findings.parts(start, stop), start=start) if k not in findings.loud]
+    here = loud[bisect.bisect_left(loud, start):bisect.bisect_left(loud, stop)]
+    items = pl.concat([
+        pl.DataFrame({"position": frame["_position"], "text": pl.Series(made, dtype=pl.String)}),
+        pl.DataFrame({"position": pl.Series(here, dtype=pl.Int64), "text": _loud_items(findings, here)},
+                     schema={"position": pl.Int64, "text": pl.String})])
+    text = items.sort("position")["text"].str.join(",\n")
+    return text.cast(pl.Binary).item() if encoded else text.item()
 
 
 def _with_reasons(frame: pl.DataFrame, reasoned: dict[int, tuple[tuple[str, ...], tuple]]) -> pl.DataFrame:

@@ -111,3 +111,31 @@ def test_all_lines_malformed_gives_an_empty_result(tmp_path):
     path.write_text("garbage\nmore garbage\n")
     result = analyse([str(path)], Settings(max_unparsed_ratio=1.0))
     assert result.findings == () and result.summary.unparsed_lines == 2
+
+
+def test_a_forest_scores_two_halves_on_two_threads_as_it_scores_the_whole():
+    from sklearn.ensemble import IsolationForest
+
+    rng = np.random.default_rng(4)
+    X = rng.normal(size=(detect.SPLIT_ROWS + 1_001, 6))
+    forest = IsolationForest(n_estimators=50, random_state=0).fit(X[:5_000])
+    assert np.array_equal(detect.forest_scores(forest, X), forest.score_samples(X))
+    small = X[:1_000]
+    assert np.array_equal(detect.forest_scores(forest, small), forest.score_samples(small))
+
+
+def test_the_same_matrix_is_scored_once_and_an_equal_one_from_the_memo():
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(3_000, 4))
+    detector = detect.IsolationForestDetector(n_estimators=20, random_state=0).fit(X)
+    first = detector.score_samples(X)
+    calls = []
+    score = detector.forest_.score_samples
+    detector.forest_.score_samples = lambda rows: calls.append(len(rows)) or score(rows)
+    assert np.array_equal(detector.score_samples(X), first)            # the same object
+    assert np.array_equal(detector.score_samples(X.copy()), first)     # equal values
+    assert calls == []
+    other = X.copy()
+    other[0, 0] += 1.0
+    detector.score_samples(other)
+    assert calls == [3_000]
