@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import reporting
-from log_analyser_core import pipeline
+from log_analyser_core import pipeline, ranking
 from log_analyser_core.results import AnalysisResult, Finding, Findings, flagged_findings
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "access.log"
@@ -57,7 +57,7 @@ def test_reading_one_by_one_iterating_and_slicing_give_the_same_findings(result)
 
 
 def test_the_lazy_findings_equal_those_made_all_at_once(result):
-    """_findings with every client loud is the eager construction: the same findings, in order."""
+    """ranking.findings with every client loud is the eager construction: the same findings, in order."""
     table = result.features
     by_ip = {f.ip: f for f in result.findings}
     scores = np.array([by_ip[ip].score for ip in table["client_ip"].to_list()])
@@ -66,8 +66,8 @@ def test_the_lazy_findings_equal_those_made_all_at_once(result):
     flagged = np.array([by_ip[ip].flagged for ip in table["client_ip"].to_list()])
     used = list(result.summary.features_used)
     settings = pipeline.Settings()
-    lazy = pipeline._findings(table, used, scores, by_detector, flagged, settings)
-    eager = pipeline._findings(table, used, scores, by_detector, flagged, settings,
+    lazy = ranking.findings(table, used, scores, by_detector, flagged, settings.reasons)
+    eager = ranking.findings(table, used, scores, by_detector, flagged, settings.reasons,
                                judged_loud=np.ones(table.height, dtype=bool))
     assert len(eager.loud) == table.height
     assert tuple(lazy) == tuple(eager.loud[k] for k in range(table.height))
