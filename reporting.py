@@ -290,11 +290,16 @@ def _json_pieces(result: AnalysisResult, version: str, encoded: bool) -> Iterato
                      for f in findings.parts(start, start + JSON_BATCH)]
         else:
             batch = [finding_json(finding, enriched) for finding in findings[start:start + JSON_BATCH]]
-        text = orjson.dumps(batch, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY).decode()
-        # "[\n  {...},\n  {...}\n]": its items one level deep, those of the report's "findings" two
-        # (JSON text holds no raw newline but those of the indentation)
-        yield ("" if start == 0 else ",\n") + "  " + text[2:-2].replace("\n", "\n  ")
+        yield ("" if start == 0 else ",\n") + _joined_items(batch)
     yield "\n  ]\n}\n"
+
+
+def _joined_items(documents: list[dict[str, object]]) -> str:
+    """``documents`` as items of the report's "findings" list, joined by commas, in one orjson call."""
+    text = orjson.dumps(documents, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY).decode()
+    # "[\n  {...},\n  {...}\n]": its items one level deep, those of the report's "findings" two
+    # (JSON text holds no raw newline but those of the indentation)
+    return "  " + text[2:-2].replace("\n", "\n  ")
 
 
 JSON_ROWS = 8192   # rank positions whose quiet findings are encoded as columns at once
@@ -376,9 +381,7 @@ def _loud_items(findings: Findings, positions: list[int]) -> list[str]:
     own members are indented deeper than the separator)."""
     if not positions:
         return []
-    text = orjson.dumps([finding_json(findings.loud[k], False) for k in positions],
-                        option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY).decode()
-    parts = ("  " + text[2:-2].replace("\n", "\n  ")).split(_ITEM_SEPARATOR)
+    parts = _joined_items([finding_json(findings.loud[k], False) for k in positions]).split(_ITEM_SEPARATOR)
     assert len(parts) == len(positions), "one item per finding"
     last = len(parts) - 1
     return [("" if k == 0 else "    {\n") + part + ("" if k == last else "\n    }") for k, part in enumerate(parts)]
