@@ -432,18 +432,10 @@ def spread_floors(features: Sequence[str]) -> np.ndarray:
     return np.array([LOG_SCALE_FLOOR if BY_NAME[f].heavy_tailed else BY_NAME[f].floor for f in features])
 
 
-def top_deviations(z_row: np.ndarray, values: Sequence[float], typical: np.ndarray,
-                   features: Sequence[str], limit: int = 3) -> list[Deviation]:
-    """The client's features furthest above typical (z >= REASON_MIN_Z), largest first."""
-    order = np.argsort(-z_row, kind="stable")
-    picked = [i for i in order if z_row[i] >= REASON_MIN_Z][:limit]
-    return [Deviation(features[i], float(values[i]), float(typical[i]), float(z_row[i])) for i in picked]
-
-
 def top_deviations_of(z_rows: np.ndarray, values: np.ndarray | Sequence[Sequence[float]], typical: np.ndarray,
                       features: Sequence[str], limit: int = 3) -> list[list[Deviation]]:
-    """top_deviations of many clients at once (``z_rows``: their rows of z; ``values``: theirs),
-    sorted in one call rather than one per client."""
+    """Each client's features furthest above typical (z >= REASON_MIN_Z), at most ``limit``, largest
+    first (``z_rows``: the clients' rows of z; ``values``: theirs): sorted in one call for all."""
     if not len(z_rows):
         return []
     order = np.argsort(-z_rows, axis=1, kind="stable")[:, :limit]

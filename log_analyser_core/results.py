@@ -294,7 +294,8 @@ class Findings(Sequence[Finding]):
         return [self.loud[k] for k in sorted(self.loud) if self.loud[k].flagged]
 
     def parts(self, start: int, stop: int) -> list[Finding | QuietFinding]:
-        """The findings from position ``start`` to ``stop``, the quiet ones as QuietFinding tuples."""
+        """The findings from position ``start`` to ``stop``: those not made at once as ``make`` gives
+        them (a quiet one as a QuietFinding tuple)."""
         positions = range(start, min(stop, self._size))
         quiet = [k for k in positions if k not in self.loud]
         made = iter(self._make(quiet) if quiet else ())
