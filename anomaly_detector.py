@@ -5,22 +5,28 @@ in ``_``, ``random_state`` everywhere). One score direction across the code: hig
 """
 from __future__ import annotations
 
+import logging
 import weakref
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import numpy as np
 import polars as pl
 
+from log_analyser_core.detectors import forest, forest_process
+from log_analyser_core.detectors.forest import SPLIT_ROWS, forest_scores  # noqa: F401 - SPLIT_ROWS re-exported
 from log_analyser_core.errors import ConfigError
 from log_analyser_core.features.client import BY_NAME
 from log_analyser_core.results import Deviation, Severity
 
 if TYPE_CHECKING:
     from sklearn.ensemble import IsolationForest
+    from sklearn.preprocessing import RobustScaler
 
+log = logging.getLogger(__name__)
 # Score bands (0-100 score, lower bound inclusive) and the severity each one means.
 SEVERITY_BANDS = ((80.0, "critical"), (60.0, "high"), (40.0, "medium"), (20.0, "low"), (0.0, "info"))
 LOG_SCALE_FLOOR = 0.5     # smallest spread of log1p(value) for heavy-tailed features (~1.65x)
@@ -78,26 +84,43 @@ class IsolationForestDetector:
 
     ``score_samples`` returns the anomaly score s(x) of Liu et al. (2008) in (0, 1]: about 0.5
     for an ordinary point, approaching 1 for points isolated in few splits. Higher = more anomalous.
+    With ``remote`` (a run's forest_process.ForestProcess) the forest is fitted and held in that
+    process, and fitted here instead if the process is lost: the same forest either way.
     """
 
     name = "iforest"
+    _fit_matrix: np.ndarray | None = None   # set while the forest is held by ``remote``
 
-    def __init__(self, n_estimators: int = 200, max_samples: int | str = "auto", random_state: int = 0) -> None:
+    def __init__(self, n_estimators: int = 200, max_samples: int | str = "auto", random_state: int = 0,
+                 remote: forest_process.ForestProcess | None = None) -> None:
         self.n_estimators = n_estimators
         self.max_samples = max_samples
         self.random_state = random_state
+        self.remote = remote
 
     def fit(self, X: np.ndarray) -> IsolationForestDetector:
-        from sklearn.ensemble import IsolationForest
-        from sklearn.preprocessing import RobustScaler
-
         # the last matrix scored (its digest, scores and itself): scores of the previous fit do not hold
         self._memo: tuple[tuple, np.ndarray, weakref.ref[np.ndarray]] | None = None
-        self.scaler_ = RobustScaler().fit(X)
-        self.forest_ = IsolationForest(n_estimators=self.n_estimators, max_samples=self.max_samples,
-                                       random_state=self.random_state, n_jobs=1)
-        self.forest_.fit(self.scaler_.transform(X))
+        self._fit_matrix = None
+        if self.remote is not None:
+            try:
+                self.remote.fit(X, self.n_estimators, self.max_samples, self.random_state)
+                self._fit_matrix = X   # kept to fit here should the process be lost
+                return self
+            except forest_process.Lost as lost:
+                _lost(lost)
+        self._fit_here(X)
         return self
+
+    def _fit_here(self, X: np.ndarray) -> None:
+        self.scaler_, self.forest_ = forest.fit(X, self.n_estimators, self.max_samples, self.random_state)
+        self.remote, self._fit_matrix = None, None
+
+    def _local(self) -> tuple[RobustScaler, IsolationForest]:
+        """The fitted scaler and forest in this process (fitted here now if they were held remotely)."""
+        if self._fit_matrix is not None:
+            self._fit_here(self._fit_matrix)
+        return self.scaler_, self.forest_
 
     def score_samples(self, X: np.ndarray) -> np.ndarray:
         # A run scores the same clients up to three times (the fit's reference, the 0-100 scale, the
@@ -110,28 +133,38 @@ class IsolationForestDetector:
             return memo[1].copy()
         unique, inverse = _distinct_rows(X)
         # sklearn returns -s(x) (higher = more normal); invert it once, here.
-        scores = -forest_scores(self.forest_, self.scaler_.transform(unique))[inverse]
+        scores = -self._forest_scores(unique)[inverse]
         self._memo = (key, scores, weakref.ref(X))
         return scores.copy()
 
+    def _forest_scores(self, X: np.ndarray) -> np.ndarray:
+        if self.remote is not None and self._fit_matrix is not None:
+            try:
+                return self.remote.scores(X)
+            except forest_process.Lost as lost:
+                _lost(lost)
+        scaler, fitted = self._local()
+        return forest_scores(fitted, scaler.transform(X))
+
+    def contributions(self, X: np.ndarray) -> np.ndarray:
+        """forest.path_contributions of the rows of X (see detectors/attribution.py)."""
+        if self.remote is not None and self._fit_matrix is not None:
+            try:
+                return self.remote.contributions(X)
+            except forest_process.Lost as lost:
+                _lost(lost)
+        return forest.path_contributions(*self._local(), X)
+
     def __getstate__(self) -> dict:
         # the memo is the last table's scores (8 MB a million clients): not part of the model that is
-        # pickled to Spark's executors
-        return {name: value for name, value in self.__dict__.items() if name != "_memo"}
+        # pickled to Spark's executors; a forest held by a process is fitted here first
+        self._local()
+        return {name: value for name, value in self.__dict__.items() if name not in ("_memo", "remote")} | \
+            {"remote": None}
 
 
-SPLIT_ROWS = 50_000   # rows from which a forest scores two halves of them on two threads
-
-
-def forest_scores(forest: IsolationForest, X: np.ndarray) -> np.ndarray:
-    """``forest.score_samples(X)``, the two halves of the rows on two threads when there are many
-    (a tree's walk releases the GIL). Each row's score is its own, summed over the trees in the
-    same order either way: the same scores as one call."""
-    if len(X) < SPLIT_ROWS:
-        return forest.score_samples(X)
-    half = len(X) // 2
-    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="forest") as pool:
-        return np.concatenate(list(pool.map(forest.score_samples, (X[:half], X[half:]))))
+def _lost(lost: forest_process.Lost) -> None:
+    log.info("the Isolation Forest's process: %s; fitting it in this one", lost)
 
 
 def _fingerprint(X: np.ndarray) -> tuple:
@@ -213,13 +246,15 @@ def resolve_detectors(names: Sequence[str] | None) -> tuple[str, ...]:
     return tuple(name for name in DETECTOR_NAMES if name in names)
 
 
-def make_detector(name: str, features: Sequence[str], *, n_estimators: int = 200, random_state: int = 0):
-    """A fresh, unfitted detector by name, for a feature matrix with these columns."""
+def make_detector(name: str, features: Sequence[str], *, n_estimators: int = 200, random_state: int = 0,
+                  remote: forest_process.ForestProcess | None = None):
+    """A fresh, unfitted detector by name, for a feature matrix with these columns (a forest held
+    by ``remote``, when given)."""
     if name == "autoencoder":
         from log_analyser_core.detectors.autoencoder import AutoencoderDetector
 
         return AutoencoderDetector(min_scale=spread_floors(features).tolist(), random_state=random_state)
-    return IsolationForestDetector(n_estimators=n_estimators, random_state=random_state)
+    return IsolationForestDetector(n_estimators=n_estimators, random_state=random_state, remote=remote)
 
 
 class Detector(Protocol):
@@ -250,28 +285,29 @@ class Baseline:
 
 
 def fit_baseline(table: pl.DataFrame, used: Sequence[str], detectors: Sequence[str], *,
-                 n_estimators: int = 200, random_state: int = 0) -> Baseline:
+                 n_estimators: int = 200, random_state: int = 0,
+                 remote: forest_process.ForestProcess | None = None) -> Baseline:
     """Fit the named detectors (and the forest that defines the 0-100 scale) on a feature table
-    (one row per client; a FIT_CLIENTS sample of it when larger)."""
+    (one row per client; a FIT_CLIENTS sample of it when larger); the forest in ``remote`` if given."""
     table = fit_sample(table, random_state)
     X = feature_matrix(table, used)
     skipped = tuple(name for name in detectors if table.height < MIN_CLIENTS_FOR[name])
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="baseline") as pool:
         # the median client and the spread (NumPy's partitions release the GIL) while the detectors fit
         robust = pool.submit(lambda: (column_medians(X), robust_spread(X, used), typical_values(table, used)))
-        return _fitted(X, used, detectors, skipped, robust, table.height, n_estimators, random_state)
+        return _fitted(X, used, detectors, skipped, robust, table.height, n_estimators, random_state, remote)
 
 
 def _fitted(X: np.ndarray, used: Sequence[str], detectors: Sequence[str], skipped: tuple[str, ...],
-            robust: Future, clients: int, n_estimators: int, random_state: int) -> Baseline:
-    fitted = {name: make_detector(name, used, n_estimators=n_estimators, random_state=random_state).fit(X)
-              for name in detectors if name not in skipped}
-    forest = fitted.get("iforest") or make_detector("iforest", used, n_estimators=n_estimators,
-                                                    random_state=random_state).fit(X)
+            robust: Future, clients: int, n_estimators: int, random_state: int,
+            remote: forest_process.ForestProcess | None) -> Baseline:
+    made = partial(make_detector, features=used, n_estimators=n_estimators, random_state=random_state, remote=remote)
+    fitted = {name: made(name).fit(X) for name in detectors if name not in skipped}
+    scale_model = fitted.get("iforest") or made("iforest").fit(X)
     reference = {name: np.sort(detector.score_samples(X)) for name, detector in fitted.items()}
     center, spread, typical = robust.result()
-    return Baseline(features=tuple(used), detectors=fitted, scale_model=forest, reference=reference,
-                    scale=np.sort(calibrate(forest.score_samples(X))), typical=typical,
+    return Baseline(features=tuple(used), detectors=fitted, scale_model=scale_model, reference=reference,
+                    scale=np.sort(calibrate(scale_model.score_samples(X))), typical=typical,
                     clients=clients, center=center, spread=spread, skipped=skipped)
 
 

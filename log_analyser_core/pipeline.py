@@ -10,6 +10,7 @@ import gc
 import importlib
 import logging
 import math
+import sys
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -28,6 +29,7 @@ import file_parser
 from anomaly_detector import Baseline
 from log_analyser_core import ranking, verdict
 from log_analyser_core.detectors import attribution
+from log_analyser_core.detectors.forest_process import ForestProcess
 from log_analyser_core.engines import engine as engines
 from log_analyser_core.engines import partition
 from log_analyser_core.engines import spark as spark_engine
@@ -60,6 +62,10 @@ log = logging.getLogger(__name__)
 PRELOAD_MAX_BYTES = 512 * 2**20   # larger inputs: no preloading, no overlap of stages (memory first)
 PRELOAD_MIN_BYTES = 2**20   # smaller inputs parse in milliseconds: import scikit-learn only if a forest is fitted
 DEEP_PRELOAD_MIN_BYTES = 4 * 2**20   # ~20k combined lines
+# The forest of a run fitted on up to this many clients is fitted and scored in a process of its own
+# (detectors/forest_process.py); the matrices it is sent are then at most ~25 MB. A larger table is
+# fitted here, not copied into a second process.
+REMOTE_MAX_CLIENTS = 100_000
 TRAIN_MIN_CLIENTS = 20  # fewer clients than this cannot describe a site's normal traffic
 FEATURE_INFO = tuple(FeatureInfo(f.name, f.unit, f.description) for f in ip_features.FEATURES)
 NO_MODEL_HINT = ("no --model: scored against this log itself; for scores against trusted traffic, train once "
@@ -164,10 +170,12 @@ def analyse(sources: Sequence[str], settings: Settings = Settings(),
     notes = engine.notes(settings)   # before any work: it may refuse the settings
     rules = _sigma_rules(settings)   # before parsing, so that broken rules fail fast
     crs_rules, crs_notes = _crs_rules(settings)
-    run = _parse_score_and_detect(engine, sources, settings, rules, crs_rules, progress)
-    with collector_paused():
-        verdicts = run.judge(settings)
-        findings: Sequence[Finding] = _ranked(run.scored, verdicts, settings)
+    size = log_reader.input_bytes(sources)
+    with _forest_process(size, settings, engine) as remote:   # until the findings are explained
+        run = _parse_score_and_detect(engine, sources, size, settings, rules, crs_rules, progress, remote)
+        with collector_paused():
+            verdicts = run.judge(settings)
+            findings: Sequence[Finding] = _ranked(run.scored, verdicts, settings)
     notes = [*run.scored.notes, *notes, *rules.notes(), *sigma_engine.unrecorded_fields(run.parsed.events, rules),
              *crs_notes]
     summary = replace(_summary(run.parsed, run.scored, findings, run.stages(rules, crs_rules), notes),
@@ -228,19 +236,19 @@ class Run(NamedTuple):
         return (*self.scored.by_detector, *requests)
 
 
-def _parse_score_and_detect(engine: engines.Engine, sources: Sequence[str], settings: Settings,
+def _parse_score_and_detect(engine: engines.Engine, sources: Sequence[str], size: int, settings: Settings,
                             rules: sigma_engine.RuleSet, crs_rules: crs_stage.RuleSet | None,
-                            progress: file_parser.Progress | None) -> Run:
-    """Parse and aggregate on ``engine``; then the detectors fit and score on a thread while the
-    request-level stages run: both spend most of their time in Polars, scikit-learn or TensorFlow
-    code, which releases the GIL. On larger inputs one runs after the other, so that their memory
-    does not add to the rules' peak."""
-    size = log_reader.input_bytes(sources)
-    warming = _preload_detectors(size, settings, engine)
+                            progress: file_parser.Progress | None, remote: ForestProcess | None) -> Run:
+    """Parse and aggregate ``sources`` (``size`` bytes) on ``engine``; then the detectors fit and
+    score on a thread while the request-level stages run: both spend most of their time in Polars,
+    scikit-learn or TensorFlow code, which releases the GIL (or in ``remote``, the forest's
+    process). On larger inputs one runs after the other, so that their memory does not add to the
+    rules' peak."""
+    warming = _preload_detectors(size, settings, engine, remote)
     try:
         data = engine.aggregate(sources, settings, progress, _plan(settings, rules, crs_rules))
         assert data.detected is not None, "a plan was given"
-        score = partial(_score, data, settings, ",".join(sources), warming)
+        score = partial(_score, data, settings, ",".join(sources), warming, remote)
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="detectors") as pool:
             scoring = pool.submit(score) if size < PRELOAD_MAX_BYTES else None
             found = data.detected()
@@ -252,7 +260,8 @@ def _parse_score_and_detect(engine: engines.Engine, sources: Sequence[str], sett
     return Run(data.parsed, scored, detected)
 
 
-def _score(data: engines.Aggregated, settings: Settings, source: str, warming: list[threading.Thread]) -> Scored:
+def _score(data: engines.Aggregated, settings: Settings, source: str, warming: list[threading.Thread],
+           remote: ForestProcess | None) -> Scored:
     """The per-client table of ``data``, and the detectors fitted (or loaded) and scoring every
     client once their libraries are loaded. The detectors fit here, on the clients the engine gives
     (a sample past anomaly_detector.FIT_CLIENTS); the fitted model then scores where the engine
@@ -262,14 +271,14 @@ def _score(data: engines.Aggregated, settings: Settings, source: str, warming: l
     fit_table, logged = data.fitting(settings.random_state)
     for thread in warming:
         thread.join()
-    baseline, used, model_notes = _baseline(fit_table, logged, settings, source)
+    baseline, used, model_notes = _baseline(fit_table, logged, settings, source, remote)
     del fit_table
     if baseline is None:
         table, _ = data.scored(lambda rows: {}, ())
         return Scored(table, None, used, np.zeros(table.height), {}, [*model_notes, detect.too_few_note(table.height)])
-    remote = tuple(name for name in baseline.detectors if name in detect.ROW_EXACT_DETECTORS)
-    table, own = data.scored(partial(detect.detector_scores, baseline, names=remote), remote)
-    here = [name for name in baseline.detectors if name not in remote]
+    row_exact = tuple(name for name in baseline.detectors if name in detect.ROW_EXACT_DETECTORS)
+    table, own = data.scored(partial(detect.detector_scores, baseline, names=row_exact), row_exact)
+    here = [name for name in baseline.detectors if name not in row_exact]
     own = {**own, **(detect.detector_scores(baseline, table, here) if here else {})}
     by_detector = {name: own[name] for name in baseline.detectors}
     scores = detect.fuse(by_detector, settings.fusion)
@@ -424,15 +433,37 @@ def _crs_rules(settings: Settings) -> tuple[crs_stage.RuleSet | None, list[str]]
     return ruleset, crs_stage.notes(ruleset)
 
 
-def _preload_detectors(size: int, settings: Settings, engine: engines.Engine) -> list[threading.Thread]:
+@contextlib.contextmanager
+def _forest_process(size: int, settings: Settings, engine: engines.Engine) -> Iterator[ForestProcess | None]:
+    """A process importing scikit-learn for the run's forest while the log is parsed, ended when
+    the run is (detectors/forest_process.py); on inputs where the import would be preloaded
+    (``size`` bytes, see _preload_detectors), when the forest is fitted on the log (no --model) here
+    (not on Spark), and scikit-learn is not imported already (a caller that ran before). None
+    otherwise, or when no process could be started."""
+    wanted = PRELOAD_MIN_BYTES <= size < PRELOAD_MAX_BYTES and settings.model is None and engine.keeps_events \
+        and not _sklearn_imported()
+    remote = ForestProcess.start() if wanted else None
+    try:
+        yield remote
+    finally:
+        if remote is not None:
+            remote.close()
+
+
+def _sklearn_imported() -> bool:
+    return "sklearn.ensemble" in sys.modules
+
+
+def _preload_detectors(size: int, settings: Settings, engine: engines.Engine,
+                       remote: ForestProcess | None) -> list[threading.Thread]:
     """Import the detectors' libraries on threads while Polars parses (Polars releases the GIL):
-    scikit-learn (about a second), except on large inputs, where its ~90 MB would add to the peak
-    of the feature stage; and Keras on TensorFlow (about 4 s and 650 MB, held from training to the
-    report anyway, so that importing early raises the peak by under 0.1 GB at 5M lines) when the
-    autoencoder will likely run, i.e. on inputs large enough to hold the clients it needs.
-    ``size``: the input's bytes on disk."""
+    scikit-learn (about a second), unless ``remote`` imports it, and except on large inputs, where
+    its ~90 MB would add to the peak of the feature stage; and Keras on TensorFlow (about 4 s and
+    650 MB, held from training to the report anyway, so that importing early raises the peak by
+    under 0.1 GB at 5M lines) when the autoencoder will likely run, i.e. on inputs large enough to
+    hold the clients it needs. ``size``: the input's bytes on disk."""
     targets: list[Callable[[], object]] = []
-    if PRELOAD_MIN_BYTES <= size < PRELOAD_MAX_BYTES:
+    if PRELOAD_MIN_BYTES <= size < PRELOAD_MAX_BYTES and remote is None:
         targets.append(lambda: importlib.import_module("sklearn.ensemble"))
     # a saved autoencoder scores with NumPy: TensorFlow is needed only to train one on the log itself
     if size >= DEEP_PRELOAD_MIN_BYTES and engine.keeps_events and settings.model is None and \
@@ -446,9 +477,10 @@ def _preload_detectors(size: int, settings: Settings, engine: engines.Engine) ->
     return threads
 
 
-def _baseline(table: pl.DataFrame, used: list[str], settings: Settings,
-              source: str) -> tuple[Baseline | None, list[str], list[str]]:
-    """(fitted or loaded detectors, the features they use, notes); None when too few clients to fit."""
+def _baseline(table: pl.DataFrame, used: list[str], settings: Settings, source: str,
+              remote: ForestProcess | None = None) -> tuple[Baseline | None, list[str], list[str]]:
+    """(fitted or loaded detectors, the features they use, notes); None when too few clients to fit.
+    The forest is fitted in ``remote`` when given and the table is small enough to send it."""
     if settings.model:
         from log_analyser_core.detectors import model_store
 
@@ -461,8 +493,11 @@ def _baseline(table: pl.DataFrame, used: list[str], settings: Settings,
     if table.height < detect.MIN_CLIENTS:
         return None, used, []
     detectors = detect.resolve_detectors(settings.detectors or detect.ANALYSE_DETECTORS)
+    if remote is not None and table.height > REMOTE_MAX_CLIENTS:
+        remote.close()
+        remote = None
     return detect.fit_baseline(table, used, detectors, n_estimators=settings.n_estimators,
-                               random_state=settings.random_state), used, []
+                               random_state=settings.random_state, remote=remote), used, []
 
 
 def _explain(findings: list[Finding], table: pl.DataFrame, baseline: Baseline | None) -> list[Finding]:

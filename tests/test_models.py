@@ -13,6 +13,7 @@ from conftest import DATA
 import anomaly_detector as detect
 import log_analyser
 from log_analyser_core.detectors import attribution, model_store
+from log_analyser_core.detectors import forest as forest_math
 from log_analyser_core.errors import ConfigError, ExitCode, MissingExtraError
 from log_analyser_core.pipeline import Settings, analyse, train
 
@@ -68,9 +69,9 @@ def test_forest_contributions_add_up_to_the_path_length_gap():
     forest = detect.IsolationForestDetector(n_estimators=50, random_state=0).fit(X)
     contributions = attribution.forest_contributions(forest, X[-2:])
     # s(x) = 2 ** (-mean path length / c(max_samples)): recover the mean path length from sklearn's score
-    c = attribution._average_path_length(np.array([forest.forest_.max_samples_]))[0]
+    c = forest_math.average_path_length(np.array([forest.forest_.max_samples_]))[0]
     mean_path = -np.log2(forest.score_samples(X[-2:])) * c
-    root = np.mean([attribution._expected_depths(t.tree_)[0] for t in forest.forest_.estimators_])
+    root = np.mean([forest_math.expected_depths(t.tree_)[0] for t in forest.forest_.estimators_])
     assert np.allclose(contributions.sum(axis=1), root - mean_path)
     assert contributions[1].argmax() == 1 and contributions[1, 1] > 3 * np.abs(contributions[1, [0, 2]]).max()
 

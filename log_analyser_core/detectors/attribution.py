@@ -1,9 +1,7 @@
 """Which features drove each detector's score for a client, in numbers and plain sentences.
 
-Isolation Forest: path-based attributions (Saabas-style, on path length). In every tree, each split
-on a client's path changes the expected path length of that client; the change is credited to the
-split's feature. Shorter paths mean more anomalous, so a feature's contribution is the path length
-it removed, averaged over trees (in splits; the contributions sum to E[h] - h(x)).
+Isolation Forest: path-based attributions (Saabas-style, on path length; detectors/forest.py): each
+split on a client's path is credited with the change of its expected path length.
 Autoencoder: each feature's squared reconstruction error, counted where the client lies further from
 the typical client than its reconstruction does (the network could not follow that deviation); errors
 where the reconstruction strays from a typical value are side effects of the other features.
@@ -27,52 +25,10 @@ LIMIT = 3  # contributions kept per detector and client
 DETECTOR_LABELS = {"iforest": "Isolation Forest", "autoencoder": "autoencoder"}
 
 
-
-
-
-def _average_path_length(n: np.ndarray) -> np.ndarray:
-    """c(n) of Liu et al.: the mean path length of an unsuccessful BST search among n points."""
-    n = np.asarray(n, dtype=np.float64)
-    harmonic = np.log(np.maximum(n - 1, 1)) + np.euler_gamma
-    c = 2.0 * harmonic - 2.0 * (n - 1) / np.maximum(n, 1)
-    return np.where(n > 2, c, np.where(n == 2, 1.0, 0.0))
-
-
-def _expected_depths(tree) -> np.ndarray:
-    """Expected remaining path length below each node of a fitted sklearn tree (training samples)."""
-    left, right, counts = tree.children_left, tree.children_right, tree.n_node_samples
-    expected = _average_path_length(counts)  # leaves keep c(n); internal nodes are filled bottom-up
-    for node in range(tree.node_count - 1, -1, -1):  # children always have larger ids than parents
-        if left[node] != -1:
-            n_left, n_right = counts[left[node]], counts[right[node]]
-            expected[node] = 1.0 + (n_left * expected[left[node]] + n_right * expected[right[node]]) / counts[node]
-    return expected
-
-
 def forest_contributions(detector: IsolationForestDetector, X: np.ndarray) -> np.ndarray:
-    """(n_clients, n_features) path length removed by each feature, averaged over the trees.
-
-    Higher = the feature isolated the client faster (more anomalous).
-    """
-    forest = detector.forest_
-    Z = detector.scaler_.transform(X)
-    total = np.zeros(X.shape)
-    for tree_model, columns in zip(forest.estimators_, forest.estimators_features_, strict=True):
-        tree = tree_model.tree_
-        expected = _expected_depths(tree)
-        parent = np.full(tree.node_count, -1)
-        for children in (tree.children_left, tree.children_right):
-            inner = children != -1
-            parent[children[inner]] = np.flatnonzero(inner)
-        child = np.flatnonzero(parent >= 0)
-        # stepping from parent to child changes the expected path length by 1 + E(child) - E(parent)
-        removed = expected[parent[child]] - 1.0 - expected[child]
-        feature = np.asarray(columns)[tree.feature[parent[child]]]
-        paths = tree_model.decision_path(Z[:, columns]).tocsc()[:, child]
-        credit = np.zeros((len(child), X.shape[1]))
-        credit[np.arange(len(child)), feature] = removed
-        total += paths @ credit
-    return total / len(forest.estimators_)
+    """(n_clients, n_features) path length removed by each feature, averaged over the trees
+    (detectors/forest.py). Higher = the feature isolated the client faster (more anomalous)."""
+    return detector.contributions(X)
 
 
 def explain(baseline: Baseline, X: np.ndarray, rows: Sequence[int],
