@@ -28,7 +28,7 @@ import anomaly_detector as detect
 import file_parser
 from anomaly_detector import Baseline
 from log_analyser_core import ranking, verdict
-from log_analyser_core.detectors import attribution
+from log_analyser_core.detectors import attribution, forest_process
 from log_analyser_core.detectors.forest_process import ForestProcess
 from log_analyser_core.engines import engine as engines
 from log_analyser_core.engines import partition
@@ -59,8 +59,8 @@ if TYPE_CHECKING:
     from log_analyser_core.detectors.autoencoder import AutoencoderDetector
 
 log = logging.getLogger(__name__)
-PRELOAD_MAX_BYTES = 512 * 2**20   # larger inputs: no preloading, no overlap of stages (memory first)
-PRELOAD_MIN_BYTES = 2**20   # smaller inputs parse in milliseconds: import scikit-learn only if a forest is fitted
+PRELOAD_MAX_BYTES = forest_process.MAX_BYTES   # larger inputs: no preloading, no overlap of stages (memory first)
+PRELOAD_MIN_BYTES = forest_process.MIN_BYTES   # smaller: parsed in milliseconds, sklearn imported only to fit
 DEEP_PRELOAD_MIN_BYTES = 4 * 2**20   # ~20k combined lines
 # The forest of a run fitted on up to this many clients is fitted and scored in a process of its own
 # (detectors/forest_process.py); the matrices it is sent are then at most ~25 MB. A larger table is
@@ -442,12 +442,13 @@ def _forest_process(size: int, settings: Settings, engine: engines.Engine) -> It
     otherwise, or when no process could be started."""
     wanted = PRELOAD_MIN_BYTES <= size < PRELOAD_MAX_BYTES and settings.model is None and engine.keeps_events \
         and not _sklearn_imported()
-    remote = ForestProcess.start() if wanted else None
+    remote = forest_process.take() if wanted else None
     try:
         yield remote
     finally:
         if remote is not None:
             remote.close()
+        forest_process.discard()   # one the CLI started early for a run that did not want it
 
 
 def _sklearn_imported() -> bool:

@@ -172,3 +172,28 @@ def test_the_analysing_process_never_imports_scikit_learn(tmp_path):
     report = json.loads((tmp_path / "out.json").read_text())
     flagged = [f for f in report["findings"] if f["flagged"]]
     assert flagged and all(f["contributions"]["iforest"] for f in flagged[:3])
+
+
+def test_the_cli_starts_the_process_before_its_own_imports_and_the_run_takes_it(monkeypatch, tmp_path):
+    started = []
+    start = ForestProcess.start.__func__
+    monkeypatch.setattr(ForestProcess, "start", classmethod(lambda cls: started.append(start(cls)) or started[-1]))
+    monkeypatch.setattr(pipeline, "_sklearn_imported", lambda: False)
+    import log_analyser
+
+    assert log_analyser.main(["-f", str(SAMPLE), "-o", str(tmp_path / "out.json"), "-q"]) == 0
+    assert len(started) == 1 and started[0]._process.wait(timeout=30) == 0   # one process, taken and ended
+    assert forest_process._spare is None
+    small = tmp_path / "small.log"
+    small.write_text(SAMPLE.read_text()[:200_000])   # under MIN_BYTES: none started early
+    forest_process.start_early([str(small)])
+    forest_process.start_early(["/nonexistent/*.log"])
+    assert forest_process._spare is None and len(started) == 1
+
+
+def test_a_process_started_early_that_no_run_takes_is_ended():
+    forest_process.start_early([str(SAMPLE)])
+    spare = forest_process._spare
+    assert spare is not None
+    forest_process.discard()
+    assert spare._process.wait(timeout=30) == 0 and forest_process._spare is None

@@ -27,6 +27,10 @@ def run(args: argparse.Namespace) -> ExitCode:
 
     configure_logging(args)
     follow.check(args)
+    if not args.follow and args.model is None and args.engine == "polars":
+        from log_analyser_core.detectors import forest_process
+
+        forest_process.start_early(args.files)   # importing scikit-learn beside this process's imports
     settings = build_settings(args)
     if args.follow:
         return follow.run(args, settings)

@@ -15,6 +15,7 @@ parent writes. When the process is gone or fails a request, the caller fits the 
 """
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import os
@@ -22,16 +23,53 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, NoReturn
 
 import numpy as np
 
 MATRIX = np.dtype("<f8")
 MAX_HEADER = 1 << 16
+# Inputs (bytes on disk) whose run starts a forest process: a smaller one parses in well under the
+# import's time, and most such runs have too few clients to fit a forest at all; on a larger one
+# the run fits in its own process (memory first: no overlap of stages, no second copy of the matrix).
+MIN_BYTES = 2**20
+MAX_BYTES = 512 * 2**20
 # The child runs with -P (no script folder or working folder first on sys.path: a file named like
 # a library in the user's folder cannot stand in for it) and finds this package where this process did.
 _CHILD = ("import sys; root = sys.argv[1]; root in sys.path or sys.path.append(root); "
           "from log_analyser_core.detectors import forest_process; forest_process.serve()")
+
+
+_spare: ForestProcess | None = None   # started by start_early, not yet taken
+
+
+def start_early(paths: list[str]) -> None:
+    """Start the process that a run over ``paths`` will take (``take``), before that run imports its
+    own libraries (Polars, the pipeline: about 0.4 s): its scikit-learn import is what a run on a
+    few megabytes waits for. Only for plain files whose sizes add up to MIN_BYTES..MAX_BYTES."""
+    global _spare
+    try:
+        size = sum(os.stat(path).st_size for path in paths)
+    except (OSError, ValueError):   # a glob, standard input, a URI: the run decides itself
+        return
+    if _spare is None and MIN_BYTES <= size < MAX_BYTES:
+        _spare = ForestProcess.start()
+        atexit.register(discard)   # should the run fail before it takes it
+
+
+def take() -> ForestProcess | None:
+    """The process started early, else a new one (None if none could be started)."""
+    global _spare
+    process, _spare = _spare, None
+    return process or ForestProcess.start()
+
+
+def discard() -> None:
+    """End a process started early that no run took."""
+    global _spare
+    process, _spare = _spare, None
+    if process is not None:
+        process.close()
 
 
 class Lost(Exception):
@@ -140,7 +178,7 @@ def _shape(shape: object) -> bool:
         all(type(n) is int and 0 <= n < 1 << 40 for n in shape)
 
 
-def serve() -> None:
+def serve() -> NoReturn:
     """The process's side: import scikit-learn, then answer requests until the input closes.
     Standard output carries the answers alone: anything printed goes to standard error."""
     answers = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
@@ -158,8 +196,8 @@ def serve() -> None:
     while True:
         try:
             header, arrays = read(requests)
-        except (EOFError, ValueError):   # the parent is gone, or the stream is out of step: nothing to answer
-            return
+        except (EOFError, ValueError):   # the parent is done (or out of step): nothing to answer or to keep
+            os._exit(0)   # at once: tearing down scikit-learn's modules took 0.3 s, which the parent waited for
         try:
             if broken:
                 raise RuntimeError(broken)
