@@ -89,7 +89,8 @@ class IsolationForestDetector:
     """
 
     name = "iforest"
-    _fit_matrix: np.ndarray | None = None   # set while the forest is held by ``remote``
+    # while ``remote`` holds the forest: makes the same scaler and forest here, should it be lost
+    _here: Callable[[], tuple[RobustScaler, IsolationForest]] | None = None
 
     def __init__(self, n_estimators: int = 200, max_samples: int | str = "auto", random_state: int = 0,
                  remote: forest_process.ForestProcess | None = None) -> None:
@@ -101,25 +102,45 @@ class IsolationForestDetector:
     def fit(self, X: np.ndarray) -> IsolationForestDetector:
         # the last matrix scored (its digest, scores and itself): scores of the previous fit do not hold
         self._memo: tuple[tuple, np.ndarray, weakref.ref[np.ndarray]] | None = None
-        self._fit_matrix = None
-        if self.remote is not None:
-            try:
-                self.remote.fit(X, self.n_estimators, self.max_samples, self.random_state)
-                self._fit_matrix = X   # kept to fit here should the process be lost
-                return self
-            except forest_process.Lost as lost:
-                _lost(lost)
-        self._fit_here(X)
+        here = partial(forest.fit, X, self.n_estimators, self.max_samples, self.random_state)
+        if not self._held(lambda remote: remote.fit(X, self.n_estimators, self.max_samples, self.random_state), here):
+            self._make_here(here)
         return self
 
-    def _fit_here(self, X: np.ndarray) -> None:
-        self.scaler_, self.forest_ = forest.fit(X, self.n_estimators, self.max_samples, self.random_state)
-        self.remote, self._fit_matrix = None, None
+    def load(self, path: str, width: int) -> dict:
+        """Read a saved forest (forest.load: checked, forest.Refused if it cannot be used) into
+        ``remote`` when there is one, else here; the detector's saved parameters."""
+        self._memo = None
+        params: list[dict] = []
+        if self._held(lambda remote: params.append(remote.load(path, width)), lambda: forest.load(path, width)[:2]):
+            return params[0]
+        self.scaler_, self.forest_, saved = forest.load(path, width)
+        self.remote = None
+        return saved
+
+    def _held(self, ask: Callable[[forest_process.ForestProcess], object],
+              here: Callable[[], tuple[RobustScaler, IsolationForest]]) -> bool:
+        """Whether ``remote`` now holds the forest that ``ask`` made there (``here`` makes it here)."""
+        self._here = None
+        if self.remote is None:
+            return False
+        try:
+            ask(self.remote)
+        except forest_process.Lost as lost:
+            _lost(lost)
+            self.remote = None
+            return False
+        self._here = here
+        return True
+
+    def _make_here(self, here: Callable[[], tuple[RobustScaler, IsolationForest]]) -> None:
+        self.scaler_, self.forest_ = here()
+        self.remote, self._here = None, None
 
     def _local(self) -> tuple[RobustScaler, IsolationForest]:
-        """The fitted scaler and forest in this process (fitted here now if they were held remotely)."""
-        if self._fit_matrix is not None:
-            self._fit_here(self._fit_matrix)
+        """The fitted scaler and forest in this process (made here now if they were held remotely)."""
+        if self._here is not None:
+            self._make_here(self._here)
         return self.scaler_, self.forest_
 
     def score_samples(self, X: np.ndarray) -> np.ndarray:
@@ -138,7 +159,7 @@ class IsolationForestDetector:
         return scores.copy()
 
     def _forest_scores(self, X: np.ndarray) -> np.ndarray:
-        if self.remote is not None and self._fit_matrix is not None:
+        if self.remote is not None and self._here is not None:
             try:
                 return self.remote.scores(X)
             except forest_process.Lost as lost:
@@ -148,7 +169,7 @@ class IsolationForestDetector:
 
     def contributions(self, X: np.ndarray) -> np.ndarray:
         """forest.path_contributions of the rows of X (see detectors/attribution.py)."""
-        if self.remote is not None and self._fit_matrix is not None:
+        if self.remote is not None and self._here is not None:
             try:
                 return self.remote.contributions(X)
             except forest_process.Lost as lost:

@@ -1,7 +1,8 @@
 """Throughput, scaling and peak memory of the pipeline on generated combined logs, and the same
 file through GoAccess for comparison.
 
-Each measurement runs in a fresh process (peak RSS is that process's own, read with wait4);
+Each measurement runs in a fresh process (peak RSS and CPU time read with wait4: the process and the
+children it waited for, so a run's forest process counts: its CPU time added, the larger peak RSS);
 the modes alternate within each run so that load on a shared machine hits them alike; the
 figures are medians over --runs runs. GoAccess is installed from Debian's packages if missing.
 

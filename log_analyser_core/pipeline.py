@@ -62,9 +62,9 @@ log = logging.getLogger(__name__)
 PRELOAD_MAX_BYTES = forest_process.MAX_BYTES   # larger inputs: no preloading, no overlap of stages (memory first)
 PRELOAD_MIN_BYTES = forest_process.MIN_BYTES   # smaller: parsed in milliseconds, sklearn imported only to fit
 DEEP_PRELOAD_MIN_BYTES = 4 * 2**20   # ~20k combined lines
-# The forest of a run fitted on up to this many clients is fitted and scored in a process of its own
-# (detectors/forest_process.py); the matrices it is sent are then at most ~25 MB. A larger table is
-# fitted here, not copied into a second process.
+# The forest of a run over up to this many clients is fitted (or read from --model) and scored in a
+# process of its own (detectors/forest_process.py); the matrices it is sent are then at most ~25 MB.
+# A larger table's forest is made here, not copied into a second process.
 REMOTE_MAX_CLIENTS = 100_000
 TRAIN_MIN_CLIENTS = 20  # fewer clients than this cannot describe a site's normal traffic
 FEATURE_INFO = tuple(FeatureInfo(f.name, f.unit, f.description) for f in ip_features.FEATURES)
@@ -437,11 +437,10 @@ def _crs_rules(settings: Settings) -> tuple[crs_stage.RuleSet | None, list[str]]
 def _forest_process(size: int, settings: Settings, engine: engines.Engine) -> Iterator[ForestProcess | None]:
     """A process importing scikit-learn for the run's forest while the log is parsed, ended when
     the run is (detectors/forest_process.py); on inputs where the import would be preloaded
-    (``size`` bytes, see _preload_detectors), when the forest is fitted on the log (no --model) here
-    (not on Spark), and scikit-learn is not imported already (a caller that ran before). None
+    (``size`` bytes, see _preload_detectors), when the forest is fitted (or a --model's read) here,
+    not on Spark, and scikit-learn is not imported already (a caller that ran before). None
     otherwise, or when no process could be started."""
-    wanted = PRELOAD_MIN_BYTES <= size < PRELOAD_MAX_BYTES and settings.model is None and engine.keeps_events \
-        and not _sklearn_imported()
+    wanted = PRELOAD_MIN_BYTES <= size < PRELOAD_MAX_BYTES and engine.keeps_events and not _sklearn_imported()
     remote = forest_process.take() if wanted else None
     try:
         yield remote
@@ -481,11 +480,14 @@ def _preload_detectors(size: int, settings: Settings, engine: engines.Engine,
 def _baseline(table: pl.DataFrame, used: list[str], settings: Settings, source: str,
               remote: ForestProcess | None = None) -> tuple[Baseline | None, list[str], list[str]]:
     """(fitted or loaded detectors, the features they use, notes); None when too few clients to fit.
-    The forest is fitted in ``remote`` when given and the table is small enough to send it."""
+    The forest is fitted (or read) in ``remote`` when given and the table is small enough to send."""
+    if remote is not None and table.height > REMOTE_MAX_CLIENTS:
+        remote.close()
+        remote = None
     if settings.model:
         from log_analyser_core.detectors import model_store
 
-        model = model_store.load(settings.model, settings.detectors)
+        model = model_store.load(settings.model, settings.detectors, remote)
         model_store.check_features(model, used, source)
         training = model.metadata["training"]
         note = (f"scored against the baseline model {settings.model} (trained on {training['clients']} clients, "
@@ -494,9 +496,6 @@ def _baseline(table: pl.DataFrame, used: list[str], settings: Settings, source: 
     if table.height < detect.MIN_CLIENTS:
         return None, used, []
     detectors = detect.resolve_detectors(settings.detectors or detect.ANALYSE_DETECTORS)
-    if remote is not None and table.height > REMOTE_MAX_CLIENTS:
-        remote.close()
-        remote = None
     return detect.fit_baseline(table, used, detectors, n_estimators=settings.n_estimators,
                                random_state=settings.random_state, remote=remote), used, []
 

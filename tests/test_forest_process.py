@@ -197,3 +197,67 @@ def test_a_process_started_early_that_no_run_takes_is_ended():
     assert spare is not None
     forest_process.discard()
     assert spare._process.wait(timeout=30) == 0 and forest_process._spare is None
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    """A forest-only model trained on part of the sample log."""
+    folder = tmp_path_factory.mktemp("model")
+    pipeline.train([str(SAMPLE)], str(folder / "model"), pipeline.Settings(detectors=("iforest",)))
+    return folder / "model"
+
+
+def test_a_model_read_into_the_process_scores_as_one_read_here(model, remote):
+    from log_analyser_core.detectors import model_store
+
+    there = model_store.load(model, remote=remote).baseline.scale_model
+    here = model_store.load(model).baseline.scale_model
+    assert not hasattr(there, "forest_") and hasattr(here, "forest_")
+    assert (there.n_estimators, there.max_samples, there.random_state) == \
+        (here.n_estimators, here.max_samples, here.random_state)
+    X = _matrix(500, columns=here.scaler_.n_features_in_)
+    assert np.array_equal(there.score_samples(X), here.score_samples(X))
+    assert np.array_equal(there.contributions(X[:7]), here.contributions(X[:7]))
+    remote._process.kill()   # lost: read here
+    remote._process.wait()
+    other = _matrix(50, columns=here.scaler_.n_features_in_, seed=2)
+    assert np.array_equal(there.score_samples(other), here.score_samples(other))
+    assert there.remote is None and hasattr(there, "forest_")
+
+
+def test_a_hostile_model_is_refused_by_the_process_as_it_is_here(model, remote, tmp_path):
+    import shutil
+
+    import skops.io
+
+    from log_analyser_core.detectors import model_store
+    from log_analyser_core.errors import ConfigError
+
+    folder = tmp_path / "copy"
+    shutil.copytree(model, folder)
+    skops.io.dump({"scaler": os.system, "forest": None, "params": {}}, folder / "iforest.skops")
+    for process in (remote, None):
+        with pytest.raises(ConfigError, match="not trusted: posix.system") as refused:
+            model_store.load(folder, remote=process)
+        assert refused.value.path == str(folder / "iforest.skops")
+        assert "only load models made by log_analyser train" in str(refused.value.hint)
+    (folder / "iforest.skops").write_bytes(b"PK\x03\x04 not a zip")
+    with pytest.raises(ConfigError, match=r"damaged model: cannot read it"):
+        model_store.load(folder, remote=remote)
+    assert remote._process.poll() is None   # refused, not lost
+
+
+def test_an_analysis_with_a_model_reads_it_into_the_process(model, monkeypatch, tmp_path):
+    settings = pipeline.Settings(model=str(model))
+    monkeypatch.setattr(pipeline, "_sklearn_imported", lambda: False)
+    there = pipeline.analyse([str(SAMPLE)], settings)
+    monkeypatch.setattr(ForestProcess, "start", classmethod(lambda cls: None))
+    here = pipeline.analyse([str(SAMPLE)], settings)
+    assert [(f.ip, f.score, f.flagged, f.contributions) for f in there.findings] == \
+        [(f.ip, f.score, f.flagged, f.contributions) for f in here.findings]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "XDG_CACHE_HOME": str(tmp_path / "cache"),
+           "XDG_DATA_HOME": str(tmp_path / "data")}
+    code = RUN.replace('"-o", sys.argv[2]]', '"-o", sys.argv[2], "--model", sys.argv[3]]')
+    run = subprocess.run([sys.executable, "-c", code, str(SAMPLE), str(tmp_path / "out.json"), str(model)],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert json.loads(run.stdout.splitlines()[-1]) == {"code": 0, "sklearn": False, "scipy": False}, run.stderr

@@ -27,7 +27,7 @@ def run(args: argparse.Namespace) -> ExitCode:
 
     configure_logging(args)
     follow.check(args)
-    if not args.follow and args.model is None and args.engine == "polars":
+    if not args.follow and args.engine == "polars":
         from log_analyser_core.detectors import forest_process
 
         forest_process.start_early(args.files)   # importing scikit-learn beside this process's imports

@@ -21,6 +21,16 @@ if TYPE_CHECKING:
     from sklearn.preprocessing import RobustScaler
 
 SPLIT_ROWS = 50_000   # rows from which a forest scores two halves of them on two threads
+# The only types a model's .skops file may contain beyond skops' defaults.
+TRUSTED_SKOPS_TYPES = ("sklearn.tree._tree.Tree",)
+
+
+class Refused(Exception):
+    """A saved forest that cannot be used: ``str()`` says why; ``trust`` when it names untrusted types."""
+
+    def __init__(self, message: str, trust: bool = False) -> None:
+        super().__init__(message)
+        self.trust = trust
 
 
 def fit(X: np.ndarray, n_estimators: int, max_samples: int | str,
@@ -34,6 +44,36 @@ def fit(X: np.ndarray, n_estimators: int, max_samples: int | str,
                              n_jobs=1)
     forest.fit(scaler.transform(X))
     return scaler, forest
+
+
+def load(path: str, width: int) -> tuple[RobustScaler, IsolationForest, dict]:
+    """(scaler, forest, the detector's parameters) read from a model's ``iforest.skops`` (written by
+    model_store.save), checked: only scikit-learn's own types, a RobustScaler and an IsolationForest,
+    both fitted on ``width`` features. Refused otherwise (and for a file that cannot be read)."""
+    import skops.io
+    from sklearn.ensemble import IsolationForest
+    from sklearn.preprocessing import RobustScaler
+
+    try:
+        untrusted = [t for t in skops.io.get_untrusted_types(file=path) if t not in TRUSTED_SKOPS_TYPES]
+        if untrusted:
+            raise Refused(f"the model file contains types that are not trusted: {', '.join(untrusted)}", trust=True)
+        state = skops.io.load(path, trusted=list(TRUSTED_SKOPS_TYPES))
+    except Refused:
+        raise
+    except Exception as exc:   # skops raises zip, JSON, type and attribute errors of every kind for a damaged file
+        raise Refused(f"damaged model: cannot read it ({type(exc).__name__})") from None
+    if not isinstance(state, dict) or not isinstance(state.get("params"), dict):
+        raise Refused("damaged model: not a scaler, forest and parameters")
+    scaler, forest_model = state.get("scaler"), state.get("forest")
+    if not isinstance(scaler, RobustScaler) or not isinstance(forest_model, IsolationForest):
+        raise Refused(f"damaged model: expected a RobustScaler and an IsolationForest, found "
+                      f"{type(scaler).__name__} and {type(forest_model).__name__}")
+    for fitted in (scaler, forest_model):
+        if getattr(fitted, "n_features_in_", None) != width:
+            raise Refused(f"damaged model: {type(fitted).__name__} was fitted on "
+                          f"{getattr(fitted, 'n_features_in_', 'no')} features, model.json lists {width}")
+    return scaler, forest_model, state["params"]
 
 
 def forest_scores(forest: IsolationForest, X: np.ndarray) -> np.ndarray:

@@ -27,6 +27,8 @@ from typing import IO, Any, NoReturn
 
 import numpy as np
 
+from log_analyser_core.detectors import forest
+
 MATRIX = np.dtype("<f8")
 MAX_HEADER = 1 << 16
 # Inputs (bytes on disk) whose run starts a forest process: a smaller one parses in well under the
@@ -98,15 +100,23 @@ class ForestProcess:
         """Fit the process's forest (and its scaler) on ``X``, replacing any it held."""
         self._call("fit", [X], n_estimators=n_estimators, max_samples=max_samples, random_state=random_state)
 
+    def load(self, path: str, width: int) -> dict:
+        """Read a saved forest into the process (forest.load); its parameters. forest.Refused as
+        forest.load refuses it."""
+        params = self._call("load", [], path=path, width=width)[0].get("params")
+        if not isinstance(params, dict):
+            raise Lost("the forest's process gave no parameters")
+        return params
+
     def scores(self, X: np.ndarray) -> np.ndarray:
         """forest.forest_scores of the scaled rows (scikit-learn's sign: higher = more normal)."""
-        return self._call("scores", [X])[0]
+        return self._call("scores", [X])[1][0]
 
     def contributions(self, X: np.ndarray) -> np.ndarray:
         """forest.path_contributions of the rows."""
-        return self._call("contributions", [X])[0]
+        return self._call("contributions", [X])[1][0]
 
-    def _call(self, op: str, arrays: list[np.ndarray], **params: Any) -> list[np.ndarray]:
+    def _call(self, op: str, arrays: list[np.ndarray], **params: Any) -> tuple[dict[str, Any], list[np.ndarray]]:
         with self._lock:
             if self._process.stdin is None or self._process.stdin.closed:
                 raise Lost("the forest's process was closed")
@@ -117,9 +127,11 @@ class ForestProcess:
             except (OSError, EOFError, ValueError) as error:
                 self._end()
                 raise Lost(f"the forest's process is gone ({error})") from error
+        if isinstance(header.get("refused"), str):
+            raise forest.Refused(header["refused"], trust=header.get("trust") is True)
         if header.get("ok") is not True:
             raise Lost(str(header.get("error", "the forest's process gave no answer")))
-        return answer
+        return header, answer
 
     def close(self) -> None:
         """End the process (it exits when its input closes)."""
@@ -184,8 +196,6 @@ def serve() -> NoReturn:
     answers = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
     requests = sys.stdin.buffer
-    from log_analyser_core.detectors import forest
-
     try:   # the point of this process: done while the run parses
         import sklearn.ensemble  # noqa: F401
         import sklearn.preprocessing  # noqa: F401
@@ -202,17 +212,23 @@ def serve() -> NoReturn:
             if broken:
                 raise RuntimeError(broken)
             op = header.get("op")
-            if op not in ("fit", "scores", "contributions"):
+            if op not in ("fit", "load", "scores", "contributions"):
                 raise ValueError(f"unknown request {op!r}")
+            extra: dict[str, Any] = {}
+            answer: list[np.ndarray] = []
             if op == "fit":
                 fitted = forest.fit(arrays[0], header["n_estimators"], header["max_samples"], header["random_state"])
-                answer: list[np.ndarray] = []
+            elif op == "load":
+                scaler, model, params = forest.load(header["path"], header["width"])
+                fitted, extra = (scaler, model), {"params": params}
             elif fitted is None:
                 raise RuntimeError(f"{op!r} asked before a fit")
             elif op == "scores":
                 answer = [forest.forest_scores(fitted[1], fitted[0].transform(arrays[0]))]
             else:
                 answer = [forest.path_contributions(*fitted, arrays[0])]
-            write(answers, {"ok": True}, answer)
+            write(answers, {"ok": True, **extra}, answer)
+        except forest.Refused as refused:
+            write(answers, {"ok": False, "refused": str(refused), "trust": refused.trust}, [])
         except Exception as error:  # noqa: BLE001 - the parent fits itself, and meets it there if it is real
             write(answers, {"ok": False, "error": f"{type(error).__name__}: {error}"}, [])

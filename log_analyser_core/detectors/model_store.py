@@ -25,18 +25,19 @@ from typing import TYPE_CHECKING, cast
 import numpy as np
 
 from anomaly_detector import Baseline, Detector, IsolationForestDetector
+from log_analyser_core.detectors import forest
 from log_analyser_core.errors import ConfigError
 from log_analyser_core.features.client import FEATURE_NAMES
 
 if TYPE_CHECKING:
     from log_analyser_core.detectors.autoencoder import AutoencoderDetector
+    from log_analyser_core.detectors.forest_process import ForestProcess
 
 log = logging.getLogger(__name__)
 
 FORMAT = "log_analyser-model"
 FORMAT_VERSION = 1
-# The only types a model's .skops file may contain beyond skops' defaults.
-TRUSTED_SKOPS_TYPES = ("sklearn.tree._tree.Tree",)
+TRUSTED_SKOPS_TYPES = forest.TRUSTED_SKOPS_TYPES
 
 
 @dataclass(frozen=True)
@@ -52,8 +53,9 @@ def save(baseline: Baseline, directory: Path | str, training: dict) -> Path:
     folder = Path(directory)
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        forest = baseline.scale_model
-        skops.io.dump({"scaler": forest.scaler_, "forest": forest.forest_, "params": _forest_params(forest)},
+        scale_model = baseline.scale_model
+        scaler, fitted = scale_model._local()
+        skops.io.dump({"scaler": scaler, "forest": fitted, "params": _forest_params(scale_model)},
                       folder / "iforest.skops")
         if "autoencoder" in baseline.detectors:
             cast("AutoencoderDetector", baseline.detectors["autoencoder"]).save(folder)
@@ -70,9 +72,9 @@ def save(baseline: Baseline, directory: Path | str, training: dict) -> Path:
     return folder
 
 
-def _forest_params(forest: IsolationForestDetector) -> dict:
-    return {"n_estimators": forest.n_estimators, "max_samples": forest.max_samples,
-            "random_state": forest.random_state}
+def _forest_params(detector: IsolationForestDetector) -> dict:
+    return {"n_estimators": detector.n_estimators, "max_samples": detector.max_samples,
+            "random_state": detector.random_state}
 
 
 def _versions(baseline: Baseline) -> dict[str, str]:
@@ -96,8 +98,10 @@ KNOWN_DETECTORS = ("iforest", "autoencoder")
 _RETRAIN = "retrain it with: log_analyser train -f known_good.log --save DIR"
 
 
-def load(directory: Path | str, detectors: tuple[str, ...] | None = None) -> LoadedModel:
-    """Load a model directory; ``detectors`` restricts which of its detectors score (None: all saved).
+def load(directory: Path | str, detectors: tuple[str, ...] | None = None,
+         remote: ForestProcess | None = None) -> LoadedModel:
+    """Load a model directory; ``detectors`` restricts which of its detectors score (None: all saved);
+    the forest is read into ``remote`` (the run's forest process) when given.
 
     Every file is checked as it is read (present, readable, the keys, types and shapes this version
     wrote), so a damaged or hand-edited model is a ConfigError naming the file, never a crash later.
@@ -112,12 +116,12 @@ def load(directory: Path | str, detectors: tuple[str, ...] | None = None) -> Loa
         raise ConfigError(f"the model has no {', '.join(missing)} detector", path=str(folder),
                           hint=f"it was trained with {', '.join(metadata['detectors'])}")
     width = len(metadata["features"])
-    forest = _load_forest(folder, width)
-    fitted: dict[str, Detector] = {name: forest for name in wanted if name == "iforest"}
+    scale_model = _load_forest(folder, width, remote)
+    fitted: dict[str, Detector] = {name: scale_model for name in wanted if name == "iforest"}
     if "autoencoder" in wanted:
         fitted["autoencoder"] = _load_autoencoder(folder, width)
     reference, scale, center, spread = _reference(folder, wanted, width)
-    baseline = Baseline(features=tuple(metadata["features"]), detectors=fitted, scale_model=forest,
+    baseline = Baseline(features=tuple(metadata["features"]), detectors=fitted, scale_model=scale_model,
                         reference=reference, scale=scale, typical=np.array(metadata["typical"], dtype=float),
                         clients=int(metadata["training"]["clients"]), center=center, spread=spread)
     return LoadedModel(baseline=baseline, metadata=metadata)
@@ -182,42 +186,23 @@ def _is_number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and np.isfinite(value)
 
 
-def _load_forest(folder: Path, width: int) -> IsolationForestDetector:
-    import skops.io
-    from sklearn.ensemble import IsolationForest
-    from sklearn.preprocessing import RobustScaler
-
+def _load_forest(folder: Path, width: int, remote: ForestProcess | None = None) -> IsolationForestDetector:
     path = folder / "iforest.skops"
     if not path.is_file():
         raise ConfigError("damaged model: iforest.skops is missing", path=str(folder), hint=_RETRAIN)
+    detector = IsolationForestDetector(remote=remote)   # read and checked there, when given
     try:
-        untrusted = [t for t in skops.io.get_untrusted_types(file=path) if t not in TRUSTED_SKOPS_TYPES]
-        if untrusted:
-            raise ConfigError(f"the model file contains types that are not trusted: {', '.join(untrusted)}",
-                              path=str(path), hint="only load models made by log_analyser train")
-        state = skops.io.load(path, trusted=list(TRUSTED_SKOPS_TYPES))
-    except ConfigError:
-        raise
-    except Exception as exc:   # skops raises zip, JSON, type and attribute errors of every kind for a damaged file
-        raise ConfigError(f"damaged model: cannot read it ({type(exc).__name__})", path=str(path),
-                          hint=_RETRAIN) from None
-    if not isinstance(state, dict) or not isinstance(state.get("params"), dict):
-        raise ConfigError("damaged model: not a scaler, forest and parameters", path=str(path), hint=_RETRAIN)
-    scaler, forest_model = state.get("scaler"), state.get("forest")
-    if not isinstance(scaler, RobustScaler) or not isinstance(forest_model, IsolationForest):
-        raise ConfigError(f"damaged model: expected a RobustScaler and an IsolationForest, found "
-                          f"{type(scaler).__name__} and {type(forest_model).__name__}", path=str(path), hint=_RETRAIN)
-    for fitted in (scaler, forest_model):
-        if getattr(fitted, "n_features_in_", None) != width:
-            raise ConfigError(f"damaged model: {type(fitted).__name__} was fitted on "
-                              f"{getattr(fitted, 'n_features_in_', 'no')} features, model.json lists {width}",
-                              path=str(path), hint=_RETRAIN)
+        params = detector.load(str(path), width)
+    except forest.Refused as refused:
+        hint = "only load models made by log_analyser train" if refused.trust else _RETRAIN
+        raise ConfigError(str(refused), path=str(path), hint=hint) from None
     try:
-        forest = IsolationForestDetector(**state["params"])
+        made = IsolationForestDetector(**params)
     except TypeError:
         raise ConfigError("damaged model: unknown forest parameters", path=str(path), hint=_RETRAIN) from None
-    forest.scaler_, forest.forest_ = scaler, forest_model
-    return forest
+    detector.n_estimators, detector.max_samples, detector.random_state = \
+        made.n_estimators, made.max_samples, made.random_state
+    return detector
 
 
 def _load_autoencoder(folder: Path, width: int) -> Detector:
