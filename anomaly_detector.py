@@ -84,8 +84,8 @@ class IsolationForestDetector:
 
     ``score_samples`` returns the anomaly score s(x) of Liu et al. (2008) in (0, 1]: about 0.5
     for an ordinary point, approaching 1 for points isolated in few splits. Higher = more anomalous.
-    With ``remote`` (a run's forest_process.ForestProcess) the forest is fitted and held in that
-    process, and fitted here instead if the process is lost: the same forest either way.
+    With ``remote`` (a run's forest_process.ForestProcess) the forest is fitted (or read) and held in
+    that process, and made here instead if the process is lost: the same forest either way.
     """
 
     name = "iforest"
