@@ -261,3 +261,13 @@ def test_an_analysis_with_a_model_reads_it_into_the_process(model, monkeypatch, 
     run = subprocess.run([sys.executable, "-c", code, str(SAMPLE), str(tmp_path / "out.json"), str(model)],
                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert json.loads(run.stdout.splitlines()[-1]) == {"code": 0, "sklearn": False, "scipy": False}, run.stderr
+
+
+def test_ctrl_c_is_left_to_the_run_the_process_serves(remote):
+    import signal
+    import time
+
+    time.sleep(0.3)   # inside its imports, most likely
+    remote._process.send_signal(signal.SIGINT)
+    remote.fit(_matrix(300), 10, "auto", 0)   # still there, and answers
+    assert remote.scores(_matrix(5)).shape == (5,)

@@ -38,7 +38,10 @@ MIN_BYTES = 2**20
 MAX_BYTES = 512 * 2**20
 # The child runs with -P (no script folder or working folder first on sys.path: a file named like
 # a library in the user's folder cannot stand in for it) and finds this package where this process did.
-_CHILD = ("import sys; root = sys.argv[1]; root in sys.path or sys.path.append(root); "
+# It ignores SIGINT: Ctrl-C reaches the whole process group, and the run it serves handles it (the
+# child then meets the end of its input) instead of printing a traceback from inside an import.
+_CHILD = ("import signal; signal.signal(signal.SIGINT, signal.SIG_IGN); "
+          "import sys; root = sys.argv[1]; root in sys.path or sys.path.append(root); "
           "from log_analyser_core.detectors import forest_process; forest_process.serve()")
 
 
