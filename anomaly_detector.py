@@ -159,22 +159,24 @@ class IsolationForestDetector:
         return scores.copy()
 
     def _forest_scores(self, X: np.ndarray) -> np.ndarray:
-        if self.remote is not None and self._here is not None:
-            try:
-                return self.remote.scores(X)
-            except forest_process.Lost as lost:
-                _lost(lost)
-        scaler, fitted = self._local()
-        return forest_scores(fitted, scaler.transform(X))
+        return self._answer(lambda remote: remote.scores(X),
+                            lambda scaler, fitted: forest_scores(fitted, scaler.transform(X)))
 
     def contributions(self, X: np.ndarray) -> np.ndarray:
         """forest.path_contributions of the rows of X (see detectors/attribution.py)."""
+        return self._answer(lambda remote: remote.contributions(X),
+                            lambda scaler, fitted: forest.path_contributions(scaler, fitted, X))
+
+    def _answer(self, there: Callable[[forest_process.ForestProcess], np.ndarray],
+                here: Callable[[RobustScaler, IsolationForest], np.ndarray]) -> np.ndarray:
+        """``there`` asked of the process that holds the forest, or else ``here`` of the forest in
+        this process (made here first if the process is lost)."""
         if self.remote is not None and self._here is not None:
             try:
-                return self.remote.contributions(X)
+                return there(self.remote)
             except forest_process.Lost as lost:
                 _lost(lost)
-        return forest.path_contributions(*self._local(), X)
+        return here(*self._local())
 
     def __getstate__(self) -> dict:
         # the memo is the last table's scores (8 MB a million clients): not part of the model that is
