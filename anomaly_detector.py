@@ -137,7 +137,7 @@ class IsolationForestDetector:
         self.scaler_, self.forest_ = here()
         self.remote, self._here = None, None
 
-    def _local(self) -> tuple[RobustScaler, IsolationForest]:
+    def local(self) -> tuple[RobustScaler, IsolationForest]:
         """The fitted scaler and forest in this process (made here now if they were held remotely)."""
         if self._here is not None:
             self._make_here(self._here)
@@ -176,12 +176,12 @@ class IsolationForestDetector:
                 return there(self.remote)
             except forest_process.Lost as lost:
                 _lost(lost)
-        return here(*self._local())
+        return here(*self.local())
 
     def __getstate__(self) -> dict:
         # the memo is the last table's scores (8 MB a million clients): not part of the model that is
         # pickled to Spark's executors; a forest held by a process is fitted here first
-        self._local()
+        self.local()
         return {name: value for name, value in self.__dict__.items() if name not in ("_memo", "remote")} | \
             {"remote": None}
 

@@ -54,7 +54,7 @@ def save(baseline: Baseline, directory: Path | str, training: dict) -> Path:
     try:
         folder.mkdir(parents=True, exist_ok=True)
         scale_model = baseline.scale_model
-        scaler, fitted = scale_model._local()
+        scaler, fitted = scale_model.local()
         skops.io.dump({"scaler": scaler, "forest": fitted, "params": _forest_params(scale_model)},
                       folder / "iforest.skops")
         if "autoencoder" in baseline.detectors:
