@@ -131,6 +131,7 @@ class IsolationForestDetector:
             self.remote = None
             return False
         self._here = here
+        self.remote.holder = self
         return True
 
     def _make_here(self, here: Callable[[], tuple[RobustScaler, IsolationForest]]) -> None:
@@ -171,7 +172,7 @@ class IsolationForestDetector:
                 here: Callable[[RobustScaler, IsolationForest], np.ndarray]) -> np.ndarray:
         """``there`` asked of the process that holds the forest, or else ``here`` of the forest in
         this process (made here first if the process is lost)."""
-        if self.remote is not None and self._here is not None:
+        if self.remote is not None and self._here is not None and self.remote.holder is self:
             try:
                 return there(self.remote)
             except forest_process.Lost as lost:

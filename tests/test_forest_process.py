@@ -271,3 +271,16 @@ def test_ctrl_c_is_left_to_the_run_the_process_serves(remote):
     remote._process.send_signal(signal.SIGINT)
     remote.fit(_matrix(300), 10, "auto", 0)   # still there, and answers
     assert remote.scores(_matrix(5)).shape == (5,)
+
+
+def test_a_forest_replaced_in_the_process_by_another_detectors_is_made_here(remote):
+    X, Y = _matrix(800), _matrix(800, seed=5)
+    first = detect.IsolationForestDetector(n_estimators=30, random_state=0, remote=remote).fit(X)
+    second = detect.IsolationForestDetector(n_estimators=30, random_state=1, remote=remote).fit(Y)
+    assert remote.holder is second
+    assert np.array_equal(first.score_samples(X), detect.IsolationForestDetector(
+        n_estimators=30, random_state=0).fit(X).score_samples(X))
+    assert hasattr(first, "forest_") and not hasattr(second, "forest_")   # the process kept the second's
+    assert np.array_equal(second.score_samples(Y), detect.IsolationForestDetector(
+        n_estimators=30, random_state=1).fit(Y).score_samples(Y))
+

@@ -87,6 +87,9 @@ class ForestProcess:
     def __init__(self, process: subprocess.Popen[bytes]) -> None:
         self._process = process
         self._lock = threading.Lock()
+        # whose forest the process holds (the detector that last fitted or read one there): it holds
+        # one, so a detector whose forest was replaced must not be answered from another's
+        self.holder: object | None = None
 
     @classmethod
     def start(cls) -> ForestProcess | None:
