@@ -441,13 +441,14 @@ def _forest_process(size: int, settings: Settings, engine: engines.Engine) -> It
     not on Spark, and scikit-learn is not imported already (a caller that ran before). None
     otherwise, or when no process could be started."""
     wanted = PRELOAD_MIN_BYTES <= size < PRELOAD_MAX_BYTES and engine.keeps_events and not _sklearn_imported()
+    if not wanted:
+        forest_process.discard()   # one the CLI started early: ended now, not left importing beside the run
     remote = forest_process.take() if wanted else None
     try:
         yield remote
     finally:
         if remote is not None:
             remote.close()
-        forest_process.discard()   # one the CLI started early for a run that did not want it
 
 
 def _sklearn_imported() -> bool:

@@ -192,11 +192,13 @@ def test_the_cli_starts_the_process_before_its_own_imports_and_the_run_takes_it(
 
 
 def test_a_process_started_early_that_no_run_takes_is_ended():
+    import signal
+
     forest_process.start_early([str(SAMPLE)])
     spare = forest_process._spare
     assert spare is not None
-    forest_process.discard()
-    assert spare._process.wait(timeout=30) == 0 and forest_process._spare is None
+    forest_process.discard()   # killed: it held nothing
+    assert spare._process.poll() == -signal.SIGKILL and forest_process._spare is None
 
 
 @pytest.fixture(scope="module")
@@ -284,3 +286,15 @@ def test_a_forest_replaced_in_the_process_by_another_detectors_is_made_here(remo
     assert np.array_equal(second.score_samples(Y), detect.IsolationForestDetector(
         n_estimators=30, random_state=1).fit(Y).score_samples(Y))
 
+
+def test_a_run_that_wants_no_process_ends_the_one_started_early_at_once(monkeypatch):
+    import signal
+
+    forest_process.start_early([str(SAMPLE)])
+    spare = forest_process._spare
+    assert spare is not None
+    monkeypatch.setattr(pipeline, "_sklearn_imported", lambda: True)   # this run fits here
+    with pipeline._forest_process(SAMPLE.stat().st_size, pipeline.Settings(), pipeline.engines.named("polars")) as got:
+        assert got is None and forest_process._spare is None
+        # ended before the run's work, not after it, and killed: not waited for while it imports
+        assert spare._process.poll() == -signal.SIGKILL

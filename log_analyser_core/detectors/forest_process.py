@@ -74,7 +74,7 @@ def discard() -> None:
     global _spare
     process, _spare = _spare, None
     if process is not None:
-        process.close()
+        process.close(at_once=True)   # it holds nothing yet, and may still be importing
 
 
 class Lost(Exception):
@@ -139,9 +139,12 @@ class ForestProcess:
             raise Lost(str(header.get("error", "the forest's process gave no answer")))
         return header, answer
 
-    def close(self) -> None:
-        """End the process (it exits when its input closes)."""
+    def close(self, at_once: bool = False) -> None:
+        """End the process: it exits when its input closes, once it is done importing; ``at_once``
+        kills it instead."""
         with self._lock:
+            if at_once:
+                self._process.kill()
             self._end()
 
     def _end(self) -> None:
