@@ -91,6 +91,8 @@ class IsolationForestDetector:
     name = "iforest"
     # while ``remote`` holds the forest: makes the same scaler and forest here, should it be lost
     _here: Callable[[], tuple[RobustScaler, IsolationForest]] | None = None
+    # a saved model's forest as arrays (forest.Trees): scored in NumPy, no scikit-learn object held
+    trees_: forest.Trees | None = None
 
     def __init__(self, n_estimators: int = 200, max_samples: int | str = "auto", random_state: int = 0,
                  remote: forest_process.ForestProcess | None = None) -> None:
@@ -117,6 +119,17 @@ class IsolationForestDetector:
         self.scaler_, self.forest_, saved = forest.load(path, width)
         self.remote = None
         return saved
+
+    def use_trees(self, trees: forest.Trees) -> None:
+        """Score with ``trees`` (a saved model's forest, read by model_store) from now on."""
+        self._memo, self.trees_, self.remote, self._here = None, trees, None, None
+
+    def trees(self) -> forest.Trees:
+        """The fitted scaler and forest as arrays, as a model saves them."""
+        if self.trees_ is not None:
+            return self.trees_
+        return forest.Trees.of(*self.local(), {"n_estimators": self.n_estimators, "max_samples": self.max_samples,
+                                               "random_state": self.random_state})
 
     def _held(self, ask: Callable[[forest_process.ForestProcess], object],
               here: Callable[[], tuple[RobustScaler, IsolationForest]]) -> bool:
@@ -160,11 +173,15 @@ class IsolationForestDetector:
         return scores.copy()
 
     def _forest_scores(self, X: np.ndarray) -> np.ndarray:
+        if self.trees_ is not None:
+            return self.trees_.scores(X)
         return self._answer(lambda remote: remote.scores(X),
                             lambda scaler, fitted: forest_scores(fitted, scaler.transform(X)))
 
     def contributions(self, X: np.ndarray) -> np.ndarray:
         """forest.path_contributions of the rows of X (see detectors/attribution.py)."""
+        if self.trees_ is not None:
+            return self.trees_.contributions(X)
         return self._answer(lambda remote: remote.contributions(X),
                             lambda scaler, fitted: forest.path_contributions(scaler, fitted, X))
 
@@ -182,7 +199,8 @@ class IsolationForestDetector:
     def __getstate__(self) -> dict:
         # the memo is the last table's scores (8 MB a million clients): not part of the model that is
         # pickled to Spark's executors; a forest held by a process is fitted here first
-        self.local()
+        if self.trees_ is None:
+            self.local()
         return {name: value for name, value in self.__dict__.items() if name not in ("_memo", "remote")} | \
             {"remote": None}
 

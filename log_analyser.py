@@ -271,8 +271,9 @@ def _add_engine_options(parser: argparse.ArgumentParser) -> None:
                        help="a Spark setting, repeatable (e.g. --spark-conf spark.executor.memory=8g)")
 
 
-MODEL_SAFETY = ("models are read without unpickling: scikit-learn objects with skops (only scikit-learn's "
-                "own types are trusted), the Keras network in safe mode; still, load only models you made")
+MODEL_SAFETY = ("models are read without unpickling: the forest and the networks' weights as NumPy arrays "
+                "(a model from before them: scikit-learn objects with skops, which trusts only scikit-learn's own "
+                "types; the Keras network in safe mode); still, load only models you made")
 
 
 def _add_model_options(parser: argparse.ArgumentParser) -> None:

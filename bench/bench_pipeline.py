@@ -70,7 +70,7 @@ def ensure_log(lines: int, seed: int, folder: Path, attackers: bool = True) -> P
 def ensure_model(folder: Path, seed: int) -> Path:
     """A baseline with the Isolation Forest and the autoencoder, trained on a log without attackers."""
     model = folder / f"model-{MODEL_LINES}-{seed + 1}"
-    if not (model / "model.json").exists():
+    if not (model / "iforest.npz").exists():   # a model of the current format (2: the forest as arrays)
         good = ensure_log(MODEL_LINES, seed + 1, folder, attackers=False)
         subprocess.run([sys.executable, "-m", "log_analyser", "train", "-f", str(good), "--save", str(model),
                         "--detectors", "iforest,autoencoder"], check=True, cwd=ROOT, env=CHILD_ENV)

@@ -440,7 +440,8 @@ def _forest_process(size: int, settings: Settings, engine: engines.Engine) -> It
     (``size`` bytes, see _preload_detectors), when the forest is fitted (or a --model's read) here,
     not on Spark, and scikit-learn is not imported already (a caller that ran before). None
     otherwise, or when no process could be started."""
-    wanted = PRELOAD_MIN_BYTES <= size < PRELOAD_MAX_BYTES and engine.keeps_events and not _sklearn_imported()
+    wanted = PRELOAD_MIN_BYTES <= size < PRELOAD_MAX_BYTES and engine.keeps_events and not _sklearn_imported() \
+        and not _model_reads_alone(settings)
     if not wanted:
         forest_process.discard()   # one the CLI started early: ended now, not left importing beside the run
     remote = forest_process.take() if wanted else None
@@ -449,6 +450,13 @@ def _forest_process(size: int, settings: Settings, engine: engines.Engine) -> It
     finally:
         if remote is not None:
             remote.close()
+
+
+def _model_reads_alone(settings: Settings) -> bool:
+    """Whether the run's --model scores in NumPy alone (no scikit-learn, no forest process)."""
+    from log_analyser_core.detectors import model_store
+
+    return settings.model is not None and model_store.reads_alone(settings.model)
 
 
 def _sklearn_imported() -> bool:
@@ -464,7 +472,7 @@ def _preload_detectors(size: int, settings: Settings, engine: engines.Engine,
     under 0.1 GB at 5M lines) when the autoencoder will likely run, i.e. on inputs large enough to
     hold the clients it needs. ``size``: the input's bytes on disk."""
     targets: list[Callable[[], object]] = []
-    if PRELOAD_MIN_BYTES <= size < PRELOAD_MAX_BYTES and remote is None:
+    if PRELOAD_MIN_BYTES <= size < PRELOAD_MAX_BYTES and remote is None and not _model_reads_alone(settings):
         targets.append(lambda: importlib.import_module("sklearn.ensemble"))
     # a saved autoencoder scores with NumPy: TensorFlow is needed only to train one on the log itself
     if size >= DEEP_PRELOAD_MIN_BYTES and engine.keeps_events and settings.model is None and \

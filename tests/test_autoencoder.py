@@ -113,7 +113,7 @@ def test_a_trained_model_round_trips(tmp_path, planted, capsys):
     summary = train([str(good)], str(tmp_path / "model"), Settings(detectors=BOTH))
     assert summary["autoencoder"]["epochs_run"] >= 1 and summary["autoencoder"]["threshold"] > 0
     files = sorted(p.name for p in (tmp_path / "model").iterdir())
-    assert files == ["autoencoder.json", "autoencoder.keras", "autoencoder.npz", "iforest.skops", "model.json",
+    assert files == ["autoencoder.json", "autoencoder.keras", "autoencoder.npz", "iforest.npz", "model.json",
                      "reference.npz"]
     metadata = json.loads((tmp_path / "model" / "model.json").read_text())
     assert {"keras", "tensorflow"} <= set(metadata["versions"])

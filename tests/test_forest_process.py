@@ -203,10 +203,11 @@ def test_a_process_started_early_that_no_run_takes_is_ended():
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
-    """A forest-only model trained on part of the sample log."""
-    folder = tmp_path_factory.mktemp("model")
-    pipeline.train([str(SAMPLE)], str(folder / "model"), pipeline.Settings(detectors=("iforest",)))
-    return folder / "model"
+    """A forest-only model trained on the sample log, as format 1 saved it (iforest.skops): read by
+    scikit-learn, so into the forest's process (a format 2 model needs neither: test_forest_trees.py)."""
+    from model_formats import train_both
+
+    return train_both([str(SAMPLE)], tmp_path_factory.mktemp("model"), pipeline.Settings(detectors=("iforest",)))[0]
 
 
 def test_a_model_read_into_the_process_scores_as_one_read_here(model, remote):

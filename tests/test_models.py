@@ -180,6 +180,18 @@ def forest_model(tmp_path_factory):
     return folder / "model", summary
 
 
+@pytest.fixture(scope="module")
+def format_1_model(tmp_path_factory):
+    """A forest-only model as format 1 saved it (iforest.skops): the damage cases cover both formats'
+    common files and the skops file that format 1 models are read from."""
+    import loggen
+    from model_formats import train_both
+
+    folder = tmp_path_factory.mktemp("model1")
+    log = write_log(folder / "good.log", loggen.generate(20_000, seed=11, attackers=False).lines.to_list())
+    return train_both([log], folder, Settings(detectors=FOREST))[0]
+
+
 def site_wide_scan(tmp_path, scanners=120):
     """A day when scanners are the majority: 120 IPs each requesting 40 missing .php pages, plus browsers."""
     import loggen
@@ -192,7 +204,7 @@ def site_wide_scan(tmp_path, scanners=120):
 
 def test_train_saves_features_versions_and_a_training_summary(forest_model):
     folder, summary = forest_model
-    assert sorted(p.name for p in folder.iterdir()) == ["iforest.skops", "model.json", "reference.npz"]
+    assert sorted(p.name for p in folder.iterdir()) == ["iforest.npz", "model.json", "reference.npz"]
     metadata = json.loads((folder / "model.json").read_text())
     assert "requests" in metadata["features"] and "request_time_mean" not in metadata["features"]  # not logged
     assert len(metadata["typical"]) == len(metadata["features"])
@@ -249,11 +261,11 @@ def test_model_trained_on_other_features_is_a_clear_error(tmp_path, capsys):
     (lambda folder: _rewrite(folder, format_version=99), "in format 99, made by a newer log_analyser"),
     (lambda folder: _rewrite(folder, detectors=["iforest"]) or _plant(folder), "not trusted: posix.system"),
 ])
-def test_broken_or_hostile_models_are_refused(forest_model, tmp_path, edit, message):
+def test_broken_or_hostile_models_are_refused(format_1_model, tmp_path, edit, message):
     import shutil
 
     folder = tmp_path / "copy"
-    shutil.copytree(forest_model[0], folder)
+    shutil.copytree(format_1_model, folder)
     edit(folder)
     with pytest.raises(ConfigError, match=message):
         model_store.load(folder)
@@ -324,6 +336,7 @@ def _swap_estimator(folder):
     (lambda f: (f / "reference.npz").unlink(), "", "reference.npz is missing"),
     (lambda f: (f / "iforest.skops").unlink(), "", "iforest.skops is missing"),
     (lambda f: (f / "iforest.skops").write_bytes(b"PK\x03\x04 not a zip"), "iforest.skops", "cannot read it"),
+    (lambda f: _rewrite(f, format_version=2), "", "iforest.npz is missing"),
     (lambda f: (f / "reference.npz").write_bytes(b"junk"), "reference.npz", "cannot read it"),
     (lambda f: _arrays(f, drop="center"), "reference.npz", "no center array"),
     (lambda f: _arrays(f, drop="reference_iforest"), "reference.npz", "no reference_iforest array"),
@@ -337,16 +350,17 @@ def _swap_estimator(folder):
     (lambda f: _rewrite(f, detectors=["autoencoder"]), "model.json", "lacks iforest"),
     (lambda f: _rewrite(f, training={}), "model.json", "'training.clients' is not"),
     (lambda f: _rewrite(f, typical="many"), "model.json", "'typical' is not a list"),
-    (lambda f: _rewrite(f, format_version="1"), "model.json", "format version is '1'; this version reads format 1"),
+    (lambda f: _rewrite(f, format_version="1"), "model.json",
+     "format version is '1'; this version reads formats 1 and 2"),
     (lambda f: _rewrite(f, format_version=None), "model.json", "format version is missing"),
     (_swap_estimator, "iforest.skops", "expected a RobustScaler and an IsolationForest, found RobustScaler and "
                                        "RobustScaler"),
 ])
-def test_damaged_models_are_one_line_errors_naming_the_file(forest_model, tmp_path, capsys, edit, file, message):
+def test_damaged_models_are_one_line_errors_naming_the_file(format_1_model, tmp_path, capsys, edit, file, message):
     import shutil
 
     folder = tmp_path / "copy"
-    shutil.copytree(forest_model[0], folder)
+    shutil.copytree(format_1_model, folder)
     edit(folder)
     with pytest.raises(ConfigError, match=re.escape(message)) as raised:
         model_store.load(folder)

@@ -1,5 +1,6 @@
 """The Isolation Forest's scikit-learn side: fitting it, its scores and its path contributions, each
-a function of the fitted scaler and forest.
+a function of the fitted scaler and forest; and ``Trees``, the same fitted scaler and forest as plain
+arrays, which a saved model is read into and scored with in NumPy alone (no scikit-learn import).
 
 NumPy only at import, and nothing of the pipeline: the process that holds a run's forest
 (forest_process) imports this module and scikit-learn alone.
@@ -11,7 +12,12 @@ averaged over trees (in splits; the contributions sum to E[h] - h(x)).
 """
 from __future__ import annotations
 
+import functools
+import json
+import zipfile
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -129,3 +135,245 @@ def path_contributions(scaler: RobustScaler, forest: IsolationForest, X: np.ndar
         credit[np.arange(len(child)), feature] = removed
         total += paths @ credit
     return total / len(forest.estimators_)
+
+
+TREES_FILE = "iforest.npz"   # a model's forest as Trees (model_store); earlier models hold iforest.skops
+TREE_ROWS = 8192   # rows walked through every tree at once: a rows x trees table of node numbers (13 MB)
+_NODE_ARRAYS = ("left", "right", "feature", "threshold", "missing_left", "samples")
+
+
+@dataclass(frozen=True)
+class Trees:
+    """A fitted RobustScaler and IsolationForest as arrays: what scoring and path contributions read.
+
+    The nodes of every tree, one tree after another (``roots``: each tree's first node): ``left`` and
+    ``right`` children (-1 at a leaf; a child's number is above its parent's), the ``feature`` and
+    ``threshold`` each inner node splits on, where a missing value goes (``missing_left``) and the
+    training ``samples`` that reached the node. ``scores`` equals ``forest_scores(forest,
+    scaler.transform(X))`` and ``contributions`` equals ``path_contributions``, to the bit
+    (tests/test_forest_trees.py): the same comparisons (on the rows as float32, as scikit-learn's
+    trees read them) and the same sums in the same order."""
+
+    center: np.ndarray
+    scale: np.ndarray
+    max_samples: int
+    roots: np.ndarray
+    left: np.ndarray
+    right: np.ndarray
+    feature: np.ndarray
+    threshold: np.ndarray
+    missing_left: np.ndarray
+    samples: np.ndarray
+    params: dict = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, scaler: RobustScaler, forest: IsolationForest, params: dict | None = None) -> Trees:
+        """The arrays of a fitted scaler and forest (every feature in every tree, as ``fit`` makes it)."""
+        width = forest.n_features_in_
+        assert forest._max_features == width, "fit() gives every tree every feature"
+        trees = [estimator.tree_ for estimator in forest.estimators_]
+        roots = np.cumsum([0] + [tree.node_count for tree in trees[:-1]])
+
+        def joined(get, offset: bool = False) -> np.ndarray:
+            parts = [np.asarray(get(tree)) for tree in trees]
+            if offset:   # children numbered across the trees; a leaf keeps -1
+                parts = [np.where(part == -1, -1, part + root) for part, root in zip(parts, roots, strict=True)]
+            return np.concatenate(parts)
+
+        return cls(center=np.asarray(scaler.center_, dtype=np.float64),
+                   scale=np.asarray(scaler.scale_, dtype=np.float64), max_samples=int(forest.max_samples_),
+                   roots=roots.astype(np.int64),
+                   left=joined(lambda t: t.children_left, True).astype(np.int64),
+                   right=joined(lambda t: t.children_right, True).astype(np.int64),
+                   feature=joined(lambda t: t.feature).astype(np.int64),
+                   threshold=joined(lambda t: t.threshold).astype(np.float64),
+                   missing_left=joined(lambda t: t.missing_go_to_left).astype(bool),
+                   samples=joined(lambda t: t.n_node_samples).astype(np.int64), params=dict(params or {}))
+
+    def save(self, path: Path) -> None:
+        np.savez(path, center=self.center, scale=self.scale, max_samples=np.int64(self.max_samples),
+                 roots=self.roots, params=np.array(json.dumps(self.params)),
+                 **{name: getattr(self, name) for name in _NODE_ARRAYS})
+
+    @classmethod
+    def load(cls, path: Path, width: int) -> Trees:
+        """Read ``path`` (written by save; NumPy arrays, nothing pickled), checked: every array of the
+        type and shape save writes, finite, every child after its parent in the same tree, every
+        split on one of ``width`` features. Refused otherwise, so that a damaged file is an error
+        here and walking the trees always ends."""
+        try:
+            with np.load(path, allow_pickle=False) as arrays:
+                absent = [key for key in ("center", "scale", "max_samples", "roots", "params", *_NODE_ARRAYS)
+                          if key not in arrays.files]
+                if absent:
+                    raise Refused(f"damaged model: no {', '.join(absent)} array")
+                loaded = {key: np.asarray(arrays[key]) for key in arrays.files}
+            params = json.loads(str(loaded.pop("params")))
+        except Refused:
+            raise
+        except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+            raise Refused(f"damaged model: cannot read it ({type(exc).__name__})") from None
+        if not isinstance(params, dict):
+            raise Refused("damaged model: 'params' is not a mapping")
+        problem = _trees_problem(loaded, width)
+        if problem:
+            raise Refused(f"damaged model: {problem}")
+        return cls(center=loaded["center"].astype(np.float64), scale=loaded["scale"].astype(np.float64),
+                   max_samples=int(loaded["max_samples"]), roots=loaded["roots"].astype(np.int64),
+                   params=params, **{name: loaded[name].astype(bool if name == "missing_left" else
+                                                               np.float64 if name == "threshold" else np.int64)
+                                     for name in _NODE_ARRAYS})
+
+    def scores(self, X: np.ndarray) -> np.ndarray:
+        """scikit-learn's ``score_samples`` of the scaled rows (higher = more normal), as forest_scores."""
+        depths = np.zeros(len(X))
+        value = self._leaf_values
+        for start in range(0, len(X), TREE_ROWS):
+            leaves = self._walk(self._scaled(X[start:start + TREE_ROWS]))
+            part = depths[start:start + TREE_ROWS]
+            for tree in range(len(self.roots)):   # tree by tree, as scikit-learn adds them up
+                part += value[leaves[:, tree]]
+        denominator = len(self.roots) * _sklearn_path_length(np.array([self.max_samples]))[0]
+        return -(2 ** (-np.divide(depths, denominator, out=np.ones_like(depths), where=denominator != 0)))
+
+    def contributions(self, X: np.ndarray) -> np.ndarray:
+        """path_contributions of the rows: (n_rows, n_features), averaged over the trees."""
+        Z = self._scaled(X)
+        removed = self._removed
+        total = np.zeros(X.shape)
+        rows = np.arange(len(X))
+        for root in self.roots:
+            credit = np.zeros(X.shape)
+            node = np.full(len(X), root)
+            while True:
+                inner = self.left[node] != -1
+                if not inner.any():
+                    break
+                at, parent = rows[inner], node[inner]
+                child = self._step(Z, at, parent)
+                np.add.at(credit, (at, self.feature[parent]), removed[child])
+                node[inner] = child
+            total += credit
+        return total / len(self.roots)
+
+    def _scaled(self, X: np.ndarray) -> np.ndarray:
+        """The rows as the trees read them: RobustScaler.transform's arithmetic, then float32."""
+        Z = np.array(X, dtype=np.float64)
+        Z -= self.center
+        Z /= self.scale
+        return Z.astype(np.float32)
+
+    def _walk(self, Z: np.ndarray) -> np.ndarray:
+        """The leaf each row reaches in each tree: (rows, trees). Every (row, tree) pair takes one step a
+        level, down to the deepest leaf; a leaf is its own child (``_looped``), so no pair is picked out."""
+        left, right, feature, threshold, missing_left, levels = self._looped
+        width = Z.shape[1]
+        flat = Z.ravel()
+        node = np.tile(self.roots, len(Z))
+        base = np.repeat(np.arange(len(Z)) * width, len(self.roots))
+        for _ in range(levels):
+            value = flat.take(base + feature.take(node))
+            go_left = value <= threshold.take(node)
+            missing = np.isnan(value)
+            if missing.any():
+                go_left = np.where(missing, missing_left.take(node), go_left)
+            node = np.where(go_left, left.take(node), right.take(node))
+        return node.reshape(len(Z), len(self.roots))
+
+    def _step(self, Z: np.ndarray, rows: np.ndarray, nodes: np.ndarray) -> np.ndarray:
+        """The child of each inner node in ``nodes`` that the row in ``rows`` goes to."""
+        value = Z[rows, self.feature[nodes]]
+        missing = np.isnan(value)
+        left = np.where(missing, self.missing_left[nodes], value <= self.threshold[nodes])
+        return np.where(left, self.left[nodes], self.right[nodes])
+
+    @functools.cached_property
+    def _looped(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
+        """The node arrays with each leaf its own left and right child (on feature 0, threshold +inf),
+        and the number of steps from a root to the deepest leaf."""
+        leaf = self.left == -1
+        number = np.arange(len(self.left))
+        return (np.where(leaf, number, self.left), np.where(leaf, number, self.right), np.where(leaf, 0, self.feature),
+                np.where(leaf, np.inf, self.threshold), self.missing_left, int(self._depths.max()) - 1)
+
+    @property
+    def _leaf_values(self) -> np.ndarray:
+        """Per node, what reaching it adds to a row's path length, as scikit-learn computes it: the
+        node's depth (the root's is 1) plus c(samples), minus 1."""
+        return self._depths + _sklearn_path_length(self.samples) - 1.0
+
+    @property
+    def _depths(self) -> np.ndarray:
+        depth = np.zeros(len(self.left), dtype=np.int64)
+        level, nodes = 1, self.roots
+        while len(nodes):
+            depth[nodes] = level
+            inner = nodes[self.left[nodes] != -1]
+            nodes, level = np.concatenate([self.left[inner], self.right[inner]]), level + 1
+        return depth
+
+    @property
+    def _removed(self) -> np.ndarray:
+        """Per child node, the expected path length its split removed (expected_depths' arithmetic):
+        E(parent) - 1 - E(child)."""
+        counts = self.samples
+        expected = average_path_length(counts)
+        inner = np.flatnonzero(self.left != -1)
+        for node in inner[::-1]:   # children after parents: bottom-up, as expected_depths
+            n_left, n_right = counts[self.left[node]], counts[self.right[node]]
+            expected[node] = 1.0 + (n_left * expected[self.left[node]] + n_right * expected[self.right[node]]) \
+                / counts[node]
+        removed = np.zeros(len(counts))
+        removed[self.left[inner]] = expected[inner] - 1.0 - expected[self.left[inner]]
+        removed[self.right[inner]] = expected[inner] - 1.0 - expected[self.right[inner]]
+        return removed
+
+
+def _sklearn_path_length(n: np.ndarray) -> np.ndarray:
+    """c(n) exactly as scikit-learn's IsolationForest computes it (its _average_path_length)."""
+    n = np.asarray(n)
+    c = np.zeros(n.shape)
+    c[n == 2] = 1.0
+    many = n > 2
+    c[many] = 2.0 * (np.log(n[many] - 1.0) + np.euler_gamma) - 2.0 * (n[many] - 1.0) / n[many]
+    return c
+
+
+def _trees_problem(arrays: dict[str, np.ndarray], width: int) -> str | None:
+    """What is wrong with a saved forest's arrays, or None."""
+    for key in ("center", "scale"):
+        values = arrays[key]
+        if values.shape != (width,) or not np.issubdtype(values.dtype, np.number) or not np.isfinite(values).all():
+            return f"'{key}' is not {width} numbers"
+    if not (arrays["scale"] != 0).all():
+        return "'scale' holds a zero"
+    if arrays["max_samples"].shape != () or not np.issubdtype(arrays["max_samples"].dtype, np.integer) \
+            or int(arrays["max_samples"]) < 1:
+        return "'max_samples' is not a positive whole number"
+    nodes = arrays["left"].shape
+    for key in _NODE_ARRAYS:
+        values = arrays[key]
+        kind = np.bool_ if key == "missing_left" else np.floating if key == "threshold" else np.integer
+        if values.ndim != 1 or values.shape != nodes or not values.size or not np.issubdtype(values.dtype, kind):
+            return f"'{key}' is not one {kind.__name__} value per node"
+    roots = arrays["roots"]
+    if roots.ndim != 1 or not roots.size or not np.issubdtype(roots.dtype, np.integer) or roots[0] != 0 \
+            or (np.diff(roots) <= 0).any() or roots[-1] >= nodes[0]:
+        return "'roots' are not the increasing first nodes of the trees"
+    left, right, number = arrays["left"], arrays["right"], np.arange(nodes[0])
+    inner = left != -1
+    tree = np.searchsorted(roots, number, side="right") - 1
+    if ((right != -1) != inner).any():
+        return "a node has one child"
+    children = np.concatenate([left[inner], right[inner]])
+    parents = np.concatenate([number[inner], number[inner]])
+    if (children <= parents).any() or (children >= nodes[0]).any() or (tree[children] != tree[parents]).any():
+        return "a child is not after its parent in the same tree"
+    feature, threshold = arrays["feature"][inner], arrays["threshold"][inner]
+    if (feature < 0).any() or (feature >= width).any():
+        return f"a split is not on one of the {width} features"
+    if not np.isfinite(threshold).all():
+        return "a split's threshold is not a number"
+    if (arrays["samples"] < 1).any():
+        return "a node holds no training samples"
+    return None

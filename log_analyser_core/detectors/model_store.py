@@ -4,14 +4,16 @@ A model directory holds:
   model.json        format version, feature list, library versions, training summary, typical client
   reference.npz     the training clients' raw scores per detector, the 0-100 scale, and the median client
                     and robust spread of each feature (for reasons); numpy arrays, no pickle
-  iforest.skops     the robust scaler and Isolation Forest (skops)
+  iforest.npz       the robust scaler and Isolation Forest as arrays (forest.Trees: numpy, no pickle;
+                    scoring reads them with NumPy, so a run with --model imports no scikit-learn)
   autoencoder.npz   the autoencoder's weights (numpy, no pickle; scoring reads them with NumPy), with
                     autoencoder.json (its scaler, threshold) and autoencoder.keras (the same network for Keras)
 
-scikit-learn objects are stored with skops rather than joblib/pickle: loading a pickle runs whatever
-code the file names, while skops rebuilds only the types it is told to trust (here scikit-learn's
-scaler, forest and tree types; anything else is refused). Keras models load in safe mode, which
-refuses serialized Python code. Even so, a model is code-adjacent data: load only models you made.
+Models of format 1 (before iforest.npz) hold the scaler and forest as iforest.skops, still read:
+skops rather than joblib/pickle, since loading a pickle runs whatever code the file names, while
+skops rebuilds only the types it is told to trust (here scikit-learn's scaler, forest and tree
+types; anything else is refused). Keras models load in safe mode, which refuses serialized Python
+code. Even so, a model is code-adjacent data: load only models you made.
 """
 from __future__ import annotations
 
@@ -36,7 +38,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 FORMAT = "log_analyser-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2   # 2: the forest as iforest.npz (1: iforest.skops, still read)
+READ_VERSIONS = (1, 2)
+_READ = " and ".join(map(str, READ_VERSIONS))
 TRUSTED_SKOPS_TYPES = forest.TRUSTED_SKOPS_TYPES
 
 
@@ -48,15 +52,10 @@ class LoadedModel:
 
 def save(baseline: Baseline, directory: Path | str, training: dict) -> Path:
     """Write ``baseline`` to ``directory`` (created if needed); ``training`` is the summary to record."""
-    import skops.io
-
     folder = Path(directory)
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        scale_model = baseline.scale_model
-        scaler, fitted = scale_model.local()
-        skops.io.dump({"scaler": scaler, "forest": fitted, "params": _forest_params(scale_model)},
-                      folder / "iforest.skops")
+        baseline.scale_model.trees().save(folder / forest.TREES_FILE)
         if "autoencoder" in baseline.detectors:
             cast("AutoencoderDetector", baseline.detectors["autoencoder"]).save(folder)
         assert baseline.center is not None and baseline.spread is not None, "fit_baseline sets both"
@@ -70,11 +69,6 @@ def save(baseline: Baseline, directory: Path | str, training: dict) -> Path:
     except OSError as exc:
         raise ConfigError(f"cannot write the model: {exc.strerror}", path=str(folder)) from None
     return folder
-
-
-def _forest_params(detector: IsolationForestDetector) -> dict:
-    return {"n_estimators": detector.n_estimators, "max_samples": detector.max_samples,
-            "random_state": detector.random_state}
 
 
 def _versions(baseline: Baseline) -> dict[str, str]:
@@ -116,7 +110,8 @@ def load(directory: Path | str, detectors: tuple[str, ...] | None = None,
         raise ConfigError(f"the model has no {', '.join(missing)} detector", path=str(folder),
                           hint=f"it was trained with {', '.join(metadata['detectors'])}")
     width = len(metadata["features"])
-    scale_model = _load_forest(folder, width, remote)
+    scale_model = (_load_trees(folder, width) if metadata["format_version"] >= 2
+                   else _load_forest(folder, width, remote))
     fitted: dict[str, Detector] = {name: scale_model for name in wanted if name == "iforest"}
     if "autoencoder" in wanted:
         fitted["autoencoder"] = _load_autoencoder(folder, width)
@@ -151,13 +146,13 @@ def _metadata(folder: Path) -> dict:
 
 
 def _check_version(version: object, path: Path) -> None:
-    if version == FORMAT_VERSION and isinstance(version, int) and not isinstance(version, bool):
+    if version in READ_VERSIONS and isinstance(version, int) and not isinstance(version, bool):
         return
     if isinstance(version, int) and not isinstance(version, bool) and version > FORMAT_VERSION:
         raise ConfigError(f"the model is in format {version}, made by a newer log_analyser", path=str(path),
-                          hint=f"this version reads format {FORMAT_VERSION}: upgrade log_analyser or retrain")
+                          hint=f"this version reads formats {_READ}: upgrade log_analyser or retrain")
     shown = "missing" if version is None else repr(version)
-    raise ConfigError(f"the model's format version is {shown}; this version reads format {FORMAT_VERSION}",
+    raise ConfigError(f"the model's format version is {shown}; this version reads formats {_READ}",
                       path=str(path), hint=_RETRAIN)
 
 
@@ -186,7 +181,35 @@ def _is_number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and np.isfinite(value)
 
 
+def reads_alone(directory: Path | str) -> bool:
+    """Whether the model in ``directory`` scores with NumPy alone (its forest is iforest.npz): a run
+    with it starts no forest process (forest_process) and imports no scikit-learn."""
+    return (Path(directory) / forest.TREES_FILE).is_file()
+
+
+def _load_trees(folder: Path, width: int) -> IsolationForestDetector:
+    path = folder / forest.TREES_FILE
+    if not path.is_file():
+        raise ConfigError(f"damaged model: {forest.TREES_FILE} is missing", path=str(folder), hint=_RETRAIN)
+    try:
+        trees = forest.Trees.load(path, width)
+    except forest.Refused as refused:
+        raise ConfigError(str(refused), path=str(path), hint=_RETRAIN) from None
+    detector = _detector(trees.params, path)
+    detector.use_trees(trees)
+    return detector
+
+
+def _detector(params: dict, path: Path) -> IsolationForestDetector:
+    """A forest detector with the saved parameters (checked as the constructor takes them)."""
+    try:
+        return IsolationForestDetector(**params)
+    except TypeError:
+        raise ConfigError("damaged model: unknown forest parameters", path=str(path), hint=_RETRAIN) from None
+
+
 def _load_forest(folder: Path, width: int, remote: ForestProcess | None = None) -> IsolationForestDetector:
+    """A format-1 model's iforest.skops."""
     path = folder / "iforest.skops"
     if not path.is_file():
         raise ConfigError("damaged model: iforest.skops is missing", path=str(folder), hint=_RETRAIN)
@@ -196,10 +219,7 @@ def _load_forest(folder: Path, width: int, remote: ForestProcess | None = None) 
     except forest.Refused as refused:
         hint = "only load models made by log_analyser train" if refused.trust else _RETRAIN
         raise ConfigError(str(refused), path=str(path), hint=hint) from None
-    try:
-        made = IsolationForestDetector(**params)
-    except TypeError:
-        raise ConfigError("damaged model: unknown forest parameters", path=str(path), hint=_RETRAIN) from None
+    made = _detector(params, path)
     detector.n_estimators, detector.max_samples, detector.random_state = \
         made.n_estimators, made.max_samples, made.random_state
     return detector
