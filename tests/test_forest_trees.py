@@ -46,7 +46,8 @@ def test_trees_score_and_explain_as_the_forest_does_to_the_bit(fitted, monkeypat
     scaler, model, trees = fitted
     X = np.vstack([_data(1500), _data(700, seed=1), _data(300, seed=2) * 5.0])
     X[5, 3] = np.nan   # a missing value goes where the tree sends it
-    monkeypatch.setattr(forest, "TREE_ROWS", 256)   # several blocks of rows
+    monkeypatch.setattr(forest, "TREE_ROWS", 256)   # several blocks of rows,
+    monkeypatch.setattr(forest, "SPLIT_ROWS", 1000)  # on two threads
     assert np.array_equal(trees.scores(X), forest.forest_scores(model, scaler.transform(X)))
     rows = X[::97]
     assert np.array_equal(trees.contributions(rows), forest.path_contributions(scaler, model, rows))

@@ -228,11 +228,19 @@ class Trees:
         """scikit-learn's ``score_samples`` of the scaled rows (higher = more normal), as forest_scores."""
         depths = np.zeros(len(X))
         value = self._leaf_values
-        for start in range(0, len(X), TREE_ROWS):
+
+        def block(start: int) -> None:
             leaves = self._walk(self._scaled(X[start:start + TREE_ROWS]))
             part = depths[start:start + TREE_ROWS]
             for tree in range(len(self.roots)):   # tree by tree, as scikit-learn adds them up
                 part += value[leaves[:, tree]]
+        starts = range(0, len(X), TREE_ROWS)
+        if len(X) < SPLIT_ROWS:
+            for start in starts:
+                block(start)
+        else:   # blocks on two threads (NumPy's steps over big arrays release the GIL), as forest_scores
+            with ThreadPoolExecutor(max_workers=2, thread_name_prefix="trees") as pool:
+                list(pool.map(block, starts))
         denominator = len(self.roots) * _sklearn_path_length(np.array([self.max_samples]))[0]
         return -(2 ** (-np.divide(depths, denominator, out=np.ones_like(depths), where=denominator != 0)))
 
@@ -266,18 +274,18 @@ class Trees:
     def _walk(self, Z: np.ndarray) -> np.ndarray:
         """The leaf each row reaches in each tree: (rows, trees). Every (row, tree) pair takes one step a
         level, down to the deepest leaf; a leaf is its own child (``_looped``), so no pair is picked out."""
-        left, right, feature, threshold, missing_left, levels = self._looped
+        children, feature, threshold, missing_left, levels = self._looped
         width = Z.shape[1]
         flat = Z.ravel()
         node = np.tile(self.roots, len(Z))
         base = np.repeat(np.arange(len(Z)) * width, len(self.roots))
+        missing = bool(np.isnan(flat).any())
         for _ in range(levels):
             value = flat.take(base + feature.take(node))
-            go_left = value <= threshold.take(node)
-            missing = np.isnan(value)
-            if missing.any():
-                go_left = np.where(missing, missing_left.take(node), go_left)
-            node = np.where(go_left, left.take(node), right.take(node))
+            go_right = ~(value <= threshold.take(node))
+            if missing:   # NaN compares false: it goes where the tree sends a missing value
+                go_right = np.where(np.isnan(value), ~missing_left.take(node), go_right)
+            node = children.take(2 * node + go_right)
         return node.reshape(len(Z), len(self.roots))
 
     def _step(self, Z: np.ndarray, rows: np.ndarray, nodes: np.ndarray) -> np.ndarray:
@@ -288,13 +296,15 @@ class Trees:
         return np.where(left, self.left[nodes], self.right[nodes])
 
     @functools.cached_property
-    def _looped(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
-        """The node arrays with each leaf its own left and right child (on feature 0, threshold +inf),
-        and the number of steps from a root to the deepest leaf."""
+    def _looped(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
+        """The node arrays as the walk reads them: each node's left and right child side by side (node
+        n's at 2n and 2n + 1), a leaf its own child both ways (on feature 0, threshold +inf); and the
+        number of steps from a root to the deepest leaf."""
         leaf = self.left == -1
         number = np.arange(len(self.left))
-        return (np.where(leaf, number, self.left), np.where(leaf, number, self.right), np.where(leaf, 0, self.feature),
-                np.where(leaf, np.inf, self.threshold), self.missing_left, int(self._depths.max()) - 1)
+        children = np.stack([np.where(leaf, number, self.left), np.where(leaf, number, self.right)], axis=1).ravel()
+        return (children, np.where(leaf, 0, self.feature), np.where(leaf, np.inf, self.threshold), self.missing_left,
+                int(self._depths.max()) - 1)
 
     @property
     def _leaf_values(self) -> np.ndarray:
