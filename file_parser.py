@@ -353,7 +353,7 @@ def _parse_block(lines: pl.Series, fmt: LogFormat | None, *, source: str, option
 def _without_blanks(chunk: pl.Series, first_line: int) -> tuple[pl.Series, pl.Series | None, int]:
     """(the chunk's non-blank lines, their line numbers or None when none was blank, blank lines).
     Blank lines are counted, never parsed nor stored: 100 MB of newlines compress to a few bytes."""
-    blank = chunk.str.contains(r"^\s*$")
+    blank = ~chunk.str.contains(r"\S")   # no character that is not white space (half the cost of ^\s*$)
     count = int(blank.sum())
     if count == 0:
         return chunk, None, 0
