@@ -78,22 +78,35 @@ def per_distinct(transform: Callable[[pl.Series], pl.Series],
     return apply
 
 
+JOIN_FROM_PATTERNS = 3   # matching patterns mapped back by one join, not one pass over the rows each
+
+
 def text_masks(values: pl.Series, patterns: Mapping[str, str],
                transform: Callable[[pl.Series], pl.Series] | None = None) -> dict[str, pl.Series]:
     """Boolean masks over ``values`` (a String or Categorical column), one per named regular
     expression, each matched on the text of the distinct values only (null as the empty string;
     ``transform``, such as URL-decoding, applied to that text once) and mapped back to every row. A
     log repeats its user agents, referers and paths many times over, so this matches a fraction of
-    the rows, and a categorical column is never cast to text as a whole."""
+    the rows, and a categorical column is never cast to text as a whole. A pattern that matches no
+    value costs no pass over the rows; when several match, one join maps them all back."""
     distinct = values.unique()
     text = distinct.cast(pl.String).fill_null("")
     text = transform(text) if transform is not None else text
-    masks = {}
-    for name, pattern in patterns.items():
-        matched = distinct.filter(text.str.contains(pattern).fill_null(False))
-        mask = values.is_in(matched.drop_nulls().implode()).fill_null(False)
-        masks[name] = mask | values.is_null() if matched.null_count() else mask
-    return masks
+    found = {name: text.str.contains(pattern).fill_null(False) for name, pattern in patterns.items()}
+    hit = [name for name, matched in found.items() if matched.any()]
+    masks = {name: pl.repeat(False, values.len(), dtype=pl.Boolean, eager=True).alias(values.name)
+             for name in patterns if name not in hit}
+    if len(hit) >= JOIN_FROM_PATTERNS:
+        table = pl.DataFrame([distinct.alias("_value"), *(found[name].alias(f"_{i}") for i, name in enumerate(hit))])
+        joined = values.alias("_value").to_frame().join(table, on="_value", how="left", maintain_order="left",
+                                                         nulls_equal=True)
+        masks |= {name: joined[f"_{i}"].alias(values.name) for i, name in enumerate(hit)}
+    else:
+        for name in hit:
+            matched = distinct.filter(found[name])
+            mask = values.is_in(matched.drop_nulls().implode()).fill_null(False)
+            masks[name] = mask | values.is_null() if matched.null_count() else mask
+    return {name: masks[name] for name in patterns}
 
 
 def text_matches(values: pl.Series, pattern: str) -> pl.Series:
