@@ -666,9 +666,9 @@ def shared_addresses(events: pl.DataFrame) -> dict[str, int]:
     agents = (agents.with_columns(pl.col("user_agent").cast(pl.String).fill_null("").str.to_lowercase().alias("_ua"))
               .filter(pl.col("_ua").str.contains(_BROWSER) & ~pl.col("_ua").str.contains(_BOT))
               .select("user_agent", pl.col("_ua").rank("dense").alias("_agent")))
-    people = (events.select("client_ip", "user_agent", "path", "status").join(agents, on="user_agent")
-              .select("client_ip", "_agent", pl.col("path").str.contains(f"(?i){_ASSET}").alias("asset"),
-                      (pl.col("status") >= 400).alias("error"))
+    asset = log_events.text_matches(events.get_column("path"), f"(?i){_ASSET}")   # on the distinct paths
+    people = (events.select("client_ip", "user_agent", asset.alias("asset"), (pl.col("status") >= 400).alias("error"))
+              .join(agents, on="user_agent")
               .group_by("client_ip", "_agent").agg(pl.col("asset").any(), pl.col("error").mean())
               .filter(pl.col("asset") & (pl.col("error") < PERSON_MAX_ERROR_SHARE))
               .group_by("client_ip").len().filter(pl.col("len") >= SHARED_MIN_AGENTS))
