@@ -437,9 +437,10 @@ def _crs_rules(settings: Settings) -> tuple[crs_stage.RuleSet | None, list[str]]
 def _forest_process(size: int, settings: Settings, engine: engines.Engine) -> Iterator[ForestProcess | None]:
     """A process importing scikit-learn for the run's forest while the log is parsed, ended when
     the run is (detectors/forest_process.py); on inputs where the import would be preloaded
-    (``size`` bytes, see _preload_detectors), when the forest is fitted (or a --model's read) here,
-    not on Spark, and scikit-learn is not imported already (a caller that ran before). None
-    otherwise, or when no process could be started."""
+    (``size`` bytes, see _preload_detectors), when the forest is fitted (or a format 1 --model's
+    read) here, not on Spark, and scikit-learn is not imported already (a caller that ran before).
+    None otherwise (a format 2 --model's forest is walked in NumPy), or when no process could be
+    started."""
     wanted = PRELOAD_MIN_BYTES <= size < PRELOAD_MAX_BYTES and engine.keeps_events and not _sklearn_imported() \
         and not _model_reads_alone(settings)
     if not wanted:
