@@ -197,3 +197,37 @@ def test_a_damaged_format_2_model_is_a_one_line_error_naming_the_file(models, tm
     code = log_analyser.main(["-f", str(SAMPLE), "--model", str(folder)])
     err = capsys.readouterr().err.strip()
     assert code == ExitCode.USAGE and err.startswith("error: ") and "\n" not in err, err
+
+
+def test_a_format_1_model_is_upgraded_in_place_without_its_training_log(models, tmp_path, capsys):
+    old, new = models
+    folder = tmp_path / "upgraded"
+    shutil.copytree(old, folder)
+    assert log_analyser.main(["train", "--upgrade", str(folder)]) == ExitCode.OK
+    assert "upgraded to model format 2" in capsys.readouterr().err
+    assert sorted(p.name for p in folder.iterdir()) == sorted(p.name for p in new.iterdir())
+    assert json.loads((folder / "model.json").read_text()) == json.loads((new / "model.json").read_text())
+    with np.load(folder / "iforest.npz") as upgraded, np.load(new / "iforest.npz") as trained:
+        assert upgraded.files == trained.files and all(np.array_equal(upgraded[k], trained[k]) for k in trained.files)
+    assert log_analyser.main(["train", "--upgrade", str(folder)]) == ExitCode.OK
+    assert "in model format 2 already" in capsys.readouterr().err
+
+
+def test_an_upgrade_refuses_a_hostile_model_and_writes_nothing(models, tmp_path):
+    import skops.io
+
+    folder = tmp_path / "hostile"
+    shutil.copytree(models[0], folder)
+    skops.io.dump({"scaler": os.system, "forest": None, "params": {}}, folder / "iforest.skops")
+    with pytest.raises(ConfigError, match="not trusted: posix.system"):
+        model_store.upgrade(folder)
+    assert not (folder / "iforest.npz").exists()
+    assert json.loads((folder / "model.json").read_text())["format_version"] == 1
+
+
+@pytest.mark.parametrize("argv", [["--upgrade", "m", "--save", "m2"], ["--upgrade", "m", "-f", "x.log"],
+                                  ["-f", "x.log"], ["--save", "m"], []])
+def test_train_takes_a_log_and_a_folder_or_an_upgrade_alone(argv, capsys):
+    assert log_analyser.main(["train", *argv]) == ExitCode.USAGE
+    err = capsys.readouterr().err
+    assert "--upgrade" in err and "error" in err

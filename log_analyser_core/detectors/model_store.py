@@ -181,6 +181,27 @@ def _is_number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and np.isfinite(value)
 
 
+def upgrade(directory: Path | str) -> bool:
+    """Rewrite a format 1 model in ``directory`` in this version's format (its forest as
+    iforest.npz, read from iforest.skops, checked as a run reads it), without its training log;
+    False when it is in this format already. The arrays are written before model.json says so, so an
+    interrupted upgrade leaves a format 1 model that still reads."""
+    folder = Path(directory)
+    metadata = _metadata(folder)
+    if metadata["format_version"] == FORMAT_VERSION:
+        return False
+    detector = _load_forest(folder, len(metadata["features"]))
+    try:
+        detector.trees().save(folder / forest.TREES_FILE)
+        staged = folder / "model.json.upgrading"
+        staged.write_text(json.dumps({**metadata, "format_version": FORMAT_VERSION}, indent=2), encoding="utf-8")
+        staged.replace(folder / "model.json")
+        (folder / "iforest.skops").unlink()
+    except OSError as exc:
+        raise ConfigError(f"cannot write the model: {exc.strerror}", path=str(folder)) from None
+    return True
+
+
 def reads_alone(directory: Path | str) -> bool:
     """Whether the model in ``directory`` scores with NumPy alone (its forest is iforest.npz): a run
     with it starts no forest process (forest_process) and imports no scikit-learn."""
