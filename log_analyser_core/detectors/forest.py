@@ -138,7 +138,7 @@ def path_contributions(scaler: RobustScaler, forest: IsolationForest, X: np.ndar
 
 
 TREES_FILE = "iforest.npz"   # a model's forest as Trees (model_store); earlier models hold iforest.skops
-TREE_ROWS = 8192   # rows walked through every tree at once: a rows x trees table of node numbers (13 MB)
+TREE_ROWS = 4096   # rows walked through every tree at once: a few rows x trees arrays of 6.5 MB each (200 trees)
 _NODE_ARRAYS = ("left", "right", "feature", "threshold", "missing_left", "samples")
 
 
