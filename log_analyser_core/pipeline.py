@@ -565,7 +565,9 @@ def _summary(parsed: file_parser.ParsedLog, scored: Scored, findings: Sequence[F
 
 def train(sources: Sequence[str], directory: str, settings: Settings = Settings()) -> dict:
     """Fit the detectors on trusted traffic and save them to ``directory`` (model_store); returns the
-    training summary recorded with the model. Raises InputError when there are too few clients."""
+    training summary recorded with the model (``detectors``: those fitted), and ``skipped``: the
+    detectors asked for but not fitted, too few clients (name -> the clients each needs). Raises
+    InputError when there are too few clients for any."""
     from log_analyser_core.detectors import model_store
 
     data = engines.named(settings.engine).aggregate(sources, settings)   # the path analyse() takes
@@ -579,15 +581,16 @@ def train(sources: Sequence[str], directory: str, settings: Settings = Settings(
                                    random_state=settings.random_state)
     summary = {"sources": list(parsed.stats.formats), "formats": dict(parsed.stats.formats),
                "total_lines": parsed.stats.total_lines, "parsed_lines": parsed.stats.parsed_lines,
-               "clients": table.height, "detectors": list(detectors), "seed": settings.random_state,
+               "clients": table.height, "detectors": list(baseline.detectors), "seed": settings.random_state,
                "n_estimators": settings.n_estimators,
                "time_start": _iso(table["first_seen"].min()), "time_end": _iso(table["last_seen"].max())}
     if "autoencoder" in baseline.detectors:
         network = cast("AutoencoderDetector", baseline.detectors["autoencoder"])
         summary["autoencoder"] = {"epochs_run": network.epochs_run_, "threshold": network.threshold_}
     model_store.save(baseline, directory, summary)
-    log.info("saved a %s model of %d clients to %s", "+".join(detectors), table.height, directory)
-    return summary
+    log.info("saved a %s model of %d clients to %s", "+".join(baseline.detectors), table.height, directory)
+    # not recorded with the model: what was asked for and not fitted, for the command's message
+    return {**summary, "skipped": {name: detect.MIN_CLIENTS_FOR[name] for name in baseline.skipped}}
 
 
 def _iso(value) -> str | None:

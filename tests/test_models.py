@@ -303,6 +303,19 @@ def test_train_cli(capsys, tmp_path):
     assert json.loads(out)["summary"]["clients"] == 7
 
 
+def test_train_says_which_detector_it_could_not_fit_and_records_only_those_it_did(capsys, tmp_path):
+    import loggen
+
+    log = write_log(tmp_path / "good.log", loggen.generate(6_000, seed=2, attackers=False).lines.to_list())
+    code = log_analyser.main(["train", "-f", log, "--save", str(tmp_path / "m"), "--detectors", "iforest,autoencoder"])
+    err = capsys.readouterr().err
+    assert code == ExitCode.OK and "trained iforest on 40 clients (6,000 lines)" in err
+    assert "note: autoencoder not trained: 40 clients are too few to fit it (needs 50)" in err
+    metadata = json.loads((tmp_path / "m" / "model.json").read_text())
+    assert metadata["detectors"] == metadata["training"]["detectors"] == ["iforest"]
+    assert "skipped" not in metadata["training"]
+
+
 def test_train_on_too_few_clients_is_an_input_error(capsys):
     code = log_analyser.main(["train", "-f", str(DATA / "small.log"), "--save", "unused"])
     assert code == ExitCode.INPUT and "too few to learn" in capsys.readouterr().err

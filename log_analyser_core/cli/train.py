@@ -62,4 +62,7 @@ def run(argv: list[str]) -> ExitCode:
     summary = train(resolve_sources(args.files), args.save, settings)
     print(f"trained {' and '.join(summary['detectors'])} on {summary['clients']:,} clients "
           f"({summary['parsed_lines']:,} lines) -> {args.save}", file=sys.stderr)
+    for name, needs in summary["skipped"].items():
+        print(f"note: {name} not trained: {summary['clients']:,} clients are too few to fit it (needs {needs})",
+              file=sys.stderr)
     return ExitCode.OK
