@@ -28,7 +28,7 @@ import anomaly_detector as detect
 import file_parser
 from anomaly_detector import Baseline
 from log_analyser_core import ranking, verdict
-from log_analyser_core.detectors import attribution, forest_process
+from log_analyser_core.detectors import attribution, forest, forest_process
 from log_analyser_core.detectors.forest_process import ForestProcess
 from log_analyser_core.engines import engine as engines
 from log_analyser_core.engines import partition
@@ -455,9 +455,7 @@ def _forest_process(size: int, settings: Settings, engine: engines.Engine) -> It
 
 def _model_reads_alone(settings: Settings) -> bool:
     """Whether the run's --model scores in NumPy alone (no scikit-learn, no forest process)."""
-    from log_analyser_core.detectors import model_store
-
-    return settings.model is not None and model_store.reads_alone(settings.model)
+    return settings.model is not None and forest.saved_as_trees(settings.model)
 
 
 def _sklearn_imported() -> bool:

@@ -50,7 +50,8 @@ def test_trees_score_and_explain_as_the_forest_does_to_the_bit(fitted, monkeypat
     monkeypatch.setattr(forest, "SPLIT_ROWS", 1000)  # on two threads
     assert np.array_equal(trees.scores(X), forest.forest_scores(model, scaler.transform(X)))
     rows = X[::97]
-    assert np.array_equal(trees.contributions(rows), forest.path_contributions(scaler, model, rows))
+    assert np.array_equal(trees.contributions(rows), _through_decision_paths(scaler, model, rows))
+    assert np.array_equal(forest.path_contributions(scaler, model, rows), trees.contributions(rows))
 
 
 def test_values_just_above_a_threshold_split_as_scikit_learn_reads_them(fitted):
@@ -66,13 +67,38 @@ def test_values_just_above_a_threshold_split_as_scikit_learn_reads_them(fitted):
     X[np.arange(len(inner)), trees.feature[inner]] = np.nextafter(trees.threshold[inner], np.inf)
     assert (X.astype(np.float32) != X).any()
     assert np.array_equal(plain.scores(X), forest.forest_scores(model, X))
-    assert np.array_equal(plain.contributions(X[:300]), forest.path_contributions(_identity(), model, X[:300]))
+    assert np.array_equal(plain.contributions(X[:300]), _through_decision_paths(_identity(), model, X[:300]))
 
 
 def _identity():
     from sklearn.preprocessing import FunctionTransformer
 
     return FunctionTransformer()
+
+
+def _through_decision_paths(scaler, model, X: np.ndarray) -> np.ndarray:
+    """The reference: the same attribution over scikit-learn's own ``decision_path`` of each tree
+    (a sparse row x node matrix), with each node's expected path length filled bottom-up from its
+    tree's arrays: how the forest's contributions were computed before Trees."""
+    Z = scaler.transform(X)
+    total = np.zeros(X.shape)
+    for estimator in model.estimators_:
+        tree = estimator.tree_
+        left, right, counts = tree.children_left, tree.children_right, tree.n_node_samples
+        expected = forest.average_path_length(counts)
+        for node in range(tree.node_count - 1, -1, -1):
+            if left[node] != -1:
+                expected[node] = 1.0 + (counts[left[node]] * expected[left[node]]
+                                         + counts[right[node]] * expected[right[node]]) / counts[node]
+        parent = np.full(tree.node_count, -1)
+        for children in (left, right):
+            inner = children != -1
+            parent[children[inner]] = np.flatnonzero(inner)
+        child = np.flatnonzero(parent >= 0)
+        credit = np.zeros((len(child), X.shape[1]))
+        credit[np.arange(len(child)), tree.feature[parent[child]]] = expected[parent[child]] - 1.0 - expected[child]
+        total += estimator.decision_path(Z).tocsc()[:, child] @ credit
+    return total / len(model.estimators_)
 
 
 def test_trees_saved_and_read_back_are_the_same_forest(fitted, tmp_path):
@@ -141,7 +167,7 @@ def test_a_model_holds_its_forest_as_arrays_and_reads_it_without_scikit_learn_ob
     read = model_store.load(new).baseline.scale_model
     assert read.trees_ is not None and not hasattr(read, "forest_") and read.remote is None
     assert (read.n_estimators, read.max_samples, read.random_state) == (200, "auto", 0)
-    assert model_store.reads_alone(new) and not model_store.reads_alone(old)
+    assert forest.saved_as_trees(new) and not forest.saved_as_trees(old)
 
 
 def test_format_1_and_format_2_models_give_the_same_findings(models):

@@ -71,7 +71,8 @@ def test_forest_contributions_add_up_to_the_path_length_gap():
     # s(x) = 2 ** (-mean path length / c(max_samples)): recover the mean path length from sklearn's score
     c = forest_math.average_path_length(np.array([forest.forest_.max_samples_]))[0]
     mean_path = -np.log2(forest.score_samples(X[-2:])) * c
-    root = np.mean([forest_math.expected_depths(t.tree_)[0] for t in forest.forest_.estimators_])
+    trees = forest_math.Trees.of(forest.scaler_, forest.forest_)
+    root = np.mean(trees.expected_lengths[trees.roots])
     assert np.allclose(contributions.sum(axis=1), root - mean_path)
     assert contributions[1].argmax() == 1 and contributions[1, 1] > 3 * np.abs(contributions[1, [0, 2]]).max()
 

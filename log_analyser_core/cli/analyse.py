@@ -27,10 +27,11 @@ def run(args: argparse.Namespace) -> ExitCode:
 
     configure_logging(args)
     follow.check(args)
-    if not args.follow and args.engine == "polars" and not _model_reads_alone(args.model):
-        from log_analyser_core.detectors import forest_process
+    if not args.follow and args.engine == "polars":
+        from log_analyser_core.detectors import forest, forest_process
 
-        forest_process.start_early(args.files)   # importing scikit-learn beside this process's imports
+        if not (args.model and forest.saved_as_trees(args.model)):   # such a model needs no scikit-learn
+            forest_process.start_early(args.files)   # importing scikit-learn beside this process's imports
     settings = build_settings(args)
     if args.follow:
         return follow.run(args, settings)
@@ -76,14 +77,6 @@ def run(args: argparse.Namespace) -> ExitCode:
     for hint in messages.next_steps(result, args.output, settings.enrichment is not None, has_key, args.details):
         _say(args, hint)
     return ExitCode.OK
-
-
-def _model_reads_alone(model: str | None) -> bool:
-    """Whether ``--model`` names a model that scores in NumPy alone (model_store.reads_alone): then
-    no forest process is started. Asked before the run's imports, so it reads the folder itself."""
-    from log_analyser_core.detectors import forest
-
-    return model is not None and os.path.isfile(os.path.join(model, forest.TREES_FILE))
 
 
 def build_settings(args: argparse.Namespace, now: datetime | None = None):

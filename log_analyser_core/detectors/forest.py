@@ -94,52 +94,31 @@ def forest_scores(forest: IsolationForest, X: np.ndarray) -> np.ndarray:
 
 
 def average_path_length(n: np.ndarray) -> np.ndarray:
-    """c(n) of Liu et al.: the mean path length of an unsuccessful BST search among n points."""
+    """c(n) of Liu et al.: the mean path length of an unsuccessful BST search among n points, in
+    scikit-learn's own arithmetic (Trees.scores equals its scores to the bit)."""
     n = np.asarray(n, dtype=np.float64)
     harmonic = np.log(np.maximum(n - 1, 1)) + np.euler_gamma
     c = 2.0 * harmonic - 2.0 * (n - 1) / np.maximum(n, 1)
     return np.where(n > 2, c, np.where(n == 2, 1.0, 0.0))
 
 
-def expected_depths(tree) -> np.ndarray:
-    """Expected remaining path length below each node of a fitted sklearn tree (training samples)."""
-    left, right, counts = tree.children_left, tree.children_right, tree.n_node_samples
-    expected = average_path_length(counts)  # leaves keep c(n); internal nodes are filled bottom-up
-    for node in range(tree.node_count - 1, -1, -1):  # children always have larger ids than parents
-        if left[node] != -1:
-            n_left, n_right = counts[left[node]], counts[right[node]]
-            expected[node] = 1.0 + (n_left * expected[left[node]] + n_right * expected[right[node]]) / counts[node]
-    return expected
-
-
 def path_contributions(scaler: RobustScaler, forest: IsolationForest, X: np.ndarray) -> np.ndarray:
     """(n_clients, n_features) path length removed by each feature, averaged over the trees.
 
-    Higher = the feature isolated the client faster (more anomalous).
-    """
-    Z = scaler.transform(X)
-    total = np.zeros(X.shape)
-    for tree_model, columns in zip(forest.estimators_, forest.estimators_features_, strict=True):
-        tree = tree_model.tree_
-        expected = expected_depths(tree)
-        parent = np.full(tree.node_count, -1)
-        for children in (tree.children_left, tree.children_right):
-            inner = children != -1
-            parent[children[inner]] = np.flatnonzero(inner)
-        child = np.flatnonzero(parent >= 0)
-        # stepping from parent to child changes the expected path length by 1 + E(child) - E(parent)
-        removed = expected[parent[child]] - 1.0 - expected[child]
-        feature = np.asarray(columns)[tree.feature[parent[child]]]
-        paths = tree_model.decision_path(Z[:, columns]).tocsc()[:, child]
-        credit = np.zeros((len(child), X.shape[1]))
-        credit[np.arange(len(child)), feature] = removed
-        total += paths @ credit
-    return total / len(forest.estimators_)
+    Higher = the feature isolated the client faster (more anomalous). Trees.contributions, on the
+    fitted scaler and forest's arrays."""
+    return Trees.of(scaler, forest).contributions(X)
 
 
 TREES_FILE = "iforest.npz"   # a model's forest as Trees (model_store); earlier models hold iforest.skops
 TREE_ROWS = 4096   # rows walked through every tree at once: a few rows x trees arrays of 6.5 MB each (200 trees)
 _NODE_ARRAYS = ("left", "right", "feature", "threshold", "missing_left", "samples")
+
+
+def saved_as_trees(directory: str | Path) -> bool:
+    """Whether the model in ``directory`` holds its forest as Trees (TREES_FILE): a run with it scores
+    in NumPy alone, with no forest process and no scikit-learn import."""
+    return (Path(directory) / TREES_FILE).is_file()
 
 
 @dataclass(frozen=True)
@@ -150,9 +129,9 @@ class Trees:
     ``right`` children (-1 at a leaf; a child's number is above its parent's), the ``feature`` and
     ``threshold`` each inner node splits on, where a missing value goes (``missing_left``) and the
     training ``samples`` that reached the node. ``scores`` equals ``forest_scores(forest,
-    scaler.transform(X))`` and ``contributions`` equals ``path_contributions``, to the bit
-    (tests/test_forest_trees.py): the same comparisons (on the rows as float32, as scikit-learn's
-    trees read them) and the same sums in the same order."""
+    scaler.transform(X))``, and ``contributions`` the same attribution computed over scikit-learn's
+    own decision paths, to the bit (tests/test_forest_trees.py): the same comparisons (on the rows
+    as float32, as scikit-learn's trees read them) and the same sums in the same order."""
 
     center: np.ndarray
     scale: np.ndarray
@@ -241,11 +220,12 @@ class Trees:
         else:   # blocks on two threads (NumPy's steps over big arrays release the GIL), as forest_scores
             with ThreadPoolExecutor(max_workers=2, thread_name_prefix="trees") as pool:
                 list(pool.map(block, starts))
-        denominator = len(self.roots) * _sklearn_path_length(np.array([self.max_samples]))[0]
+        denominator = len(self.roots) * average_path_length(np.array([self.max_samples]))[0]
         return -(2 ** (-np.divide(depths, denominator, out=np.ones_like(depths), where=denominator != 0)))
 
     def contributions(self, X: np.ndarray) -> np.ndarray:
-        """path_contributions of the rows: (n_rows, n_features), averaged over the trees."""
+        """(n_rows, n_features): the path length each feature's splits removed on the row's path
+        (E(parent) - 1 - E(child) per step, see the module's docstring), averaged over the trees."""
         Z = self._scaled(X)
         removed = self._removed
         total = np.zeros(X.shape)
@@ -306,13 +286,13 @@ class Trees:
         return (children, np.where(leaf, 0, self.feature), np.where(leaf, np.inf, self.threshold), self.missing_left,
                 int(self._depths.max()) - 1)
 
-    @property
+    @functools.cached_property
     def _leaf_values(self) -> np.ndarray:
         """Per node, what reaching it adds to a row's path length, as scikit-learn computes it: the
         node's depth (the root's is 1) plus c(samples), minus 1."""
-        return self._depths + _sklearn_path_length(self.samples) - 1.0
+        return self._depths + average_path_length(self.samples) - 1.0
 
-    @property
+    @functools.cached_property
     def _depths(self) -> np.ndarray:
         depth = np.zeros(len(self.left), dtype=np.int64)
         level, nodes = 1, self.roots
@@ -322,31 +302,26 @@ class Trees:
             nodes, level = np.concatenate([self.left[inner], self.right[inner]]), level + 1
         return depth
 
-    @property
-    def _removed(self) -> np.ndarray:
-        """Per child node, the expected path length its split removed (expected_depths' arithmetic):
-        E(parent) - 1 - E(child)."""
+    @functools.cached_property
+    def expected_lengths(self) -> np.ndarray:
+        """Per node, the expected path length below it of the training samples that reached it: c(n)
+        at a leaf, filled bottom-up (children after parents) at inner nodes."""
         counts = self.samples
         expected = average_path_length(counts)
-        inner = np.flatnonzero(self.left != -1)
-        for node in inner[::-1]:   # children after parents: bottom-up, as expected_depths
+        for node in np.flatnonzero(self.left != -1)[::-1]:
             n_left, n_right = counts[self.left[node]], counts[self.right[node]]
             expected[node] = 1.0 + (n_left * expected[self.left[node]] + n_right * expected[self.right[node]]) \
                 / counts[node]
-        removed = np.zeros(len(counts))
+        return expected
+
+    @functools.cached_property
+    def _removed(self) -> np.ndarray:
+        """Per child node, the expected path length its parent's split removed: E(parent) - 1 - E(child)."""
+        expected, inner = self.expected_lengths, np.flatnonzero(self.left != -1)
+        removed = np.zeros(len(expected))
         removed[self.left[inner]] = expected[inner] - 1.0 - expected[self.left[inner]]
         removed[self.right[inner]] = expected[inner] - 1.0 - expected[self.right[inner]]
         return removed
-
-
-def _sklearn_path_length(n: np.ndarray) -> np.ndarray:
-    """c(n) exactly as scikit-learn's IsolationForest computes it (its _average_path_length)."""
-    n = np.asarray(n)
-    c = np.zeros(n.shape)
-    c[n == 2] = 1.0
-    many = n > 2
-    c[many] = 2.0 * (np.log(n[many] - 1.0) + np.euler_gamma) - 2.0 * (n[many] - 1.0) / n[many]
-    return c
 
 
 def _trees_problem(arrays: dict[str, np.ndarray], width: int) -> str | None:

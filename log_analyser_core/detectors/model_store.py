@@ -202,12 +202,6 @@ def upgrade(directory: Path | str) -> bool:
     return True
 
 
-def reads_alone(directory: Path | str) -> bool:
-    """Whether the model in ``directory`` scores with NumPy alone (its forest is iforest.npz): a run
-    with it starts no forest process (forest_process) and imports no scikit-learn."""
-    return (Path(directory) / forest.TREES_FILE).is_file()
-
-
 def _load_trees(folder: Path, width: int) -> IsolationForestDetector:
     path = folder / forest.TREES_FILE
     if not path.is_file():
